@@ -1,0 +1,48 @@
+# lxd-gateway: `make run` serves the API, `make test` runs every test. Both set up what is missing.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LOCAL_LXD := .lxd
+
+.PHONY: run test test-quick test-integration lint openapi bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+## Serve the gateway on LXDGW_BIND (127.0.0.1:8080); starts a local LXD under .lxd/ when none is found.
+run: $(STAMP)
+	@if [ -z "$$LXDGW_REMOTES" ]; then \
+	  sock=$$($(BIN)/python -m app.harness ensure-local --dir $(LOCAL_LXD)) || exit 1; \
+	  echo "lxd-gateway: using the LXD socket $$sock"; \
+	  export LXD_SOCKET=$$sock; \
+	fi; exec $(BIN)/python -m app
+
+## Every test: unit, integration (real private LXD daemons), API.
+test: $(STAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
+
+## Unit tests only, for quick iteration.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench
+
+## Rewrite the committed OpenAPI document from the app.
+openapi: $(STAMP)
+	$(BIN)/python -m app.openapi_dump > openapi/openapi.json
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	-$(BIN)/python -m app.harness stop-local --dir $(LOCAL_LXD)
+	rm -rf $(VENV) $(LOCAL_LXD) .pytest_cache .ruff_cache

@@ -1,0 +1,26 @@
+"""`python -m app`: serve the gateway with uvicorn on LXDGW_BIND (one worker: jobs live in this process)."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from app.main import create_app
+from app.settings import SettingsError, load_settings
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"lxd-gateway: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
+                proxy_headers=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

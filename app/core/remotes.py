@@ -1,0 +1,101 @@
+"""The set of LXD/Incus endpoints the gateway talks to, each with its open client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from app.lxd.client import Client
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """How to reach one remote (built from settings, or added at run time)."""
+
+    name: str
+    url: str
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_cert: str | None = None
+    server_fingerprint: str | None = None
+    insecure_skip_verify: bool = False
+    proxy: str | None = None
+    project: str = "default"
+    default: bool = False
+
+    @property
+    def protocol(self) -> str:
+        return "unix" if self.url.startswith("unix://") else "https"
+
+
+def open_client(spec: RemoteSpec, *, timeout: float = 30.0) -> Client:
+    if spec.url.startswith("unix://"):
+        return Client.unix(spec.url[len("unix://"):], project=spec.project, timeout=timeout)
+    assert spec.client_cert and spec.client_key
+    return Client.https(spec.url, client_cert=spec.client_cert, client_key=spec.client_key,
+                        server_cert=spec.server_cert, server_fingerprint=spec.server_fingerprint,
+                        insecure=spec.insecure_skip_verify, proxy=spec.proxy, project=spec.project,
+                        timeout=timeout)
+
+
+class UnknownRemote(KeyError):
+    """No remote of that name is configured."""
+
+
+class RemoteRegistry:
+    """Named clients; `get(None)` is the default remote."""
+
+    def __init__(self, specs: list[RemoteSpec], *, timeout: float = 30.0) -> None:
+        self._timeout = timeout
+        self._specs: dict[str, RemoteSpec] = {}
+        self._clients: dict[str, Client] = {}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: RemoteSpec) -> Client:
+        if spec.name in self._specs:
+            raise ValueError(f"remote {spec.name!r} exists")
+        self._specs[spec.name] = spec
+        client = self._clients[spec.name] = open_client(spec, timeout=self._timeout)
+        return client
+
+    async def remove(self, name: str) -> None:
+        self._specs.pop(name, None)
+        client = self._clients.pop(name, None)
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def default_name(self) -> str:
+        for spec in self._specs.values():
+            if spec.default:
+                return spec.name
+        return next(iter(self._specs))
+
+    def specs(self) -> list[RemoteSpec]:
+        return list(self._specs.values())
+
+    def spec(self, name: str | None = None) -> RemoteSpec:
+        name = name or self.default_name
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownRemote(name) from None
+
+    def get(self, name: str | None = None) -> Client:
+        return self._clients[self.spec(name).name]
+
+    async def check(self, name: str, timeout: float = 3.0) -> str | None:
+        """None when the remote answers `GET /1.0` within `timeout`, else the reason it does not."""
+        try:
+            await asyncio.wait_for(self.get(name).server_info(refresh=True), timeout)
+        except TimeoutError:
+            return f"no answer within {timeout:g}s"
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.aclose()

@@ -1,0 +1,1 @@
+"""Private LXD daemons for the test suite and for `make run` on a machine without LXD."""

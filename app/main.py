@@ -1,0 +1,84 @@
+"""The application factory: `create_app(settings)` builds the FastAPI app; the lifespan opens and closes the
+LXD clients. Run it with `python -m app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.api.docs import install_docs
+from app.api.health import router as health_router
+from app.api.problems import Problem, install_problem_handlers
+from app.api.request_id import RequestIdMiddleware
+from app.core.remotes import RemoteRegistry, RemoteSpec
+from app.settings import Settings, load_settings
+
+API_DESCRIPTION = """
+An asynchronous, token-scoped REST gateway in front of LXD and Incus.
+
+* Every long-running action is a **job**: poll it (`GET /v1/jobs/{id}?wait=30`), stream it (websocket or SSE),
+  cancel it (`DELETE /v1/jobs/{id}`).
+* Every error is `application/problem+json` (RFC 9457) with the request id.
+* `?remote=` and `?project=` pick the LXD endpoint and project on every resource route.
+"""
+
+
+def _route_id(route: APIRoute) -> str:
+    return route.operation_id or (f"{route.tags[0]}-{route.name}" if route.tags else route.name)
+
+
+def remote_specs(settings: Settings) -> list[RemoteSpec]:
+    return [
+        RemoteSpec(name=r.name, url=r.url, client_cert=str(r.client_cert) if r.client_cert else None,
+                   client_key=str(r.client_key) if r.client_key else None,
+                   server_cert=str(r.server_cert) if r.server_cert else None,
+                   server_fingerprint=r.server_fingerprint, insecure_skip_verify=r.insecure_skip_verify,
+                   proxy=r.proxy, project=r.project, default=r.default)
+        for r in settings.effective_remotes()
+    ]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        registry = RemoteRegistry(remote_specs(settings), timeout=settings.lxd_timeout_seconds)
+        app.state.remotes = registry
+        try:
+            yield
+        finally:
+            await registry.aclose()
+
+    app = FastAPI(
+        title="lxd-gateway",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_route_id,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    install_docs(app)
+    app.include_router(health_router)
+    app.add_middleware(RequestIdMiddleware)
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict:  # type: ignore[type-arg]
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

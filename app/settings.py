@@ -1,0 +1,154 @@
+"""Gateway settings, read from the environment (prefix `LXDGW_`) and an optional `.env` file.
+
+Lists and nested objects are JSON, e.g.
+`LXDGW_REMOTES='[{"name": "local", "url": "unix:///var/lib/lxd/unix.socket", "default": true}]'`.
+With no remote configured, the default remote is the local socket found by discovery.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.lxd.discovery import discover_socket
+
+
+class RemoteSettings(BaseModel):
+    """One LXD or Incus endpoint the gateway talks to."""
+
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")]
+    url: str = Field(description="`unix:///path/to/unix.socket` or `https://host:port`")
+    client_cert: Path | None = Field(None, description="PEM client certificate (HTTPS)")
+    client_key: Path | None = Field(None, description="PEM client key (HTTPS)")
+    server_cert: Path | None = Field(None, description="PEM server certificate to pin (trusted as the only CA)")
+    server_fingerprint: str | None = Field(None, description="sha256 fingerprint of the server certificate to pin")
+    insecure_skip_verify: bool = Field(False, description="accept any server certificate (never by default)")
+    proxy: str | None = Field(None, description="HTTP proxy for this remote")
+    project: str = "default"
+    default: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("unix://") or v.startswith("https://")):
+            raise ValueError("must start with unix:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("server_fingerprint")
+    @classmethod
+    def _fp(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.lower().replace(":", "")
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be 64 hex characters (sha256)")
+        return v
+
+    @model_validator(mode="after")
+    def _https_needs_identity(self) -> RemoteSettings:
+        if self.url.startswith("https://"):
+            if not (self.client_cert and self.client_key):
+                raise ValueError(f"remote {self.name!r}: https needs client_cert and client_key")
+            if not (self.server_cert or self.server_fingerprint or self.insecure_skip_verify):
+                raise ValueError(f"remote {self.name!r}: https needs server_cert or server_fingerprint to pin "
+                                 "(or insecure_skip_verify=true, asked for by name)")
+        return self
+
+    @property
+    def socket_path(self) -> str | None:
+        return self.url[len("unix://"):] if self.url.startswith("unix://") else None
+
+
+class ImageSourceSettings(BaseModel):
+    """A remote image server searched by image find, in order."""
+
+    name: str
+    url: str
+    protocol: Literal["simplestreams", "lxd", "incus"] = "simplestreams"
+    certificate: Path | None = None
+
+
+def default_image_sources() -> list[ImageSourceSettings]:
+    return [
+        ImageSourceSettings(name="cloud-images-releases", url="https://cloud-images.ubuntu.com/releases"),
+        ImageSourceSettings(name="cloud-images-daily", url="https://cloud-images.ubuntu.com/daily"),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LXDGW_", env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore")
+
+    bind: str = Field("127.0.0.1:8080", description="host:port the HTTP server listens on")
+    data_dir: Path = Field(Path(".data"), description="job database, remotes added at run time, client certs")
+    tokens_file: Path | None = Field(None, description="API tokens (hashed); default <data_dir>/tokens.json")
+    remotes: list[RemoteSettings] = Field(default_factory=list)
+    image_sources: list[ImageSourceSettings] = Field(default_factory=default_image_sources)
+    image_alias_template: str = Field("juju/{series}/{arch}", description="local alias of found images")
+    bridge_name: str = Field("lxdbr0", description="bridge created by verify-network when a profile has no NIC")
+    bridge_nat: bool = Field(True, description="NAT on the bridge created by verify-network")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    auth_enabled: bool = Field(True, description="require bearer tokens (turning it off prints a warning)")
+    job_concurrency_per_remote: int = Field(8, ge=1, le=256)
+    job_retention_days: float = Field(7.0, ge=0)
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
+    cors_origins: list[str] = Field(default_factory=list)
+    metrics_public: bool = Field(True, description="serve /metrics without a token")
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _remotes(self) -> Settings:
+        names = [r.name for r in self.remotes]
+        if len(set(names)) != len(names):
+            raise ValueError("remote names must be unique")
+        if sum(r.default for r in self.remotes) > 1:
+            raise ValueError("at most one remote can be the default")
+        return self
+
+    @property
+    def bind_host(self) -> str:
+        return self.bind.rpartition(":")[0].strip("[]")
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.bind.rpartition(":")[2])
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.tokens_file or self.data_dir / "tokens.json"
+
+    def effective_remotes(self) -> list[RemoteSettings]:
+        """The configured remotes, or the discovered local socket as `local`; exactly one is the default."""
+        remotes = [r.model_copy() for r in self.remotes]
+        if not remotes:
+            path = discover_socket(env=os.environ)
+            remotes = [RemoteSettings(name="local", url=f"unix://{path}", default=True)]
+        if not any(r.default for r in remotes):
+            remotes[0].default = True
+        return remotes
+
+
+class SettingsError(SystemExit):
+    """Invalid settings: one readable line, no traceback."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LXDGW_{'.'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,39 @@
+"""The app end to end through ASGI, against the real private LXD."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app.harness.daemon import DaemonInfo
+from app.main import create_app
+from app.settings import RemoteSettings, Settings
+
+
+def make_settings(tmp_path: Path, daemon: DaemonInfo, **overrides: object) -> Settings:
+    remotes = [
+        RemoteSettings(name="local", url=f"unix://{daemon.socket_path}", default=True),
+        RemoteSettings(name="tls", url=daemon.https_url, client_cert=Path(daemon.client_cert),
+                       client_key=Path(daemon.client_key), server_cert=Path(daemon.server_cert)),
+    ]
+    values: dict[str, object] = {"remotes": remotes, "data_dir": tmp_path / "data", "auth_enabled": False}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+@pytest.fixture
+async def app(tmp_path: Path, lxd_daemon: DaemonInfo) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(tmp_path, lxd_daemon))
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        yield c

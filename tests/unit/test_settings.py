@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.lxd.discovery import discover_socket
+from app.settings import RemoteSettings, Settings
+
+
+def test_defaults() -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.bind == "127.0.0.1:8080" and s.bind_port == 8080
+    assert s.tokens_path == s.data_dir / "tokens.json"
+    assert s.image_alias_template == "juju/{series}/{arch}"
+
+
+def test_remotes_from_env_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LXDGW_REMOTES", '[{"name": "a", "url": "unix:///x.sock"}, '
+                                        '{"name": "b", "url": "unix:///y.sock", "default": true}]')
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert [r.name for r in s.effective_remotes() if r.default] == ["b"]
+
+
+def test_no_remote_means_discovered_local_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LXD_SOCKET", str(tmp_path / "nowhere.socket"))
+    remotes = Settings(_env_file=None).effective_remotes()  # type: ignore[call-arg]
+    assert len(remotes) == 1 and remotes[0].name == "local" and remotes[0].default
+    assert remotes[0].url.startswith("unix://")
+
+
+def test_https_remote_must_pin_or_say_insecure() -> None:
+    with pytest.raises(ValidationError, match="pin"):
+        RemoteSettings(name="r", url="https://h:8443", client_cert=Path("c"), client_key=Path("k"))
+    r = RemoteSettings(name="r", url="https://h:8443", client_cert=Path("c"), client_key=Path("k"),
+                       server_fingerprint="AB" * 32)
+    assert r.server_fingerprint == "ab" * 32
+
+
+def test_invalid_settings_fail_with_one_line() -> None:
+    r = subprocess.run([sys.executable, "-m", "app"], env={"LXDGW_BIND": "nonsense", "PATH": "/usr/bin"},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert "LXDGW_BIND" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_socket_discovery_order() -> None:
+    env = {"LXD_DIR": "/d", "INCUS_DIR": "/i"}
+    found = {"/d/unix.socket", "/var/lib/lxd/unix.socket", "/i/unix.socket"}
+    assert discover_socket(env=env, exists=found.__contains__) == "/d/unix.socket"
+    assert discover_socket("/explicit", env=env, exists=lambda p: True) == "/explicit"
+    assert discover_socket(env={"INCUS_DIR": "/i"}, exists={"/i/unix.socket"}.__contains__) == "/i/unix.socket"
+    assert discover_socket(env={}, exists=lambda p: False) == "/var/snap/lxd/common/lxd/unix.socket"
