@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LOCAL_LXD := .lxd
+LOCAL_LXD ?= .lxd
 
 .PHONY: run test test-quick test-integration lint openapi bench clean venv
 
@@ -28,6 +28,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check app tests bench
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
+	$(BIN)/python -m app.harness check-clean
 
 ## Unit tests only, for quick iteration.
 test-quick: $(STAMP)

@@ -12,7 +12,15 @@ import os
 import sys
 from pathlib import Path
 
-from app.harness.daemon import HarnessError, LocalDaemon, cleanup_stale, ensure_installed, image_tarball, log
+from app.harness.daemon import (
+    HarnessError,
+    LocalDaemon,
+    cleanup_stale,
+    ensure_installed,
+    image_tarball,
+    leftovers_of_finished_runs,
+    log,
+)
 from app.lxd.discovery import discover_socket, is_socket, socket_candidates
 
 
@@ -43,12 +51,19 @@ def main(argv: list[str]) -> int:
         p = sub.add_parser(name)
         p.add_argument("--dir", type=Path, default=Path(".lxd"))
     sub.add_parser("cleanup")
+    sub.add_parser("check-clean", help="fail when a finished run left a daemon, mount, bridge or directory")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "ensure-local":
             print(ensure_local(args.dir))
         elif args.cmd == "stop-local":
             LocalDaemon(args.dir, persistent=True).stop()
+        elif args.cmd == "check-clean":
+            leftovers = leftovers_of_finished_runs()
+            if leftovers:
+                print("lxd-harness: left behind by a finished run: " + "; ".join(leftovers), file=sys.stderr)
+                return 1
+            print("lxd-harness: nothing left behind (no daemon, mount, bridge or directory)")
         else:
             cleanup_stale()
     except HarnessError as exc:

@@ -121,13 +121,18 @@ def kill_processes_of(directory: Path) -> None:
     """SIGKILL every process whose command line names `directory`, with all their descendants."""
     procs = _processes()
     needle = str(directory)
-    roots = {pid for pid, (_, cmd) in procs.items() if needle in cmd and pid != os.getpid()}
+    spared = {os.getpid()}
+    pid = os.getpid()
+    while pid in procs and procs[pid][0] not in spared and procs[pid][0] > 1:  # our ancestors name it too
+        pid = procs[pid][0]
+        spared.add(pid)
+    roots = {p for p, (_, cmd) in procs.items() if needle in cmd and p not in spared}
     victims = set(roots)
     changed = True
     while changed:
         changed = False
         for pid, (ppid, _) in procs.items():
-            if ppid in victims and pid not in victims and pid != os.getpid():
+            if ppid in victims and pid not in victims and pid not in spared:
                 victims.add(pid)
                 changed = True
     for pid in victims:
@@ -264,6 +269,31 @@ def destroy_dir(directory: Path) -> None:
     if directory.exists():  # a busy mount: try once more
         unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
+    """What runs whose owner process has ended left behind: directories, daemons, mounts, bridges."""
+    base = base or Path(tempfile.gettempdir())
+    found: list[str] = []
+    live_dirs: list[str] = []
+    live_bridges: set[str] = set()
+    for d in base.glob(DIR_PREFIX + "*"):
+        state = HarnessState.load(d)
+        if state and _pid_alive(state.owner_pid):
+            live_dirs.append(str(d))
+            live_bridges.update(state.bridges)
+        else:
+            found.append(f"directory {d}")
+    for pid, (_, cmd) in _processes().items():
+        if str(base / DIR_PREFIX) in cmd and not any(ld in cmd for ld in live_dirs) and pid != os.getpid():
+            found.append(f"process {pid} ({cmd.strip()[:80]})")
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            point = line.split()[1]
+            if point.startswith(str(base / DIR_PREFIX)) and not any(point.startswith(ld) for ld in live_dirs):
+                found.append(f"mount {point}")
+    found += [f"bridge {b}" for b in bridges_with_prefix() if b not in live_bridges]
+    return found
 
 
 def cleanup_stale(base: Path | None = None) -> None:
@@ -476,7 +506,7 @@ class LocalDaemon:
         unmount_under(self.dir)
         for bridge in state.bridges:
             delete_bridge(bridge)
-        if self.persistent:
+        if self.persistent and self.dir.exists():
             state.daemon_pid = None
             state.bridges = []
             state.save(self.dir)
