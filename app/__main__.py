@@ -11,6 +11,14 @@ from app.settings import SettingsError, load_settings
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["tokens"]:
+        from app.cli import tokens_main
+
+        try:
+            return tokens_main(argv[1:])
+        except SettingsError as exc:
+            print(f"lxd-gateway: {exc}", file=sys.stderr)
+            return 2
     try:
         settings = load_settings()
     except SettingsError as exc:

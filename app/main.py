@@ -4,18 +4,25 @@ LXD clients. Run it with `python -m app`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.request_id import RequestIdMiddleware
+from app.api.tokens import router as tokens_router
 from app.core.remotes import RemoteRegistry, RemoteSpec
+from app.core.tokens import TokenStore
 from app.settings import Settings, load_settings
+
+log = logging.getLogger("app")
+PUBLIC_PATHS = ("/livez", "/readyz", "/metrics")
 
 API_DESCRIPTION = """
 An asynchronous, token-scoped REST gateway in front of LXD and Incus.
@@ -65,9 +72,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_route_id,
     )
     app.state.settings = settings
+    app.state.tokens = TokenStore(settings.tokens_path)
+    app.state.tickets = TicketBook()
+    if not settings.auth_enabled:
+        log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
+                    settings.bind)
     install_problem_handlers(app)
     install_docs(app)
     app.include_router(health_router)
+    app.include_router(tokens_router)
     app.add_middleware(RequestIdMiddleware)
 
     original_openapi = app.openapi
@@ -75,8 +88,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict:  # type: ignore[type-arg]
         if app.openapi_schema is None:
             schema = original_openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema(
                 ref_template="#/components/schemas/{model}")
+            components["securitySchemes"] = {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API token (`python -m app tokens create NAME --scope read`)."}}
+            schema["security"] = [{"bearer": []}]
+            for path in PUBLIC_PATHS:
+                for op in schema["paths"].get(path, {}).values():
+                    op["security"] = []
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,0 +1,122 @@
+"""Who is calling: bearer tokens (or one-time tickets for browser websockets/SSE) and their scopes.
+
+Built on `HTTPConnection`, so the same dependency guards HTTP and websocket routes. Missing or bad credentials
+are 401 with `WWW-Authenticate: Bearer`; a missing scope is 403. On websockets the connection is closed with
+1008 instead (a websocket cannot carry a status before it is accepted).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, WebSocketException
+from starlette.requests import HTTPConnection
+
+from app.api.problems import ProblemError
+from app.core.tokens import Scope, TokenRecord, TokenStore
+
+TICKET_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    name: str
+    scopes: frozenset[Scope]
+    remotes: tuple[str, ...] | None = None
+    projects: tuple[str, ...] | None = None
+    authenticated: bool = True
+
+    @classmethod
+    def from_record(cls, r: TokenRecord) -> Principal:
+        return cls(name=r.name, scopes=frozenset(r.effective_scopes()),
+                   remotes=tuple(r.remotes) if r.remotes is not None else None,
+                   projects=tuple(r.projects) if r.projects is not None else None)
+
+    def has(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    def allows_remote(self, remote: str) -> bool:
+        return self.remotes is None or remote in self.remotes
+
+    def allows_project(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
+
+
+ANONYMOUS_ADMIN = Principal(name="anonymous", scopes=frozenset(Scope), authenticated=False)
+
+
+@dataclass
+class TicketBook:
+    """One-time tickets (valid 30 s, single use) that stand in for a token where browsers cannot send headers."""
+
+    ttl: float = TICKET_TTL
+    _tickets: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    def issue(self, principal: Principal) -> tuple[str, float]:
+        now = time.monotonic()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[0] > now}
+        ticket = secrets.token_urlsafe(24)
+        self._tickets[ticket] = (now + self.ttl, principal)
+        return ticket, self.ttl
+
+    def redeem(self, ticket: str) -> Principal | None:
+        entry = self._tickets.pop(ticket, None)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+
+def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:
+    if conn.scope["type"] == "websocket":
+        return WebSocketException(code=1008, reason=detail[:120])
+    headers = {"WWW-Authenticate": 'Bearer realm="lxd-gateway"'} if status == 401 else None
+    return ProblemError(status, detail, headers=headers)
+
+
+async def current_principal(conn: HTTPConnection) -> Principal:
+    """The caller, from `Authorization: Bearer` or (websockets, SSE) a one-time `?ticket=`."""
+    settings = conn.app.state.settings
+    if not settings.auth_enabled:
+        return ANONYMOUS_ADMIN
+    cached = conn.scope.get("state", {}).get("principal")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    header = conn.headers.get("authorization", "")
+    principal: Principal | None = None
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _deny(conn, 401, "the Authorization header must be 'Bearer <token>'")
+        record = conn.app.state.tokens.authenticate(secret.strip())
+        if record is None:
+            raise _deny(conn, 401, "invalid, expired or revoked token")
+        principal = Principal.from_record(record)
+    elif ticket := conn.query_params.get("ticket"):
+        principal = conn.app.state.tickets.redeem(ticket)
+        if principal is None:
+            raise _deny(conn, 401, "invalid or expired ticket")
+    else:
+        raise _deny(conn, 401, "a bearer token is required")
+    conn.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller, who must hold `scope`."""
+
+    async def dependency(conn: HTTPConnection, principal: Principal = Depends(current_principal)) -> Principal:
+        if not principal.has(scope):
+            raise _deny(conn, 403, f"this token lacks the '{scope}' scope")
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+def token_store(conn: HTTPConnection) -> TokenStore:
+    return conn.app.state.tokens  # type: ignore[no-any-return]
