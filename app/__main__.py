@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 
+from app.logs import configure_logging
 from app.main import create_app
 from app.settings import SettingsError, load_settings
 
@@ -24,9 +25,10 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"lxd-gateway: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     app = create_app(settings)
     uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
-                proxy_headers=True)
+                proxy_headers=True, log_config=None)
     return 0
 
 

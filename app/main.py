@@ -14,11 +14,13 @@ from fastapi.routing import APIRoute
 from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
+from app.api.metrics import router as metrics_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.request_id import RequestIdMiddleware
 from app.api.tokens import router as tokens_router
 from app.core.remotes import RemoteRegistry, RemoteSpec
 from app.core.tokens import TokenStore
+from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("app")
@@ -81,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     app.include_router(health_router)
     app.include_router(tokens_router)
+    app.include_router(metrics_router)
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
 
     original_openapi = app.openapi

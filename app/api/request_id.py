@@ -9,6 +9,7 @@ import re
 import uuid
 from contextvars import ContextVar
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
@@ -31,6 +32,7 @@ class RequestIdMiddleware:
         incoming = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
         rid = incoming if incoming and _VALID.match(incoming) else uuid.uuid4().hex
         token = _request_id.set(rid)
+        log_ctx = structlog.contextvars.bind_contextvars(request_id=rid)
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
@@ -43,4 +45,5 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            structlog.contextvars.reset_contextvars(**log_ctx)
             _request_id.reset(token)

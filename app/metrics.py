@@ -1,0 +1,79 @@
+"""Prometheus metrics of the gateway, in one registry per app (tests build many apps in one process).
+
+HTTP requests are counted by route template (never the raw path: bounded cardinality), method and status, and
+timed with a wall clock. Other layers record through the small functions at the bottom, so `app.lxd` and
+`app.jobs` need no knowledge of Prometheus: they are handed these callables as hooks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter("lxdgw_http_requests_total", "HTTP requests answered",
+                                     ["route", "method", "status"], registry=r)
+        self.http_latency = Histogram("lxdgw_http_request_duration_seconds", "HTTP request latency",
+                                      ["route", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.lxd_requests = Counter("lxdgw_lxd_requests_total", "requests sent to LXD",
+                                    ["remote", "method", "outcome"], registry=r)
+        self.lxd_latency = Histogram("lxdgw_lxd_request_duration_seconds", "LXD request latency",
+                                     ["remote", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.jobs = Counter("lxdgw_jobs_total", "jobs finished", ["kind", "status"], registry=r)
+        self.job_duration = Histogram("lxdgw_job_duration_seconds", "job duration", ["kind"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.ws_subscribers = Gauge("lxdgw_websocket_subscribers", "open websocket and SSE subscribers",
+                                    ["stream"], registry=r)
+        self.events_reconnects = Counter("lxdgw_lxd_events_reconnects_total",
+                                         "reconnections of LXD event streams", ["remote"], registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def lxd_call(self, remote: str, method: str, seconds: float, outcome: str) -> None:
+        self.lxd_requests.labels(remote, method, outcome).inc()
+        self.lxd_latency.labels(remote, method).observe(seconds)
+
+    def job_finished(self, kind: str, status: str, seconds: float | None) -> None:
+        self.jobs.labels(kind, status).inc()
+        if seconds is not None:
+            self.job_duration.labels(kind).observe(seconds)
+
+
+class MetricsMiddleware:
+    """Pure ASGI: counts and times every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or ("unmatched" if status == 404 else "other")
+            method = scope["method"]
+            self.metrics.http_requests.labels(template, method, str(status)).inc()
+            self.metrics.http_latency.labels(template, method).observe(time.perf_counter() - start)
