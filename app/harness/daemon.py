@@ -75,6 +75,26 @@ def ensure_installed() -> None:
         raise HarnessError(f"still missing after install: {missing_packages()}")
 
 
+def ensure_binary(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` first when it is missing."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise HarnessError(f"{binary} is missing and cannot be installed (need root on Debian)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env,
+                       stdout=subprocess.DEVNULL, check=False)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env,
+                       stdout=subprocess.DEVNULL, check=True)
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if not found:
+        raise HarnessError(f"{binary} still missing after installing {package}")
+    return found
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
