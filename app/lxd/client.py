@@ -1,39 +1,59 @@
-"""Seed of the async LXD client (to be grown into the full client): transport and server facts."""
+"""The LXD client facade: one transport, one request path, and the sub-APIs hung off it.
+
+    async with Client.unix() as lxd:                      # discovery: LXD_SOCKET, LXD_DIR, snap, Debian, Incus
+        await lxd.instances.create("c1", image="busybox")
+        await lxd.instances.start("c1")
+        result = await lxd.exec.run("c1", ["echo", "hi"])
+
+    Client.https(url, client_cert=..., client_key=..., server_cert=PEM path | server_fingerprint=sha256)
+"""
 
 from __future__ import annotations
 
-import ssl
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-import httpx
-
-
-class LXDUnavailable(Exception):
-    """LXD cannot be reached."""
+from app.lxd.discovery import discover_socket
+from app.lxd.envelope import Envelope, decode
+from app.lxd.events import Events
+from app.lxd.exec import Exec
+from app.lxd.files import Files
+from app.lxd.instances import Instances
+from app.lxd.models import OperationState, ServerInfo
+from app.lxd.operations import Operation, Operations
+from app.lxd.server import Server
+from app.lxd.transport import Transport
 
 
 class Client:
-    def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport, *, project: str = "default",
-                 timeout: float = 30.0) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout)
+    """An asyncio LXD (or Incus) client for one endpoint and default project. No I/O until the first call."""
+
+    def __init__(self, transport: Transport, *, project: str = "default") -> None:
+        self.transport = transport
         self.project = project
-        self._server: dict[str, Any] | None = None
+        self.server = Server(self)
+        self.operations = Operations(self)
+        self.events = Events(self)
+        self.instances = Instances(self)
+        self.exec = Exec(self)
+        self.files = Files(self)
 
     @classmethod
-    def unix(cls, path: str, **kw: Any) -> Client:
-        return cls("http://lxd", httpx.AsyncHTTPTransport(uds=path), **kw)
+    def unix(cls, path: str | None = None, *, project: str = "default", timeout: float = 30.0,
+             **transport_kw: Any) -> Client:
+        """A client on a unix socket; `path=None` discovers it (see `app.lxd.discovery`)."""
+        sock = discover_socket(path)
+        return cls(Transport("http://lxd", uds=sock, timeout=timeout, **transport_kw), project=project)
 
     @classmethod
     def https(cls, url: str, *, client_cert: str, client_key: str, server_cert: str | None = None,
               server_fingerprint: str | None = None, insecure: bool = False, proxy: str | None = None,
-              **kw: Any) -> Client:
-        ctx = ssl.create_default_context(cafile=server_cert) if server_cert else ssl.create_default_context()
-        ctx.check_hostname = False
-        if insecure or server_fingerprint:
-            ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(client_cert, client_key)
-        return cls(url, httpx.AsyncHTTPTransport(verify=ctx, proxy=proxy), **kw)
+              project: str = "default", timeout: float = 30.0, **transport_kw: Any) -> Client:
+        """A client over HTTPS with a client certificate; pin the server by `server_cert` or `server_fingerprint`."""
+        return cls(Transport(url, client_cert=client_cert, client_key=client_key, server_cert=server_cert,
+                             server_fingerprint=server_fingerprint, insecure=insecure, proxy=proxy,
+                             timeout=timeout, **transport_kw), project=project)
 
     async def __aenter__(self) -> Client:
         return self
@@ -43,13 +63,40 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.events.aclose()
+        await self.transport.aclose()
 
-    async def server_info(self, refresh: bool = False) -> dict[str, Any]:
-        if self._server is None or refresh:
-            try:
-                r = await self._http.get("/1.0")
-            except httpx.HTTPError as exc:
-                raise LXDUnavailable(str(exc) or type(exc).__name__) from exc
-            self._server = r.json()["metadata"]
-        return self._server
+    async def server_info(self, refresh: bool = False) -> ServerInfo:
+        """`GET /1.0` (cached); raises `LXDUnavailable` when LXD cannot be reached."""
+        return await self.server.info(refresh=refresh)
+
+    # ------------------------------------------------------------------------------------------ requests
+
+    def _params(self, params: Mapping[str, Any] | None, project: str | None, scoped: bool) -> dict[str, Any]:
+        out = dict(params or {})
+        if scoped and "all-projects" not in out:
+            out.setdefault("project", project or self.project)
+        return out
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                      content: Any = None, headers: Mapping[str, str] | None = None, project: str | None = None,
+                      scoped: bool = True, long: bool = False, timeout: float | None = None) -> Envelope:
+        """One request, decoded; raises the `LXDError` subclass for an error. `scoped` adds `?project=`."""
+        resp = await self.transport.request(method, path, params=self._params(params, project, scoped), json=json,
+                                            content=content, headers=headers, long=long, timeout=timeout)
+        return decode(resp, method, path)
+
+    async def mutate(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                     headers: Mapping[str, str] | None = None, content: Any = None, project: str | None = None,
+                     wait: bool = True, timeout: float | None = None) -> Operation:
+        """A call that may answer sync or async; async ones are followed from before the request is sent."""
+        bus = self.events.bus(project)
+        await bus.ensure_connected(0.5 if bus.last_error is not None else 5.0)
+        env = await self.request(method, path, params=params, json=json, headers=headers, content=content,
+                                 project=project)
+        if not env.is_async:
+            return Operation.completed(self, env.metadata)
+        op = Operation(self, OperationState.model_validate(env.metadata), bus=bus)
+        if wait:
+            await op.wait(timeout)
+        return op

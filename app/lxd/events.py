@@ -1,0 +1,263 @@
+"""The `/1.0/events` websocket: one shared connection per endpoint and project scope.
+
+A reader task keeps reading (so LXD's pings are answered and its 5 s write deadline is never hit), reconnects
+with backoff when the stream drops, remembers the last state of every recent operation (LXD forgets finished
+operations after 5 s) and fans events out to bounded per-subscriber queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import websockets
+
+from app.lxd.errors import LXDError
+from app.lxd.models import Event, OperationState
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+log = logging.getLogger("app.lxd.events")
+
+EVENT_TYPES = ("operation", "lifecycle")
+RECENT_OPERATIONS = 4096
+
+
+class Subscription:
+    """A bounded queue of events of some types; the oldest are dropped (and counted) when the reader is slow."""
+
+    def __init__(self, bus: EventBus, types: set[str] | None, maxsize: int) -> None:
+        self._bus = bus
+        self.types = types
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def _put(self, event: Event) -> None:
+        if self.types is not None and event.type not in self.types:
+            return
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+                self.dropped += 1
+        self.queue.put_nowait(event)
+
+    async def get(self, timeout: float | None = None) -> Event:
+        """The next event; raises `TimeoutError` after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            ev = await self.queue.get()
+        if ev is None:
+            raise LXDError("the events stream is closed")
+        return ev
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Event]:
+        while True:
+            ev = await self.queue.get()
+            if ev is None:
+                return
+            yield ev
+
+    def close(self) -> None:
+        self._bus._subs.discard(self)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+
+OperationWatcher = Callable[[OperationState | None], None]
+"""Called with each new state of a watched operation, or None after a reconnect (state may have been missed)."""
+
+
+class EventBus:
+    """One events websocket for one scope (`project=` or `all-projects=true`)."""
+
+    def __init__(self, client: Client, *, project: str | None, all_projects: bool = False,
+                 backoff_max: float = 5.0) -> None:
+        self._client = client
+        self.project = project
+        self.all_projects = all_projects
+        self.backoff_max = backoff_max
+        self.connections = 0  # websocket connections made so far
+        self.reconnects = 0
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: Any = None
+        self._closed = False
+        self._subs: set[Subscription] = set()
+        self._watchers: dict[str, set[OperationWatcher]] = {}
+        self._recent: OrderedDict[str, OperationState] = OrderedDict()
+        self.last_error: Exception | None = None
+
+    @property
+    def params(self) -> dict[str, str]:
+        p = {"type": ",".join(EVENT_TYPES)}
+        if self.all_projects:
+            p["all-projects"] = "true"
+        elif self.project:
+            p["project"] = self.project
+        return p
+
+    async def ensure_connected(self, timeout: float = 5.0) -> bool:
+        """Start the reader when needed and wait until the stream is up; False if it is not within `timeout`."""
+        if self._closed:
+            return False
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="lxd-events")
+        if self.connected.is_set():
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                ws = await self._client.transport.websocket("/1.0/events", self.params)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = exc
+                log.debug("events connect failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            self._ws = ws
+            self.connections += 1
+            if self.connections > 1:
+                self.reconnects += 1
+                self._resync()
+            self.connected.set()
+            delay = 0.1
+            try:
+                async for raw in ws:
+                    self._dispatch(raw)
+            except websockets.ConnectionClosed as exc:
+                self.last_error = exc
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the stream alive whatever one message does
+                self.last_error = exc
+                log.warning("events reader error: %s", exc)
+            finally:
+                self.connected.clear()
+                self._ws = None
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(ws.close())
+            if not self._closed:
+                self._resync()
+                await asyncio.sleep(delay)
+
+    def _resync(self) -> None:
+        for watchers in list(self._watchers.values()):
+            for w in list(watchers):
+                w(None)
+
+    def _dispatch(self, raw: str | bytes) -> None:
+        try:
+            event = Event.model_validate(json.loads(raw))
+        except (ValueError, TypeError):
+            return
+        if event.type == "operation" and event.metadata.get("id"):
+            try:
+                state = OperationState.model_validate(event.metadata)
+            except ValueError:
+                state = None
+            if state is not None:
+                self.remember(state)
+        for sub in list(self._subs):
+            sub._put(event)
+
+    def remember(self, state: OperationState) -> None:
+        """Record the newest state of an operation (never replacing a final state by an older one)."""
+        prev = self._recent.get(state.id)
+        if prev is not None and prev.final and not state.final:
+            return
+        self._recent[state.id] = state
+        self._recent.move_to_end(state.id)
+        while len(self._recent) > RECENT_OPERATIONS:
+            self._recent.popitem(last=False)
+        for w in list(self._watchers.get(state.id, ())):
+            w(state)
+
+    def recent(self, op_id: str) -> OperationState | None:
+        return self._recent.get(op_id)
+
+    def watch(self, op_id: str, watcher: OperationWatcher) -> None:
+        self._watchers.setdefault(op_id, set()).add(watcher)
+
+    def unwatch(self, op_id: str, watcher: OperationWatcher) -> None:
+        ws = self._watchers.get(op_id)
+        if ws is not None:
+            ws.discard(watcher)
+            if not ws:
+                del self._watchers[op_id]
+
+    def subscribe(self, types: set[str] | None = None, maxsize: int = 1024) -> Subscription:
+        sub = Subscription(self, types, maxsize)
+        self._subs.add(sub)
+        return sub
+
+    async def drop(self) -> None:
+        """Close the current websocket (the reader reconnects); used by tests and on suspected stalls."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for sub in list(self._subs):
+            sub.close()
+
+
+class Events:
+    """`client.events`: the shared event buses and subscriptions to them."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._buses: dict[tuple[str | None, bool], EventBus] = {}
+
+    def bus(self, project: str | None = None, *, all_projects: bool = False) -> EventBus:
+        key = (None, True) if all_projects else (project or self._client.project, False)
+        bus = self._buses.get(key)
+        if bus is None:
+            bus = self._buses[key] = EventBus(self._client, project=key[0], all_projects=key[1])
+        return bus
+
+    @property
+    def connection_count(self) -> int:
+        """How many events websockets this client has opened, over all scopes."""
+        return sum(b.connections for b in self._buses.values())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, types: set[str] | None = None, *, project: str | None = None,
+                        all_projects: bool = False, maxsize: int = 1024,
+                        timeout: float = 10.0) -> AsyncIterator[Subscription]:
+        """Receive events of `types` (all when None) until the block ends."""
+        bus = self.bus(project, all_projects=all_projects)
+        sub = bus.subscribe(types, maxsize)
+        try:
+            if not await bus.ensure_connected(timeout):
+                raise bus.last_error if isinstance(bus.last_error, LXDError) else LXDError(
+                    f"events stream not connected within {timeout:g}s: {bus.last_error}")
+            yield sub
+        finally:
+            sub.close()
+
+    async def aclose(self) -> None:
+        for bus in self._buses.values():
+            await bus.aclose()
+        self._buses.clear()
