@@ -1,0 +1,229 @@
+"""§3 connection specs, §4.5/4.6 server facts, §8.1 listener decisions; §16 scenarios 1-6 and 14 (pure part)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from app.core.certificates import Certificate
+from app.core.connection import (
+    ConnectionSpecError,
+    Protocol,
+    ServerFacts,
+    ServerSpec,
+    cloud_images_daily_spec,
+    cloud_images_releases_spec,
+    ensure_host_port,
+    ensure_https,
+    https_listener_addresses,
+    image_remote_protocol,
+    image_server_specs,
+    insecure_server_spec,
+    is_ipv6_unsupported,
+    is_not_found,
+    new_server_spec,
+    simplestreams_server_spec,
+)
+from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
+
+CERT = Certificate.from_pem(b"cert-pem", b"key-pem")
+
+
+@pytest.mark.parametrize("address", ["http://somewhere", "https://somewhere", "somewhere"])
+def test_s01_ensure_https(address: str) -> None:
+    assert ensure_https(address) == "https://somewhere"
+
+
+def test_s01_ensure_https_is_case_sensitive_and_replaces_once() -> None:
+    assert ensure_https("HTTP://x") == "https://HTTP://x"
+    assert ensure_https("http://a/http://b") == "https://a/http://b"
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("https://somewhere", "https://somewhere:8443"),
+    ("somewhere", "https://somewhere:8443"),
+    ("http://somewhere:0", "https://somewhere:0"),
+    ("https://somewhere:123", "https://somewhere:123"),
+    ("https://somewhere:123/", "https://somewhere:123"),
+    ("https://somewhere:123///", "https://somewhere:123"),
+    ("https://h/p", "https://h:8443/p"),
+    ("https://[::1]", "https://[::1]:8443"),
+    ("[::1]:9000", "https://[::1]:9000"),
+    ("10.0.0.1", "https://10.0.0.1:8443"),
+])
+def test_s02_ensure_host_port(address: str, expected: str) -> None:
+    assert ensure_host_port(address) == expected
+
+
+@pytest.mark.parametrize("address", ["https://[::1", "https://h:notaport", "https://"])
+def test_s02_ensure_host_port_refuses_unparseable(address: str) -> None:
+    with pytest.raises(ConnectionSpecError):
+        ensure_host_port(address)
+
+
+def test_s03_socket_path_lxd_dir() -> None:
+    assert discover_socket(env={"LXD_DIR": "foobar"}, exists=lambda p: False) == "foobar/unix.socket"
+
+
+def test_s03_socket_path_snap_before_debian() -> None:
+    assert discover_socket(env={}, exists=lambda p: p in (SNAP_SOCKET, DEBIAN_SOCKET)) == SNAP_SOCKET
+
+
+def test_s03_socket_path_only_debian() -> None:
+    assert discover_socket(env={}, exists=lambda p: p == DEBIAN_SOCKET) == DEBIAN_SOCKET
+
+
+def test_s04_bad_image_remote_protocol() -> None:
+    spec = ServerSpec(host="https://x", protocol="FOOBAR")
+    with pytest.raises(ConnectionSpecError, match=r"^bad protocol supplied for connection: FOOBAR$"):
+        image_remote_protocol(spec)
+
+
+def test_s04_empty_image_remote_protocol() -> None:
+    with pytest.raises(ConnectionSpecError, match=r"^bad protocol supplied for connection: $"):
+        image_remote_protocol(ServerSpec(host="https://x"))
+
+
+@pytest.mark.parametrize("protocol", ["lxd", "simplestreams"])
+def test_s04_known_image_remote_protocols(protocol: str) -> None:
+    assert image_remote_protocol(ServerSpec(host="https://x", protocol=protocol)) == protocol
+
+
+def test_s04_new_server_spec_forces_https_and_carries_certs() -> None:
+    spec = new_server_spec("http://lxd.example", "server-pem", CERT)
+    assert spec.host == "https://lxd.example"
+    assert spec.name == "" and spec.protocol == ""
+    assert spec.connection is not None
+    assert (spec.connection.server_cert, spec.connection.client_cert, spec.connection.client_key) == (
+        "server-pem", "cert-pem", "key-pem")
+    assert spec.connection.insecure_skip_verify is False
+    spec.validate()
+
+
+def test_s04_new_server_spec_needs_a_client_certificate() -> None:
+    with pytest.raises(ConnectionSpecError):
+        new_server_spec("h", "server-pem", None)  # type: ignore[arg-type]
+
+
+def test_s04_insecure_spec() -> None:
+    spec = insecure_server_spec("lxd.example")
+    assert spec.host == "https://lxd.example"
+    assert spec.connection is not None and spec.connection.insecure_skip_verify
+    assert spec.connection.client_cert == ""
+
+
+def test_s04_simplestreams_spec_has_no_connection_args() -> None:
+    spec = simplestreams_server_spec("images", "http://images.example")
+    assert (spec.name, spec.host, spec.protocol, spec.connection) == (
+        "images", "https://images.example", Protocol.SIMPLESTREAMS, None)
+
+
+def test_s04_builders_copy_and_create_args_lazily() -> None:
+    base = simplestreams_server_spec("images", "images.example")
+    built = base.with_proxy("http://proxy:3128").with_skip_get_server(True).with_client_certificate(CERT)
+    assert base.connection is None
+    assert built.connection is not None
+    assert built.connection.proxy == "http://proxy:3128"
+    assert built.connection.skip_get_server is True
+    assert built.connection.client_cert == "cert-pem"
+    other = built.with_skip_get_server(False)
+    assert built.connection.skip_get_server is True and other.connection.skip_get_server is False
+    marker = object()
+    assert base.with_http_client(marker).connection.http_client is marker
+
+
+def test_s04_validate_accepts_every_constructed_spec() -> None:
+    for spec in (new_server_spec("h", "", CERT), insecure_server_spec("h"), simplestreams_server_spec("n", "h"),
+                 cloud_images_releases_spec(), cloud_images_daily_spec()):
+        spec.validate()
+
+
+def test_s04_validate_refuses_a_hand_built_spec_without_host() -> None:
+    with pytest.raises(ConnectionSpecError):
+        ServerSpec(host="").validate()
+
+
+def test_s04_cloud_images_specs() -> None:
+    rel, daily = cloud_images_releases_spec(), cloud_images_daily_spec()
+    assert (rel.name, rel.host, rel.protocol) == (
+        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/releases", "simplestreams")
+    assert (daily.name, daily.host, daily.protocol) == (
+        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/daily", "simplestreams")
+
+
+def test_s04_cloud_images_specs_with_configured_host() -> None:
+    rel = cloud_images_releases_spec("http://mirror.example/ubuntu/", name="mirror")
+    assert (rel.name, rel.host) == ("mirror", "https://mirror.example/ubuntu/releases")
+    assert cloud_images_daily_spec("mirror.example").host == "https://mirror.example/daily"
+
+
+def test_s04_image_server_specs_from_settings() -> None:
+    sources = [SimpleNamespace(name="a", url="https://a.example/releases", protocol="simplestreams"),
+               SimpleNamespace(name="b", url="b.example:8443", protocol="lxd")]
+    specs = image_server_specs(sources)
+    assert [(s.name, s.host, s.protocol) for s in specs] == [
+        ("a", "https://a.example/releases", "simplestreams"), ("b", "https://b.example:8443", "lxd")]
+
+
+def _info(name: str = "", clustered: bool = False, extensions: list[str] | None = None) -> dict:
+    return {"api_extensions": extensions or [], "environment": {
+        "server_name": name, "server_clustered": clustered, "certificate": "PEM", "kernel_architecture": "x86_64",
+        "architectures": ["x86_64", "i686"], "server_version": "5.21.1"}}
+
+
+def test_s05_server_name() -> None:
+    assert ServerFacts.from_server_info(_info("nuc8")).name == "nuc8"
+
+
+def test_s05_unnamed_standalone_server_is_none() -> None:
+    assert ServerFacts.from_server_info(_info("")).name == "none"
+
+
+def test_s05_unnamed_cluster_member_stays_empty() -> None:
+    assert ServerFacts.from_server_info(_info("", clustered=True)).name == ""
+
+
+def test_s05_server_facts() -> None:
+    facts = ServerFacts.from_server_info(_info("n", extensions=["network", "clustering"]))
+    assert facts.host_arch == "amd64"
+    assert facts.supported_arches == ("amd64", "i386")
+    assert facts.version == "5.21.1"
+    assert facts.certificate == "PEM"
+    assert facts.network_api and facts.cluster_supported
+
+
+def test_s05_supported_arches_default_to_host_arch() -> None:
+    info = _info("n")
+    info["environment"]["architectures"] = []
+    assert ServerFacts.from_server_info(info).supported_arches == ("amd64",)
+
+
+def test_s06_storage_supported() -> None:
+    assert ServerFacts.from_server_info(_info("n", extensions=["storage"])).storage_supported
+    assert not ServerFacts.from_server_info(_info("n", extensions=["network"])).storage_supported
+
+
+def test_s14_https_listener_addresses() -> None:
+    assert https_listener_addresses() == ["[::]", "0.0.0.0"]
+    assert https_listener_addresses("10.1.2.3:8443") == ["10.1.2.3:8443"]
+
+
+def test_s14_ipv6_unsupported_error_triggers_fallback() -> None:
+    assert is_ipv6_unsupported("listen tcp [::]:8443: socket: address family not supported by protocol")
+    assert not is_ipv6_unsupported("bad")
+    assert not is_ipv6_unsupported("socket: address family not supported by protocol (really)")
+
+
+class _StatusError(Exception):
+    def __init__(self, msg: str, status_code: int) -> None:
+        super().__init__(msg)
+        self.status_code = status_code
+
+
+def test_is_not_found() -> None:
+    assert not is_not_found(None)
+    assert is_not_found(Exception("Not Found"))
+    assert is_not_found(_StatusError("Instance not found", 404))
+    assert not is_not_found(Exception("x: not found"))
+    assert not is_not_found(_StatusError("boom", 500))
