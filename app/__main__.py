@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import uvicorn
@@ -25,10 +26,17 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"lxd-gateway: {exc}", file=sys.stderr)
         return 2
+    workers = os.environ.get("WEB_CONCURRENCY", "1").strip() or "1"
+    if workers != "1":
+        print(f"lxd-gateway: refusing to start {workers} worker processes (WEB_CONCURRENCY): jobs run inside the "
+              "gateway process and its job database admits one process; run one worker per data directory",
+              file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     app = create_app(settings)
     uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
-                proxy_headers=True, log_config=None)
+                proxy_headers=True, log_config=None, workers=1,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
     return 0
 
 

@@ -14,12 +14,14 @@ from fastapi.routing import APIRoute
 from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
+from app.api.jobs import router as jobs_router
 from app.api.metrics import router as metrics_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.request_id import RequestIdMiddleware
 from app.api.tokens import router as tokens_router
 from app.core.remotes import RemoteRegistry, RemoteSpec
 from app.core.tokens import TokenStore
+from app.jobs.service import JobsService, load_extensions
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, load_settings
 
@@ -59,10 +61,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         registry = RemoteRegistry(remote_specs(settings), timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
+        jobs = JobsService.from_settings(settings)
+        try:
+            await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running
+        except BaseException:
+            await registry.aclose()
+            raise
+        app.state.jobs = jobs
         try:
             yield
         finally:
-            await registry.aclose()
+            try:
+                await jobs.stop(settings.shutdown_grace_seconds)
+            finally:
+                await registry.aclose()
 
     app = FastAPI(
         title="lxd-gateway",
@@ -82,6 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_docs(app)
     app.include_router(health_router)
+    app.include_router(jobs_router)
+    for module in load_extensions(settings.extensions):
+        install = getattr(module, "install", None)
+        if callable(install):
+            install(app)
     app.include_router(tokens_router)
     app.include_router(metrics_router)
     app.state.metrics = Metrics()

@@ -96,6 +96,21 @@ class Settings(BaseSettings):
     job_concurrency_per_remote: int = Field(8, ge=1, le=256)
     job_retention_days: float = Field(7.0, ge=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
+    job_progress_interval_seconds: float = Field(
+        1.0, ge=0, description="a job's progress is written to the job database at most this often (the streams "
+        "carry every update)")
+    job_subscriber_queue: int = Field(
+        1024, ge=8, le=1_000_000, description="messages a job-stream reader may fall behind before it is closed "
+        "(websocket code 1013); also how many recent messages per job an SSE resume can replay")
+    job_sse_heartbeat_seconds: float = Field(15.0, gt=0, description="interval of SSE heartbeat comments")
+    job_lease_seconds: float = Field(60.0, gt=0, description="lease of a job on its gateway process, renewed "
+                                     "while it runs")
+    job_recovery_timeout_seconds: float = Field(
+        50.0, gt=0, description="time allowed to settle one job left running by a previous gateway process")
+    idempotency_ttl_hours: float = Field(24.0, gt=0, description="how long an Idempotency-Key answers its job")
+    extensions: list[str] = Field(
+        default_factory=list, description="Python modules imported at start-up; each may register job kinds and "
+        "may define `install(app)` to add routes")
     lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")

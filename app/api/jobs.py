@@ -1,0 +1,285 @@
+"""`/v1/jobs`: list, read (with long-poll), cancel, and stream jobs (websocket and Server-Sent Events)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.api.auth import require
+from app.api.jobs_support import JobsDep, WaitQuery, job_response
+from app.api.problems import ProblemError, problem_response, problem_responses
+from app.core.tokens import Scope
+from app.jobs.bus import JobEvent, Subscription, job_json
+from app.jobs.models import Job, JobPage, JobStatus
+from app.jobs.runner import JobAlreadyEnded, JobNotFound
+from app.jobs.service import JobsService
+from app.jobs.store import JobFilter
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+Reader = Depends(require(Scope.read))
+Writer = Depends(require(Scope.write))
+
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="the job id")]
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER = 1000, 1001, 1013
+
+
+# -- cursors -------------------------------------------------------------------------------------------------------
+
+def _encode_cursor(position: int, flt: JobFilter) -> str:
+    doc = {"p": position, "f": [list(flt.status) if flt.status else None, flt.kind, flt.resource, flt.remote,
+                                flt.project]}
+    return base64.urlsafe_b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, JobFilter]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        doc = json.loads(raw)
+        position = doc["p"]
+        status, kind, resource, remote, project = doc["f"]
+        if not isinstance(position, int) or position < 0:
+            raise ValueError("position")
+        for v in (kind, resource, remote, project):
+            if v is not None and not isinstance(v, str):
+                raise ValueError("filter")
+        if status is not None and not (isinstance(status, list) and all(isinstance(s, str) for s in status)):
+            raise ValueError("status")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ProblemError(400, "malformed cursor: pass back the next_cursor of a previous page",
+                           slug="bad-cursor") from None
+    return position, JobFilter(tuple(status) if status else None, kind, resource, remote, project)
+
+
+# -- routes --------------------------------------------------------------------------------------------------------
+
+@router.get("", summary="List jobs, newest first", response_model=JobPage, operation_id="jobs-list",
+            dependencies=[Reader], responses=problem_responses(400, 401, 403, 422))
+async def list_jobs(
+    jobs: JobsDep,
+    status: Annotated[list[JobStatus] | None, Query(description="repeatable")] = None,
+    kind: Annotated[str | None, Query(examples=["container.create"])] = None,
+    resource: Annotated[str | None, Query(examples=["/v1/containers/c1"])] = None,
+    remote: str | None = None,
+    project: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+) -> Any:
+    flt = JobFilter(tuple(s.value for s in status) if status else None, kind, resource, remote, project)
+    before = None
+    if cursor is not None:
+        before, cursor_flt = _decode_cursor(cursor)
+        asked = (flt.status, flt.kind, flt.resource, flt.remote, flt.project)
+        if any(v is not None for v in asked) and flt != cursor_flt:
+            raise ProblemError(400, "the cursor was made for other filters", slug="bad-cursor")
+        flt = cursor_flt
+    rows = await jobs.store.list(flt, limit=limit + 1, before=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = []
+    for row in rows:
+        live = jobs.bus.live(row.job.id)
+        items.append(job_json(live) if live is not None else job_json(row.job))
+    next_cursor = _encode_cursor(rows[-1].position, flt) if more and rows else None
+    return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/{job_id}", summary="A job; with `wait`, long-poll until it ends", response_model=Job,
+            operation_id="jobs-get", dependencies=[Reader], responses=problem_responses(401, 403, 404, 422))
+async def get_job(job_id: JobId, jobs: JobsDep, wait: WaitQuery = 0) -> Any:
+    job = await jobs.runner.wait(job_id, wait)
+    if job is None:
+        raise ProblemError(404, f"job {job_id!r} not found")
+    return JSONResponse(job.model_dump(mode="json"))
+
+
+@router.delete("/{job_id}", summary="Cancel a job", response_model=Job, status_code=202,
+               operation_id="jobs-cancel", dependencies=[Writer],
+               description="Cancels per kind: exec kills the process, image copy cancels LXD's operation, create "
+                           "stops after the current step and rolls back, a queued job never starts. 202 with the "
+                           "job while it stops; 200 once it has ended (within `wait`); 409 if it had already ended.",
+               responses={200: {"model": Job, "description": "the job has ended"},
+                          **problem_responses(401, 403, 404, 409, 422)})
+async def cancel_job(job_id: JobId, jobs: JobsDep, wait: WaitQuery = 0) -> Any:
+    try:
+        job = await jobs.runner.cancel(job_id)
+    except JobNotFound:
+        raise ProblemError(404, f"job {job_id!r} not found") from None
+    except JobAlreadyEnded as exc:
+        raise ProblemError(409, f"job {job_id!r} already ended {exc.job.status.value}", slug="job-ended",
+                           job_status=exc.job.status.value) from None
+    if wait and not job.ended:
+        job = await jobs.runner.wait(job_id, wait) or job
+    return job_response(job)
+
+
+# -- streams -------------------------------------------------------------------------------------------------------
+
+async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
+    response = problem_response(status, path=websocket.url.path, detail=detail)
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:  # the server cannot answer HTTP to a websocket handshake: close with 4000 + status
+        await websocket.accept()
+        await websocket.close(4000 + status, detail[:120])
+
+
+async def _pump(websocket: WebSocket, sub: Subscription, first: list[JobEvent], *, until_end: bool) -> None:
+    """Send messages until `end` (one job) or until the reader leaves; close 1013 when the reader is too slow."""
+
+    async def send_all() -> None:
+        for event in first:
+            await websocket.send_text(json.dumps(event.message()))
+            if until_end and event.type == "end":
+                return
+        while (event := await sub.get()) is not None:
+            await websocket.send_text(json.dumps(event.message()))
+            if until_end and event.type == "end":
+                return
+
+    async def read_until_gone() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+
+    sender = asyncio.create_task(send_all())
+    reader = asyncio.create_task(read_until_gone())
+    closed = asyncio.create_task(sub.closed_event.wait())
+    try:
+        done, _ = await asyncio.wait({sender, reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is None and not sub.slow:
+            if until_end:
+                await _close(websocket, CLOSE_NORMAL)
+            else:  # the bus closed every subscriber: the gateway is stopping
+                await _close(websocket, CLOSE_GOING_AWAY, "the gateway is stopping")
+        elif sub.slow:
+            sender.cancel()
+            await _close(websocket, CLOSE_TRY_AGAIN_LATER, "reader too slow")
+        elif closed in done and not until_end:
+            sender.cancel()
+            await _close(websocket, CLOSE_GOING_AWAY, "the gateway is stopping")
+        elif closed in done:
+            # single-job subscription closed after `end` was taken: let the sender finish sending it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sender, 5)
+            if sub.slow:
+                await _close(websocket, CLOSE_TRY_AGAIN_LATER, "reader too slow")
+            else:
+                await _close(websocket, CLOSE_NORMAL if until_end else CLOSE_GOING_AWAY)
+    finally:
+        sub.close()
+        for task in (sender, reader, closed):
+            task.cancel()
+        await asyncio.gather(sender, reader, closed, return_exceptions=True)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.close(code, reason), 5)
+
+
+async def _stored_end(jobs: JobsService, job_id: str) -> JobEvent | None:
+    stored = await jobs.store.load(job_id)
+    if stored is None:
+        return None
+    return JobEvent("end", stored.seq, stored.job.id, stored.job.kind, job_json(stored.job))
+
+
+@router.websocket("/ws", name="jobs-ws-all", dependencies=[Reader])
+async def all_jobs_ws(websocket: WebSocket, kind: str | None = None) -> None:
+    """Every job's messages (optionally of one `kind`): first a snapshot of each live job, then every change."""
+    jobs: JobsService = websocket.app.state.jobs
+    sub = jobs.bus.subscribe_all(kind=kind)
+    first = jobs.bus.snapshots(kind)
+    await websocket.accept()
+    await _pump(websocket, sub, first, until_end=False)
+
+
+@router.websocket("/{job_id}/ws", name="jobs-ws", dependencies=[Reader])
+async def job_ws(websocket: WebSocket, job_id: str) -> None:
+    """One job: a snapshot, every change, `end` with the final job, then close 1000."""
+    jobs: JobsService = websocket.app.state.jobs
+    subscribed = jobs.bus.subscribe(job_id)
+    if subscribed is None:
+        end = await _stored_end(jobs, job_id)
+        if end is None:
+            await _deny(websocket, 404, f"job {job_id!r} not found")
+            return
+        await websocket.accept()
+        with contextlib.suppress(Exception):
+            await websocket.send_text(json.dumps(end.message()))
+        await _close(websocket, CLOSE_NORMAL)
+        return
+    sub, first = subscribed
+    await websocket.accept()
+    await _pump(websocket, sub, first, until_end=True)
+
+
+def _sse(event: JobEvent) -> bytes:
+    return f"event: {event.type}\nid: {event.seq}\ndata: {json.dumps(event.message())}\n\n".encode()
+
+
+@router.get("/{job_id}/events", summary="The job's messages as Server-Sent Events", operation_id="jobs-events",
+            response_class=StreamingResponse, dependencies=[Reader],
+            description="`event:` is the message type, `id:` its seq, `data:` the message as on the websocket. "
+                        "Send `Last-Event-ID` to resume without repeats; a `: heartbeat` comment comes every 15 s. "
+                        "The stream ends after `end`.",
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                             "description": "the event stream"}, **problem_responses(400, 401, 403, 404)})
+async def job_events(job_id: JobId, request: Request, jobs: JobsDep,
+                     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> StreamingResponse:
+    after: int | None = None
+    if last_event_id is not None:
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            raise ProblemError(400, "Last-Event-ID must be a message seq (an integer)",
+                               slug="bad-last-event-id") from None
+    subscribed = jobs.bus.subscribe(job_id, after=after)
+    end: JobEvent | None = None
+    if subscribed is None:
+        end = await _stored_end(jobs, job_id)
+        if end is None:
+            raise ProblemError(404, f"job {job_id!r} not found")
+    heartbeat = jobs.sse_heartbeat
+
+    async def stream() -> AsyncIterator[bytes]:
+        if subscribed is None:
+            assert end is not None
+            if after is None or after < end.seq:
+                yield _sse(end)
+            return
+        sub, first = subscribed
+        try:
+            for event in first:
+                yield _sse(event)
+                if event.type == "end":
+                    return
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.get(), heartbeat)
+                except TimeoutError:
+                    yield b": heartbeat\n\n"
+                    continue
+                if event is None:  # too slow, or the gateway is stopping: the client resumes with Last-Event-ID
+                    return
+                yield _sse(event)
+                if event.type == "end":
+                    return
+        finally:
+            sub.close()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,199 @@
+"""The in-process job bus: every change of every job, to whoever watches.
+
+A subscriber first gets a `snapshot` (the job as it is), then each change in order, each with the job's next
+sequence number, and finally `end`. Publishing never waits: every subscriber has a bounded queue, and one that falls
+behind by more than its queue is marked slow and dropped (the websocket closes it with 1013) instead of slowing the
+job or growing memory. `end` is always delivered to a subscriber that is not slow (it has a reserved slot).
+
+A channel also keeps the latest messages of its job, so that an SSE client that reconnects with `Last-Event-ID`
+gets exactly what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from app.jobs.models import EventType, Job
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    type: EventType
+    seq: int
+    job_id: str
+    kind: str
+    job: dict[str, Any]
+    data: dict[str, Any] | None = None
+
+    def message(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type, "seq": self.seq, "job": self.job}
+        if self.data is not None:
+            body["data"] = self.data
+        return body
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return job.model_dump(mode="json")
+
+
+class Subscription:
+    """One reader of the bus. Iterate it; it stops after `end` (single-job) or when closed."""
+
+    def __init__(self, bus: JobBus, job_id: str | None, kind: str | None, capacity: int) -> None:
+        self._bus = bus
+        self.job_id = job_id
+        self.kind = kind
+        self.capacity = capacity
+        self._queue: deque[JobEvent] = deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.slow = False
+        self.closed_event = asyncio.Event()
+
+    def _offer(self, event: JobEvent) -> None:
+        if self.closed:
+            return
+        if len(self._queue) >= self.capacity and not (event.type == "end" and len(self._queue) <= self.capacity):
+            self.slow = True
+            self.close()
+            return
+        self._queue.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._ready.set()
+            self.closed_event.set()
+            self._bus._remove(self)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def get(self) -> JobEvent | None:
+        """The next message, or None once closed (check `slow` to know why)."""
+        while True:
+            if self.slow:
+                return None
+            if self._queue:
+                event = self._queue.popleft()
+                if event.type == "end" and self.job_id is not None:
+                    self.close()
+                return event
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+
+    def __aiter__(self) -> AsyncIterator[JobEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[JobEvent]:
+        while (event := await self.get()) is not None:
+            yield event
+
+
+class _Channel:
+    def __init__(self, job: Job, seq: int, history: int) -> None:
+        self.job = job
+        self.seq = seq
+        self.history: deque[JobEvent] = deque(maxlen=history)
+        self.subscribers: set[Subscription] = set()
+
+
+class JobBus:
+    """Fan-out of job changes; all methods are synchronous and must run on the event loop."""
+
+    def __init__(self, *, capacity: int = 1024, history: int = 1024) -> None:
+        self.capacity = capacity
+        self.history = history
+        self._channels: dict[str, _Channel] = {}
+        self._global: set[Subscription] = set()
+
+    # -- publishing (the runner) --------------------------------------------------------------------------------
+
+    def open(self, job: Job, seq: int = 0) -> None:
+        """Start carrying a job (when it is submitted or recovered)."""
+        if job.id not in self._channels:
+            self._channels[job.id] = _Channel(job.model_copy(deep=True), seq, self.history)
+
+    def seq(self, job_id: str) -> int:
+        ch = self._channels.get(job_id)
+        return ch.seq if ch else 0
+
+    def publish(self, job: Job, type: EventType, data: dict[str, Any] | None = None) -> JobEvent:
+        """Send one change; `end` also closes the job's channel."""
+        ch = self._channels.get(job.id)
+        if ch is None:
+            ch = self._channels[job.id] = _Channel(job, 0, self.history)
+        ch.seq += 1
+        ch.job = job.model_copy(deep=True)
+        event = JobEvent(type=type, seq=ch.seq, job_id=job.id, kind=job.kind, job=job_json(job), data=data)
+        ch.history.append(event)
+        for sub in list(ch.subscribers):
+            sub._offer(event)
+        for sub in list(self._global):
+            if sub.kind is None or sub.kind == job.kind:
+                sub._offer(event)
+        if type == "end":
+            # Single-job subscribers close themselves once they have read `end`.
+            del self._channels[job.id]
+        return event
+
+    # -- subscribing (websockets, SSE, waiters) -------------------------------------------------------------------
+
+    def subscribe(self, job_id: str, *, after: int | None = None,
+                  capacity: int | None = None) -> tuple[Subscription, list[JobEvent]] | None:
+        """Watch one live job. Returns the subscription and the messages to send first (a snapshot, or with
+        `after` the messages after that sequence number when they are still kept), or None when the bus does not
+        carry the job (it has ended or does not exist: read the store)."""
+        ch = self._channels.get(job_id)
+        if ch is None:
+            return None
+        sub = Subscription(self, job_id, None, capacity or self.capacity)
+        ch.subscribers.add(sub)
+        first: list[JobEvent]
+        if after is not None and after >= ch.seq:
+            first = []
+        elif after is not None and ch.history and ch.history[0].seq <= after + 1:
+            first = [e for e in ch.history if e.seq > after]
+        else:
+            first = [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))]
+        return sub, first
+
+    def subscribe_all(self, *, kind: str | None = None, capacity: int | None = None) -> Subscription:
+        """Watch every job (optionally of one kind); no snapshot: list the jobs for that."""
+        sub = Subscription(self, None, kind, capacity or self.capacity)
+        self._global.add(sub)
+        return sub
+
+    def snapshots(self, kind: str | None = None) -> list[JobEvent]:
+        """A snapshot message for every live job (of one kind)."""
+        return [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))
+                for ch in self._channels.values() if kind is None or ch.job.kind == kind]
+
+    def live(self, job_id: str) -> Job | None:
+        ch = self._channels.get(job_id)
+        return ch.job if ch else None
+
+    def _remove(self, sub: Subscription) -> None:
+        self._global.discard(sub)
+        if sub.job_id is not None and (ch := self._channels.get(sub.job_id)) is not None:
+            ch.subscribers.discard(sub)
+
+    def close_all(self) -> None:
+        """Close every subscriber (shutdown)."""
+        for ch in list(self._channels.values()):
+            for sub in list(ch.subscribers):
+                sub.close()
+        for sub in list(self._global):
+            sub.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._global) + sum(len(ch.subscribers) for ch in self._channels.values())

@@ -1,0 +1,124 @@
+"""The job as callers see it: one row per long-running action of the gateway.
+
+`Job` is the public shape (`GET /v1/jobs/{id}`); everything else here supports it: the progress block, the LXD
+operations a job started, the event messages streamed to websockets and SSE, and the problem object of a failed job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+PROBLEM_BASE = "https://lxd-gateway.dev/problems/"
+"""Prefix of every problem `type` URI (the API layer uses the same one)."""
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(value: datetime) -> str:
+    """UTC RFC 3339 with milliseconds and a `Z`, e.g. `2026-11-01T12:00:00.123Z`."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobProgress(BaseModel):
+    stage: str | None = Field(None, description="what the job is doing now", examples=["Retrieving image"])
+    percent: int | None = Field(None, ge=0, le=100, description="0 to 100, or null when unknown", examples=[42])
+    message: str | None = Field(None, examples=["Retrieving image: 42% (12.3MB/s)"])
+
+
+class LxdOperationRef(BaseModel):
+    id: str = Field(description="LXD's operation id", examples=["9d1b3a1e-..."])
+    remote: str = Field(examples=["local"])
+    status: str = Field(description="LXD's status of the operation as last seen", examples=["Running"])
+
+
+class Job(BaseModel):
+    """A long-running action: poll it, stream it, cancel it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(examples=["3f6e2b0c9a8d4e1f8b7a6c5d4e3f2a1b"])
+    kind: str = Field(description="the action", examples=["container.create"])
+    status: JobStatus = Field(examples=["running"])
+    progress: JobProgress = Field(default_factory=JobProgress)
+    remote: str | None = Field(None, examples=["local"])
+    project: str | None = Field(None, examples=["default"])
+    resource: str | None = Field(None, description="gateway path of what the job acts on",
+                                 examples=["/v1/containers/c1"])
+    lxd_operations: list[LxdOperationRef] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    requested_by: str | None = Field(None, description="name of the token that started the job", examples=["ci"])
+    result: Any = Field(None, description="what the job produced (per kind), once succeeded")
+    error: dict[str, Any] | None = Field(None, description="a problem object (RFC 9457) when the job failed")
+
+    @field_serializer("created_at", "started_at", "finished_at")
+    def _times(self, value: datetime | None) -> str | None:
+        return rfc3339(value) if value is not None else None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = Field(None, description="opaque; pass it as `cursor` for the next page; null at the end")
+
+
+EventType = Literal["snapshot", "progress", "status", "output", "end"]
+
+
+class JobMessage(BaseModel):
+    """One message on a job stream (websocket or SSE).
+
+    `snapshot` and `end` carry the whole job; `progress`, `status` and `output` carry the job too (as it is after
+    the change). `output` data is `{stream, text}` or `{stream, b64}`; `progress` data is the progress block.
+    """
+
+    type: EventType
+    seq: int = Field(description="increases by one with every change of the job")
+    job: dict[str, Any]
+    data: dict[str, Any] | None = None
+
+
+def problem(slug: str, detail: str | None, *, title: str | None = None, status: int | None = None,
+            lxd_error: str | None = None, instance: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A problem object (RFC 9457) for a job's `error`."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title or slug.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if lxd_error is not None:
+        body["lxd_error"] = lxd_error
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body

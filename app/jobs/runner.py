@@ -1,0 +1,564 @@
+"""The job runner: jobs start `queued`, run as asyncio tasks (a limited number at once per remote), and end
+`succeeded`, `failed` (with a problem object naming the cause and LXD's own message) or `cancelled`.
+
+A job's step coroutine gets a `JobContext`: it reports progress and output, records each LXD operation it starts,
+checkpoints its steps, and registers the hooks that cancel it. Every change goes on the bus at once; progress is
+written to the store at most once per `progress_interval` per job, everything else at once.
+
+At start-up `recover()` claims the jobs a dead gateway left behind: queued ones run again (they had not started),
+running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
+`shutdown(grace)` stops accepting jobs, lets running ones finish within the grace period, and leaves the rest, as they
+are, to the next start's recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from app.jobs.bus import JobBus
+from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, default_kinds
+from app.jobs.models import Job, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
+from app.jobs.store import JobStore, StoredJob
+
+log = logging.getLogger("app.jobs")
+
+CancelHook = Callable[[], Awaitable[Any]]
+ErrorMapper = Callable[[BaseException], dict[str, Any] | None]
+
+
+RECOVERY_SEQ_SKIP = 100_000
+
+
+class JobCancelled(Exception):
+    """Raised by `ctx.checkpoint()` once the job was asked to stop (`rollback-after-step` kinds)."""
+
+
+class JobFailure(Exception):
+    """Raise from a step to fail the job with a precise problem (`slug` names the cause)."""
+
+    def __init__(self, slug: str, detail: str, *, status: int | None = None, title: str | None = None,
+                 lxd_error: str | None = None, result: Any = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.slug, self.detail, self.status, self.title = slug, detail, status, title
+        self.lxd_error, self.result, self.extra = lxd_error, result, extra
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobAlreadyEnded(RuntimeError):
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} already ended {job.status.value}")
+        self.job = job
+
+
+class RunnerClosed(RuntimeError):
+    """The gateway is shutting down and accepts no new jobs."""
+
+
+_error_mappers: list[ErrorMapper] = []
+
+
+def register_error_mapper(fn: ErrorMapper) -> ErrorMapper:
+    """Teach the runner to turn an exception (e.g. the LXD client's errors) into a problem object; the first mapper
+    that answers a dict wins. Keep LXD's own message in `lxd_error`."""
+    _error_mappers.append(fn)
+    return fn
+
+
+def problem_for(exc: BaseException, *, kind: str, instance: str | None = None) -> dict[str, Any]:
+    """The problem object of a job that failed with `exc`."""
+    if isinstance(exc, JobFailure):
+        return problem(exc.slug, exc.detail, title=exc.title, status=exc.status, lxd_error=exc.lxd_error,
+                       instance=instance, **exc.extra)
+    for mapper in _error_mappers:
+        mapped = mapper(exc)
+        if mapped is not None:
+            mapped.setdefault("instance", instance)
+            return mapped
+    lxd_message = getattr(exc, "lxd_error", None) or (
+        getattr(exc, "message", None) if type(exc).__name__.upper().startswith("LXD") else None)
+    if lxd_message:
+        return problem("lxd-error", f"{kind}: LXD refused: {lxd_message}", title="LXD refused", status=502,
+                       lxd_error=str(lxd_message), instance=instance)
+    if isinstance(exc, TimeoutError):
+        return problem("timeout", f"{kind}: timed out", title="Timed out", status=504, instance=instance)
+    return problem("internal", f"{kind}: unexpected error: {type(exc).__name__}: {exc}", title="Job failed",
+                   status=500, instance=instance)
+
+
+class JobContext:
+    """What a step sees of its job. All reporting methods are cheap; none blocks on a slow watcher."""
+
+    def __init__(self, runner: JobRunner, active: _Active) -> None:
+        self._runner = runner
+        self._active = active
+        self.params: dict[str, Any] = active.params
+        self.checkpoints: dict[str, Any] = dict(active.checkpoints)
+        """Steps checkpointed so far (also those of a previous run, when recovering)."""
+        self.recovering = active.recovering
+
+    @property
+    def job(self) -> Job:
+        return self._active.job.model_copy(deep=True)
+
+    @property
+    def job_id(self) -> str:
+        return self._active.job.id
+
+    @property
+    def remote(self) -> str | None:
+        return self._active.job.remote
+
+    @property
+    def project(self) -> str | None:
+        return self._active.job.project
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._active.cancel_requested
+
+    async def progress(self, stage: str | None, percent: int | float | None = None,
+                       message: str | None = None) -> None:
+        """Report progress (LXD's progress passes through here)."""
+        if self._active.finished:
+            return
+        pct = None if percent is None else max(0, min(100, int(percent)))
+        self._active.job.progress = JobProgress(stage=stage, percent=pct, message=message)
+        self._runner._bus.publish(self._active.job, "progress", self._active.job.progress.model_dump())
+        await self._runner._persist(self._active, throttled=True)
+
+    async def output(self, stream: str, data: str | bytes) -> None:
+        """Stream output (e.g. an exec's stdout/stderr); text as text, bytes as base64."""
+        if self._active.finished:
+            return
+        payload: dict[str, Any] = {"stream": stream}
+        if isinstance(data, bytes):
+            try:
+                payload["text"] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                payload["b64"] = base64.b64encode(data).decode("ascii")
+        else:
+            payload["text"] = data
+        self._runner._bus.publish(self._active.job, "output", payload)
+
+    async def record_operation(self, remote: str, op_id: str, status: str = "Running") -> None:
+        """Record an LXD operation the job started (or its new status); kept with the job for good."""
+        job = self._active.job
+        for op in job.lxd_operations:
+            if op.id == op_id and op.remote == remote:
+                op.status = status
+                break
+        else:
+            job.lxd_operations.append(LxdOperationRef(id=op_id, remote=remote, status=status))
+        if self._active.finished:
+            await self._runner._persist(self._active)
+            return
+        self._runner._bus.publish(job, "status", {"lxd_operation": {"id": op_id, "remote": remote,
+                                                                     "status": status}})
+        await self._runner._persist(self._active)
+
+    async def set_resource(self, resource: str) -> None:
+        self._active.job.resource = resource
+        await self._runner._persist(self._active)
+
+    async def checkpoint(self, step: str, data: Any = None) -> None:
+        """Record that `step` is done (with what recovery or rollback needs to know). Raises `JobCancelled` when
+        the job was asked to stop."""
+        self.checkpoints[step] = data
+        self._active.checkpoints[step] = data
+        await self._runner._store.save_checkpoint(self._active.job.id, step, data)
+        self.raise_if_cancelled()
+
+    def raise_if_cancelled(self) -> None:
+        if self._active.cancel_requested and not self._active.rolling_back:
+            raise JobCancelled(self._active.job.id)
+
+    def on_cancel(self, hook: CancelHook) -> Callable[[], None]:
+        """Run `hook()` when the job is cancelled (kill the process, cancel LXD's operation...). Returns a function
+        that unregisters it (call it once the thing it would cancel is over). Registered after the cancel request,
+        it runs at once."""
+        hooks = self._active.hooks
+        hooks.append(hook)
+        if self._active.cancel_requested:
+            self._runner._spawn(self._runner._run_hook(self._active, hook))
+
+        def unregister() -> None:
+            with contextlib.suppress(ValueError):
+                hooks.remove(hook)
+
+        return unregister
+
+
+class _Active:
+    def __init__(self, job: Job, kind: JobKind | None, params: dict[str, Any], checkpoints: dict[str, Any],
+                 *, recovering: bool = False) -> None:
+        self.job = job
+        self.kind = kind
+        self.params = params
+        self.checkpoints = checkpoints
+        self.recovering = recovering
+        self.task: asyncio.Task[None] | None = None
+        self.started = False
+        self.finished = False
+        self.rolling_back = False
+        self.cancel_requested = False
+        self.hooks: list[CancelHook] = []
+        self.done = asyncio.Event()
+        self.save_lock = asyncio.Lock()
+        self.last_persist = 0.0
+        self.flush: asyncio.TimerHandle | None = None
+
+
+class JobRunner:
+    """Runs jobs; one per gateway process."""
+
+    def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds | None = None,
+                 concurrency_per_remote: int = 8, progress_interval: float = 1.0, lease_seconds: float = 60.0,
+                 recovery_timeout: float = 50.0, retention: timedelta = timedelta(days=7),
+                 owner_id: str | None = None) -> None:
+        self._store = store
+        self._bus = bus
+        self.kinds = kinds or default_kinds
+        self.concurrency = concurrency_per_remote
+        self.progress_interval = progress_interval
+        self.lease_seconds = lease_seconds
+        self.recovery_timeout = recovery_timeout
+        self.retention = retention
+        self.owner_id = owner_id or uuid.uuid4().hex
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._active: dict[str, _Active] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self._abandoning = False
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    @property
+    def bus(self) -> JobBus:
+        return self._bus
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> list[str]:
+        """Prune old jobs, recover those a dead gateway left, and keep leases fresh. Returns the recovered ids."""
+        await self.prune()
+        recovered = await self.recover()
+        self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
+        return recovered
+
+    async def prune(self) -> int:
+        count = await self._store.prune(utcnow() - self.retention)
+        await self._store.idempotency_prune(time.time())
+        if count:
+            log.info("pruned %d finished jobs older than %s", count, self.retention)
+        return count
+
+    async def _maintain(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(max(1.0, self.lease_seconds / 3))
+            try:
+                await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    await self.prune()
+            except Exception:  # keep maintaining: a transient store error must not stop leases
+                log.exception("job maintenance failed")
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting jobs, give running ones `grace` seconds, leave the rest to the next start's recovery."""
+        self._accepting = False
+        running = [a.task for a in self._active.values() if a.task is not None and not a.task.done()]
+        if running and grace > 0:
+            log.info("waiting up to %.0fs for %d running jobs", grace, len(running))
+            await asyncio.wait(running, timeout=grace)
+        self._abandoning = True
+        left = [t for t in self._tasks if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            log.warning("%d jobs left for recovery at the next start", len(left))
+            await asyncio.gather(*left, return_exceptions=True)
+        for active in list(self._active.values()):
+            with contextlib.suppress(Exception):
+                await self._persist(active)
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        with contextlib.suppress(Exception):
+            await self._store.renew_leases(self.owner_id, time.time())
+        self._bus.close_all()
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        active = self._active.get(job_id)
+        if active is not None:
+            return active.job.model_copy(deep=True)
+        return await self._store.get(job_id)
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it has ended, or as it is after `timeout` seconds."""
+        active = self._active.get(job_id)
+        if active is not None and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(active.done.wait()), timeout)
+            return active.job.model_copy(deep=True)
+        return await self.get(job_id)
+
+    # -- submitting and cancelling ------------------------------------------------------------------------------
+
+    async def submit(self, kind: str, *, params: dict[str, Any] | None = None, remote: str | None = None,
+                     project: str | None = None, resource: str | None = None, requested_by: str | None = None,
+                     request_id: str | None = None) -> Job:
+        """Create a queued job of a registered kind and start it (as soon as its remote has a free slot)."""
+        if not self._accepting:
+            raise RunnerClosed("the gateway is shutting down")
+        job_kind = self.kinds.get(kind)
+        job = Job(id=new_job_id(), kind=kind, status=JobStatus.queued, remote=remote, project=project,
+                  resource=resource, created_at=utcnow(), requested_by=requested_by)
+        params = dict(params or {})
+        await self._store.insert(job, params=params, owner_id=self.owner_id,
+                                 lease_until=time.time() + self.lease_seconds, request_id=request_id)
+        active = _Active(job, job_kind, params, {})
+        self._track(active)
+        active.task = self._spawn(self._run(active), name=f"job-{job.id}")
+        return job.model_copy(deep=True)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop, per its kind's cancel policy. Returns the job as it is now."""
+        active = self._active.get(job_id)
+        if active is None:
+            job = await self._store.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            raise JobAlreadyEnded(job)
+        if active.finished:
+            raise JobAlreadyEnded(active.job.model_copy(deep=True))
+        if not active.cancel_requested and not active.recovering:
+            active.cancel_requested = True
+            if not active.started:
+                # A queued job never starts: stop its task (it may not have run yet) and end it here.
+                task = active.task
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.wait([task])
+                if not active.finished:
+                    await self._finish(active, JobStatus.cancelled)
+            else:
+                self._bus.publish(active.job, "status", {"cancel_requested": True})
+                assert active.kind is not None
+                policy = active.kind.cancel
+                for hook in list(active.hooks):
+                    self._spawn(self._run_hook(active, hook))
+                if policy is CancelPolicy.INTERRUPT and active.task is not None:
+                    active.task.cancel()
+                elif active.kind.cancel_timeout is not None:
+                    self._spawn(self._force_after(active, active.kind.cancel_timeout))
+            await asyncio.sleep(0)
+        return active.job.model_copy(deep=True)
+
+    async def _run_hook(self, active: _Active, hook: CancelHook) -> None:
+        try:
+            await asyncio.wait_for(hook(), 30)
+        except Exception:
+            log.exception("cancel hook of job %s failed", active.job.id)
+
+    async def _force_after(self, active: _Active, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not active.finished and active.task is not None and not active.rolling_back:
+            log.warning("job %s did not stop %.0fs after cancel: interrupting it", active.job.id, delay)
+            active.task.cancel()
+
+    # -- recovery -----------------------------------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Claim the jobs a dead gateway left: run queued ones, settle running ones (in the background)."""
+        claimed = await self._store.claim_unfinished(self.owner_id, time.time() + self.lease_seconds)
+        for stored in claimed:
+            kind = self.kinds.find(stored.job.kind)
+            if stored.job.status is JobStatus.queued and kind is not None:
+                active = _Active(stored.job, kind, stored.params, stored.checkpoints)
+                self._track(active, seq=stored.seq)
+                active.task = self._spawn(self._run(active), name=f"job-{stored.job.id}")
+            else:
+                active = _Active(stored.job, kind, stored.params, stored.checkpoints, recovering=True)
+                active.started = True
+                # Messages after the last stored one died with the old process: skip ahead so that no sequence
+                # number is ever used twice for a job.
+                self._track(active, seq=stored.seq + RECOVERY_SEQ_SKIP)
+                active.task = self._spawn(self._recover(active, stored), name=f"recover-{stored.job.id}")
+        if claimed:
+            log.info("recovering %d jobs left by a previous gateway process", len(claimed))
+        return [s.job.id for s in claimed]
+
+    async def _recover(self, active: _Active, stored: StoredJob) -> None:
+        job = active.job
+        ctx = JobContext(self, active)
+        try:
+            if active.kind is None:
+                outcome = RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped while this job ran and "
+                                                 f"no job kind {job.kind!r} is registered to settle it")
+            elif active.kind.recover is None:
+                outcome = RecoveryOutcome.failed("gateway-restarted", "the gateway stopped while this job ran; "
+                                                 "its outcome is unknown")
+            else:
+                await ctx.progress("recovering", None, "the gateway restarted: settling the job from the state "
+                                   "of its resource")
+                outcome = await asyncio.wait_for(active.kind.recover(job.model_copy(deep=True), ctx),
+                                                 self.recovery_timeout)
+        except asyncio.CancelledError:
+            if self._abandoning:
+                raise
+            outcome = RecoveryOutcome.failed("gateway-restarted", "recovery was interrupted")
+        except Exception as exc:
+            error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}")
+            outcome = RecoveryOutcome(JobStatus.failed,
+                                      error={**error, "detail": f"recovery after a restart failed: {error['detail']}"})
+        if outcome.status not in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+            outcome = RecoveryOutcome.failed("gateway-restarted", f"recovery answered {outcome.status}")
+        error = outcome.error
+        if error is not None:
+            error = {**error, "instance": error.get("instance") or f"/v1/jobs/{job.id}"}
+        await self._finish(active, outcome.status, result=outcome.result, error=error)
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _track(self, active: _Active, seq: int = 0) -> None:
+        self._active[active.job.id] = active
+        self._bus.open(active.job, seq)
+
+    def _spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _slot(self, remote: str | None) -> asyncio.Semaphore:
+        key = remote or ""
+        if key not in self._slots:
+            self._slots[key] = asyncio.Semaphore(self.concurrency)
+        return self._slots[key]
+
+    async def _run(self, active: _Active) -> None:
+        job = active.job
+        kind = active.kind
+        assert kind is not None
+        instance = f"/v1/jobs/{job.id}"
+        try:
+            async with self._slot(job.remote):
+                if active.cancel_requested:
+                    raise asyncio.CancelledError
+                active.started = True
+                job.status = JobStatus.running
+                job.started_at = utcnow()
+                self._bus.publish(job, "status", {"status": job.status.value})
+                await self._persist(active)
+                ctx = JobContext(self, active)
+                try:
+                    result = await kind.run(ctx)
+                except (JobCancelled, asyncio.CancelledError) as exc:
+                    if self._abandoning or not active.cancel_requested:
+                        if isinstance(exc, asyncio.CancelledError):
+                            raise
+                        await self._fail(active, ctx, JobFailure("internal", "the job stopped itself"))
+                        return
+                    await self._rollback(active, ctx)
+                    await self._finish(active, JobStatus.cancelled)
+                except Exception as exc:
+                    await self._fail(active, ctx, exc)
+                else:
+                    if active.cancel_requested:
+                        await self._rollback(active, ctx)
+                        await self._finish(active, JobStatus.cancelled, result=result)
+                    else:
+                        await self._finish(active, JobStatus.succeeded, result=result)
+        except asyncio.CancelledError:
+            if self._abandoning:
+                raise
+            if not active.finished:
+                await self._finish(active, JobStatus.cancelled)
+        except Exception as exc:  # a bug in the runner itself: never leave the job running
+            log.exception("job %s crashed the runner", job.id)
+            if not active.finished:
+                await self._finish(active, JobStatus.failed, error=problem_for(exc, kind=job.kind,
+                                                                                instance=instance))
+
+    async def _fail(self, active: _Active, ctx: JobContext, exc: BaseException) -> None:
+        if not isinstance(exc, JobFailure):
+            log.info("job %s (%s) failed: %r", active.job.id, active.job.kind, exc)
+        error = problem_for(exc, kind=active.job.kind, instance=f"/v1/jobs/{active.job.id}")
+        await self._rollback(active, ctx)
+        result = exc.result if isinstance(exc, JobFailure) else None
+        await self._finish(active, JobStatus.failed, error=error, result=result)
+
+    async def _rollback(self, active: _Active, ctx: JobContext) -> None:
+        kind = active.kind
+        if kind is None or kind.rollback is None:
+            return
+        active.rolling_back = True
+        try:
+            await ctx.progress("rolling back", None, None)
+            await kind.rollback(ctx)
+        except Exception:
+            log.exception("rollback of job %s failed", active.job.id)
+
+    async def _finish(self, active: _Active, status: JobStatus, *, result: Any = None,
+                      error: dict[str, Any] | None = None) -> None:
+        job = active.job
+        active.finished = True
+        if active.flush is not None:
+            active.flush.cancel()
+        job.status = status
+        job.finished_at = utcnow()
+        if status is JobStatus.succeeded:
+            job.progress = JobProgress(stage="done", percent=100, message=job.progress.message)
+        job.result = result
+        job.error = error
+        try:
+            await self._persist(active, seq=self._bus.seq(job.id) + 1)
+        except Exception:
+            log.exception("could not store the end of job %s", job.id)
+        self._bus.publish(job, "end")
+        active.done.set()
+        self._active.pop(job.id, None)
+
+    async def _persist(self, active: _Active, *, throttled: bool = False, seq: int | None = None) -> None:
+        now = time.monotonic()
+        if throttled and now - active.last_persist < self.progress_interval:
+            if active.flush is None:
+                loop = asyncio.get_running_loop()
+                delay = self.progress_interval - (now - active.last_persist)
+                active.flush = loop.call_later(delay, self._flush_later, active)
+            return
+        if active.flush is not None:
+            active.flush.cancel()
+            active.flush = None
+        async with active.save_lock:
+            active.last_persist = time.monotonic()
+            await self._store.save(active.job, seq=self._bus.seq(active.job.id) if seq is None else seq)
+
+    def _flush_later(self, active: _Active) -> None:
+        active.flush = None
+        if not active.finished:
+            self._spawn(self._persist(active))

@@ -1,0 +1,382 @@
+"""Where jobs live: a small `JobStore` interface and its default, embedded implementation on SQLite.
+
+The SQLite store keeps `<data_dir>/jobs.sqlite3` in WAL mode with one writer connection (writes are serialised by
+a lock; rows that must be unique are written in `BEGIN IMMEDIATE` transactions) and one reader connection. The schema
+carries its version (`PRAGMA user_version`) and is migrated forward at open. An exclusive lock file next to the
+database makes sure one gateway process at a time uses it, so every unfinished job found at start-up belongs to a
+dead process. Rows carry `owner_id` and `lease_until` so that a shared store for several replicas can claim the jobs
+of a replica whose lease ran out, without any change in the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from app.jobs.models import Job, JobStatus, rfc3339
+
+
+class StoreLocked(RuntimeError):
+    """Another gateway process already uses this job database."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """List filters; `None` means any."""
+
+    status: tuple[str, ...] | None = None
+    kind: str | None = None
+    resource: str | None = None
+    remote: str | None = None
+    project: str | None = None
+
+
+@dataclass
+class StoredJob:
+    """A job with what only the gateway needs: its input, checkpoints, last message number and lease."""
+
+    job: Job
+    params: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    position: int = 0
+    owner_id: str | None = None
+    lease_until: float | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    scope: str
+    key: str
+    fingerprint: str
+    job_id: str | None
+    created_at: float
+    expires_at: float
+    owner_id: str | None
+
+
+class JobStore(Protocol):
+    """Persistence of jobs and idempotency records. Every method is safe to call concurrently."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
+                     request_id: str | None = None) -> None: ...
+    async def save(self, job: Job, *, seq: int) -> None: ...
+    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None: ...
+    async def get(self, job_id: str) -> Job | None: ...
+    async def load(self, job_id: str) -> StoredJob | None: ...
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None) -> list[StoredJob]: ...
+    async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
+    async def renew_leases(self, owner_id: str, lease_until: float) -> None: ...
+    async def prune(self, finished_before: datetime) -> int: ...
+
+    async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,
+                                  ttl: float) -> tuple[IdempotencyRecord, bool]: ...
+    async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None: ...
+    async def idempotency_release(self, scope: str, key: str) -> None: ...
+    async def idempotency_prune(self, now: float) -> int: ...
+
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        position     INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        remote       TEXT,
+        project      TEXT,
+        resource     TEXT,
+        requested_by TEXT,
+        request_id   TEXT,
+        created_at   TEXT NOT NULL,
+        started_at   TEXT,
+        finished_at  TEXT,
+        progress     TEXT NOT NULL DEFAULT '{}',
+        operations   TEXT NOT NULL DEFAULT '[]',
+        result       TEXT,
+        error        TEXT,
+        params       TEXT NOT NULL DEFAULT '{}',
+        checkpoints  TEXT NOT NULL DEFAULT '{}',
+        seq          INTEGER NOT NULL DEFAULT 0,
+        owner_id     TEXT,
+        lease_until  REAL
+    );
+    CREATE INDEX jobs_status ON jobs (status, position);
+    CREATE INDEX jobs_kind ON jobs (kind, position);
+    CREATE INDEX jobs_resource ON jobs (resource, position);
+    CREATE INDEX jobs_finished ON jobs (finished_at);
+    CREATE TABLE idempotency (
+        scope        TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        job_id       TEXT,
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL,
+        owner_id     TEXT,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_expires ON idempotency (expires_at);
+    """,
+}
+
+_COLUMNS = ("position, id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+            "started_at, finished_at, progress, operations, result, error, params, checkpoints, seq, owner_id, "
+            "lease_until")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+def _row_to_stored(row: aiosqlite.Row) -> StoredJob:
+    job = Job(
+        id=row["id"], kind=row["kind"], status=JobStatus(row["status"]), remote=row["remote"],
+        project=row["project"], resource=row["resource"], requested_by=row["requested_by"],
+        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+        progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]),
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=json.loads(row["error"]) if row["error"] is not None else None,
+    )
+    return StoredJob(job=job, params=json.loads(row["params"]), checkpoints=json.loads(row["checkpoints"]),
+                     seq=row["seq"], position=row["position"], owner_id=row["owner_id"],
+                     lease_until=row["lease_until"], request_id=row["request_id"])
+
+
+class SQLiteJobStore:
+    """The embedded store: `<data_dir>/jobs.sqlite3`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"another gateway process uses the job database {self.path}; "
+                              "run one process per data directory") from None
+        self._lock_fd = fd
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            self._writer.row_factory = aiosqlite.Row
+            await self._writer.execute("PRAGMA journal_mode=WAL")
+            await self._writer.execute("PRAGMA synchronous=NORMAL")
+            await self._writer.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = aiosqlite.Row
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+            await self._reader.execute("PRAGMA query_only=1")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def _migrate(self) -> None:
+        w = self._w
+        async with self._write_lock:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute("PRAGMA user_version") as cur:
+                    row = await cur.fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(f"job database {self.path} has schema version {version}, newer than this "
+                                       f"gateway's ({SCHEMA_VERSION}); upgrade the gateway")
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[v].split(";"):
+                        if statement.strip():
+                            await w.execute(statement)
+                    await w.execute(f"PRAGMA user_version={v}")
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError("job store is not open")
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("job store is not open")
+        return self._reader
+
+    async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        async with self._write_lock:
+            cur = await self._w.execute(sql, args)
+            count = cur.rowcount
+            await cur.close()
+            return count
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
+                     request_id: str | None = None) -> None:
+        await self._write(
+            "INSERT INTO jobs (id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+            "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.kind, job.status.value, job.remote, job.project, job.resource, job.requested_by,
+             request_id, _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
+             _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]),
+             _dumps(job.result) if job.result is not None else None,
+             _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until),
+        )
+
+    async def save(self, job: Job, *, seq: int) -> None:
+        await self._write(
+            "UPDATE jobs SET status=?, started_at=?, finished_at=?, progress=?, operations=?, result=?, error=?, "
+            "resource=?, seq=MAX(seq, ?) WHERE id=?",
+            (job.status.value, _ts(job.started_at), _ts(job.finished_at), _dumps(job.progress.model_dump()),
+             _dumps([o.model_dump() for o in job.lxd_operations]),
+             _dumps(job.result) if job.result is not None else None,
+             _dumps(job.error) if job.error is not None else None, job.resource, seq, job.id),
+        )
+
+    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
+        await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
+                          "WHERE id=?", (step, _dumps(data), job_id))
+
+    async def get(self, job_id: str) -> Job | None:
+        stored = await self.load(job_id)
+        return stored.job if stored else None
+
+    async def load(self, job_id: str) -> StoredJob | None:
+        async with self._r.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return _row_to_stored(row) if row else None
+
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None) -> list[StoredJob]:
+        where: list[str] = []
+        args: list[Any] = []
+        if flt.status:
+            where.append(f"status IN ({','.join('?' * len(flt.status))})")
+            args.extend(flt.status)
+        for column in ("kind", "resource", "remote", "project"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if before is not None:
+            where.append("position<?")
+            args.append(before)
+        sql = f"SELECT {_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY position DESC LIMIT ?"
+        args.append(limit)
+        async with self._r.execute(sql, tuple(args)) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_stored(r) for r in rows]
+
+    async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
+        # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
+        # whatever its lease says. A shared store would claim only rows whose lease ran out.
+        async with self._write_lock:
+            w = self._w
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute(f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') "
+                                     "ORDER BY position") as cur:
+                    rows = await cur.fetchall()
+                await w.execute("UPDATE jobs SET owner_id=?, lease_until=? WHERE status IN ('queued', 'running')",
+                                (owner_id, lease_until))
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+        claimed = [_row_to_stored(r) for r in rows]
+        for s in claimed:
+            s.owner_id, s.lease_until = owner_id, lease_until
+        return claimed
+
+    async def renew_leases(self, owner_id: str, lease_until: float) -> None:
+        await self._write("UPDATE jobs SET lease_until=? WHERE owner_id=? AND status IN ('queued', 'running')",
+                          (lease_until, owner_id))
+
+    async def prune(self, finished_before: datetime) -> int:
+        return await self._write("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at<? "
+                                 "AND status IN ('succeeded', 'failed', 'cancelled')", (rfc3339(finished_before),))
+
+    # -- idempotency --------------------------------------------------------------------------------------------
+
+    async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,
+                                  ttl: float) -> tuple[IdempotencyRecord, bool]:
+        """Return the live record for (scope, key) and whether this call created it.
+
+        An expired record, or a reservation left without a job by a dead process, is replaced.
+        """
+        async with self._write_lock:
+            w = self._w
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute("SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id "
+                                     "FROM idempotency WHERE scope=? AND key=?", (scope, key)) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    record = IdempotencyRecord(*tuple(row))
+                    stale = record.expires_at <= now or (record.job_id is None and record.owner_id != owner_id)
+                    if not stale:
+                        await w.execute("COMMIT")
+                        return record, False
+                    await w.execute("DELETE FROM idempotency WHERE scope=? AND key=?", (scope, key))
+                record = IdempotencyRecord(scope, key, fingerprint, None, now, now + ttl, owner_id)
+                await w.execute("INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, "
+                                "owner_id) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                                (scope, key, fingerprint, now, now + ttl, owner_id))
+                await w.execute("COMMIT")
+                return record, True
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+
+    async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None:
+        await self._write("UPDATE idempotency SET job_id=? WHERE scope=? AND key=?", (job_id, scope, key))
+
+    async def idempotency_release(self, scope: str, key: str) -> None:
+        await self._write("DELETE FROM idempotency WHERE scope=? AND key=? AND job_id IS NULL", (scope, key))
+
+    async def idempotency_prune(self, now: float | None = None) -> int:
+        return await self._write("DELETE FROM idempotency WHERE expires_at<=?", (now or time.time(),))

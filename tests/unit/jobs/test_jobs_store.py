@@ -1,0 +1,95 @@
+"""The SQLite job store: schema, listing order and filters, checkpoints, claiming, pruning, the process lock."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from app.jobs.models import Job, JobStatus, new_job_id, utcnow
+from app.jobs.store import SCHEMA_VERSION, JobFilter, SQLiteJobStore, StoreLocked
+
+
+def make_job(kind: str = "test.kind", status: JobStatus = JobStatus.queued, **kw: object) -> Job:
+    return Job(id=new_job_id(), kind=kind, status=status, created_at=utcnow(), **kw)  # type: ignore[arg-type]
+
+
+async def test_schema_is_versioned_and_wal(store: SQLiteJobStore) -> None:
+    async with aiosqlite.connect(store.path) as db:
+        assert (await (await db.execute("PRAGMA user_version")).fetchone())[0] == SCHEMA_VERSION  # type: ignore[index]
+        assert (await (await db.execute("PRAGMA journal_mode")).fetchone())[0] == "wal"  # type: ignore[index]
+
+
+async def test_second_process_is_refused(store: SQLiteJobStore) -> None:
+    other = SQLiteJobStore(store.path)
+    with pytest.raises(StoreLocked, match="another gateway process"):
+        await other.open()
+
+
+async def test_round_trip_and_times_are_utc_rfc3339(store: SQLiteJobStore) -> None:
+    job = make_job(remote="local", project="default", resource="/v1/containers/c1", requested_by="ci")
+    await store.insert(job, params={"a": 1}, owner_id="me", lease_until=time.time() + 30)
+    job.status = JobStatus.failed
+    job.error = {"type": "x", "lxd_error": "boom"}
+    job.finished_at = utcnow()
+    await store.save(job, seq=7)
+    await store.save_checkpoint(job.id, "created", {"name": "c1"})
+    stored = await store.load(job.id)
+    assert stored is not None
+    assert stored.job.model_dump() == job.model_dump()
+    assert stored.params == {"a": 1} and stored.checkpoints == {"created": {"name": "c1"}} and stored.seq == 7
+    body = stored.job.model_dump(mode="json")
+    assert body["created_at"].endswith("Z") and "T" in body["created_at"]
+
+
+async def test_list_newest_first_with_filters_and_pages(store: SQLiteJobStore) -> None:
+    ids = []
+    for i in range(5):
+        job = make_job(kind="a" if i % 2 == 0 else "b", remote="local")
+        await store.insert(job, params={}, owner_id="me", lease_until=0)
+        ids.append(job.id)
+    rows = await store.list(JobFilter(), limit=10)
+    assert [r.job.id for r in rows] == ids[::-1]
+    rows = await store.list(JobFilter(kind="a"), limit=2)
+    assert [r.job.id for r in rows] == [ids[4], ids[2]]
+    rows = await store.list(JobFilter(kind="a"), limit=2, before=rows[-1].position)
+    assert [r.job.id for r in rows] == [ids[0]]
+    assert await store.list(JobFilter(status=("running",)), limit=10) == []
+
+
+async def test_claim_unfinished_and_prune(store: SQLiteJobStore) -> None:
+    running = make_job(status=JobStatus.running)
+    done = make_job(status=JobStatus.succeeded)
+    await store.insert(running, params={}, owner_id="dead", lease_until=time.time() + 999)
+    await store.insert(done, params={}, owner_id="dead", lease_until=0)
+    done.finished_at = utcnow() - timedelta(days=8)
+    await store.save(done, seq=1)
+    claimed = await store.claim_unfinished("me", time.time() + 30)
+    assert [c.job.id for c in claimed] == [running.id] and claimed[0].owner_id == "me"
+    assert await store.prune(utcnow() - timedelta(days=7)) == 1
+    assert await store.get(done.id) is None and await store.get(running.id) is not None
+
+
+async def test_migrates_an_empty_database_once(tmp_path: Path) -> None:
+    s = SQLiteJobStore(tmp_path / "j.sqlite3")
+    await s.open()
+    await s.close()
+    await s.open()  # re-open: nothing to migrate, no error
+    await s.close()
+
+
+async def test_idempotency_records(store: SQLiteJobStore) -> None:
+    now = time.time()
+    rec, created = await store.idempotency_reserve("tok", "k", "fp", owner_id="me", now=now, ttl=10)
+    assert created and rec.job_id is None
+    rec, created = await store.idempotency_reserve("tok", "k", "fp2", owner_id="me", now=now, ttl=10)
+    assert not created and rec.fingerprint == "fp"
+    await store.idempotency_complete("tok", "k", "job1")
+    rec, created = await store.idempotency_reserve("other", "k", "fp2", owner_id="me", now=now, ttl=10)
+    assert created  # scoped per token
+    rec, created = await store.idempotency_reserve("tok", "k", "fp2", owner_id="me", now=now + 11, ttl=10)
+    assert created  # expired records are replaced
+    assert await store.idempotency_prune(now + 100) == 2
