@@ -78,6 +78,9 @@ class ServerSpec:
     def with_name(self, name: str) -> ServerSpec:
         return dataclasses.replace(self, name=name)
 
+    def with_protocol(self, protocol: str) -> ServerSpec:
+        return dataclasses.replace(self, protocol=protocol)
+
     def validate(self) -> None:
         """Every spec the constructors can build is valid, so this never raises for them.
 
