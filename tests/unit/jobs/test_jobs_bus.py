@@ -55,11 +55,11 @@ async def test_resume_after_seq_replays_only_the_missed() -> None:
     bus.open(j)
     for i in range(5):
         bus.publish(j, "progress", {"i": i})
-    sub, first = bus.subscribe("j1", after=3)  # type: ignore[misc]
+    _sub, first = bus.subscribe("j1", after=3)  # type: ignore[misc]
     assert [e.seq for e in first] == [4, 5]
-    sub2, first2 = bus.subscribe("j1", after=5)  # type: ignore[misc]
+    _sub2, first2 = bus.subscribe("j1", after=5)  # type: ignore[misc]
     assert first2 == []
-    sub3, first3 = bus.subscribe("j1", after=-100)  # type: ignore[misc]
+    _sub3, first3 = bus.subscribe("j1", after=-100)  # type: ignore[misc]
     assert [e.type for e in first3] == ["snapshot"]
 
 
