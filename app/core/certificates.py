@@ -86,7 +86,7 @@ class Certificate:
             .subject_name(subject)
             .issuer_name(subject)
             .public_key(key.public_key())
-            .serial_number(secrets.randbits(127) | 1)
+            .serial_number(secrets.randbits(128) | 1)
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + VALIDITY)
             .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,

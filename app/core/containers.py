@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.core.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.core.images import ImageSource
-from app.core.network import InterfaceInfo, devices_from_interface_info
+from app.core.network import InterfaceSpec, devices_from_interface_info
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,13 @@ class ContainerSpec(BaseModel):
     network_config: str | None = Field(None, description="cloud-init network config")
     autostart: bool | None = Field(None, description="start with the host (`boot.autostart`)")
     constraints: Constraints = Field(default_factory=Constraints)
-    interfaces: list[InterfaceInfo] = Field(default_factory=list, description="NICs, as bridged NIC devices")
+    interfaces: list[InterfaceSpec] = Field(default_factory=list, description="NICs, as bridged NIC devices")
     ephemeral: bool = False
     start: bool = True
 
     @field_validator("interfaces")
     @classmethod
-    def _unique_interfaces(cls, v: list[InterfaceInfo]) -> list[InterfaceInfo]:
+    def _unique_interfaces(cls, v: list[InterfaceSpec]) -> list[InterfaceSpec]:
         names = [i.name for i in v]
         if len(set(names)) != len(names):
             raise ValueError("interface names must be unique")

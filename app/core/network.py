@@ -7,7 +7,7 @@ functions need and apply what they decide.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -53,8 +53,8 @@ class BridgeConfigError(NetworkConfigError):
 Device = dict[str, str]
 
 
-class InterfaceInfo(BaseModel):
-    """A container network interface: the NIC named `name` on the host bridge `parent`."""
+class InterfaceSpec(BaseModel):
+    """A container network interface to create: the NIC `name` on the host bridge `parent`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +64,11 @@ class InterfaceInfo(BaseModel):
     mtu: Annotated[int, Field(ge=0, le=65535)] = 0
     cidr: str = Field("", description="subnet of the interface; empty when unknown")
     type: str = Field("ethernet", description="`ethernet`; `loopback` interfaces are skipped")
+
+
+class InterfaceInfo(InterfaceSpec):
+    """A container network interface as read back from its NIC devices (addressed by DHCP)."""
+
     config_type: str = "dhcp"
     origin: str = "provider"
 
@@ -83,7 +88,7 @@ def new_nic_device(name: str, parent: str, mac: str = "", mtu: int = 0) -> Devic
     return dev
 
 
-def devices_from_interface_info(interfaces: list[InterfaceInfo]) -> tuple[dict[str, Device], list[str]]:
+def devices_from_interface_info(interfaces: Sequence[InterfaceSpec]) -> tuple[dict[str, Device], list[str]]:
     """NIC devices for the interfaces, and the parents of those with no known CIDR (in order, repeats kept)."""
     nics: dict[str, Device] = {}
     unknown: list[str] = []

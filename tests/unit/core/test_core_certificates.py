@@ -145,3 +145,7 @@ def test_s15_create_request_of_invalid_pem() -> None:
 def test_s15_create_request_does_not_parse_der() -> None:
     pem = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     assert Certificate.from_pem(pem).as_create_request()["certificate"] == "AAAA"
+
+
+def test_s15_generated_serial_is_positive_and_at_most_128_bits(generated: Certificate) -> None:
+    assert 0 < generated.x509().serial_number < 2**128

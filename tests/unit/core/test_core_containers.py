@@ -384,3 +384,14 @@ def test_s54_list_by_namespace_prefix() -> None:
     names = [f"{prefix}0", f"{prefix}1", "juju-06f00e-0", "other", f"x{prefix}2", "juju-06f00d", f"{prefix[:-1]}"]
     kept = filter_containers([{"name": n, "status_code": 103} for n in names], prefix)
     assert [i["name"] for i in kept] == [f"{prefix}0", f"{prefix}1"]
+
+
+def test_s28_interfaces_take_only_input_fields() -> None:
+    with pytest.raises(ValidationError):
+        _spec(interfaces=[{"name": "eth0", "parent": "br0", "origin": "provider"}])
+
+
+def test_s28_spec_schema_renders() -> None:
+    schema = ContainerSpec.model_json_schema()
+    assert {"name", "image", "profiles", "config", "devices", "metadata", "user_data", "network_config", "autostart",
+            "constraints", "interfaces", "ephemeral", "start"} <= set(schema["properties"])
