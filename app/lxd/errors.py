@@ -13,6 +13,7 @@ text, the request method and path, and the operation id when one is involved::
     ├── PreconditionFailed       412 (ETag mismatch on If-Match)
     ├── ExtensionMissing         the server lacks an API extension the call needs
     ├── OperationFailed          the operation ended with status 400 (Failure)
+    │   └── OperationConflict    ... because the object exists or is in use (also a `Conflict`)
     ├── OperationCancelled       the operation ended with status 401 (Cancelled)
     ├── LXDTimeout               a wait ran out of time (the operation may still be running)
     │   └── ExecTimeout          an exec ran out of time and its process was killed
@@ -91,6 +92,10 @@ class OperationCancelled(LXDError):
         self.operation = operation
 
 
+class OperationConflict(OperationFailed, Conflict):
+    """An operation failed because its object already exists or is in use."""
+
+
 class LXDTimeout(LXDError, TimeoutError):
     """A wait ran out of time; the operation may still be running on the server."""
 
@@ -119,12 +124,16 @@ _BY_STATUS: dict[int, type[LXDError]] = {
 _CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy")
 
 
+def _is_conflict(error: str) -> bool:
+    return any(t in error.lower() for t in _CONFLICT_TEXT)
+
+
 def error_for(status: int, error: str, *, method: str = "", path: str = "",
               operation_id: str | None = None) -> LXDError:
     """The exception for an LXD error body (`error_code`, `error`)."""
     cls = _BY_STATUS.get(status)
     if cls is None:
-        if status == 500 and any(t in error.lower() for t in _CONFLICT_TEXT):
+        if status == 500 and _is_conflict(error):
             cls = Conflict
         elif status == 503:
             cls = LXDUnavailable
@@ -133,3 +142,13 @@ def error_for(status: int, error: str, *, method: str = "", path: str = "",
     if cls is BadRequest and "can't be cancelled" in error.lower():
         cls = NotCancellable
     return cls(error, status=status, method=method, path=path, operation_id=operation_id)
+
+
+def operation_error(state: Any) -> LXDError:
+    """The exception for a failed or cancelled operation state (`status_code` 400 or 401, `err`)."""
+    kw: dict[str, Any] = {"status": state.status_code, "operation_id": state.id or None, "operation": state,
+                          "path": f"/1.0/operations/{state.id}" if state.id else ""}
+    if state.status_code == 401:
+        return OperationCancelled(state.err or "operation cancelled", **kw)
+    err = state.err or state.status or "operation failed"
+    return (OperationConflict if _is_conflict(err) else OperationFailed)(err, **kw)

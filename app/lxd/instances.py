@@ -93,6 +93,10 @@ class Instances:
         body: dict[str, Any] = {"type": type, "source": source, "ephemeral": ephemeral, "description": description}
         if name:
             body["name"] = name
+        if profiles is None and copy_from and source.get("type") == "copy":
+            # LXD 5.0 gives a copy no profiles (so no root disk) unless told: keep the source's
+            src = await self.get(copy_from.split("/", 1)[0], project=project)
+            profiles = src.profiles
         if profiles is not None:
             body["profiles"] = profiles
         if config:

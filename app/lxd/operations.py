@@ -21,11 +21,10 @@ from app.lxd.errors import (
     LXDUnavailable,
     NotCancellable,
     NotFound,
-    OperationCancelled,
-    OperationFailed,
     OperationVanished,
+    operation_error,
 )
-from app.lxd.models import CANCELLED, SUCCESS, OperationState, Progress
+from app.lxd.models import SUCCESS, OperationState, Progress
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
@@ -137,11 +136,7 @@ class Operation:
         st = self._state
         if st.status_code == SUCCESS or not st.final:
             return st
-        kw: dict[str, Any] = {"status": st.status_code, "operation_id": st.id or None, "operation": st,
-                              "path": f"/1.0/operations/{st.id}" if st.id else ""}
-        if st.status_code == CANCELLED:
-            raise OperationCancelled(st.err or "operation cancelled", **kw)
-        raise OperationFailed(st.err or st.status or "operation failed", **kw)
+        raise operation_error(st)
 
     async def wait(self, timeout: float | None = None) -> OperationState:
         """Wait until the operation ends; raise `OperationFailed`/`OperationCancelled`, or `LXDTimeout`.

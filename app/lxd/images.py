@@ -1,0 +1,572 @@
+"""Images: list, get (by a unique fingerprint prefix), aliases, streamed upload and export, copy, publish, delete.
+
+Uploads are streamed from disk or from an async iterator, never held in memory: a unified image is one
+`application/octet-stream` body, a split image a `multipart/form-data` body whose `metadata` part comes first and
+whose `rootfs` (or `rootfs.img` for a VM) part follows. Upload headers follow the backend (`X-LXD-*` or
+`X-Incus-*`).
+
+A copy from another server (`lxd`/`incus` or `simplestreams` protocol) runs as an operation that reports
+progress and can be cancelled while it downloads. LXD 5.0 does not add the requested aliases when the image
+already exists locally; `copy` adds (or moves) them itself once the operation has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from pydantic import Field, PrivateAttr
+
+from app.lxd.envelope import decode
+from app.lxd.errors import Conflict, LXDError, NotFound
+from app.lxd.models import LXDModel, Progress
+from app.lxd.operations import Operation
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+CHUNK = 1 << 16
+
+ImageSource = str | os.PathLike[str] | AsyncIterable[bytes]
+"""Where upload bytes come from: a file path (streamed from disk) or an async iterator of chunks."""
+
+UploadProgress = Callable[[int, int | None], Any]
+"""Called as bytes leave: `(sent, total)`; `total` is None for an iterator of unknown length."""
+
+ProgressCallback = Callable[[Progress], Any]
+"""Called with each progress update of a server-side operation (download, pack, unpack)."""
+
+
+class ImageAliasRef(LXDModel):
+    name: str
+    description: str = ""
+
+
+class ImageAlias(LXDModel):
+    """`GET /1.0/images/aliases/<name>`."""
+
+    name: str
+    target: str = ""
+    description: str = ""
+    type: str = ""
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+
+class ImageSourceInfo(LXDModel):
+    alias: str = ""
+    certificate: str = ""
+    protocol: str = ""
+    server: str = ""
+    image_type: str = ""
+
+
+class Image(LXDModel):
+    """`GET /1.0/images/<fingerprint>`; `etag` is the ETag to pass back on update."""
+
+    fingerprint: str
+    filename: str = ""
+    size: int = 0
+    architecture: str = ""
+    type: str = "container"
+    public: bool = False
+    auto_update: bool = False
+    cached: bool = False
+    properties: dict[str, str] = Field(default_factory=dict)
+    aliases: list[ImageAliasRef] = Field(default_factory=list)
+    profiles: list[str] = Field(default_factory=list)
+    created_at: datetime | None = None
+    uploaded_at: datetime | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    update_source: ImageSourceInfo | None = None
+    project: str = ""
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    @property
+    def alias_names(self) -> list[str]:
+        return [a.name for a in self.aliases]
+
+
+def alias_path(name: str) -> str:
+    """The URL of an alias; names may hold `/` and spaces, so every reserved character is encoded."""
+    return f"/1.0/images/aliases/{quote(name, safe='')}"
+
+
+def image_path(fingerprint: str) -> str:
+    return f"/1.0/images/{quote(fingerprint, safe='')}"
+
+
+async def _file_chunks(path: Path, sent: list[int], total: int | None,
+                       on_progress: UploadProgress | None) -> AsyncIterator[bytes]:
+    """A file's bytes in chunks, read in a worker thread so the event loop never blocks on disk."""
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        while True:
+            chunk = await asyncio.to_thread(f.read, 1 << 20)
+            if not chunk:
+                return
+            for i in range(0, len(chunk), CHUNK * 4):
+                piece = chunk[i:i + CHUNK * 4]
+                sent[0] += len(piece)
+                yield piece
+                if on_progress is not None:
+                    on_progress(sent[0], total)
+    finally:
+        await asyncio.to_thread(f.close)
+
+
+async def _iter_chunks(data: AsyncIterable[bytes], sent: list[int], total: int | None,
+                       on_progress: UploadProgress | None) -> AsyncIterator[bytes]:
+    async for chunk in data:
+        if not chunk:
+            continue
+        sent[0] += len(chunk)
+        yield bytes(chunk)
+        if on_progress is not None:
+            on_progress(sent[0], total)
+
+
+def _size_of(source: ImageSource) -> int | None:
+    if isinstance(source, str | os.PathLike):
+        return Path(source).stat().st_size
+    return None
+
+
+def _chunks(source: ImageSource, sent: list[int], total: int | None,
+            on_progress: UploadProgress | None) -> AsyncIterator[bytes]:
+    if isinstance(source, str | os.PathLike):
+        return _file_chunks(Path(source), sent, total, on_progress)
+    return _iter_chunks(source, sent, total, on_progress)
+
+
+async def _multipart(parts: list[tuple[str, str, ImageSource]], boundary: str, sent: list[int], total: int | None,
+                     on_progress: UploadProgress | None) -> AsyncIterator[bytes]:
+    """A `multipart/form-data` body, streamed part by part, in the order given."""
+    for name, filename, source in parts:
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        yield head
+        async for chunk in _chunks(source, sent, total, on_progress):
+            yield chunk
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
+def _filename(source: ImageSource, default: str) -> str:
+    return Path(source).name if isinstance(source, str | os.PathLike) else default
+
+
+class ImageExport:
+    """An image being exported: `filename`, `multipart` (split image), and its bytes via `iter_bytes()`."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._r = response
+        self.content_type = response.headers.get("content-type", "application/octet-stream")
+        self.multipart = self.content_type.startswith("multipart/")
+        disposition = response.headers.get("content-disposition", "")
+        self.filename = _disposition_filename(disposition)
+        length = response.headers.get("content-length")
+        self.size = int(length) if length and length.isdigit() else None
+
+    def iter_bytes(self, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+        """The raw body (for a split image: the multipart body; see `Images.export_to` to split it)."""
+        return self._r.aiter_bytes(chunk_size)
+
+    @property
+    def boundary(self) -> str:
+        for part in self.content_type.split(";"):
+            k, _, v = part.strip().partition("=")
+            if k.lower() == "boundary":
+                return v.strip('"')
+        raise LXDError("multipart export without a boundary")
+
+
+def _disposition_filename(value: str) -> str:
+    for part in value.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k.lower() == "filename":
+            return os.path.basename(v.strip().strip('"'))
+    return ""
+
+
+async def split_multipart(chunks: AsyncIterator[bytes], boundary: str) -> AsyncIterator[tuple[str, str, bytes]]:
+    """Stream a multipart body as `(part name, filename, data chunk)` without holding a part in memory."""
+    delim = b"\r\n--" + boundary.encode()
+    buf = b"\r\n"  # the first delimiter has no leading CRLF
+    name = filename = ""
+    in_part = False
+    done = False
+    async for chunk in chunks:
+        buf += chunk
+        while not done:
+            if not in_part:
+                i = buf.find(delim)
+                if i < 0:
+                    buf = buf[-len(delim):]
+                    break
+                end = buf.find(b"\r\n\r\n", i)
+                if end < 0:
+                    if buf[i + len(delim):i + len(delim) + 2] == b"--":
+                        done = True
+                    break
+                if buf[i + len(delim):i + len(delim) + 2] == b"--":
+                    done = True
+                    break
+                headers = buf[i + len(delim):end].decode(errors="replace")
+                name, filename = _part_names(headers)
+                buf = buf[end + 4:]
+                in_part = True
+            else:
+                i = buf.find(delim)
+                if i < 0:
+                    keep = len(delim) - 1
+                    if len(buf) > keep:
+                        yield name, filename, buf[:-keep]
+                        buf = buf[-keep:]
+                    break
+                if i:
+                    yield name, filename, buf[:i]
+                buf = buf[i:]
+                in_part = False
+    if in_part:
+        raise LXDError("the multipart export ended inside a part")
+
+
+def _part_names(headers: str) -> tuple[str, str]:
+    name = filename = ""
+    for line in headers.split("\r\n"):
+        key, _, value = line.partition(":")
+        if key.strip().lower() != "content-disposition":
+            continue
+        for item in value.split(";"):
+            k, _, v = item.strip().partition("=")
+            if k == "name":
+                name = v.strip('"')
+            elif k == "filename":
+                filename = os.path.basename(v.strip('"'))
+    return name, filename
+
+
+class Images:
+    """`client.images`. Methods that run an LXD operation wait for it unless `wait=False`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    # ------------------------------------------------------------------------------------------ read
+
+    async def list(self, *, filter: str | None = None, all_projects: bool = False,
+                   project: str | None = None) -> list[Image]:
+        params: dict[str, Any] = {"recursion": 1}
+        if filter:
+            params["filter"] = filter
+        if all_projects:
+            params["all-projects"] = "true"
+        env = await self._client.request("GET", "/1.0/images", params=params, project=project)
+        return [Image.model_validate(i) for i in env.metadata or []]
+
+    async def get(self, fingerprint: str, *, project: str | None = None) -> Image:
+        """The image whose fingerprint is (or starts with) `fingerprint`; `NotFound` when none or not unique."""
+        env = await self._client.request("GET", image_path(fingerprint), project=project)
+        img = Image.model_validate(env.metadata)
+        img._etag = env.etag
+        return img
+
+    async def get_by_alias(self, alias: str, *, project: str | None = None) -> Image:
+        return await self.get((await self.alias(alias, project=project)).target, project=project)
+
+    async def exists(self, fingerprint: str, *, project: str | None = None) -> bool:
+        try:
+            await self.get(fingerprint, project=project)
+        except NotFound:
+            return False
+        return True
+
+    async def update(self, fingerprint: str, body: dict[str, Any], *, etag: str | None = None,
+                     project: str | None = None) -> Operation:
+        """PUT (replace `auto_update`, `properties`, `public`, `expires_at`, `profiles`); `etag` → If-Match."""
+        return await self._client.mutate("PUT", image_path(fingerprint), json=body, headers=_if_match(etag),
+                                         project=project)
+
+    async def patch(self, fingerprint: str, body: dict[str, Any], *, etag: str | None = None,
+                    project: str | None = None) -> Operation:
+        return await self._client.mutate("PATCH", image_path(fingerprint), json=body, headers=_if_match(etag),
+                                         project=project)
+
+    async def delete(self, fingerprint: str, *, project: str | None = None, wait: bool = True,
+                     timeout: float | None = None) -> Operation:
+        return await self._client.mutate("DELETE", image_path(fingerprint), project=project, wait=wait,
+                                         timeout=timeout)
+
+    # ------------------------------------------------------------------------------------------ aliases
+
+    async def aliases(self, *, project: str | None = None) -> list[ImageAlias]:
+        env = await self._client.request("GET", "/1.0/images/aliases", params={"recursion": 1}, project=project)
+        return [ImageAlias.model_validate(a) for a in env.metadata or []]
+
+    async def alias(self, name: str, *, project: str | None = None) -> ImageAlias:
+        env = await self._client.request("GET", alias_path(name), project=project)
+        alias = ImageAlias.model_validate(env.metadata)
+        alias._etag = env.etag
+        return alias
+
+    async def create_alias(self, name: str, fingerprint: str, *, description: str = "",
+                           project: str | None = None) -> None:
+        """Point a new alias at an image; `Conflict` when the alias exists."""
+        await self._client.mutate("POST", "/1.0/images/aliases",
+                                  json={"name": name, "target": fingerprint, "description": description},
+                                  project=project)
+
+    async def update_alias(self, name: str, fingerprint: str, *, description: str = "", etag: str | None = None,
+                           project: str | None = None) -> None:
+        """Point an existing alias at another image (PUT)."""
+        await self._client.mutate("PUT", alias_path(name), json={"target": fingerprint, "description": description},
+                                  headers=_if_match(etag), project=project)
+
+    async def rename_alias(self, name: str, new_name: str, *, project: str | None = None) -> None:
+        await self._client.mutate("POST", alias_path(name), json={"name": new_name}, project=project)
+
+    async def delete_alias(self, name: str, *, project: str | None = None) -> None:
+        await self._client.mutate("DELETE", alias_path(name), project=project)
+
+    async def ensure_aliases(self, fingerprint: str, aliases: list[str], *, project: str | None = None) -> None:
+        """Make each alias point at `fingerprint`: create it, or move it when it points elsewhere."""
+        for name in aliases:
+            try:
+                current = await self.alias(name, project=project)
+            except NotFound:
+                try:
+                    await self.create_alias(name, fingerprint, project=project)
+                    continue
+                except Conflict:  # created meanwhile by someone else
+                    current = await self.alias(name, project=project)
+            if current.target != fingerprint:
+                await self.update_alias(name, fingerprint, description=current.description, project=project)
+
+    # ------------------------------------------------------------------------------------------ upload
+
+    async def _headers(self, *, public: bool, filename: str | None, fingerprint: str | None,
+                       properties: dict[str, str] | None, profiles: list[str] | None) -> dict[str, str]:
+        prefix = await self._client.server.header_prefix()
+        headers = {f"{prefix}public": "1" if public else "0"}
+        if filename:
+            headers[f"{prefix}filename"] = filename
+        if fingerprint:
+            headers[f"{prefix}fingerprint"] = fingerprint
+        if properties:
+            headers[f"{prefix}properties"] = urlencode(properties)
+        if profiles:
+            headers[f"{prefix}profiles"] = urlencode([("profile", p) for p in profiles])
+        return headers
+
+    async def upload(self, image: ImageSource, *, rootfs: ImageSource | None = None, vm: bool = False,
+                     aliases: list[str] | None = None, public: bool = False, fingerprint: str | None = None,
+                     properties: dict[str, str] | None = None, profiles: list[str] | None = None,
+                     filename: str | None = None, on_progress: UploadProgress | None = None,
+                     project: str | None = None, wait: bool = True, timeout: float | None = None) -> Image | Operation:
+        """Upload a unified image (`image` only) or a split one (`image` = metadata, `rootfs` = root filesystem).
+
+        Both are streamed (from a path or an async iterator). `fingerprint`, when given, is checked by LXD.
+        `on_progress(sent, total)` follows the upload. Returns the `Image` (the `Operation` with `wait=False`).
+        """
+        sent = [0]
+        if rootfs is None:
+            total = _size_of(image)
+            content: AsyncIterator[bytes] = _chunks(image, sent, total, on_progress)
+            ctype = "application/octet-stream"
+            name = filename or _filename(image, "image.tar.gz")
+        else:
+            sizes = [_size_of(image), _size_of(rootfs)]
+            total = None if None in sizes else sum(s or 0 for s in sizes)
+            boundary = f"lxdimage{secrets.token_hex(12)}"
+            parts = [("metadata", _filename(image, "metadata.tar.gz"), image),
+                     ("rootfs.img" if vm else "rootfs", _filename(rootfs, "rootfs.img" if vm else "rootfs"), rootfs)]
+            content = _multipart(parts, boundary, sent, total, on_progress)
+            ctype = f"multipart/form-data; boundary={boundary}"
+            name = filename or ""
+        headers = await self._headers(public=public, filename=name, fingerprint=fingerprint, properties=properties,
+                                      profiles=profiles)
+        headers["Content-Type"] = ctype
+        op = await self._client.mutate("POST", "/1.0/images", content=content, headers=headers, project=project,
+                                       wait=False, long=True)
+        if not wait:
+            return op
+        await op.wait(timeout)
+        fp = str(op.metadata.get("fingerprint") or "")
+        if aliases:
+            await self.ensure_aliases(fp, aliases, project=project)
+        return await self.get(fp, project=project)
+
+    # ------------------------------------------------------------------------------------------ copy
+
+    async def copy(self, *, server: str, alias: str | None = None, fingerprint: str | None = None,
+                   protocol: str | None = None, certificate: str | None = None, secret: str | None = None,
+                   image_type: str | None = None, aliases: list[str] | None = None, public: bool = False,
+                   auto_update: bool = False, on_progress: ProgressCallback | None = None,
+                   project: str | None = None, target: str | None = None, wait: bool = True,
+                   timeout: float | None = None) -> Image | Operation:
+        """Copy an image (by `alias` or `fingerprint`) from a remote server into this one.
+
+        `protocol` is `lxd` (the default; `incus` on Incus) or `simplestreams`; `certificate` (PEM) pins an
+        `lxd` remote, else the remote must be public. `aliases` are given to the local copy, also when the image
+        was already here (LXD 5.0 alone does not add them then). With `wait=False` the `Operation` is returned
+        at once: follow `op.progress()`, `op.cancel()` it while it downloads, then call `ensure_aliases`.
+        Cancelling the task awaiting `copy` cancels the download on the server.
+        """
+        if not alias and not fingerprint:
+            raise ValueError("copy needs an alias or a fingerprint")
+        source: dict[str, Any] = {"type": "image", "mode": "pull", "server": server,
+                                  "protocol": protocol or await self._client.server.image_protocol()}
+        if alias:
+            source["alias"] = alias
+        if fingerprint:
+            source["fingerprint"] = fingerprint
+        if certificate:
+            source["certificate"] = certificate
+        if secret:
+            source["secret"] = secret
+        if image_type:
+            source["image_type"] = image_type
+        body: dict[str, Any] = {"source": source, "public": public, "auto_update": auto_update}
+        if aliases:
+            body["aliases"] = [{"name": a} for a in aliases]
+        params = {"target": target} if target else None
+        op = await self._client.mutate("POST", "/1.0/images", json=body, params=params, project=project, wait=False)
+        if not wait:
+            return op
+        await _wait_with_progress(op, on_progress, timeout)
+        fp = str(op.metadata.get("fingerprint") or fingerprint or "")
+        if aliases:
+            await self.ensure_aliases(fp, aliases, project=project)
+        return await self.get(fp, project=project)
+
+    # ------------------------------------------------------------------------------------------ publish
+
+    async def publish(self, instance: str, *, snapshot: str | None = None, aliases: list[str] | None = None,
+                      public: bool = False, properties: dict[str, str] | None = None,
+                      compression_algorithm: str | None = None, expires_at: str | None = None,
+                      on_progress: ProgressCallback | None = None, project: str | None = None,
+                      wait: bool = True, timeout: float | None = None) -> Image | Operation:
+        """Make an image of a stopped instance, or of one of its snapshots."""
+        source: dict[str, Any] = {"type": "snapshot" if snapshot else "instance",
+                                  "name": f"{instance}/{snapshot}" if snapshot else instance}
+        body: dict[str, Any] = {"source": source, "public": public}
+        if properties:
+            body["properties"] = properties
+        if compression_algorithm:
+            body["compression_algorithm"] = compression_algorithm
+        if expires_at:
+            body["expires_at"] = expires_at
+        if aliases:
+            body["aliases"] = [{"name": a} for a in aliases]
+        op = await self._client.mutate("POST", "/1.0/images", json=body, project=project, wait=False)
+        if not wait:
+            return op
+        await _wait_with_progress(op, on_progress, timeout)
+        fp = str(op.metadata.get("fingerprint") or "")
+        if aliases:
+            await self.ensure_aliases(fp, aliases, project=project)
+        return await self.get(fp, project=project)
+
+    # ------------------------------------------------------------------------------------------ export
+
+    @asynccontextmanager
+    async def export(self, fingerprint: str, *, project: str | None = None) -> AsyncIterator[ImageExport]:
+        """Stream an image: `async with images.export(fp) as e: async for chunk in e.iter_bytes(): ...`."""
+        url = f"{image_path(fingerprint)}/export"
+        params = self._client._params(None, project, True)
+        async with self._client.transport.stream("GET", url, params=params) as r:
+            if r.status_code >= 400 or r.headers.get("content-type", "").startswith("application/json"):
+                await r.aread()
+                decode(r, "GET", url)
+                raise LXDError("unexpected JSON answer to an image export", status=r.status_code, method="GET",
+                               path=url)
+            yield ImageExport(r)
+
+    async def export_to(self, fingerprint: str, dest: str | os.PathLike[str], *,
+                        project: str | None = None) -> list[Path]:
+        """Write an image into directory `dest`: one file (unified) or `metadata` + `rootfs` files (split).
+
+        Streamed to disk; returns the files written, named as LXD names them.
+        """
+        dest_dir = Path(dest)
+        await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
+        written: list[Path] = []
+        async with self.export(fingerprint, project=project) as e:
+            if not e.multipart:
+                path = dest_dir / (e.filename or f"{fingerprint}.tar.gz")
+                await _write_stream(path, e.iter_bytes())
+                return [path]
+            current: Path | None = None
+            f = None
+            try:
+                async for name, filename, data in split_multipart(e.iter_bytes(), e.boundary):
+                    path = dest_dir / (filename or name)
+                    if path != current:
+                        if f is not None:
+                            await asyncio.to_thread(f.close)
+                        f = await asyncio.to_thread(open, path, "wb")
+                        current = path
+                        written.append(path)
+                    await asyncio.to_thread(f.write, data)  # type: ignore[union-attr]
+            finally:
+                if f is not None:
+                    await asyncio.to_thread(f.close)
+        return written
+
+    # ------------------------------------------------------------------------------------------ misc
+
+    async def refresh(self, fingerprint: str, *, project: str | None = None, wait: bool = True) -> Operation:
+        """Refresh an image from its source (when it was copied with `auto_update`)."""
+        return await self._client.mutate("POST", f"{image_path(fingerprint)}/refresh", project=project, wait=wait)
+
+
+def _if_match(etag: str | None) -> dict[str, str] | None:
+    return {"If-Match": f'"{etag}"'} if etag else None
+
+
+async def _write_stream(path: Path, chunks: AsyncIterator[bytes]) -> None:
+    f = await asyncio.to_thread(open, path, "wb")
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(f.write, chunk)
+    finally:
+        await asyncio.to_thread(f.close)
+
+
+async def _wait_with_progress(op: Operation, on_progress: ProgressCallback | None, timeout: float | None) -> None:
+    """Wait for `op`, handing each progress update to `on_progress` meanwhile."""
+    if on_progress is None:
+        await op.wait(timeout)
+        return
+
+    async def follow() -> None:
+        async for p in op.progress():
+            on_progress(p)
+
+    task = asyncio.get_running_loop().create_task(follow())
+    try:
+        await op.wait(timeout)
+    finally:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), 1.0)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
