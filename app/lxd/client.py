@@ -14,15 +14,23 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from app.lxd.certificates import Certificates
+from app.lxd.cluster import Cluster
+from app.lxd.config import Config
 from app.lxd.discovery import discover_socket
 from app.lxd.envelope import Envelope, decode
 from app.lxd.events import Events
 from app.lxd.exec import Exec
 from app.lxd.files import Files
+from app.lxd.images import Images
 from app.lxd.instances import Instances
 from app.lxd.models import OperationState, ServerInfo
+from app.lxd.networks import Networks
 from app.lxd.operations import Operation, Operations
+from app.lxd.profiles import Profiles
+from app.lxd.projects import Projects
 from app.lxd.server import Server
+from app.lxd.storage import Storage
 from app.lxd.transport import Transport
 
 
@@ -38,6 +46,25 @@ class Client:
         self.instances = Instances(self)
         self.exec = Exec(self)
         self.files = Files(self)
+        self.images = Images(self)
+        self.profiles = Profiles(self)
+        self.certificates = Certificates(self)
+        self.storage = Storage(self)
+        self.networks = Networks(self)
+        self.projects = Projects(self)
+        self.cluster = Cluster(self)
+        self.config = Config(self)
+        self._parent: Client | None = None
+
+    def with_project(self, project: str) -> Client:
+        """A client whose calls default to `project`, sharing this one's connections, server facts and events
+        streams. Closing it does nothing; closing this client closes both."""
+        child = Client(self.transport, project=project)
+        root = self._parent or self
+        child._parent = root
+        child.server = root.server
+        child.events._buses = root.events._buses
+        return child
 
     @classmethod
     def unix(cls, path: str | None = None, *, project: str = "default", timeout: float = 30.0,
@@ -63,6 +90,8 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._parent is not None:
+            return
         await self.events.aclose()
         await self.transport.aclose()
 
@@ -88,12 +117,14 @@ class Client:
 
     async def mutate(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
                      headers: Mapping[str, str] | None = None, content: Any = None, project: str | None = None,
-                     wait: bool = True, timeout: float | None = None) -> Operation:
-        """A call that may answer sync or async; async ones are followed from before the request is sent."""
-        bus = self.events.bus(project)
+                     wait: bool = True, timeout: float | None = None, long: bool = False) -> Operation:
+        """A call that may answer sync or async; async ones are followed from before the request is sent.
+
+        `long=True` sends it on the long-call pool (streamed uploads)."""
+        bus = self.events.bus(project or self.project)
         await bus.ensure_connected(0.5 if bus.last_error is not None else 5.0)
         env = await self.request(method, path, params=params, json=json, headers=headers, content=content,
-                                 project=project)
+                                 project=project, long=long)
         if not env.is_async:
             return Operation.completed(self, env.metadata)
         op = Operation(self, OperationState.model_validate(env.metadata), bus=bus)

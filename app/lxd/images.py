@@ -564,9 +564,10 @@ async def _wait_with_progress(op: Operation, on_progress: ProgressCallback | Non
     task = asyncio.get_running_loop().create_task(follow())
     try:
         await op.wait(timeout)
-    finally:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task), 1.0)
+    except BaseException:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
+        raise
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, 1.0)

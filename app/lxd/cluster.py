@@ -1,0 +1,87 @@
+"""Cluster: the cluster's state and its members. Calls that place something take `target=` (a member, or
+`@group` for a cluster group) in the module that creates it (storage pools, volumes, networks, image copies)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import Field, PrivateAttr
+
+from app.lxd.errors import LXDError
+from app.lxd.models import LXDModel
+from app.lxd.operations import Operation
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+
+class ClusterInfo(LXDModel):
+    """`GET /1.0/cluster`."""
+
+    server_name: str = ""
+    enabled: bool = False
+    member_config: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ClusterMember(LXDModel):
+    """`GET /1.0/cluster/members/<name>`."""
+
+    server_name: str
+    url: str = ""
+    database: bool = False
+    status: str = ""
+    message: str = ""
+    architecture: str = ""
+    failure_domain: str = ""
+    description: str = ""
+    roles: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    config: dict[str, str] = Field(default_factory=dict)
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+
+def _m(name: str) -> str:
+    return f"/1.0/cluster/members/{quote(name, safe='')}"
+
+
+class Cluster:
+    """`client.cluster`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def info(self) -> ClusterInfo:
+        env = await self._client.request("GET", "/1.0/cluster", scoped=False)
+        return ClusterInfo.model_validate(env.metadata or {})
+
+    async def enabled(self) -> bool:
+        return (await self.info()).enabled
+
+    async def members(self) -> list[ClusterMember]:
+        """The members; empty on a standalone server (LXD answers "Server is not clustered" there)."""
+        try:
+            env = await self._client.request("GET", "/1.0/cluster/members", params={"recursion": 1}, scoped=False)
+        except LXDError as exc:
+            if "not clustered" in exc.error.lower():
+                return []
+            raise
+        return [ClusterMember.model_validate(m) for m in env.metadata or []]
+
+    async def member(self, name: str) -> ClusterMember:
+        env = await self._client.request("GET", _m(name), scoped=False)
+        member = ClusterMember.model_validate(env.metadata)
+        member._etag = env.etag
+        return member
+
+    async def member_state(self, name: str, action: str, *, mode: str | None = None,
+                           wait: bool = True) -> Operation:
+        """`evacuate` or `restore` a member (`mode`: how instances move, on servers that support it)."""
+        body: dict[str, Any] = {"action": action}
+        if mode:
+            body["mode"] = mode
+        return await self._client.mutate("POST", f"{_m(name)}/state", json=body, wait=wait)

@@ -1,0 +1,56 @@
+"""Server configuration: `GET /1.0` with its ETag, `PUT /1.0` (replace) and `PATCH /1.0` (merge) with If-Match.
+
+In a cluster some keys (such as `core.https_address`) are member-local: pass `target=`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.lxd.models import LXDModel
+from app.lxd.operations import Operation
+from app.lxd.profiles import if_match
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+
+class ServerConfig(LXDModel):
+    """The server's config and the ETag to pass back on update."""
+
+    config: dict[str, Any]
+    etag: str | None = None
+
+
+class Config:
+    """`client.config`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def get(self, *, target: str | None = None) -> ServerConfig:
+        env = await self._client.request("GET", "/1.0", params={"target": target} if target else None,
+                                         scoped=False)
+        return ServerConfig(config=dict((env.metadata or {}).get("config") or {}), etag=env.etag)
+
+    async def replace(self, config: dict[str, Any], *, etag: str | None = None,
+                      target: str | None = None) -> Operation:
+        """PUT: the whole config becomes `config` (keys left out are unset)."""
+        op = await self._client.mutate("PUT", "/1.0", json={"config": config}, headers=if_match(etag),
+                                       params={"target": target} if target else None)
+        await self._client.server.info(refresh=True)
+        return op
+
+    async def patch(self, config: dict[str, Any], *, etag: str | None = None,
+                    target: str | None = None) -> Operation:
+        """PATCH: merge `config` in; a key set to "" is unset."""
+        op = await self._client.mutate("PATCH", "/1.0", json={"config": config}, headers=if_match(etag),
+                                       params={"target": target} if target else None)
+        await self._client.server.info(refresh=True)
+        return op
+
+    async def set(self, key: str, value: str, *, target: str | None = None) -> None:
+        await self.patch({key: value}, target=target)
+
+    async def unset(self, key: str, *, target: str | None = None) -> None:
+        await self.patch({key: ""}, target=target)

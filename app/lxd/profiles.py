@@ -1,0 +1,99 @@
+"""Profiles: list, get with ETag, create, replace/merge with If-Match, rename, delete.
+
+LXD 5.0 answers "already exists" and "in use" with HTTP 500; they surface as `Conflict` like a 409. Updates are
+synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import Field, PrivateAttr
+
+from app.lxd.models import LXDModel
+from app.lxd.operations import Operation
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+
+class Profile(LXDModel):
+    """`GET /1.0/profiles/<name>`; `etag` is the ETag to pass back on update."""
+
+    name: str
+    description: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    used_by: list[str] = Field(default_factory=list)
+    project: str = ""
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    def writable(self) -> dict[str, Any]:
+        """The fields a PUT replaces."""
+        return {"config": self.config, "description": self.description, "devices": self.devices}
+
+
+def if_match(etag: str | None) -> dict[str, str] | None:
+    """The If-Match header for an ETag (LXD compares it without the quotes)."""
+    return {"If-Match": f'"{etag}"'} if etag else None
+
+
+def _p(name: str) -> str:
+    return f"/1.0/profiles/{quote(name, safe='')}"
+
+
+class Profiles:
+    """`client.profiles`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list(self, *, all_projects: bool = False, project: str | None = None) -> list[Profile]:
+        params: dict[str, Any] = {"recursion": 1}
+        if all_projects:
+            params["all-projects"] = "true"
+        env = await self._client.request("GET", "/1.0/profiles", params=params, project=project)
+        return [Profile.model_validate(p) for p in env.metadata or []]
+
+    async def names(self, *, project: str | None = None) -> list[str]:
+        env = await self._client.request("GET", "/1.0/profiles", project=project)
+        return [u.split("?", 1)[0].rsplit("/", 1)[-1] for u in env.metadata or []]
+
+    async def get(self, name: str, *, project: str | None = None) -> Profile:
+        """The profile, with its ETag in `.etag`."""
+        env = await self._client.request("GET", _p(name), project=project)
+        profile = Profile.model_validate(env.metadata)
+        profile._etag = env.etag
+        return profile
+
+    async def create(self, name: str, *, config: dict[str, str] | None = None,
+                     devices: dict[str, dict[str, str]] | None = None, description: str = "",
+                     project: str | None = None) -> Profile:
+        """Create a profile; `Conflict` when it exists."""
+        body = {"name": name, "config": config or {}, "devices": devices or {}, "description": description}
+        await self._client.mutate("POST", "/1.0/profiles", json=body, project=project)
+        return await self.get(name, project=project)
+
+    async def update(self, name: str, body: dict[str, Any], *, etag: str | None = None,
+                     project: str | None = None, timeout: float | None = None) -> Operation:
+        """PUT (replace config, devices, description); with `etag`, `PreconditionFailed` if it changed since."""
+        return await self._client.mutate("PUT", _p(name), json=body, headers=if_match(etag), project=project,
+                                         timeout=timeout)
+
+    async def patch(self, name: str, body: dict[str, Any], *, etag: str | None = None,
+                    project: str | None = None, timeout: float | None = None) -> Operation:
+        """PATCH (merge); a config key set to "" is unset."""
+        return await self._client.mutate("PATCH", _p(name), json=body, headers=if_match(etag), project=project,
+                                         timeout=timeout)
+
+    async def rename(self, name: str, new_name: str, *, project: str | None = None) -> Operation:
+        return await self._client.mutate("POST", _p(name), json={"name": new_name}, project=project)
+
+    async def delete(self, name: str, *, project: str | None = None) -> Operation:
+        """Delete a profile; `Conflict` while instances use it."""
+        return await self._client.mutate("DELETE", _p(name), project=project)

@@ -1,0 +1,170 @@
+"""Storage pools and volumes: list, get with ETag, create (with `target=` in a cluster), update, rename, delete.
+
+Pool and volume calls are synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from pydantic import Field, PrivateAttr
+
+from app.lxd.models import LXDModel
+from app.lxd.operations import Operation
+from app.lxd.profiles import if_match
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+
+class StoragePool(LXDModel):
+    """`GET /1.0/storage-pools/<name>`."""
+
+    name: str
+    driver: str = ""
+    description: str = ""
+    status: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    locations: list[str] = Field(default_factory=list)
+    used_by: list[str] = Field(default_factory=list)
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+
+class StorageVolume(LXDModel):
+    """`GET /1.0/storage-pools/<pool>/volumes/<type>/<name>`."""
+
+    name: str
+    type: str = "custom"
+    content_type: str = "filesystem"
+    description: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    location: str = ""
+    project: str = ""
+    used_by: list[str] = Field(default_factory=list)
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+
+def _pool(name: str) -> str:
+    return f"/1.0/storage-pools/{quote(name, safe='')}"
+
+
+def _vol(pool: str, name: str, vtype: str) -> str:
+    return f"{_pool(pool)}/volumes/{quote(vtype, safe='')}/{quote(name, safe='')}"
+
+
+def _target(target: str | None, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    out = dict(params or {})
+    if target:
+        out["target"] = target
+    return out or None
+
+
+class Storage:
+    """`client.storage`: pools (`list`, `get`, `create`, ...) and their volumes (`volumes`, `create_volume`, ...)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    # ------------------------------------------------------------------------------------------ pools
+
+    async def list(self, *, target: str | None = None) -> list[StoragePool]:
+        env = await self._client.request("GET", "/1.0/storage-pools", params=_target(target, {"recursion": 1}),
+                                         scoped=False)
+        return [StoragePool.model_validate(p) for p in env.metadata or []]
+
+    async def get(self, name: str, *, target: str | None = None) -> StoragePool:
+        env = await self._client.request("GET", _pool(name), params=_target(target), scoped=False)
+        pool = StoragePool.model_validate(env.metadata)
+        pool._etag = env.etag
+        return pool
+
+    async def resources(self, name: str, *, target: str | None = None) -> dict[str, Any]:
+        """Space and inode usage of a pool."""
+        env = await self._client.request("GET", f"{_pool(name)}/resources", params=_target(target), scoped=False)
+        return dict(env.metadata or {})
+
+    async def create(self, name: str, driver: str, *, config: dict[str, str] | None = None, description: str = "",
+                     target: str | None = None) -> Operation:
+        """Create a pool. In a cluster, first once per member with `target=` (member-specific config such as
+        `source`), then once without `target`."""
+        body = {"name": name, "driver": driver, "config": config or {}, "description": description}
+        return await self._client.mutate("POST", "/1.0/storage-pools", json=body, params=_target(target))
+
+    async def update(self, name: str, body: dict[str, Any], *, etag: str | None = None,
+                     target: str | None = None) -> Operation:
+        return await self._client.mutate("PUT", _pool(name), json=body, headers=if_match(etag),
+                                         params=_target(target))
+
+    async def patch(self, name: str, body: dict[str, Any], *, etag: str | None = None,
+                    target: str | None = None) -> Operation:
+        return await self._client.mutate("PATCH", _pool(name), json=body, headers=if_match(etag),
+                                         params=_target(target))
+
+    async def delete(self, name: str) -> Operation:
+        return await self._client.mutate("DELETE", _pool(name))
+
+    # ------------------------------------------------------------------------------------------ volumes
+
+    async def volumes(self, pool: str, *, vtype: str | None = None, filter: str | None = None,
+                      all_projects: bool = False, project: str | None = None,
+                      target: str | None = None) -> list[StorageVolume]:
+        """Volumes of a pool (of one type: `custom`, `container`, `virtual-machine`, `image`; all when None)."""
+        params: dict[str, Any] = {"recursion": 1}
+        if filter:
+            params["filter"] = filter
+        if all_projects:
+            params["all-projects"] = "true"
+        path = f"{_pool(pool)}/volumes" + (f"/{quote(vtype, safe='')}" if vtype else "")
+        env = await self._client.request("GET", path, params=_target(target, params), project=project)
+        return [StorageVolume.model_validate(v) for v in env.metadata or []]
+
+    async def volume(self, pool: str, name: str, *, vtype: str = "custom", project: str | None = None,
+                     target: str | None = None) -> StorageVolume:
+        env = await self._client.request("GET", _vol(pool, name, vtype), params=_target(target), project=project)
+        vol = StorageVolume.model_validate(env.metadata)
+        vol._etag = env.etag
+        return vol
+
+    async def create_volume(self, pool: str, name: str, *, config: dict[str, str] | None = None,
+                            content_type: str = "filesystem", description: str = "",
+                            source: dict[str, Any] | None = None, project: str | None = None,
+                            target: str | None = None, timeout: float | None = None) -> StorageVolume:
+        """Create a custom volume (empty, or from `source`); `Conflict` when it exists."""
+        body: dict[str, Any] = {"name": name, "type": "custom", "content_type": content_type,
+                                "config": config or {}, "description": description}
+        if source:
+            body["source"] = source
+        await self._client.mutate("POST", f"{_pool(pool)}/volumes/custom", json=body, params=_target(target),
+                                  project=project, timeout=timeout)
+        return await self.volume(pool, name, project=project, target=target)
+
+    async def update_volume(self, pool: str, name: str, body: dict[str, Any], *, vtype: str = "custom",
+                            etag: str | None = None, project: str | None = None,
+                            target: str | None = None) -> Operation:
+        return await self._client.mutate("PUT", _vol(pool, name, vtype), json=body, headers=if_match(etag),
+                                         params=_target(target), project=project)
+
+    async def patch_volume(self, pool: str, name: str, body: dict[str, Any], *, vtype: str = "custom",
+                           etag: str | None = None, project: str | None = None,
+                           target: str | None = None) -> Operation:
+        return await self._client.mutate("PATCH", _vol(pool, name, vtype), json=body, headers=if_match(etag),
+                                         params=_target(target), project=project)
+
+    async def rename_volume(self, pool: str, name: str, new_name: str, *, vtype: str = "custom",
+                            project: str | None = None, target: str | None = None) -> Operation:
+        return await self._client.mutate("POST", _vol(pool, name, vtype), json={"name": new_name},
+                                         params=_target(target), project=project)
+
+    async def delete_volume(self, pool: str, name: str, *, vtype: str = "custom", project: str | None = None,
+                            target: str | None = None) -> Operation:
+        return await self._client.mutate("DELETE", _vol(pool, name, vtype), params=_target(target),
+                                         project=project)
