@@ -1,0 +1,89 @@
+"""Crash recovery with a real gateway process: SIGKILL mid-job, start again, the job is settled and history kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app.harness.daemon import DaemonInfo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gateway(data_dir: Path, daemon: DaemonInfo, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LXDGW_")}
+    env.update({
+        "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{daemon.socket_path}", "default": True}]),
+        "LXDGW_DATA_DIR": str(data_dir), "LXDGW_AUTH_ENABLED": "false", "LXDGW_BIND": f"127.0.0.1:{port}",
+        "LXDGW_EXTENSIONS": '["jobs_test_extension"]', "LXDGW_SHUTDOWN_GRACE_SECONDS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)]),
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"gateway did not start: {log.read_text()[-2000:]}")
+
+
+def test_sigkill_mid_job_then_restart_settles_it(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "gateway.log"
+    port = free_port()
+    proc = start_gateway(data_dir, lxd_daemon, port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        earlier = [httpx.post(f"{base}/v1/test-jobs", json={"steps": 1, "interval": 0.01}, params={"wait": 10},
+                              timeout=15).json() for _ in range(2)]
+        assert all(j["status"] == "succeeded" for j in earlier)
+        marker = tmp_path / "created"
+        long_jobs = [httpx.post(f"{base}/v1/test-jobs", json={"steps": 200, "interval": 0.1, "marker": str(m)},
+                                timeout=15).json() for m in (marker, tmp_path / "already-created")]
+        (tmp_path / "already-created").write_text("the resource exists")  # as if the job had got that far
+        deadline = time.monotonic() + 10
+        while (httpx.get(f"{base}/v1/jobs/{long_jobs[0]['id']}").json()["progress"]["percent"] or 0) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    t0 = time.monotonic()
+    port = free_port()
+    proc = start_gateway(data_dir, lxd_daemon, port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        settled = [httpx.get(f"{base}/v1/jobs/{j['id']}", params={"wait": 60}, timeout=70).json()
+                   for j in long_jobs]
+        assert time.monotonic() - t0 < 60
+        assert settled[0]["status"] == "failed" and settled[0]["error"]["type"].endswith("/rolled-back")
+        assert settled[1]["status"] == "succeeded" and settled[1]["result"] == {"recovered": True}
+        listed = [j["id"] for j in httpx.get(f"{base}/v1/jobs").json()["items"]]
+        assert listed == [j["id"] for j in long_jobs[::-1] + earlier[::-1]]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
