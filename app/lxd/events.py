@@ -87,6 +87,7 @@ class EventBus:
         self.connections = 0  # websocket connections made so far
         self.reconnects = 0
         self.connected = asyncio.Event()
+        self._tried = asyncio.Event()  # set after every connection attempt, successful or not
         self._task: asyncio.Task[None] | None = None
         self._ws: Any = None
         self._closed = False
@@ -108,16 +109,20 @@ class EventBus:
         """Start the reader when needed and wait until the stream is up; False if it is not within `timeout`."""
         if self._closed:
             return False
+        if self.connected.is_set() and self._task is not None and not self._task.done():
+            return True
+        self._tried.clear()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="lxd-events")
-        if self.connected.is_set():
-            return True
+        if timeout <= 0:
+            return self.connected.is_set()
+        waiters = [asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self._tried.wait())]
         try:
-            async with asyncio.timeout(timeout):
-                await self.connected.wait()
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        return self.connected.is_set()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -128,6 +133,7 @@ class EventBus:
                 raise
             except Exception as exc:
                 self.last_error = exc
+                self._tried.set()
                 log.debug("events connect failed: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff_max)
@@ -138,6 +144,7 @@ class EventBus:
                 self.reconnects += 1
                 self._resync()
             self.connected.set()
+            self._tried.set()
             delay = 0.1
             try:
                 async for raw in ws:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 POLL_SLICE = 2.0  # seconds per `/wait` long poll when the events stream is down
 SAFETY_GET = 10.0  # seconds without an event before one reconciling GET
+LATE_EVENT = 1.0  # seconds to wait for the final event of an operation LXD no longer knows
 
 
 class Operation:
@@ -105,6 +106,13 @@ class Operation:
         except NotFound as exc:
             if self._bus is not None and (seen := self._bus.recent(self.id)) is not None:
                 self._apply(seen)
+            if not self.done and self._bus is not None and self._bus.connected.is_set():
+                # gone means finished: its final event is most likely still on its way
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LATE_EVENT):
+                        while not self.done:
+                            self._changed.clear()
+                            await self._changed.wait()
             if self.done:
                 return self._state
             raise OperationVanished("the operation is gone and its outcome was not seen", status=404,
