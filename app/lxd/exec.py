@@ -291,7 +291,10 @@ class Exec:
                     cwd: str | None = None, user: int | None = None, group: int | None = None,
                     interactive: bool = False, width: int = 80, height: int = 24, project: str | None = None,
                     connect_timeout: float = 5.0) -> ExecProcess:
-        """Start a command and connect its websockets; use the result as `async with`."""
+        """Start a command and connect its websockets; use the result as `async with`.
+
+        As with subprocess pipes, read `stdout` and `stderr` (or use `run()`): unread output stalls the command.
+        """
         body: dict[str, Any] = {"command": list(command), "environment": dict(environment or {}),
                                 "wait-for-websocket": True, "interactive": interactive, "record-output": False,
                                 "width": width, "height": height}

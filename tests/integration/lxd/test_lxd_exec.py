@@ -74,6 +74,8 @@ async def test_exec_cannot_be_cancelled_but_cancelling_the_task_kills_it(client:
     async with proc:
         with pytest.raises(NotCancellable):
             await proc.operation.cancel()
+        with pytest.raises(NotCancellable):  # LXD 5.0 itself answers 400 "This operation can't be cancelled"
+            await client.operations.cancel(proc.id)
         task = asyncio.ensure_future(proc.wait())
         await asyncio.sleep(0.2)
         task.cancel()
