@@ -15,6 +15,7 @@ from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
 from app.api.jobs import router as jobs_router
+from app.api.lxd_errors import install_lxd_error_handler
 from app.api.metrics import router as metrics_router
 from app.api.problems import Problem, install_problem_handlers
 from app.api.request_id import RequestIdMiddleware
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)
     install_problem_handlers(app)
+    install_lxd_error_handler(app)
     install_docs(app)
     app.include_router(health_router)
     app.include_router(jobs_router)

@@ -1,0 +1,71 @@
+"""Dependencies shared by the resource routers: backend selection, names, If-Match.
+
+`Backend` resolves `?remote=` and `?project=` (404 for an unknown remote, 403 outside the token's limits) and
+hands the router the LXD client for that remote and project.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Query
+from starlette.requests import HTTPConnection
+
+from app.api.auth import Principal, current_principal
+from app.api.problems import ProblemError
+from app.core.remotes import RemoteRegistry, RemoteSpec, UnknownRemote
+from app.lxd.client import Client
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]$|^[A-Za-z]$"
+NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = ("1-63 characters: letters, digits and hyphens, not starting with a digit or hyphen, "
+             "not ending with a hyphen")
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def valid_name(name: str) -> bool:
+    return bool(NAME_RE.match(name))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The LXD endpoint and project a request acts on."""
+
+    remote: str
+    project: str
+    spec: RemoteSpec
+    client: Client
+    principal: Principal
+
+
+async def backend(
+    conn: HTTPConnection,
+    principal: Annotated[Principal, Depends(current_principal)],
+    remote: Annotated[str | None, Query(description="a configured remote; default: the default remote",
+                                        examples=["local"])] = None,
+    project: Annotated[str, Query(pattern=PROJECT_PATTERN, description="the LXD project",
+                                  examples=["default"])] = "default",
+) -> Backend:
+    registry: RemoteRegistry = conn.app.state.remotes
+    try:
+        spec = registry.spec(remote)
+    except UnknownRemote:
+        raise ProblemError(404, f"no remote named {remote!r}", slug="unknown-remote") from None
+    if not principal.allows_remote(spec.name):
+        raise ProblemError(403, f"this token may not use remote {spec.name!r}")
+    if not principal.allows_project(project):
+        raise ProblemError(403, f"this token may not use project {project!r}")
+    client = registry.get(spec.name)
+    if project != client.project:
+        client = client.with_project(project)
+    return Backend(remote=spec.name, project=project, spec=spec, client=client, principal=principal)
+
+
+BackendDep = Annotated[Backend, Depends(backend)]
+
+ContainerName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE, examples=["web1"])]
+
+IfMatch = Annotated[str | None, Header(alias="If-Match", description="the ETag from a previous GET; 412 when it "
+                                       "no longer matches", examples=['"3f2a..."'])]
