@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import sys
 
+from app.core.policy import RULES
 from app.core.tokens import Scope, TokenExists, TokenNotFound, TokenStore
 from app.settings import load_settings
 
@@ -20,6 +21,7 @@ def tokens_main(argv: list[str]) -> int:
     create.add_argument("--remote", action="append", help="limit to this remote (repeatable)")
     create.add_argument("--project", action="append", help="limit to this project (repeatable)")
     create.add_argument("--expires-at", type=dt.datetime.fromisoformat, help="ISO 8601 time")
+    create.add_argument("--allow", action="append", choices=list(RULES), help="a policy rule this token may use")
     sub.add_parser("list", help="list tokens (never their secrets)")
     revoke = sub.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("name")
@@ -28,7 +30,7 @@ def tokens_main(argv: list[str]) -> int:
     try:
         if args.cmd == "create":
             record, secret = store.create(args.name, [Scope(s) for s in args.scope], remotes=args.remote,
-                                          projects=args.project, expires_at=args.expires_at)
+                                          projects=args.project, expires_at=args.expires_at, allow=args.allow)
             print(secret)
             print(f"token {record.name!r} created with scopes {', '.join(record.scopes)}; the secret above is "
                   "not shown again", file=sys.stderr)

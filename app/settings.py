@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")
+    policy_allow: list[str] = Field(default_factory=list,
+                                    description="policy rules allowed for every caller (deny by default)")
 
     @field_validator("bind")
     @classmethod

@@ -29,13 +29,14 @@ class Principal:
     scopes: frozenset[Scope]
     remotes: tuple[str, ...] | None = None
     projects: tuple[str, ...] | None = None
+    allow: frozenset[str] = frozenset()
     authenticated: bool = True
 
     @classmethod
     def from_record(cls, r: TokenRecord) -> Principal:
         return cls(name=r.name, scopes=frozenset(r.effective_scopes()),
                    remotes=tuple(r.remotes) if r.remotes is not None else None,
-                   projects=tuple(r.projects) if r.projects is not None else None)
+                   projects=tuple(r.projects) if r.projects is not None else None, allow=frozenset(r.allow))
 
     def has(self, scope: Scope) -> bool:
         return scope in self.scopes
@@ -47,6 +48,7 @@ class Principal:
         return self.projects is None or project in self.projects
 
 
+# With authentication turned off every caller is this admin; the policy guard still applies (operator's default).
 ANONYMOUS_ADMIN = Principal(name="anonymous", scopes=frozenset(Scope), authenticated=False)
 
 

@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from app.api.auth import Principal, current_principal, require
 from app.api.problems import ProblemError, problem_responses
+from app.core.policy import RULES
 from app.core.tokens import Scope, TokenExists, TokenNotFound, TokenRecord
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -27,6 +28,17 @@ class TokenCreate(BaseModel):
     projects: list[str] | None = Field(None, examples=[["default"]],
                                        description="limit to these LXD projects; null: all")
     expires_at: dt.datetime | None = Field(None, examples=["2027-01-01T00:00:00Z"])
+    allow: list[str] = Field(default_factory=list, examples=[["security.nesting"]],
+                             description="policy rules this token may use beyond the default deny: "
+                                         + ", ".join(f"`{r}`" for r in RULES))
+
+    @field_validator("allow")
+    @classmethod
+    def _known_rules(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown policy rules: {', '.join(unknown)}")
+        return v
 
 
 class TokenInfo(BaseModel):
@@ -35,12 +47,13 @@ class TokenInfo(BaseModel):
     remotes: list[str] | None = None
     projects: list[str] | None = None
     expires_at: dt.datetime | None = None
+    allow: list[str] = Field(default_factory=list)
     created_at: dt.datetime | None = None
 
     @classmethod
     def of(cls, r: TokenRecord) -> TokenInfo:
         return cls(name=r.name, scopes=r.scopes, remotes=r.remotes, projects=r.projects,
-                   expires_at=r.expires_at, created_at=r.created_at)
+                   expires_at=r.expires_at, allow=r.allow, created_at=r.created_at)
 
 
 class TokenCreated(TokenInfo):
@@ -77,7 +90,8 @@ async def list_tokens(request: Request, _: Admin) -> TokenList:
 async def create_token(body: TokenCreate, request: Request, _: Admin) -> TokenCreated:
     try:
         record, secret = request.app.state.tokens.create(body.name, body.scopes, remotes=body.remotes,
-                                                         projects=body.projects, expires_at=body.expires_at)
+                                                         projects=body.projects, expires_at=body.expires_at,
+                                                         allow=body.allow)
     except TokenExists:
         raise ProblemError(409, f"a token named {body.name!r} exists") from None
     return TokenCreated(**TokenInfo.of(record).model_dump(), token=secret)

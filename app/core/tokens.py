@@ -42,6 +42,7 @@ class TokenRecord(BaseModel):
     remotes: list[str] | None = Field(None, description="remotes the token may use; null means all")
     projects: list[str] | None = Field(None, description="projects the token may use; null means all")
     expires_at: dt.datetime | None = None
+    allow: list[str] = Field(default_factory=list, description="policy rules this token may use (see app.core.policy)")
     created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     secret_sha256: str
 
@@ -128,7 +129,8 @@ class TokenStore:
                 raise TokenNotFound(name) from None
 
     def create(self, name: str, scopes: list[Scope], *, remotes: list[str] | None = None,
-               projects: list[str] | None = None, expires_at: dt.datetime | None = None) -> tuple[TokenRecord, str]:
+               projects: list[str] | None = None, expires_at: dt.datetime | None = None,
+               allow: list[str] | None = None) -> tuple[TokenRecord, str]:
         """Add a token; returns the record and the secret, which is never stored nor shown again."""
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._lock:
@@ -136,7 +138,7 @@ class TokenStore:
             if name in self._records:
                 raise TokenExists(name)
             record = TokenRecord(name=name, scopes=scopes, remotes=remotes, projects=projects,
-                                 expires_at=expires_at, secret_sha256=hash_secret(secret))
+                                 expires_at=expires_at, allow=allow or [], secret_sha256=hash_secret(secret))
             self._records[name] = record
             self._write()
         return record, secret
