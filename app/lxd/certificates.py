@@ -26,9 +26,9 @@ from urllib.parse import quote
 from pydantic import Field, PrivateAttr
 
 from app.lxd.errors import Forbidden, LXDError, LXDUnavailable, NotFound
-from app.lxd.models import LXDModel, OperationState
+from app.lxd.models import OperationState
 from app.lxd.operations import Operation
-from app.lxd.profiles import if_match
+from app.lxd.resource import Resource, if_match
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
@@ -45,7 +45,7 @@ class InvalidToken(LXDError, ValueError):
     """The trust token cannot be decoded."""
 
 
-class TrustedCertificate(LXDModel):
+class TrustedCertificate(Resource):
     """`GET /1.0/certificates/<fingerprint>`."""
 
     fingerprint: str
@@ -62,7 +62,7 @@ class TrustedCertificate(LXDModel):
         return self._etag
 
 
-class TrustToken(LXDModel):
+class TrustToken(Resource):
     """A trust token: what `encode()` puts in the string handed to the client, plus the id to revoke it."""
 
     client_name: str

@@ -9,14 +9,14 @@ from urllib.parse import quote
 from pydantic import Field, PrivateAttr
 
 from app.lxd.errors import LXDError
-from app.lxd.models import LXDModel
 from app.lxd.operations import Operation
+from app.lxd.resource import Resource
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class ClusterInfo(LXDModel):
+class ClusterInfo(Resource):
     """`GET /1.0/cluster`."""
 
     server_name: str = ""
@@ -24,7 +24,7 @@ class ClusterInfo(LXDModel):
     member_config: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ClusterMember(LXDModel):
+class ClusterMember(Resource):
     """`GET /1.0/cluster/members/<name>`."""
 
     server_name: str

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.lxd.models import LXDModel
 from app.lxd.operations import Operation
-from app.lxd.profiles import if_match
+from app.lxd.resource import Resource, if_match
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class ServerConfig(LXDModel):
+class ServerConfig(Resource):
     """The server's config and the ETag to pass back on update."""
 
     config: dict[str, Any]

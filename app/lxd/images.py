@@ -28,8 +28,9 @@ from pydantic import Field, PrivateAttr
 
 from app.lxd.envelope import decode
 from app.lxd.errors import Conflict, LXDError, NotFound
-from app.lxd.models import LXDModel, Progress
+from app.lxd.models import Progress
 from app.lxd.operations import Operation
+from app.lxd.resource import Resource, if_match
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
@@ -46,12 +47,12 @@ ProgressCallback = Callable[[Progress], Any]
 """Called with each progress update of a server-side operation (download, pack, unpack)."""
 
 
-class ImageAliasRef(LXDModel):
+class ImageAliasRef(Resource):
     name: str
     description: str = ""
 
 
-class ImageAlias(LXDModel):
+class ImageAlias(Resource):
     """`GET /1.0/images/aliases/<name>`."""
 
     name: str
@@ -65,7 +66,7 @@ class ImageAlias(LXDModel):
         return self._etag
 
 
-class ImageSourceInfo(LXDModel):
+class ImageSourceInfo(Resource):
     alias: str = ""
     certificate: str = ""
     protocol: str = ""
@@ -73,7 +74,7 @@ class ImageSourceInfo(LXDModel):
     image_type: str = ""
 
 
-class Image(LXDModel):
+class Image(Resource):
     """`GET /1.0/images/<fingerprint>`; `etag` is the ETag to pass back on update."""
 
     fingerprint: str
@@ -302,12 +303,12 @@ class Images:
     async def update(self, fingerprint: str, body: dict[str, Any], *, etag: str | None = None,
                      project: str | None = None) -> Operation:
         """PUT (replace `auto_update`, `properties`, `public`, `expires_at`, `profiles`); `etag` → If-Match."""
-        return await self._client.mutate("PUT", image_path(fingerprint), json=body, headers=_if_match(etag),
+        return await self._client.mutate("PUT", image_path(fingerprint), json=body, headers=if_match(etag),
                                          project=project)
 
     async def patch(self, fingerprint: str, body: dict[str, Any], *, etag: str | None = None,
                     project: str | None = None) -> Operation:
-        return await self._client.mutate("PATCH", image_path(fingerprint), json=body, headers=_if_match(etag),
+        return await self._client.mutate("PATCH", image_path(fingerprint), json=body, headers=if_match(etag),
                                          project=project)
 
     async def delete(self, fingerprint: str, *, project: str | None = None, wait: bool = True,
@@ -338,7 +339,7 @@ class Images:
                            project: str | None = None) -> None:
         """Point an existing alias at another image (PUT)."""
         await self._client.mutate("PUT", alias_path(name), json={"target": fingerprint, "description": description},
-                                  headers=_if_match(etag), project=project)
+                                  headers=if_match(etag), project=project)
 
     async def rename_alias(self, name: str, new_name: str, *, project: str | None = None) -> None:
         await self._client.mutate("POST", alias_path(name), json={"name": new_name}, project=project)
@@ -536,10 +537,6 @@ class Images:
     async def refresh(self, fingerprint: str, *, project: str | None = None, wait: bool = True) -> Operation:
         """Refresh an image from its source (when it was copied with `auto_update`)."""
         return await self._client.mutate("POST", f"{image_path(fingerprint)}/refresh", project=project, wait=wait)
-
-
-def _if_match(etag: str | None) -> dict[str, str] | None:
-    return {"If-Match": f'"{etag}"'} if etag else None
 
 
 async def _write_stream(path: Path, chunks: AsyncIterator[bytes]) -> None:

@@ -12,16 +12,15 @@ from urllib.parse import quote
 from pydantic import Field, PrivateAttr
 
 from app.lxd.errors import BadRequest, Conflict
-from app.lxd.models import LXDModel, NetworkAddress
+from app.lxd.models import NetworkAddress
 from app.lxd.operations import Operation
-from app.lxd.profiles import if_match
-from app.lxd.storage import _target
+from app.lxd.resource import Resource, if_match, with_target
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Network(LXDModel):
+class Network(Resource):
     """`GET /1.0/networks/<name>`."""
 
     name: str
@@ -40,7 +39,7 @@ class Network(LXDModel):
         return self._etag
 
 
-class NetworkInfo(LXDModel):
+class NetworkInfo(Resource):
     """`GET /1.0/networks/<name>/state`: addresses, counters, link state."""
 
     addresses: list[NetworkAddress] = Field(default_factory=list)
@@ -51,7 +50,7 @@ class NetworkInfo(LXDModel):
     type: str = ""
 
 
-class NetworkLease(LXDModel):
+class NetworkLease(Resource):
     hostname: str = ""
     hwaddr: str = ""
     address: str = ""
@@ -75,17 +74,17 @@ class Networks:
         params: dict[str, Any] = {"recursion": 1}
         if all_projects:
             params["all-projects"] = "true"
-        env = await self._client.request("GET", "/1.0/networks", params=_target(target, params), project=project)
+        env = await self._client.request("GET", "/1.0/networks", params=with_target(target, params), project=project)
         return [Network.model_validate(n) for n in env.metadata or []]
 
     async def get(self, name: str, *, project: str | None = None, target: str | None = None) -> Network:
-        env = await self._client.request("GET", _p(name), params=_target(target), project=project)
+        env = await self._client.request("GET", _p(name), params=with_target(target), project=project)
         net = Network.model_validate(env.metadata)
         net._etag = env.etag
         return net
 
     async def state(self, name: str, *, project: str | None = None, target: str | None = None) -> NetworkInfo:
-        env = await self._client.request("GET", f"{_p(name)}/state", params=_target(target), project=project)
+        env = await self._client.request("GET", f"{_p(name)}/state", params=with_target(target), project=project)
         return NetworkInfo.model_validate(env.metadata)
 
     async def leases(self, name: str, *, project: str | None = None) -> list[NetworkLease]:
@@ -97,7 +96,7 @@ class Networks:
         """Create a network; `Conflict` when it exists. In a cluster, first once per member with `target=`."""
         body = {"name": name, "type": type, "config": config or {}, "description": description}
         try:
-            return await self._client.mutate("POST", "/1.0/networks", json=body, params=_target(target),
+            return await self._client.mutate("POST", "/1.0/networks", json=body, params=with_target(target),
                                              project=project)
         except BadRequest as exc:
             if "already exists" in exc.error.lower():
@@ -107,12 +106,12 @@ class Networks:
     async def update(self, name: str, body: dict[str, Any], *, etag: str | None = None,
                      project: str | None = None, target: str | None = None) -> Operation:
         return await self._client.mutate("PUT", _p(name), json=body, headers=if_match(etag),
-                                         params=_target(target), project=project)
+                                         params=with_target(target), project=project)
 
     async def patch(self, name: str, body: dict[str, Any], *, etag: str | None = None,
                     project: str | None = None, target: str | None = None) -> Operation:
         return await self._client.mutate("PATCH", _p(name), json=body, headers=if_match(etag),
-                                         params=_target(target), project=project)
+                                         params=with_target(target), project=project)
 
     async def rename(self, name: str, new_name: str, *, project: str | None = None) -> Operation:
         return await self._client.mutate("POST", _p(name), json={"name": new_name}, project=project)

@@ -11,14 +11,14 @@ from urllib.parse import quote
 
 from pydantic import Field, PrivateAttr
 
-from app.lxd.models import LXDModel
 from app.lxd.operations import Operation
+from app.lxd.resource import Resource, if_match
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Profile(LXDModel):
+class Profile(Resource):
     """`GET /1.0/profiles/<name>`; `etag` is the ETag to pass back on update."""
 
     name: str
@@ -36,11 +36,6 @@ class Profile(LXDModel):
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""
         return {"config": self.config, "description": self.description, "devices": self.devices}
-
-
-def if_match(etag: str | None) -> dict[str, str] | None:
-    """The If-Match header for an ETag (LXD compares it without the quotes)."""
-    return {"If-Match": f'"{etag}"'} if etag else None
 
 
 def _p(name: str) -> str:

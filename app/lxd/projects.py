@@ -11,15 +11,14 @@ from urllib.parse import quote
 
 from pydantic import Field, PrivateAttr
 
-from app.lxd.models import LXDModel
 from app.lxd.operations import Operation
-from app.lxd.profiles import if_match
+from app.lxd.resource import Resource, if_match
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Project(LXDModel):
+class Project(Resource):
     """`GET /1.0/projects/<name>`."""
 
     name: str

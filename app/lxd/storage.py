@@ -10,16 +10,15 @@ from urllib.parse import quote
 
 from pydantic import Field, PrivateAttr
 
-from app.lxd.models import LXDModel
 from app.lxd.operations import Operation
-from app.lxd.profiles import if_match
+from app.lxd.resource import Resource, if_match, with_target
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class StoragePool(LXDModel):
-    """`GET /1.0/storage-pools/<name>`."""
+class StoragePool(Resource):
+    """`GET /1.0/storage-pools/<name>`; `etag` is None on LXD 5.0, which checks If-Match but sends no ETag."""
 
     name: str
     driver: str = ""
@@ -35,7 +34,7 @@ class StoragePool(LXDModel):
         return self._etag
 
 
-class StorageVolume(LXDModel):
+class StorageVolume(Resource):
     """`GET /1.0/storage-pools/<pool>/volumes/<type>/<name>`."""
 
     name: str
@@ -61,13 +60,6 @@ def _vol(pool: str, name: str, vtype: str) -> str:
     return f"{_pool(pool)}/volumes/{quote(vtype, safe='')}/{quote(name, safe='')}"
 
 
-def _target(target: str | None, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    out = dict(params or {})
-    if target:
-        out["target"] = target
-    return out or None
-
-
 class Storage:
     """`client.storage`: pools (`list`, `get`, `create`, ...) and their volumes (`volumes`, `create_volume`, ...)."""
 
@@ -77,19 +69,19 @@ class Storage:
     # ------------------------------------------------------------------------------------------ pools
 
     async def list(self, *, target: str | None = None) -> list[StoragePool]:
-        env = await self._client.request("GET", "/1.0/storage-pools", params=_target(target, {"recursion": 1}),
+        env = await self._client.request("GET", "/1.0/storage-pools", params=with_target(target, {"recursion": 1}),
                                          scoped=False)
         return [StoragePool.model_validate(p) for p in env.metadata or []]
 
     async def get(self, name: str, *, target: str | None = None) -> StoragePool:
-        env = await self._client.request("GET", _pool(name), params=_target(target), scoped=False)
+        env = await self._client.request("GET", _pool(name), params=with_target(target), scoped=False)
         pool = StoragePool.model_validate(env.metadata)
         pool._etag = env.etag
         return pool
 
     async def resources(self, name: str, *, target: str | None = None) -> dict[str, Any]:
         """Space and inode usage of a pool."""
-        env = await self._client.request("GET", f"{_pool(name)}/resources", params=_target(target), scoped=False)
+        env = await self._client.request("GET", f"{_pool(name)}/resources", params=with_target(target), scoped=False)
         return dict(env.metadata or {})
 
     async def create(self, name: str, driver: str, *, config: dict[str, str] | None = None, description: str = "",
@@ -97,17 +89,17 @@ class Storage:
         """Create a pool. In a cluster, first once per member with `target=` (member-specific config such as
         `source`), then once without `target`."""
         body = {"name": name, "driver": driver, "config": config or {}, "description": description}
-        return await self._client.mutate("POST", "/1.0/storage-pools", json=body, params=_target(target))
+        return await self._client.mutate("POST", "/1.0/storage-pools", json=body, params=with_target(target))
 
     async def update(self, name: str, body: dict[str, Any], *, etag: str | None = None,
                      target: str | None = None) -> Operation:
         return await self._client.mutate("PUT", _pool(name), json=body, headers=if_match(etag),
-                                         params=_target(target))
+                                         params=with_target(target))
 
     async def patch(self, name: str, body: dict[str, Any], *, etag: str | None = None,
                     target: str | None = None) -> Operation:
         return await self._client.mutate("PATCH", _pool(name), json=body, headers=if_match(etag),
-                                         params=_target(target))
+                                         params=with_target(target))
 
     async def delete(self, name: str) -> Operation:
         return await self._client.mutate("DELETE", _pool(name))
@@ -124,12 +116,12 @@ class Storage:
         if all_projects:
             params["all-projects"] = "true"
         path = f"{_pool(pool)}/volumes" + (f"/{quote(vtype, safe='')}" if vtype else "")
-        env = await self._client.request("GET", path, params=_target(target, params), project=project)
+        env = await self._client.request("GET", path, params=with_target(target, params), project=project)
         return [StorageVolume.model_validate(v) for v in env.metadata or []]
 
     async def volume(self, pool: str, name: str, *, vtype: str = "custom", project: str | None = None,
                      target: str | None = None) -> StorageVolume:
-        env = await self._client.request("GET", _vol(pool, name, vtype), params=_target(target), project=project)
+        env = await self._client.request("GET", _vol(pool, name, vtype), params=with_target(target), project=project)
         vol = StorageVolume.model_validate(env.metadata)
         vol._etag = env.etag
         return vol
@@ -143,7 +135,7 @@ class Storage:
                                 "config": config or {}, "description": description}
         if source:
             body["source"] = source
-        await self._client.mutate("POST", f"{_pool(pool)}/volumes/custom", json=body, params=_target(target),
+        await self._client.mutate("POST", f"{_pool(pool)}/volumes/custom", json=body, params=with_target(target),
                                   project=project, timeout=timeout)
         return await self.volume(pool, name, project=project, target=target)
 
@@ -151,20 +143,20 @@ class Storage:
                             etag: str | None = None, project: str | None = None,
                             target: str | None = None) -> Operation:
         return await self._client.mutate("PUT", _vol(pool, name, vtype), json=body, headers=if_match(etag),
-                                         params=_target(target), project=project)
+                                         params=with_target(target), project=project)
 
     async def patch_volume(self, pool: str, name: str, body: dict[str, Any], *, vtype: str = "custom",
                            etag: str | None = None, project: str | None = None,
                            target: str | None = None) -> Operation:
         return await self._client.mutate("PATCH", _vol(pool, name, vtype), json=body, headers=if_match(etag),
-                                         params=_target(target), project=project)
+                                         params=with_target(target), project=project)
 
     async def rename_volume(self, pool: str, name: str, new_name: str, *, vtype: str = "custom",
                             project: str | None = None, target: str | None = None) -> Operation:
         return await self._client.mutate("POST", _vol(pool, name, vtype), json={"name": new_name},
-                                         params=_target(target), project=project)
+                                         params=with_target(target), project=project)
 
     async def delete_volume(self, pool: str, name: str, *, vtype: str = "custom", project: str | None = None,
                             target: str | None = None) -> Operation:
-        return await self._client.mutate("DELETE", _vol(pool, name, vtype), params=_target(target),
+        return await self._client.mutate("DELETE", _vol(pool, name, vtype), params=with_target(target),
                                          project=project)
