@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from app.api.audit import AuditMiddleware
+from app.api.audit import router as audit_router
 from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
@@ -103,8 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             install(app)
     app.include_router(tokens_router)
     app.include_router(metrics_router)
+    app.include_router(audit_router)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     original_openapi = app.openapi

@@ -89,8 +89,12 @@ class JobStore(Protocol):
     async def idempotency_release(self, scope: str, key: str) -> None: ...
     async def idempotency_prune(self, now: float) -> int: ...
 
+    async def audit_append(self, entry: dict[str, Any]) -> None: ...
+    async def audit_list(self, *, limit: int, before: int | None = None) -> list[dict[str, Any]]: ...
+    async def audit_prune(self, before: datetime) -> int: ...
 
-SCHEMA_VERSION = 1
+
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -131,6 +135,23 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (scope, key)
     );
     CREATE INDEX idempotency_expires ON idempotency (expires_at);
+    """,
+    2: """
+    CREATE TABLE audit (
+        position     INTEGER PRIMARY KEY AUTOINCREMENT,
+        time         TEXT NOT NULL,
+        token        TEXT,
+        remote       TEXT,
+        project      TEXT,
+        method       TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        resource     TEXT,
+        job_id       TEXT,
+        status       INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,
+        request_id   TEXT
+    );
+    CREATE INDEX audit_time ON audit (time);
     """,
 }
 
@@ -380,3 +401,26 @@ class SQLiteJobStore:
 
     async def idempotency_prune(self, now: float | None = None) -> int:
         return await self._write("DELETE FROM idempotency WHERE expires_at<=?", (now or time.time(),))
+
+    # -- audit --------------------------------------------------------------------------------------------------
+
+    _AUDIT_COLUMNS = ("time", "token", "remote", "project", "method", "path", "resource", "job_id", "status",
+                      "outcome", "request_id")
+
+    async def audit_append(self, entry: dict[str, Any]) -> None:
+        cols = self._AUDIT_COLUMNS
+        await self._write(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                          tuple(entry.get(c) for c in cols))
+
+    async def audit_list(self, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT position, {', '.join(self._AUDIT_COLUMNS)} FROM audit"
+        args: tuple[Any, ...] = ()
+        if before is not None:
+            sql += " WHERE position < ?"
+            args = (before,)
+        sql += " ORDER BY position DESC LIMIT ?"
+        async with self._r.execute(sql, (*args, limit)) as cur:
+            return [dict(row) for row in await cur.fetchall()]
+
+    async def audit_prune(self, before: datetime) -> int:
+        return await self._write("DELETE FROM audit WHERE time < ?", (rfc3339(before),))

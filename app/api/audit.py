@@ -1,0 +1,121 @@
+"""The audit trail: every mutating request, who made it and how it ended, in the store and in the log.
+
+Pure ASGI middleware: it records after the response has started (status known, job id taken from a
+`Location: /v1/jobs/{id}` header), for HTTP and never for reads. `GET /v1/audit` (admin) lists the trail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.auth import require
+from app.api.problems import ProblemError, problem_responses
+from app.core.tokens import Scope as TokenScope
+from app.jobs.models import rfc3339, utcnow
+
+log = logging.getLogger("app.audit")
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNAUDITED = ("/v1/tickets",)
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in MUTATING or scope["path"] in UNAUDITED:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        location: str | None = None
+
+        async def capture(message: Message) -> None:
+            nonlocal status, location
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"location":
+                        location = v.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            await self._record(scope, status, location)
+
+    async def _record(self, scope: Scope, status: int, location: str | None) -> None:
+        state = scope.get("state") or {}
+        principal = state.get("principal")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        job_id = location.rsplit("/", 1)[1] if location and location.startswith("/v1/jobs/") else None
+        entry: dict[str, Any] = {
+            "time": rfc3339(utcnow()),
+            "token": getattr(principal, "name", None),
+            "remote": (query.get("remote") or [None])[0],
+            "project": (query.get("project") or [None])[0],
+            "method": scope["method"],
+            "path": scope["path"],
+            "resource": scope["path"],
+            "job_id": job_id,
+            "status": status,
+            "outcome": "accepted" if status == 202 else ("ok" if status < 400 else "refused" if status < 500
+                                                          else "error"),
+            "request_id": state.get("request_id"),
+        }
+        log.info("audit", extra={"audit": entry})
+        jobs = getattr(scope.get("app"), "state", None)
+        service = getattr(jobs, "jobs", None) if jobs is not None else None
+        if service is not None:
+            try:
+                await service.store.audit_append(entry)
+            except Exception:  # the request is answered already; losing a row must not fail it
+                log.exception("audit record could not be stored")
+
+
+class AuditEntry(BaseModel):
+    time: str = Field(examples=["2026-11-28T10:00:00Z"])
+    token: str | None = Field(None, description="the token's name", examples=["ci-pipeline"])
+    remote: str | None = Field(None, examples=["local"])
+    project: str | None = Field(None, examples=["default"])
+    method: str = Field(examples=["POST"])
+    path: str = Field(examples=["/v1/containers"])
+    resource: str | None = Field(None, examples=["/v1/containers"])
+    job_id: str | None = Field(None, description="the job the request started", examples=[None])
+    status: int = Field(examples=[202])
+    outcome: str = Field(description="accepted (a job), ok, refused (4xx) or error (5xx)", examples=["accepted"])
+    request_id: str | None = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None = None
+
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+
+
+@router.get("/audit", summary="Who did what: every mutating request, newest first", response_model=AuditPage,
+            operation_id="audit-list", responses=problem_responses(400, 401, 403))
+async def list_audit(
+    request: Request,
+    _: Annotated[Any, Depends(require(TokenScope.admin))],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+) -> AuditPage:
+    before = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise ProblemError(400, "malformed cursor: pass back the next_cursor of a previous page",
+                               slug="bad-cursor")
+        before = int(cursor)
+    rows = await request.app.state.jobs.store.audit_list(limit=limit + 1, before=before)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(items=[AuditEntry(**{k: v for k, v in r.items() if k != "position"}) for r in rows],
+                     next_cursor=str(rows[-1]["position"]) if more and rows else None)
