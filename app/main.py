@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.api.audit import AuditMiddleware
@@ -17,6 +18,7 @@ from app.api.auth import TicketBook
 from app.api.docs import install_docs
 from app.api.health import router as health_router
 from app.api.jobs import router as jobs_router
+from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
 from app.api.metrics import router as metrics_router
 from app.api.problems import Problem, install_problem_handlers
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.tokens = TokenStore(settings.tokens_path)
     app.state.tickets = TicketBook()
+    app.state.rate_limit = RateLimit(settings.rate_limit)
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)
@@ -109,6 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "If-Match",
+                                                              "Idempotency-Key", "X-Request-ID"],
+                           expose_headers=["ETag", "Location", "X-Request-ID", "Idempotent-Replayed"])
     app.add_middleware(RequestIdMiddleware)
 
     original_openapi = app.openapi

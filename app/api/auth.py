@@ -104,6 +104,7 @@ async def current_principal(conn: HTTPConnection) -> Principal:
             raise _deny(conn, 401, "invalid or expired ticket")
     else:
         raise _deny(conn, 401, "a bearer token is required")
+    await conn.app.state.rate_limit.hit(principal.name)
     conn.scope.setdefault("state", {})["principal"] = principal
     return principal
 

@@ -116,6 +116,10 @@ class JobStarter:
                 return job_response(job, replayed=True)
             reservation = outcome
         try:
+            limit = self.request.app.state.settings.max_jobs_per_token
+            if limit and svc.runner.unfinished_count(caller) >= limit:
+                raise ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
+                                   slug="too-many-jobs", headers={"Retry-After": "5"})
             if precheck is not None:
                 await precheck()
             try:

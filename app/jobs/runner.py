@@ -108,6 +108,11 @@ class JobContext:
         self.recovering = active.recovering
 
     @property
+    def services(self) -> dict[str, Any]:
+        """What the gateway hands every job (e.g. `remotes`: the `RemoteRegistry`, `settings`)."""
+        return self._runner.services
+
+    @property
     def job(self) -> Job:
         return self._active.job.model_copy(deep=True)
 
@@ -235,12 +240,16 @@ class JobRunner:
         self.recovery_timeout = recovery_timeout
         self.retention = retention
         self.owner_id = owner_id or uuid.uuid4().hex
+        self.services: dict[str, Any] = {}
+        """Shared objects job steps reach through `ctx.services` (set by the app before `start()`)."""
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._active: dict[str, _Active] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
+        self.services: dict[str, Any] = {}
+        """Shared objects job steps need (e.g. the LXD clients), set by the application before `start()`."""
 
     @property
     def store(self) -> JobStore:
@@ -253,6 +262,10 @@ class JobRunner:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def unfinished_count(self, requested_by: str) -> int:
+        """Jobs of one caller that are queued or running in this process."""
+        return sum(1 for a in self._active.values() if not a.finished and a.job.requested_by == requested_by)
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
