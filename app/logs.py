@@ -13,7 +13,8 @@ import structlog
 
 SECRET_KEYS = re.compile(r"(token|secret|password|ticket|authorization|private|key_pem|trust)", re.I)
 BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
-TOKEN_VALUE = re.compile(r"lxdgw_[A-Za-z0-9_-]{20,}")
+TOKEN_VALUE = re.compile(r"lxdgwt?_[A-Za-z0-9_-]{20,}")
+QUERY_SECRET = re.compile(r"([?&](?:ticket|secret|token)=)[^&\s\"']+", re.I)
 
 
 def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +22,8 @@ def redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         if key != "event" and SECRET_KEYS.search(key) and value not in (None, ""):
             event[key] = "[redacted]"
         elif isinstance(value, str):
-            event[key] = TOKEN_VALUE.sub("[redacted]", BEARER.sub(r"\1[redacted]", value))
+            value = QUERY_SECRET.sub(r"\1[redacted]", BEARER.sub(r"\1[redacted]", value))
+            event[key] = TOKEN_VALUE.sub("[redacted]", value)
     return event
 
 
@@ -49,6 +51,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per LXD call is noise, not a log
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []

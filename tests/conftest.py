@@ -6,6 +6,8 @@ tests fail. When LXD cannot start, the tests that need it fail: they never skip.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -41,3 +43,41 @@ def lxd_socket(lxd_daemon: DaemonInfo) -> str:
 def image_server(lxd_env: HarnessEnvironment) -> DaemonInfo:
     """The second daemon, serving the busybox image publicly over HTTPS (protocol `lxd`)."""
     return lxd_env.image_server
+
+
+# -- no secret in any log line of the whole run -----------------------------------------------------------------
+
+SECRET_PATTERNS = {
+    "API token": re.compile(r"lxdgw_[A-Za-z0-9_-]{20,}"),
+    "websocket ticket": re.compile(r"lxdgwt_[A-Za-z0-9_-]{20,}"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+}
+
+
+class _SecretWatch(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + " " + repr(record.__dict__.get("audit", ""))
+        except Exception:
+            text = str(record.msg)
+        for what, pattern in SECRET_PATTERNS.items():
+            if pattern.search(text):
+                self.leaks.append(f"{what} in a log line of {record.name}: {text[:200]}")
+
+
+_WATCH = _SecretWatch()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_WATCH)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # as the gateway configures it
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _WATCH.leaks:
+        print("\nsecrets appeared in the logs:\n  " + "\n  ".join(_WATCH.leaks[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

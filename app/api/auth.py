@@ -19,6 +19,7 @@ from app.api.problems import ProblemError
 from app.core.tokens import Scope, TokenRecord, TokenStore
 
 TICKET_TTL = 30.0
+TICKET_PREFIX = "lxdgwt_"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class TicketBook:
     def issue(self, principal: Principal) -> tuple[str, float]:
         now = time.monotonic()
         self._tickets = {k: v for k, v in self._tickets.items() if v[0] > now}
-        ticket = secrets.token_urlsafe(24)
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(24)
         self._tickets[ticket] = (now + self.ttl, principal)
         return ticket, self.ttl
 
