@@ -59,6 +59,19 @@ def missing_packages() -> list[str]:
     return sorted(set(missing))
 
 
+def apt_install(packages: list[str]) -> None:
+    """apt-get install, waiting for a concurrent apt to release its lock; `apt-get update` once if it fails."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "--no-install-recommends", *packages]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], env=env,
+                       capture_output=True, check=False)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise HarnessError(f"apt-get install {' '.join(packages)} failed: {r.stderr.strip()[-1500:]}")
+
+
 def ensure_installed() -> None:
     """Install LXD and its helpers with apt when any is missing (root on Debian only)."""
     missing = missing_packages()
@@ -67,10 +80,7 @@ def ensure_installed() -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise HarnessError(f"missing packages {missing} and cannot install them (need root on Debian)")
     log(f"installing {' '.join(PACKAGES)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    apt_install(PACKAGES)
     if missing_packages():
         raise HarnessError(f"still missing after install: {missing_packages()}")
 
@@ -82,13 +92,7 @@ def ensure_binary(binary: str, package: str) -> str:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise HarnessError(f"{binary} is missing and cannot be installed (need root on Debian)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env,
-                       stdout=subprocess.DEVNULL, check=False)
-    if r.returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], env=env,
-                       stdout=subprocess.DEVNULL, check=True)
+    apt_install([package])
     found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
     if not found:
         raise HarnessError(f"{binary} still missing after installing {package}")
