@@ -66,12 +66,14 @@ async def nics_from_profile(client: Client, profile: str = DEFAULT_PROFILE,
     return _nics_from_profile(p.model_dump(), mac)
 
 
-async def ensure_ipv4(client: Client, network: str, *, nat: bool = True) -> bool:
-    """Give `network` IPv4 (`ipv4.address=auto`, NAT as asked) when it has none or `none`; whether it changed."""
+async def ensure_ipv4(client: Client, network: str, *, nat: bool = True, address: str = "auto") -> bool:
+    """Give `network` IPv4 (`ipv4.address=auto` unless another `address` is given, NAT as asked) when it has
+    none or `none`; whether it changed. A present address, even an empty one, is left alone."""
     net = await client.networks.get(network)
     update = ipv4_update(net.model_dump())
     if update is None:
         return False
+    update["config"]["ipv4.address"] = address
     update["config"]["ipv4.nat"] = "true" if nat else "false"
     await client.networks.update(network, update, etag=net.etag)
     return True
@@ -107,14 +109,17 @@ async def _verify_nics_with_api(client: Client, nics: Mapping[str, Mapping[str, 
 
 
 async def ensure_default_networking(client: Client, profile: Mapping[str, Any], etag: str | None, *,
-                                    bridge: str = DEFAULT_BRIDGE, nat: bool = True) -> str:
-    """Create `bridge` when missing (IPv4 auto, NAT as asked, no IPv6), then add a NIC on it to the profile
-    (the first free `ethN`, bridged on a bridge network, else macvlan) under the profile's ETag; the NIC's name."""
+                                    bridge: str = DEFAULT_BRIDGE, nat: bool = True,
+                                    bridge_config: Mapping[str, str] | None = None) -> str:
+    """Create `bridge` when missing (IPv4 auto, NAT as asked, no IPv6, plus `bridge_config`), then add a NIC on
+    it to the profile (the first free `ethN`, bridged on a bridge network, else macvlan) under the profile's
+    ETag; the NIC's name."""
     try:
         network = await _network(client, bridge)
     except NotFound:
         body = bridge_network_request(bridge, nat)
-        await client.networks.create(bridge, type=body["type"], config=body["config"])
+        config = {**body["config"], **dict(bridge_config or {})}
+        await client.networks.create(bridge, type=body["type"], config=config)
         network = await _network(client, bridge)
     new = profile_with_default_nic(profile, network, bridge)
     added = next(k for k in new["devices"] if k not in (profile.get("devices") or {}))
@@ -127,7 +132,8 @@ def _read_text(path: str) -> str:
 
 
 async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, *, bridge: str = DEFAULT_BRIDGE,
-                                nat: bool = True, create: bool = True,
+                                nat: bool = True, bridge_config: Mapping[str, str] | None = None,
+                                create: bool = True,
                                 read_file: Callable[[str], str | bytes] = _read_text,
                                 snap: bool | None = None) -> NetworkVerification:
     """Check that containers of `profile` get a usable network, and give them one when the profile has no NIC.
@@ -135,8 +141,9 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
     With NICs: the first (by name) that is bridged or macvlan, or sits on a bridge or macvlan network, wins;
     NICs on IPv6 networks are passed over, and the IPv6 refusal is the error when nothing else was usable.
     A server without the network API is checked against its legacy bridge file instead. With no NIC on a
-    standalone server (and `create`), `bridge` is created when missing (NAT as asked) and an `ethN` NIC on it
-    is added to the profile; on a cluster that is refused. Errors name the profile: `profile "<name>": ...`.
+    standalone server (and `create`), `bridge` is created when missing (NAT as asked, `bridge_config` added)
+    and an `ethN` NIC on it is added to the profile; on a cluster that is refused.
+    Errors name the profile: `profile "<name>": ...`.
     """
     facts = await server_facts(client)
     p = await client.profiles.get(profile)
@@ -151,7 +158,8 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
                 await client.networks.get(bridge)
             except NotFound:
                 existed = False
-            added = await ensure_default_networking(client, data, p.etag, bridge=bridge, nat=nat)
+            added = await ensure_default_networking(client, data, p.etag, bridge=bridge, nat=nat,
+                                                    bridge_config=bridge_config)
         except (LXDError, NetworkConfigError) as exc:
             raise NetworkVerifyError(f"ensuring default bridge config: {_err(exc)}") from exc
         return NetworkVerification(bridge=bridge, created_bridge=not existed, added_nic=added)
