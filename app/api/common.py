@@ -1,0 +1,69 @@
+"""Small helpers the resource routers share: scope dependencies, ETags and If-Match, JSON merge patches, and
+turning a core service error that wraps an LXD error into the right problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import Depends, Response
+
+from app.api.auth import Principal, require
+from app.api.lxd_errors import status_of
+from app.api.problems import ProblemError
+from app.core.tokens import Scope
+from app.lxd.errors import LXDError
+
+Reader = Annotated[Principal, Depends(require(Scope.read))]
+Writer = Annotated[Principal, Depends(require(Scope.write))]
+Admin = Annotated[Principal, Depends(require(Scope.admin))]
+
+
+def bare_etag(value: str | None) -> str | None:
+    """An ETag without `W/` and quotes (LXD compares the bare value); None for an empty one."""
+    if not value:
+        return None
+    value = value.strip()
+    value = value.removeprefix("W/")
+    return value.strip('"') or None
+
+
+def set_etag(response: Response, etag: str | None) -> None:
+    if etag:
+        response.headers["ETag"] = f'"{bare_etag(etag)}"'
+
+
+def check_if_match(if_match: str | None, current: str | None, what: str) -> None:
+    """412 when the caller's `If-Match` names another version than `current` (`*` matches anything)."""
+    if not if_match or if_match.strip() == "*":
+        return
+    wanted = {bare_etag(v) for v in if_match.split(",")}
+    if bare_etag(current) not in wanted:
+        raise ProblemError(412, f"{what} changed since the ETag given in If-Match was read",
+                           slug="precondition-failed")
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7396: `patch` laid over `target`; `null` removes a key, objects merge recursively."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        elif isinstance(value, Mapping):
+            out[key] = merge_patch({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def service_problem(exc: Exception, default_status: int = 409, slug: str | None = None) -> ProblemError:
+    """A core service error as a problem: the status of the LXD error it wraps, when it wraps one."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, LXDError):
+        cause = cause.__cause__
+    if isinstance(cause, LXDError):
+        status, lxd_slug = status_of(cause)
+        return ProblemError(status, str(exc), slug=slug or lxd_slug, lxd_error=cause.error)
+    return ProblemError(default_status, str(exc), slug=slug)
