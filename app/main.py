@@ -15,20 +15,36 @@ from fastapi.routing import APIRoute
 from app.api.audit import AuditMiddleware
 from app.api.audit import router as audit_router
 from app.api.auth import TicketBook
+from app.api.certificates import router as certificates_router
+from app.api.container_exec import router as container_exec_router
+from app.api.container_files import router as container_files_router
+from app.api.containers import router as containers_router
 from app.api.docs import install_docs
+from app.api.events import router as events_router
 from app.api.health import router as health_router
+from app.api.images import router as images_router
 from app.api.jobs import router as jobs_router
 from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
 from app.api.metrics import router as metrics_router
+from app.api.networks import router as networks_router
+from app.api.openapi_docs import openapi_tags, websocket_paths
 from app.api.problems import Problem, install_problem_handlers
+from app.api.profiles import router as profiles_router
+from app.api.projects import router as projects_router
+from app.api.remotes import router as remotes_router
 from app.api.request_id import RequestIdMiddleware
+from app.api.server import router as server_router
+from app.api.snapshots import router as snapshots_router
+from app.api.storage import router as storage_router
 from app.api.tokens import router as tokens_router
+from app.core.remote_store import persisted_remotes
 from app.core.remotes import RemoteRegistry, RemoteSpec
 from app.core.tokens import TokenStore
 from app.jobs.service import JobsService, load_extensions
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, load_settings
+from app.workflows import bind as bind_workflows
 
 log = logging.getLogger("app")
 PUBLIC_PATHS = ("/livez", "/readyz", "/metrics")
@@ -64,9 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = RemoteRegistry(remote_specs(settings), timeout=settings.lxd_timeout_seconds)
+        configured = remote_specs(settings)
+        registry = RemoteRegistry(configured + persisted_remotes(settings.data_dir, {r.name for r in configured}),
+                                  timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
         jobs = JobsService.from_settings(settings)
+        bind_workflows(jobs.runner, remotes=registry, settings=settings)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running
         except BaseException:
@@ -89,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=_route_id,
+        openapi_tags=openapi_tags(),
     )
     app.state.settings = settings
     app.state.tokens = TokenStore(settings.tokens_path)
@@ -102,6 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     app.include_router(health_router)
     app.include_router(jobs_router)
+    for router in (containers_router, snapshots_router, container_exec_router, container_files_router,
+                   events_router):
+        app.include_router(router)
     for module in load_extensions(settings.extensions):
         install = getattr(module, "install", None)
         if callable(install):
@@ -109,6 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens_router)
     app.include_router(metrics_router)
     app.include_router(audit_router)
+    for router in (images_router, profiles_router, networks_router, storage_router, projects_router,
+                   certificates_router, server_router, remotes_router):
+        app.include_router(router)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AuditMiddleware)
@@ -132,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "type": "http", "scheme": "bearer",
                 "description": "An API token (`python -m app tokens create NAME --scope read`)."}}
             schema["security"] = [{"bearer": []}]
+            schema["x-websockets"] = websocket_paths(app)
             for path in PUBLIC_PATHS:
                 for op in schema["paths"].get(path, {}).values():
                     op["security"] = []
