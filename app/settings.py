@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     image_alias_template: str = Field("juju/{series}/{arch}", description="local alias of found images")
     bridge_name: str = Field("lxdbr0", description="bridge created by verify-network when a profile has no NIC")
     bridge_nat: bool = Field(True, description="NAT on the bridge created by verify-network")
+    bridge_config: dict[str, str] = Field(default_factory=dict, description="more config of the bridge created by "
+                                          "verify-network, e.g. a fixed `ipv4.address` instead of `auto`")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     auth_enabled: bool = Field(True, description="require bearer tokens (turning it off prints a warning)")
     job_concurrency_per_remote: int = Field(8, ge=1, le=256)

@@ -51,6 +51,9 @@ class NetworkCreate(BaseModel):
 class EnsureIPv4(BaseModel):
     nat: bool | None = Field(None, description="NAT for the new IPv4 (default: the `bridge_nat` setting)",
                              examples=[True])
+    address: str = Field("auto", pattern=r"^(auto|[0-9.]+/[0-9]{1,2})$",
+                         description="`auto` (LXD picks a free subnet) or the bridge's address in CIDR form",
+                         examples=["auto"])
 
 
 class IPv4Ensured(BaseModel):
@@ -93,5 +96,5 @@ async def delete_network(name: NetworkName, backend: BackendDep, _: Admin) -> Re
 async def ensure_network_ipv4(name: NetworkName, backend: BackendDep, request: Request, _: Admin,
                               body: EnsureIPv4 = Body(default_factory=EnsureIPv4)) -> IPv4Ensured:
     nat = request.app.state.settings.bridge_nat if body.nat is None else body.nat
-    changed = await ensure_ipv4(backend.client, name, nat=nat)
+    changed = await ensure_ipv4(backend.client, name, nat=nat, address=body.address)
     return IPv4Ensured(changed=changed, network=NetworkOut.of(await backend.client.networks.get(name)))

@@ -204,7 +204,8 @@ async def verify_network(name: ProfileName, backend: BackendDep, request: Reques
     settings = request.app.state.settings
     await _get(backend, name)  # 404 before anything else
     try:
-        v = await verify_network_device(backend.client, name, bridge=settings.bridge_name, nat=settings.bridge_nat)
+        v = await verify_network_device(backend.client, name, bridge=settings.bridge_name, nat=settings.bridge_nat,
+                                        bridge_config=settings.bridge_config)
     except NotFound:
         raise
     except NetworkConfigError as exc:
