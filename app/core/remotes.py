@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from app.lxd.client import Client
@@ -38,6 +39,9 @@ def open_client(spec: RemoteSpec, *, timeout: float = 30.0) -> Client:
                         timeout=timeout)
 
 
+CHECK_TTL = 1.0
+
+
 class UnknownRemote(KeyError):
     """No remote of that name is configured."""
 
@@ -49,6 +53,8 @@ class RemoteRegistry:
         self._timeout = timeout
         self._specs: dict[str, RemoteSpec] = {}
         self._clients: dict[str, Client] = {}
+        self._checked: dict[str, tuple[float, str | None]] = {}
+        self._checking: dict[str, asyncio.Future[str | None]] = {}
         for spec in specs:
             self.add(spec)
 
@@ -86,14 +92,32 @@ class RemoteRegistry:
         return self._clients[self.spec(name).name]
 
     async def check(self, name: str, timeout: float = 3.0) -> str | None:
-        """None when the remote answers `GET /1.0` within `timeout`, else the reason it does not."""
+        """None when the remote answers `GET /1.0` within `timeout`, else the reason it does not.
+
+        Concurrent checks of one remote share a single request, and an answer is reused for `CHECK_TTL` seconds,
+        so a burst of probes costs LXD one call.
+        """
+        now = time.monotonic()
+        cached = self._checked.get(name)
+        if cached is not None and now - cached[0] < CHECK_TTL:
+            return cached[1]
+        pending = self._checking.get(name)
+        if pending is None:
+            pending = self._checking[name] = asyncio.ensure_future(self._check(name, timeout))
+            pending.add_done_callback(lambda _: self._checking.pop(name, None))
+        return await asyncio.shield(pending)
+
+    async def _check(self, name: str, timeout: float) -> str | None:
         try:
-            await asyncio.wait_for(self.get(name).server_info(refresh=True), timeout)
+            # On the long-call pool: a probe must not queue behind a burst of short calls.
+            await asyncio.wait_for(self.get(name).request("GET", "/1.0", scoped=False, long=True), timeout)
+            result = None
         except TimeoutError:
-            return f"no answer within {timeout:g}s"
+            result = f"no answer within {timeout:g}s"
         except Exception as exc:
-            return str(exc) or type(exc).__name__
-        return None
+            result = str(exc) or type(exc).__name__
+        self._checked[name] = (time.monotonic(), result)
+        return result
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -1,0 +1,42 @@
+"""Readiness checks of a remote are coalesced: a burst of probes costs LXD one call."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.core.remotes import RemoteRegistry, RemoteSpec
+
+
+class _CountingClient:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    async def request(self, *args: Any, **kw: Any) -> None:
+        self.calls += 1
+        await asyncio.sleep(0.05)
+        if self.fail:
+            raise OSError("connection refused")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_burst_of_checks_is_one_call() -> None:
+    reg = RemoteRegistry([RemoteSpec(name="a", url="unix:///nowhere", default=True)])
+    fake = _CountingClient()
+    reg._clients["a"] = fake  # type: ignore[assignment]
+    results = await asyncio.gather(*(reg.check("a") for _ in range(100)))
+    assert results == [None] * 100 and fake.calls == 1
+    await asyncio.sleep(1.05)
+    assert await reg.check("a") is None and fake.calls == 2
+
+
+async def test_failure_and_timeout_are_reported() -> None:
+    reg = RemoteRegistry([RemoteSpec(name="a", url="unix:///nowhere", default=True)])
+    reg._clients["a"] = _CountingClient(fail=True)  # type: ignore[assignment]
+    assert await reg.check("a") == "connection refused"
+    slow = RemoteRegistry([RemoteSpec(name="b", url="unix:///nowhere", default=True)])
+    slow._clients["b"] = _CountingClient()  # type: ignore[assignment]
+    assert await slow.check("b", timeout=0.01) == "no answer within 0.01s"
