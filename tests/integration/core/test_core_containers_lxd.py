@@ -3,6 +3,7 @@ a cancelled create rolls back, removal of running and stopped containers, listin
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import pytest
@@ -184,10 +185,15 @@ async def test_s27_addresses_skip_loopback_and_link_local(core_client: Client, l
     addr = str(net.network_address + 77)
     await core_client.instances.create(name, image="busybox", start=True)
     try:
-        await core_client.exec.run(name, ["ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", "eth0"])
-        await core_client.exec.run(name, ["ip", "link", "set", "eth0", "up"])
-        found = await container_addresses_of(core_client, name)
-        assert addr in [a.value for a in found]
+        deadline = asyncio.get_running_loop().time() + 15
+        found = []
+        while addr not in [a.value for a in found]:  # the container may still be bringing eth0 up
+            assert asyncio.get_running_loop().time() < deadline, found
+            await core_client.exec.run(name, ["ip", "link", "set", "eth0", "up"])
+            await core_client.exec.run(name, ["ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", "eth0"])
+            found = await container_addresses_of(core_client, name)
+            if addr not in [a.value for a in found]:
+                await asyncio.sleep(0.2)
         assert all(a.scope not in (Scope.LINK_LOCAL, Scope.MACHINE_LOCAL) for a in found)
         assert all(a.interface != "lo" for a in found)
         assert await container_addresses_of(core_client, name, skip_interfaces=["eth0"]) == []
