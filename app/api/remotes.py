@@ -66,7 +66,12 @@ def _store(request: Request) -> RemoteStore:
 
 async def _describe(registry: RemoteRegistry, spec: RemoteSpec, default: str, persisted: set[str]) -> RemoteOut:
     error = await registry.check(spec.name, timeout=CHECK_TIMEOUT)
-    info = registry.get(spec.name).server.cached if error is None else None
+    info = None
+    if error is None:
+        try:
+            info = await asyncio.wait_for(registry.get(spec.name).server_info(), CHECK_TIMEOUT)
+        except Exception as exc:  # gone again since the check
+            error = str(exc) or type(exc).__name__
     return RemoteOut(name=spec.name, url=spec.url, protocol=spec.protocol, default=spec.name == default,
                      project=spec.project, reachable=error is None,
                      backend=(info.environment.server or "lxd") if info else None,
