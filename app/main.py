@@ -28,7 +28,7 @@ from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
 from app.api.metrics import router as metrics_router
 from app.api.networks import router as networks_router
-from app.api.openapi_docs import openapi_tags, websocket_paths
+from app.api.openapi_docs import openapi_tags, problems_everywhere, websocket_paths
 from app.api.problems import Problem, install_problem_handlers
 from app.api.profiles import router as profiles_router
 from app.api.projects import router as projects_router
@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "description": "An API token (`python -m app tokens create NAME --scope read`)."}}
             schema["security"] = [{"bearer": []}]
             schema["x-websockets"] = websocket_paths(app)
+            problems_everywhere(schema)
             for path in PUBLIC_PATHS:
                 for op in schema["paths"].get(path, {}).values():
                     op["security"] = []

@@ -125,3 +125,21 @@ def websocket_paths(app: FastAPI) -> dict[str, Any]:
                          "scope": known["scope"], "messages": known["messages"], "auth": STREAM_AUTH,
                          "operation": f"GET {path}"}
     return dict(sorted(out.items()))
+
+
+def problems_everywhere(schema: dict[str, Any]) -> None:
+    """Every error response documented as what the gateway sends: `application/problem+json` (FastAPI's default
+    422 entry describes a bare `{"detail": ...}` body the gateway never answers)."""
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            for code, response in op.get("responses", {}).items():
+                if code.isdigit() and int(code) >= 400:
+                    content = response.setdefault("content", {})
+                    content.pop("application/json", None)
+                    content["application/problem+json"] = {"schema": ref}
+                    if code == "422":
+                        response["description"] = "Validation failed (the problem's `errors` lists each field)"
+    schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
