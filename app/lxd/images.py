@@ -428,7 +428,8 @@ class Images:
         `protocol` is `lxd` (the default; `incus` on Incus) or `simplestreams`; `certificate` (PEM) pins an
         `lxd` remote, else the remote must be public. `aliases` are given to the local copy, also when the image
         was already here (LXD 5.0 alone does not add them then). With `wait=False` the `Operation` is returned
-        at once: follow `op.progress()`, `op.cancel()` it while it downloads, then call `ensure_aliases`.
+        at once: follow `op.progress()`, `op.cancel()` it while it downloads (LXD 5.0 marks the operation
+        cancellable once the download has started), then call `ensure_aliases`.
         Cancelling the task awaiting `copy` cancels the download on the server.
         """
         if not alias and not fingerprint:
