@@ -35,7 +35,7 @@ def status_of(exc: e.LXDError) -> tuple[int, str]:
 async def _lxd_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.LXDError)
     status, slug = status_of(exc)
-    remote = request.query_params.get("remote")
+    remote = request.scope.get("state", {}).get("remote") or request.query_params.get("remote")
     where = f"remote {remote!r}" if remote else "LXD"
     detail = {503: f"{where} is unreachable", 504: f"{where} did not answer in time"}.get(status, exc.error)
     return problem_response(status, path=request.url.path, detail=detail, slug=slug, lxd_error=exc.error)

@@ -29,7 +29,7 @@ from app.core.images import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_err
 from app.core.network import DEFAULT_BRIDGE, needs_bridge_ipv4
 from app.core.service_support import PROVISIONING, CancelCheck, ProgressFn, if_match, report, server_facts
 from app.lxd.client import Client
-from app.lxd.errors import LXDError
+from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         try:
             image = await resolve_image(client, spec, sources=sources, alias_template=alias_template,
                                         progress=progress)
+        except (LXDUnavailable, LXDTimeout):
+            raise  # the target LXD itself is gone or slow: not an image problem
         except Exception as exc:
             raise acquisition_error(exc) from exc
     facts = await server_facts(client)
@@ -174,6 +176,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         created = True
         try:
             await op.wait()
+        except (LXDUnavailable, LXDTimeout):
+            raise
         except LXDError as exc:
             raise ContainerCreateError(f"container creation failed: {_err(exc)}") from exc
         await checkpoint(True)

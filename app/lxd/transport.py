@@ -23,7 +23,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 
-from app.lxd.errors import LXDError, LXDUnavailable, error_for
+from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, error_for
 
 USER_AGENT = "lxd-gateway"
 
@@ -146,9 +146,13 @@ class Transport:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
-    def _unavailable(self, exc: Exception, method: str, path: str) -> LXDUnavailable:
+    def _unavailable(self, exc: Exception, method: str, path: str) -> LXDUnavailable | LXDTimeout:
+        """A transport failure: `LXDTimeout` when LXD took the request but answered too slowly,
+        `LXDUnavailable` when it could not be reached at all (refused, TLS, pin, no connection in time)."""
         if isinstance(exc, httpx.PoolTimeout):
             msg = f"connection pool exhausted (no free connection within {self.pool_timeout:g}s)"
+        elif isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            return LXDTimeout(f"no answer in time ({type(exc).__name__})", method=method, path=path)
         elif isinstance(exc, httpx.TimeoutException):
             msg = f"no answer in time ({type(exc).__name__})"
         else:

@@ -82,4 +82,5 @@ def lxd_problem(exc: BaseException) -> dict[str, Any] | None:
     if not isinstance(exc, lxd_errors.LXDError):
         return None
     status, slug = next(((st, sl) for cls, st, sl in _LXD_SLUGS if isinstance(exc, cls)), (502, "lxd-error"))
-    return problem(slug, f"LXD refused: {exc.error}", status=status, lxd_error=exc.error)
+    what = "LXD is unreachable" if status == 503 else "LXD did not answer in time" if status == 504 else "LXD refused"
+    return problem(slug, f"{what}: {exc.error}", status=status, lxd_error=exc.error)
