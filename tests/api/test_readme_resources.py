@@ -1,0 +1,122 @@
+"""The README's curl examples for images, profiles, certificates, server, remotes, storage, networks and projects
+run verbatim against a real gateway process (`python -m app`, as `make run` starts it) in front of a throwaway
+private LXD; the remote example adds the second daemon with a real trust token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.harness.daemon import DaemonInfo, LocalDaemon, free_port, image_tarball
+from app.lxd.client import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+SECTION = "## Images, profiles, certificates, server, remotes, storage, networks, projects"
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(heading, script) of every `sh` block of the section, in order."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(SECTION)
+    end = text.index("\n## ", start + len(SECTION))
+    section = text[start:end]
+    blocks = []
+    heading = ""
+    for m in re.finditer(r"^### ([^\n]+)$|^```sh\n(.*?)^```", section, re.M | re.S):
+        if m.group(1):
+            heading = m.group(1)
+        else:
+            blocks.append((heading, m.group(2)))
+    return blocks
+
+
+def test_the_section_has_a_block_per_resource() -> None:
+    assert {h for h, _ in readme_blocks()} == {"Images", "Profiles", "Certificates", "Server", "Remotes", "Storage",
+                                               "Networks", "Projects"}
+
+
+@pytest.fixture(scope="module")
+def own_daemon() -> Iterator[DaemonInfo]:
+    daemon = LocalDaemon()
+    try:
+        daemon.start()
+        yield daemon.prepare(image_tarball=image_tarball())
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(own_daemon: DaemonInfo, image_server: DaemonInfo, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[str]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("readme-gw")
+    env = {**os.environ, "LXDGW_BIND": f"127.0.0.1:{port}", "LXDGW_DATA_DIR": str(data),
+           "LXDGW_AUTH_ENABLED": "false",
+           "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{own_daemon.socket_path}",
+                                         "default": True}]),
+           "LXDGW_IMAGE_SOURCES": json.dumps([{"name": "mirror", "url": image_server.https_url, "protocol": "lxd",
+                                               "certificate": image_server.server_cert}])}
+    log = open(data / "gateway.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (data / "gateway.log").read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def _token(image_server: DaemonInfo) -> str:
+    async with Client.unix(image_server.socket_path) as lxd:
+        return (await lxd.certificates.create_token("lgw-readme-gateway")).encode()
+
+
+async def _forget(image_server: DaemonInfo, before: set[str]) -> None:
+    async with Client.unix(image_server.socket_path) as lxd:
+        for cert in await lxd.certificates.list():
+            if cert.fingerprint not in before:
+                await lxd.certificates.delete(cert.fingerprint)
+        for tok in await lxd.certificates.tokens():
+            if tok.client_name.startswith("lgw-"):
+                await lxd.certificates.revoke_token(tok)
+
+
+async def _trusted(image_server: DaemonInfo) -> set[str]:
+    async with Client.unix(image_server.socket_path) as lxd:
+        return {c.fingerprint for c in await lxd.certificates.list()}
+
+
+def test_readme_curl_examples_run_verbatim(gateway: str, image_server: DaemonInfo, tmp_path: Path) -> None:
+    before = asyncio.run(_trusted(image_server))
+    env = {**os.environ, "GW": gateway, "A": "Authorization: Bearer unused", "J": "Content-Type: application/json",
+           "REMOTE_URL": image_server.https_url, "REMOTE_TOKEN": asyncio.run(_token(image_server))}
+    try:
+        for heading, script in readme_blocks():
+            r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"README block under '{heading}' failed:\n{script}\n{r.stdout}\n{r.stderr}"
+    finally:
+        asyncio.run(_forget(image_server, before))
