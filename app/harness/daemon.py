@@ -515,6 +515,11 @@ class LocalDaemon:
                         with contextlib.suppress(HarnessError):
                             api.request("PUT", f"/1.0/instances/{name}/state",
                                         json={"action": "stop", "force": True})
+                    # Bridges made through the API (by tests) are removed with the daemon's own.
+                    for net in api.request("GET", "/1.0/networks", params={"recursion": 1}) or []:
+                        if net.get("managed") and net["name"] not in state.bridges:
+                            state.bridges.append(net["name"])
+                    state.save(self.dir)
                 finally:
                     api.close()
             subprocess.run(["lxd", "shutdown", "--timeout=15"], env=self._env(), check=False,
