@@ -212,3 +212,18 @@ async def test_idempotent_create_fifty_concurrent_posts_make_one_container(clien
     creates = (await client.get("/v1/jobs", params={"kind": "container.create",
                                                     "resource": f"/v1/containers/{name}"})).json()["items"]
     assert len(creates) == 1
+
+
+async def test_cancelled_create_rolls_back(client: httpx.AsyncClient, names: str) -> None:
+    name = f"{names}-cancel"
+    r = await client.post("/v1/containers", json={"name": name, "image": IMAGE})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    r = await client.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code in (200, 202, 409), r.text
+    job = (await client.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
+    exists = (await client.get(f"/v1/containers/{name}")).status_code == 200
+    if job["status"] == "cancelled":
+        assert not exists, "a cancelled create left its container behind"
+    else:  # the create won the race: it ended before the cancel arrived
+        assert job["status"] == "succeeded" and exists, job
