@@ -13,6 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip uninstall -y -q swagger-ui-bundle 2>/dev/null || true  # replaced by swagger-ui-bundle-v2
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 

@@ -269,12 +269,22 @@ class HarnessState:
         tmp.replace(directory / STATE_FILE)
 
 
+STATELESS_GRACE = 120.0  # a directory just made by a run that has not written its state yet is not stale
+
+
+def _is_stale(d: Path) -> bool:
+    state = HarnessState.load(d)
+    if state is not None:
+        return not _pid_alive(state.owner_pid)
+    try:
+        return time.time() - d.stat().st_mtime > STATELESS_GRACE
+    except OSError:
+        return False
+
+
 def stale_dirs(base: Path) -> Iterator[Path]:
     for d in base.glob(DIR_PREFIX + "*"):
-        if not d.is_dir():
-            continue
-        state = HarnessState.load(d)
-        if state is None or not _pid_alive(state.owner_pid):
+        if d.is_dir() and _is_stale(d):
             yield d
 
 
@@ -303,9 +313,9 @@ def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
     live_bridges: set[str] = set()
     for d in base.glob(DIR_PREFIX + "*"):
         state = HarnessState.load(d)
-        if state and _pid_alive(state.owner_pid):
+        if not _is_stale(d):
             live_dirs.append(str(d))
-            live_bridges.update(state.bridges)
+            live_bridges.update(state.bridges if state else [])
         else:
             found.append(f"directory {d}")
     for pid, (_, cmd) in _processes().items():
