@@ -70,7 +70,7 @@ async def live(japp: FastAPI) -> AsyncIterator[str]:
                                            ws="websockets"))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110
+        while not server.started:
             await asyncio.sleep(0.02)
     yield f"127.0.0.1:{port}"
     server.should_exit = True

@@ -24,7 +24,7 @@ class LXDOperationError(Exception):
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll a condition with a deadline."""
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.01)
 
 
