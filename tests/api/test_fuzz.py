@@ -124,6 +124,7 @@ def test_generated_requests_get_no_5xx_and_only_problem_errors(live_gateway: tup
                 # e.g. no invalid request exists for an operation without parameters
                 assert mode is GenerationMode.NEGATIVE, f"{op_id}: no valid request could be generated"
     total = sum(sent.values())
+    print(f"schemathesis: {total} requests over {fuzzed} operations")
     assert not failures, f"{len(failures)} bad answers out of {total}:\n" + "\n".join(failures[:30])
     assert total >= 1000, f"only {total} requests over {fuzzed} operations"
     assert fuzzed >= 60
