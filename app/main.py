@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             raise
         app.state.jobs = jobs
+        app.state.metrics.bind(remotes=registry, jobs=jobs)
         try:
             yield
         finally:

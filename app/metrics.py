@@ -8,9 +8,13 @@ timed with a wall clock. Other layers record through the small functions at the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -31,10 +35,25 @@ class Metrics:
         self.jobs = Counter("lxdgw_jobs_total", "jobs finished", ["kind", "status"], registry=r)
         self.job_duration = Histogram("lxdgw_job_duration_seconds", "job duration", ["kind"],
                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.ws_subscribers = Gauge("lxdgw_websocket_subscribers", "open websocket and SSE subscribers",
-                                    ["stream"], registry=r)
-        self.events_reconnects = Counter("lxdgw_lxd_events_reconnects_total",
-                                         "reconnections of LXD event streams", ["remote"], registry=r)
+        self.events_subscribers = 0
+        """Open `/v1/events` websockets (kept by that route)."""
+        self._live = _LiveCollector(self)
+        r.register(self._live)
+
+    def bind(self, *, remotes: Any, jobs: Any) -> None:
+        """Read live figures at scrape time: LXD events reconnects per remote, job stream subscribers."""
+        self._live.remotes, self._live.jobs = remotes, jobs
+        for spec in remotes.specs():
+            self.observe_remote(spec.name, remotes.get(spec.name))
+        remotes.on_client = self.observe_remote
+        jobs.runner.on_finished = self.job_ended
+
+    def observe_remote(self, name: str, client: Any) -> None:
+        client.transport.observer = lambda method, seconds, outcome: self.lxd_call(name, method, seconds, outcome)
+
+    def job_ended(self, job: Any) -> None:
+        seconds = (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else None
+        self.job_finished(job.kind, str(job.status), seconds)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -77,3 +96,25 @@ class MetricsMiddleware:
             method = scope["method"]
             self.metrics.http_requests.labels(template, method, str(status)).inc()
             self.metrics.http_latency.labels(template, method).observe(time.perf_counter() - start)
+
+
+class _LiveCollector(Collector):
+    """Figures owned by other objects, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.remotes: Any = None
+        self.jobs: Any = None
+
+    def collect(self) -> Iterator[Metric]:
+        subs = GaugeMetricFamily("lxdgw_websocket_subscribers", "open websocket and SSE subscribers",
+                                 labels=["stream"])
+        subs.add_metric(["jobs"], self.jobs.bus.subscriber_count if self.jobs is not None else 0)
+        subs.add_metric(["events"], self.metrics.events_subscribers)
+        yield subs
+        reconnects = CounterMetricFamily("lxdgw_lxd_events_reconnects", "reconnections of LXD event streams",
+                                         labels=["remote"])
+        if self.remotes is not None:
+            for spec in self.remotes.specs():
+                reconnects.add_metric([spec.name], self.remotes.get(spec.name).events.reconnect_count)
+        yield reconnects

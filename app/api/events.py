@@ -33,6 +33,8 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
     lxd_types = {"operation", "lifecycle"} if "operation" in wanted else {"lifecycle"}
     actions = wanted - LXD_TYPES
     await websocket.accept()
+    metrics = websocket.app.state.metrics
+    metrics.events_subscribers += 1
     try:
         async with b.client.events.subscribe(lxd_types, project=b.project) as sub:
             await websocket.send_text(json.dumps({"type": "subscribed", "remote": b.remote, "project": b.project,
@@ -69,3 +71,5 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
         with contextlib.suppress(Exception):
             await websocket.send_text(json.dumps({"type": "error", "status": 503, "detail": exc.error}))
             await websocket.close(code=1011, reason="the LXD events stream is unavailable")
+    finally:
+        metrics.events_subscribers -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.lxd.client import Client
@@ -55,6 +56,8 @@ class RemoteRegistry:
         self._clients: dict[str, Client] = {}
         self._checked: dict[str, tuple[float, str | None]] = {}
         self._checking: dict[str, asyncio.Future[str | None]] = {}
+        self.on_client: Callable[[str, Client], None] | None = None
+        """Called with each client opened later (remotes added at run time), e.g. to observe it."""
         for spec in specs:
             self.add(spec)
 
@@ -63,6 +66,8 @@ class RemoteRegistry:
             raise ValueError(f"remote {spec.name!r} exists")
         self._specs[spec.name] = spec
         client = self._clients[spec.name] = open_client(spec, timeout=self._timeout)
+        if self.on_client is not None:
+            self.on_client(spec.name, client)
         return client
 
     async def remove(self, name: str) -> None:

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import structlog
+
 from app.jobs.bus import JobBus
 from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, default_kinds
 from app.jobs.models import Job, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
@@ -240,6 +242,8 @@ class JobRunner:
         self.recovery_timeout = recovery_timeout
         self.retention = retention
         self.owner_id = owner_id or uuid.uuid4().hex
+        self.on_finished: Callable[[Job], None] | None = None
+        """Called with each job as it ends (metrics)."""
         self.services: dict[str, Any] = {}
         """Shared objects job steps reach through `ctx.services` (set by the app before `start()`)."""
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -425,6 +429,7 @@ class JobRunner:
 
     async def _recover(self, active: _Active, stored: StoredJob) -> None:
         job = active.job
+        structlog.contextvars.bind_contextvars(job_id=job.id, job_kind=job.kind)
         ctx = JobContext(self, active)
         try:
             if active.kind is None:
@@ -477,6 +482,9 @@ class JobRunner:
         job = active.job
         kind = active.kind
         assert kind is not None
+        # Every log line of this job (its task's own context) carries the job id, and the request id it came with.
+        structlog.contextvars.bind_contextvars(job_id=job.id, job_kind=job.kind)
+        log.info("job %s (%s) started", job.id, job.kind)
         instance = f"/v1/jobs/{job.id}"
         try:
             async with self._slot(job.remote):
@@ -553,8 +561,14 @@ class JobRunner:
         except Exception:
             log.exception("could not store the end of job %s", job.id)
         self._bus.publish(job, "end")
+        log.info("job %s (%s) %s", job.id, job.kind, status.value)
         active.done.set()
         self._active.pop(job.id, None)
+        if self.on_finished is not None:
+            try:
+                self.on_finished(job)
+            except Exception:
+                log.exception("on_finished hook failed for job %s", job.id)
 
     async def _persist(self, active: _Active, *, throttled: bool = False, seq: int | None = None) -> None:
         now = time.monotonic()

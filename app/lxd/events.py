@@ -245,6 +245,11 @@ class Events:
         return bus
 
     @property
+    def reconnect_count(self) -> int:
+        """How many times this client's events streams were re-opened after dropping."""
+        return sum(b.reconnects for b in self._buses.values())
+
+    @property
     def connection_count(self) -> int:
         """How many events websockets this client has opened, over all scopes."""
         return sum(b.connections for b in self._buses.values())

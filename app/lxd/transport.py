@@ -12,9 +12,11 @@ must be asked for by name. Websockets reuse the same SSL context, so they presen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -60,6 +62,9 @@ class Transport:
         self._long: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self.observer: Callable[[str, float, str], None] | None = None
+        """Called after each request with (method, seconds, outcome): `ok`, `4xx`, `5xx`, `unavailable` or
+        `timeout`; a hook for metrics that keeps this module free of them."""
 
     @property
     def is_https(self) -> bool:
@@ -168,11 +173,22 @@ class Transport:
         kw: dict[str, Any] = {}
         if timeout is not None:
             kw["timeout"] = httpx.Timeout(timeout, connect=self.connect_timeout, pool=self.pool_timeout)
+        start = time.perf_counter()
         try:
-            return await client.request(method, path, params=params, json=json, content=content,
-                                        headers=headers, **kw)
+            response = await client.request(method, path, params=params, json=json, content=content,
+                                            headers=headers, **kw)
         except httpx.HTTPError as exc:
-            raise self._unavailable(exc, method, path) from exc
+            error = self._unavailable(exc, method, path)
+            self._observe(method, start, "timeout" if isinstance(error, LXDTimeout) else "unavailable")
+            raise error from exc
+        code = response.status_code
+        self._observe(method, start, "ok" if code < 400 else f"{code // 100}xx")
+        return response
+
+    def _observe(self, method: str, start: float, outcome: str) -> None:
+        if self.observer is not None:
+            with contextlib.suppress(Exception):  # metrics must never break a call
+                self.observer(method, time.perf_counter() - start, outcome)
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, content: Any = None,
