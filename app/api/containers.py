@@ -291,6 +291,9 @@ async def create_container(
                                                                     "value": {"name": "web1",
                                                                               "image": {"alias": "busybox"},
                                                                               "metadata": {"role": "web"}}}})],
+    target: Annotated[str | None, Query(pattern=r"^@?[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", examples=["node2"],
+                                        description="cluster member (or `@group`) to place the container on")]
+    = None,
 ) -> JSONResponse:
     """Find or copy the image, create the container, start it; a failed start removes it again. The job's
     result is the `Container`."""
@@ -309,7 +312,10 @@ async def create_container(
     async def precheck() -> None:
         await require_free_name(b, spec.name)
 
-    return await jobs.start("container.create", params=spec.model_dump(mode="json"),
+    params = spec.model_dump(mode="json")
+    if target:
+        params["target"] = target
+    return await jobs.start("container.create", params=params,
                             resource=f"/v1/containers/{spec.name}", remote=b.remote, project=b.project,
                             precheck=precheck)
 

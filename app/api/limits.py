@@ -1,7 +1,8 @@
 """Request limits: body size (413) and a rate limit per token (429 with `Retry-After`).
 
 The rate limiter is the `limits` library's moving window over an in-process store (one gateway process).
-Uploads (`application/octet-stream` bodies: files, images) have their own size limit, none by default.
+Uploads (`application/octet-stream` or `multipart/form-data` bodies: files, images) have their own size limit,
+none by default.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import ProblemError, problem_body
 
-UPLOAD_TYPES = (b"application/octet-stream",)
+UPLOAD_TYPES = (b"application/octet-stream", b"multipart/form-data")
 
 
 class RateLimit:

@@ -122,15 +122,15 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
                            sources: Sequence[ServerSpec] = (), alias_template: str = DEFAULT_ALIAS_TEMPLATE,
                            bridge: str = DEFAULT_BRIDGE, bridge_nat: bool = True,
                            progress: ProgressFn | None = None, cancel_check: CancelCheck | None = None,
-                           ) -> CreatedContainer:
+                           target: str | None = None) -> CreatedContainer:
     """Create a container from `spec` and (unless `spec.start` is false) start it.
 
     The image is `image` when given, else resolved from `spec.image` (an error there reads
     "acquiring LXD image: ..."). When the only NIC parent without a known subnet is `bridge`, the bridge is
     given IPv4 first. A failed create raises "container creation failed: ..."; a failed start removes the
-    container again and raises the start error. `cancel_check` is consulted after each step: when it answers
-    true (or raises), what was created is removed and `CreateCancelled` (or its exception) is raised; a
-    cancelled task rolls back the same way.
+    container again and raises the start error. `target` places it on a cluster member. `cancel_check` is
+    consulted after each step: when it answers true (or raises), what was created is removed and
+    `CreateCancelled` (or its exception) is raised; a cancelled task rolls back the same way.
     """
     from app.core.network_service import ensure_ipv4
 
@@ -172,7 +172,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     await report(progress, PROVISIONING, None, "Creating container")
     created = False
     try:
-        op = await client.mutate("POST", "/1.0/instances", json=request.body, wait=False)
+        op = await client.mutate("POST", "/1.0/instances", json=request.body, wait=False,
+                                 params={"target": target} if target else None)
         created = True
         try:
             await op.wait()

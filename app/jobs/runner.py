@@ -252,8 +252,6 @@ class JobRunner:
         self._accepting = True
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
-        self.services: dict[str, Any] = {}
-        """Shared objects job steps need (e.g. the LXD clients), set by the application before `start()`."""
 
     @property
     def store(self) -> JobStore:

@@ -93,7 +93,9 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
     """Find (or copy) the image, create the container, start it; a failed start removes it again."""
     env = workflow_env(ctx)
     client = env.client(ctx.remote, ctx.project)
-    spec = ContainerSpec.model_validate(ctx.params)
+    params = dict(ctx.params)
+    target = params.pop("target", None)
+    spec = ContainerSpec.model_validate(params)
 
     async def progress(stage: str | None, percent: int | None, message: str | None) -> None:
         await ctx.progress(stage, percent, message)
@@ -106,7 +108,7 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
         created = await create_from_spec(
             client, spec, sources=env.image_sources(spec.image.sources), alias_template=env.settings
             .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
-            progress=progress, cancel_check=lambda: ctx.cancel_requested)
+            progress=progress, cancel_check=lambda: ctx.cancel_requested, target=target)
     except CreateCancelled:
         raise JobCancelled(ctx.job_id) from None
     except ContainerStartError as exc:
