@@ -116,8 +116,9 @@ class Settings(BaseSettings):
     lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")
-    rate_limit: str = Field("1200/minute", description="requests per token (or per client address without "
-                            "one), in the `limits` notation (`100/second`, `1200/minute`); empty: no limit")
+    rate_limit: str = Field("1200/minute", description="requests per token in the `limits` notation "
+                            "(`100/second`, `1200/minute`); with authentication off all callers share one budget; "
+                            "empty: no limit")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest JSON request body (413 above)")
     max_upload_bytes: int = Field(0, ge=0, description="largest upload body (files, images); 0: no limit")
     max_jobs_per_token: int = Field(100, ge=0, description="unfinished jobs one token may have (429 above); 0: "
