@@ -52,5 +52,8 @@ def test_image_builds_and_serves_the_private_lxd(tmp_path: Path, lxd_daemon: Dae
             time.sleep(0.5)
         logs = docker.run("logs", cid, check=False).stderr
         assert ready is not None and ready.status_code == 200, logs
+        listed = httpx.get(f"http://127.0.0.1:{port}/v1/containers", timeout=30)
+        assert listed.status_code == 200, listed.text
+        assert isinstance(listed.json()["items"], list)
         health = docker.run("inspect", "--format", "{{json .Config.Healthcheck.Test}}", cid).stdout
         assert "/livez" in health
