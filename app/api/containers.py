@@ -362,6 +362,9 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
     check(config_errors(patch.config, "body.config") + device_errors(patch.devices, "body.devices",
                                                                        need_type=False)
           + profile_errors(patch.profiles, "body.profiles"))
+    # The policy first, on the patch as sent (answered before LXD is asked anything), then on the merged devices.
+    enforce(request, b.principal, config={k: v for k, v in (patch.config or {}).items() if v is not None},
+            devices={k: v for k, v in (patch.devices or {}).items() if v is not None})
     await ensure_project(b)
     try:
         inst = await b.client.instances.get(name)
