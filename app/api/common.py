@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Response
 
 from app.api.auth import Principal, require
-from app.api.lxd_errors import status_of
 from app.api.problems import ProblemError
+from app.core.lxd_outcomes import status_of
 from app.core.tokens import Scope
 from app.lxd.errors import LXDError
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.connection import ConnectionArgs, ServerSpec
+from app.core.lxd_outcomes import status_of, summary
 from app.core.remotes import RemoteRegistry
 from app.jobs import JobContext, JobRunner, problem, register_error_mapper
 from app.lxd import errors as lxd_errors
@@ -62,25 +63,10 @@ def workflow_env(ctx: JobContext) -> WorkflowEnv:
     return env
 
 
-_LXD_SLUGS: list[tuple[type[lxd_errors.LXDError], int, str]] = [
-    (lxd_errors.NotFound, 404, "not-found"),
-    (lxd_errors.Conflict, 409, "conflict"),
-    (lxd_errors.PreconditionFailed, 412, "precondition-failed"),
-    (lxd_errors.Forbidden, 403, "lxd-forbidden"),
-    (lxd_errors.BadRequest, 400, "lxd-refused"),
-    (lxd_errors.ExecTimeout, 504, "exec-timeout"),
-    (lxd_errors.LXDUnavailable, 503, "lxd-unavailable"),
-    (lxd_errors.LXDTimeout, 504, "lxd-timeout"),
-    (lxd_errors.OperationCancelled, 409, "lxd-operation-cancelled"),
-    (lxd_errors.OperationFailed, 502, "lxd-operation-failed"),
-]
-
-
 @register_error_mapper
 def lxd_problem(exc: BaseException) -> dict[str, Any] | None:
     """A job that failed on an LXD error: its problem keeps LXD's own message in `lxd_error`."""
     if not isinstance(exc, lxd_errors.LXDError):
         return None
-    status, slug = next(((st, sl) for cls, st, sl in _LXD_SLUGS if isinstance(exc, cls)), (502, "lxd-error"))
-    what = "LXD is unreachable" if status == 503 else "LXD did not answer in time" if status == 504 else "LXD refused"
-    return problem(slug, f"{what}: {exc.error}", status=status, lxd_error=exc.error)
+    status, slug = status_of(exc)
+    return problem(slug, f"{summary(status)}: {exc.error}", status=status, lxd_error=exc.error)
