@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -19,6 +16,8 @@ from typing import Any
 import httpx
 
 from app.harness.daemon import DaemonInfo
+from app.harness.gateway import GatewayProcess, gateway_env
+from app.harness.gateway import start_gateway as start
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 
@@ -101,42 +100,15 @@ async def job_ends(c: httpx.AsyncClient, r: httpx.Response, wait: int = 120) -> 
     return job
 
 
-def gateway_env(daemon: DaemonInfo, data_dir: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LXDGW_")}
-    env.update({
-        "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{daemon.socket_path}", "default": True}]),
-        "LXDGW_DATA_DIR": str(data_dir), "LXDGW_AUTH_ENABLED": "false", "LXDGW_BIND": f"127.0.0.1:{port}",
-        "LXDGW_SHUTDOWN_GRACE_SECONDS": "1", "LXDGW_IMAGE_SOURCES": "[]", "PYTHONPATH": str(ROOT),
-    })
-    env.update(extra)
-    return env
-
-
 def start_gateway(daemon: DaemonInfo, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     """`python -m app` (as `make run` starts it) on a loopback port; returns once `/livez` answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=gateway_env(daemon, data_dir, port),
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"gateway did not start: {log.read_text()[-2000:]}")
+    env = gateway_env(daemon.socket_path, data_dir, port, LXDGW_SHUTDOWN_GRACE_SECONDS="1", LXDGW_IMAGE_SOURCES="[]")
+    return start(env, log=log).proc
 
 
 def stop_gateway(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    GatewayProcess(proc, 0, Path()).stop(15)
+
 
 
 def rss_kib(pid: int, field_name: str = "VmRSS") -> int:

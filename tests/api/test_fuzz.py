@@ -11,17 +11,10 @@ image copies (fetches from any server; refused without the policy rule anyway). 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -29,7 +22,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from app.core.tokens import Scope, TokenStore
-from app.harness.daemon import DaemonInfo, LocalDaemon, free_port, image_tarball
+from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.harness.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_FUZZED = {
@@ -54,30 +48,9 @@ def fuzz_daemon() -> Iterator[DaemonInfo]:
 def live_gateway(fuzz_daemon: DaemonInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     data = tmp_path_factory.mktemp("fuzz-data")
     _, secret = TokenStore(data / "tokens.json").create("fuzzer", [Scope.admin])
-    port = free_port()
-    env = {**os.environ, "LXDGW_BIND": f"127.0.0.1:{port}", "LXDGW_DATA_DIR": str(data), "LXDGW_RATE_LIMIT": "",
-           "LXDGW_LOG_LEVEL": "WARNING", "LXDGW_MAX_JOBS_PER_TOKEN": "0",
-           "LXDGW_IMAGE_SOURCES": "[]",
-           "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{fuzz_daemon.socket_path}"}])}
-    log = open(data / "gateway.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        yield base, secret
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with running_gateway(fuzz_daemon.socket_path, data, auth=True, ready_path="/readyz", LXDGW_RATE_LIMIT="",
+                         LXDGW_LOG_LEVEL="WARNING", LXDGW_MAX_JOBS_PER_TOKEN="0", LXDGW_IMAGE_SOURCES="[]") as gw:
+        yield gw.base, secret
 
 
 def _fuzz(op: schemathesis.APIOperation, op_id: str, mode: GenerationMode, base: str, auth: dict[str, str],

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from app.harness.daemon import DaemonInfo
+from app.harness.gateway import gateway_env
+from app.harness.gateway import start_gateway as start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,26 +25,10 @@ def free_port() -> int:
 
 
 def start_gateway(data_dir: Path, daemon: DaemonInfo, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LXDGW_")}
-    env.update({
-        "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{daemon.socket_path}", "default": True}]),
-        "LXDGW_DATA_DIR": str(data_dir), "LXDGW_AUTH_ENABLED": "false", "LXDGW_BIND": f"127.0.0.1:{port}",
-        "LXDGW_EXTENSIONS": '["jobs_test_extension"]', "LXDGW_SHUTDOWN_GRACE_SECONDS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)]),
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"gateway did not start: {log.read_text()[-2000:]}")
+    env = gateway_env(daemon.socket_path, data_dir, port, LXDGW_EXTENSIONS='["jobs_test_extension"]',
+                      LXDGW_SHUTDOWN_GRACE_SECONDS="1",
+                      PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]))
+    return start(env, log=log).proc
 
 
 def test_sigkill_mid_job_then_restart_settles_it(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:

@@ -9,15 +9,13 @@ import json
 import os
 import re
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo, LocalDaemon, free_port, image_tarball
+from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.harness.gateway import running_gateway
 from app.lxd.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,35 +56,11 @@ def own_daemon() -> Iterator[DaemonInfo]:
 @pytest.fixture(scope="module")
 def gateway(own_daemon: DaemonInfo, image_server: DaemonInfo, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[str]:
-    port = free_port()
     data = tmp_path_factory.mktemp("readme-gw")
-    env = {**os.environ, "LXDGW_BIND": f"127.0.0.1:{port}", "LXDGW_DATA_DIR": str(data),
-           "LXDGW_AUTH_ENABLED": "false",
-           "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{own_daemon.socket_path}",
-                                         "default": True}]),
-           "LXDGW_IMAGE_SOURCES": json.dumps([{"name": "mirror", "url": image_server.https_url, "protocol": "lxd",
-                                               "certificate": image_server.server_cert}])}
-    log = open(data / "gateway.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (data / "gateway.log").read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    sources = json.dumps([{"name": "mirror", "url": image_server.https_url, "protocol": "lxd",
+                           "certificate": image_server.server_cert}])
+    with running_gateway(own_daemon.socket_path, data, ready_path="/readyz", LXDGW_IMAGE_SOURCES=sources) as gw:
+        yield gw.base
 
 
 async def _token(image_server: DaemonInfo) -> str:
