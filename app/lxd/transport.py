@@ -42,7 +42,8 @@ class Transport:
                  server_fingerprint: str | None = None, insecure: bool = False, proxy: str | None = None,
                  timeout: float = 30.0, connect_timeout: float = 10.0, pool_timeout: float = 10.0,
                  max_connections: int = 20, max_long_connections: int = 64,
-                 http_transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 http_transport: httpx.AsyncBaseTransport | None = None,
+                 min_tls: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> None:
         if server_fingerprint and len(normalise_fingerprint(server_fingerprint)) != 64:
             raise ValueError("server_fingerprint must be a sha256 (64 hex digits)")
         self.base_url = base_url.rstrip("/")
@@ -51,6 +52,8 @@ class Transport:
         self.server_cert = server_cert
         self.server_fingerprint = normalise_fingerprint(server_fingerprint) if server_fingerprint else None
         self.insecure = insecure
+        self.min_tls = min_tls
+        """TLS 1.3 by default, as LXD and Incus require; 1.2 only for a server run with LXD_INSECURE_TLS."""
         self.proxy = proxy
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -74,7 +77,7 @@ class Transport:
 
     def _base_context(self, *, verify: bool) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = self.min_tls
         if self.client_cert and self.client_key:
             ctx.load_cert_chain(self.client_cert, self.client_key)
         if not verify:
