@@ -35,6 +35,7 @@ import httpx
 
 from app.harness.daemon import LocalDaemon, ensure_installed, image_tarball
 from app.lxd import Client
+from bench._table import RAW, Row, ms, ratio
 
 GETS = 500
 IN_FLIGHT = 16
@@ -217,25 +218,49 @@ def _lxd_version() -> str:
     return subprocess.run(["lxd", "--version"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def main(argv: list[str] | None = None) -> int:
+def measure(rounds: int) -> dict[str, dict[str, float]]:
+    """Start a private daemon, run the workloads, remove the daemon."""
+    ensure_installed()
+    daemon = LocalDaemon()
+    try:
+        daemon.start()
+        daemon.prepare(image_tarball=image_tarball(), https=False, bridge=False)
+        return asyncio.run(run(str(daemon.socket_path), rounds))
+    finally:
+        daemon.stop()
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv if argv is not None else [])
+    return parser.parse_args(argv if argv is not None else [])
+
+
+def collect(argv: list[str] | None = None) -> list[Row]:
+    """Rows for `python -m bench`'s table; ratios against raw httpx on the socket, from the same run."""
+    rounds = _args(argv).rounds
+    res = measure(rounds)
+    via = {"this client": "app.lxd client", "raw httpx": RAW, "pylxd (sequential)": "pylxd, sequential",
+           "pylxd (10 threads)": "pylxd, 10 threads"}
+    spec = {"get": (f"{GETS} GETs, {IN_FLIGHT} in flight (pylxd: sequential)", rounds),
+            "list": (f"list {LISTED} instances with state, recursion=2", rounds * 2),
+            "cycle": (f"{CYCLES} create+start+stop+delete cycles", max(3, rounds // 2))}
+    rows: list[Row] = []
+    for key, (measure_name, n) in spec.items():
+        raw = res[key]["raw httpx"]
+        rows += [Row(measure_name, via.get(k, k), ms(t), ratio(t, raw), str(n)) for k, t in res[key].items()]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     try:
         import pylxd  # noqa: F401
     except ImportError:
         print("bench/client.py compares with pylxd: install it with `.venv/bin/pip install -e '.[bench]'`",
               file=sys.stderr)
         return 1
-    ensure_installed()
-    daemon = LocalDaemon()
-    try:
-        daemon.start()
-        daemon.prepare(image_tarball=image_tarball(), https=False, bridge=False)
-        results = asyncio.run(run(str(daemon.socket_path), args.rounds))
-    finally:
-        daemon.stop()
-    print(table(results, args.rounds))
+    print(table(measure(args.rounds), args.rounds))
     return 0
 
 

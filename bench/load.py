@@ -4,6 +4,9 @@
     python -m bench.load [--reads 1000] [--subscribers 200]
 
 Everything stays on this machine: the gateway listens on a loopback port, LXD on a unix socket.
+
+`python -m bench` does not start a gateway for this module: bench/gateway.py puts the same load (`reads`,
+`subscribers`) on its own gateway and reports the peak memory in the combined table.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +30,7 @@ import websockets
 from app.harness.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
 
 ROOT = Path(__file__).resolve().parents[1]
+PART_OF = "gateway"
 READ_PATHS = ("/v1/containers", "/v1/jobs", "/v1/server", "/v1/profiles", "/v1/images", "/readyz")
 
 
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_installed()
     daemon = LocalDaemon()
     proc: subprocess.Popen[bytes] | None = None
+    data: Path | None = None
     try:
         daemon.start()
         daemon.prepare(image_tarball=image_tarball(), https=False)
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         daemon.stop()
+        if data is not None:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
