@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     app = create_app(settings)
     uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
-                proxy_headers=True, log_config=None, workers=1,
+                proxy_headers=True, log_config=None, workers=1, ws="websockets-sansio",
                 timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
     return 0
 

@@ -67,7 +67,7 @@ async def live(japp: FastAPI) -> AsyncIterator[str]:
     """The same app (lifespan already running) served by uvicorn on a loopback port; yields host:port."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(japp, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-                                           ws="websockets"))
+                                           ws="websockets-sansio"))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:
