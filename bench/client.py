@@ -81,10 +81,12 @@ class Raw:
 
     def __init__(self, sock: str) -> None:
         self.http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://lxd",
-                                      timeout=httpx.Timeout(120.0))
+                                      timeout=httpx.Timeout(120.0),
+                                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
 
-    async def get(self, name: str) -> Any:
-        return (await self.http.get(f"/1.0/instances/{name}")).json()["metadata"]
+    async def get(self, name: str, recursion: int = 0) -> Any:
+        params = {"recursion": recursion} if recursion else None
+        return (await self.http.get(f"/1.0/instances/{name}", params=params)).json()["metadata"]
 
     async def list_state(self) -> Any:
         return (await self.http.get("/1.0/instances", params={"recursion": 2})).json()["metadata"]
@@ -94,7 +96,7 @@ class Raw:
         if r["type"] == "error":
             raise RuntimeError(r["error"])
         if r["type"] == "async":
-            w = (await self.http.get(f"{r['operation']}/wait", params={"timeout": 60})).json()
+            w = (await self.http.get(f"{r['operation']}/wait", params={"timeout": 120})).json()
             if w["type"] == "error" or w["metadata"]["status_code"] != 200:
                 raise RuntimeError(w.get("error") or w["metadata"]["err"])
 

@@ -29,12 +29,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +46,10 @@ import httpx
 import websockets
 
 from app.harness.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
+from app.harness.gateway import gateway_env, start_gateway
 from bench import load
 from bench._table import RAW, Row, machine, ms, ratio, render
-from bench.client import interleaved, threaded
+from bench.client import Raw, interleaved, pylxd_cycle, threaded
 from bench.jobs import raise_fd_limit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,34 +81,15 @@ class Gateway:
     """`python -m app` on a loopback port, in front of the daemon's socket, with no auth and no limits."""
 
     def __init__(self, sock: str) -> None:
-        self.port = free_port()
-        self.data = tempfile.mkdtemp(prefix="lxd-gateway-bench-")
-        self.base, self.ws_base = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LXDGW_")}
-        env.update({"LXDGW_BIND": f"127.0.0.1:{self.port}", "LXDGW_DATA_DIR": self.data,
-                    "LXDGW_AUTH_ENABLED": "false", "LXDGW_RATE_LIMIT": "", "LXDGW_MAX_JOBS_PER_TOKEN": "0",
-                    "LXDGW_LOG_LEVEL": "WARNING",
-                    "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{sock}"}])})
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError("the gateway did not become ready")
-            time.sleep(0.2)
+        self.data = Path(tempfile.mkdtemp(prefix="lxd-gateway-bench-"))
+        env = gateway_env(sock, self.data, free_port(), LXDGW_RATE_LIMIT="", LXDGW_MAX_JOBS_PER_TOKEN="0",
+                          LXDGW_LOG_LEVEL="WARNING")
+        self.process = start_gateway(env, log=self.data / "gateway.log", ready_path="/readyz")
+        self.proc = self.process.proc
+        self.base, self.ws_base = self.process.base, self.process.ws_base
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.process.stop()
         shutil.rmtree(self.data, ignore_errors=True)
 
 
@@ -131,42 +110,6 @@ async def gw_cycle(http: httpx.AsyncClient, batch: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- raw and pylxd
-
-
-class Raw:
-    def __init__(self, sock: str) -> None:
-        self.http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://lxd",
-                                      timeout=httpx.Timeout(120.0),
-                                      limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
-
-    async def get(self, name: str, recursion: int = 0) -> Any:
-        params = {"recursion": recursion} if recursion else None
-        return (await self.http.get(f"/1.0/instances/{name}", params=params)).json()["metadata"]
-
-    async def list_state(self) -> Any:
-        return (await self.http.get("/1.0/instances", params={"recursion": 2})).json()["metadata"]
-
-    async def _run(self, method: str, path: str, body: Any = None) -> None:
-        r = (await self.http.request(method, path, json=body)).json()
-        if r["type"] == "error":
-            raise RuntimeError(r["error"])
-        if r["type"] == "async":
-            w = (await self.http.get(f"{r['operation']}/wait", params={"timeout": 120})).json()
-            if w["type"] == "error" or w["metadata"]["status_code"] != 200:
-                raise RuntimeError(w.get("error") or w["metadata"]["err"])
-
-    async def cycle(self, name: str) -> None:
-        await self._run("POST", "/1.0/instances", {"name": name, "source": {"type": "image", "alias": "busybox"}})
-        await self._run("PUT", f"/1.0/instances/{name}/state", {"action": "start"})
-        await self._run("PUT", f"/1.0/instances/{name}/state", {"action": "stop", "force": True})
-        await self._run("DELETE", f"/1.0/instances/{name}")
-
-
-def pylxd_cycle(client: Any, name: str) -> None:
-    inst = client.instances.create({"name": name, "source": {"type": "image", "alias": "busybox"}}, wait=True)
-    inst.start(wait=True)
-    inst.stop(force=True, wait=True)
-    inst.delete(wait=True)
 
 
 # ---------------------------------------------------------------------------------------------- job events

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +23,8 @@ from typing import Any
 import httpx
 import websockets
 
-from app.harness.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
+from app.harness.daemon import LocalDaemon, ensure_installed, image_tarball
+from app.harness.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 PART_OF = "gateway"
@@ -86,32 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ensure_installed()
     daemon = LocalDaemon()
-    proc: subprocess.Popen[bytes] | None = None
-    data: Path | None = None
+    data = Path(tempfile.mkdtemp(prefix="lxd-gateway-bench-"))
     try:
         daemon.start()
         daemon.prepare(image_tarball=image_tarball(), https=False)
-        port = free_port()
-        data = Path(tempfile.mkdtemp(prefix="lxd-gateway-bench-"))
-        env = {**os.environ, "LXDGW_BIND": f"127.0.0.1:{port}", "LXDGW_DATA_DIR": str(data),
-               "LXDGW_AUTH_ENABLED": "false", "LXDGW_RATE_LIMIT": "", "LXDGW_LOG_LEVEL": "WARNING",
-               "LXDGW_REMOTES": json.dumps([{"name": "local", "url": f"unix://{daemon.socket_path}"}])}
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        schema_paths = set(httpx.get(f"{base}/openapi.json").json()["paths"])
-        paths = [p for p in args.paths.split(",") if p in schema_paths or p == "/readyz"]
-        idle = rss_kib(proc.pid)
-        ok, failed, elapsed = asyncio.run(reads(base, args.reads, paths))
-        alive, ws_failed = asyncio.run(subscribers(f"ws://127.0.0.1:{port}", args.subscribers, hold=2.0))
-        peak = rss_kib(proc.pid, "VmHWM")
+        with running_gateway(str(daemon.socket_path), data, ready_path="/readyz", LXDGW_RATE_LIMIT="",
+                             LXDGW_LOG_LEVEL="WARNING") as gw:
+            schema_paths = set(httpx.get(f"{gw.base}/openapi.json").json()["paths"])
+            paths = [p for p in args.paths.split(",") if p in schema_paths or p == "/readyz"]
+            idle = rss_kib(gw.proc.pid)
+            ok, failed, elapsed = asyncio.run(reads(gw.base, args.reads, paths))
+            alive, ws_failed = asyncio.run(subscribers(gw.ws_base, args.subscribers, hold=2.0))
+            peak = rss_kib(gw.proc.pid, "VmHWM")
         rows = [
             ("concurrent reads", f"{args.reads} over {', '.join(paths)}", f"{ok} ok, {failed} failed",
              f"{elapsed:.2f} s ({args.reads / elapsed:.0f} req/s)"),
@@ -125,15 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r[0]:24} | {r[1]:52} | {r[2]:28} | {r[3]}")
         return 0 if failed == 0 and ws_failed == 0 else 1
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         daemon.stop()
-        if data is not None:
-            shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
