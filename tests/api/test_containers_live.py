@@ -19,6 +19,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from app.harness.daemon import DaemonInfo
+from tests.api.streams import read_sse as read_sse_with_heartbeats
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -62,21 +63,7 @@ async def running(gateway: tuple[str, int], lxd_daemon: DaemonInfo) -> AsyncIter
 
 
 async def read_sse(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            current["event"] = line[7:]
-        elif line.startswith("id: "):
-            current["id"] = int(line[4:])
-        elif line.startswith("data: "):
-            current["data"] = json.loads(line[6:])
-        elif line == "" and current:
-            events.append(current)
-            current = {}
-            if stop_after is not None and len(events) >= stop_after:
-                break
-    return events
+    return (await read_sse_with_heartbeats(response, stop_after))[0]
 
 
 async def test_create_job_streams_over_websocket_and_sse(gateway: tuple[str, int], lxd_daemon: DaemonInfo) -> None:

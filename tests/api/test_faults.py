@@ -6,6 +6,7 @@ Each test runs its own throwaway daemon, so killing or freezing it harms nobody 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import websockets
 from asgi_lifespan import LifespanManager
 
 from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.harness.gateway import serving
 from app.harness.image import build_busybox_image
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
@@ -44,24 +46,11 @@ def _kill_daemon(daemon: LocalDaemon) -> None:
     daemon.proc.wait(timeout=10)
 
 
+@contextlib.asynccontextmanager
 async def _serve(app: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The app on a real loopback port (websockets need one), plus an ASGI client."""
-    import uvicorn
-
-    from app.harness.daemon import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           ws="websockets-sansio", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-        try:
-            yield c, f"ws://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            await task
+    """The app on a real loopback port (websockets need one), plus a client for it."""
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}", timeout=60) as c:
+        yield c, f"ws://{address}"
 
 
 async def test_lxd_killed_mid_create_then_back(tmp_path: Path, victim: tuple[LocalDaemon, DaemonInfo]) -> None:
@@ -78,52 +67,51 @@ async def test_lxd_killed_mid_create_then_back(tmp_path: Path, victim: tuple[Loc
                         lxd_timeout_seconds=5,
                         remotes=[RemoteSettings(name="victim", url=f"unix://{info.socket_path}", default=True)])
     app = create_app(settings)
-    async with LifespanManager(app, shutdown_timeout=60):
-        async for c, ws_base in _serve(app):
-            events = await websockets.connect(f"{ws_base}/v1/events?type=lifecycle")
-            name = f"f-{uuid.uuid4().hex[:8]}"
-            r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "big"}})
-            assert r.status_code == 202, r.text
-            job_id = r.json()["id"]
-            deadline = time.monotonic() + 30
-            while (await c.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued" and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            _kill_daemon(daemon)
+    async with LifespanManager(app, shutdown_timeout=60), _serve(app) as (c, ws_base):
+        events = await websockets.connect(f"{ws_base}/v1/events?type=lifecycle")
+        name = f"f-{uuid.uuid4().hex[:8]}"
+        r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "big"}})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while (await c.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        _kill_daemon(daemon)
 
-            job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
-            assert job["status"] == "failed", job
-            assert job["error"]["status"] in (502, 503, 504), job["error"]
-            assert job["error"]["detail"], job["error"]
+        job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
+        assert job["status"] == "failed", job
+        assert job["error"]["status"] in (502, 503, 504), job["error"]
+        assert job["error"]["detail"], job["error"]
 
-            assert (await c.get("/livez")).status_code == 200  # the gateway keeps answering
-            ready = await c.get("/readyz")
-            assert ready.status_code == 503 and "'victim'" in ready.json()["detail"]
-            down = await c.get("/v1/containers")
-            assert down.status_code == 503
-            assert down.headers["content-type"] == "application/problem+json"
+        assert (await c.get("/livez")).status_code == 200  # the gateway keeps answering
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503 and "'victim'" in ready.json()["detail"]
+        down = await c.get("/v1/containers")
+        assert down.status_code == 503
+        assert down.headers["content-type"] == "application/problem+json"
 
-            daemon.start()  # LXD comes back; the gateway is not restarted
-            deadline = time.monotonic() + 30
-            while (await c.get("/readyz")).status_code != 200:
-                assert time.monotonic() < deadline, "readyz did not recover"
-                await asyncio.sleep(0.5)
-            second = f"f-{uuid.uuid4().hex[:8]}"
-            r = await c.post("/v1/containers", params={"wait": 120}, json={"name": second,
-                                                                          "image": {"alias": "busybox"}})
-            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        daemon.start()  # LXD comes back; the gateway is not restarted
+        deadline = time.monotonic() + 30
+        while (await c.get("/readyz")).status_code != 200:
+            assert time.monotonic() < deadline, "readyz did not recover"
+            await asyncio.sleep(0.5)
+        second = f"f-{uuid.uuid4().hex[:8]}"
+        r = await c.post("/v1/containers", params={"wait": 120}, json={"name": second,
+                                                                      "image": {"alias": "busybox"}})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
 
-            # The events stream reconnected by itself: the new container's lifecycle events arrive.
-            seen: list[str] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not any(second in s for s in seen):
-                try:
-                    seen.append(await asyncio.wait_for(events.recv(), 2))  # type: ignore[arg-type]
-                except TimeoutError:
-                    continue
-            assert any(second in s for s in seen), seen[-5:]
-            await events.close()
-            for n in (name, second):
-                await c.delete(f"/v1/containers/{n}", params={"wait": 60})
+        # The events stream reconnected by itself: the new container's lifecycle events arrive.
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(second in s for s in seen):
+            try:
+                seen.append(await asyncio.wait_for(events.recv(), 2))  # type: ignore[arg-type]
+            except TimeoutError:
+                continue
+        assert any(second in s for s in seen), seen[-5:]
+        await events.close()
+        for n in (name, second):
+            await c.delete(f"/v1/containers/{n}", params={"wait": 60})
 
 
 async def test_https_remote_that_stops_answering_gives_504_not_a_hang(

@@ -16,15 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.harness.daemon import DaemonInfo
+from app.harness.gateway import serving
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
+from tests.api.streams import read_sse
 
 PROBLEM = "application/problem+json"
 EXTENSION = "jobs_test_extension"
@@ -65,16 +66,8 @@ def free_port() -> int:
 @pytest.fixture
 async def live(japp: FastAPI) -> AsyncIterator[str]:
     """The same app (lifespan already running) served by uvicorn on a loopback port; yields host:port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(japp, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-                                           ws="websockets-sansio"))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 15)
+    async with serving(japp) as address:
+        yield address
 
 
 async def start(c: httpx.AsyncClient, body: dict[str, Any] | None = None, **kw: Any) -> httpx.Response:
@@ -251,28 +244,6 @@ async def test_websocket_slow_reader_is_closed_1013(jc: httpx.AsyncClient, live:
     assert code == 1013
     r = await jc.get(f"/v1/jobs/{job['id']}", params={"wait": 30})
     assert r.json()["status"] == "succeeded"  # the job did not wait for its reader
-
-
-async def read_sse(response: httpx.Response, stop_after: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Parse events (and count heartbeats) until the stream ends or `stop_after` events."""
-    events: list[dict[str, Any]] = []
-    heartbeats = 0
-    current: dict[str, Any] = {}
-    async for line in response.aiter_lines():
-        if line.startswith(": heartbeat"):
-            heartbeats += 1
-        elif line.startswith("event: "):
-            current["event"] = line[7:]
-        elif line.startswith("id: "):
-            current["id"] = int(line[4:])
-        elif line.startswith("data: "):
-            current["data"] = json.loads(line[6:])
-        elif line == "" and current:
-            events.append(current)
-            current = {}
-            if stop_after is not None and len(events) >= stop_after:
-                break
-    return events, heartbeats
 
 
 async def test_sse_stream_resume_without_repeats_and_heartbeats(jc: httpx.AsyncClient, live: str) -> None:
