@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCAL_LXD ?= .lxd
 
-.PHONY: run test test-quick test-integration lint openapi bench clean venv
+.PHONY: run test test-quick lint openapi bench clean venv
 
 venv: $(STAMP)
 
@@ -42,7 +42,14 @@ lint: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/python -m app.openapi_dump > openapi/openapi.json
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+## Every benchmark in bench/, one table (pylxd is installed for the comparison).
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
