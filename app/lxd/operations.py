@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.lxd.envelope import decode
 from app.lxd.errors import (
+    BadRequest,
     LXDError,
     LXDTimeout,
     LXDUnavailable,
@@ -196,6 +197,27 @@ class Operation:
                                  status=400, method="DELETE", path=f"/1.0/operations/{self.id}",
                                  operation_id=self.id)
         await self._cancel_request()
+
+    async def cancel_when_possible(self, timeout: float = 60.0, poll: float = 0.1) -> bool:
+        """Cancel as soon as LXD allows it: an image download, for one, becomes cancellable only once the
+        transfer has started. True when the cancel was sent; False when the operation ended first;
+        `NotCancellable` when it is still not cancellable after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.done:
+            if self._state.may_cancel:
+                try:
+                    await self._cancel_request()
+                    return True
+                except BadRequest:  # not running (yet, or any more): look again
+                    pass
+            if loop.time() >= deadline:
+                raise NotCancellable(f"LXD did not let this operation be cancelled within {timeout:g}s",
+                                     status=400, method="DELETE", path=f"/1.0/operations/{self.id}",
+                                     operation_id=self.id)
+            await asyncio.sleep(poll)
+            await self.refresh()
+        return False
 
     # ------------------------------------------------------------------------------------------ progress
 

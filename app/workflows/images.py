@@ -117,7 +117,20 @@ async def _recover_copy(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.failed("interrupted", "the gateway stopped during the copy; the image is not in the store")
 
 
-@job_kind("image.copy", cancel=CancelPolicy.CANCEL_OPERATION, recover=_recover_copy)
+async def _rollback_copy(ctx: JobContext) -> None:
+    """A cancel that came too late (the download had finished): remove the image again, if this job brought it."""
+    fingerprint = (ctx.checkpoints.get("copied") or {}).get("fingerprint")
+    started = ctx.job.started_at
+    if not fingerprint or started is None:
+        return
+    client = _client(ctx)
+    with contextlib.suppress(NotFound):
+        image = await client.images.get(fingerprint)
+        if image.uploaded_at is not None and image.uploaded_at >= started:
+            await client.images.delete(fingerprint)
+
+
+@job_kind("image.copy", cancel=CancelPolicy.CANCEL_OPERATION, recover=_recover_copy, rollback=_rollback_copy)
 async def copy(ctx: JobContext) -> dict[str, Any]:
     """Copy an image from another server into this one, under the aliases asked for."""
     client = _client(ctx)
@@ -128,7 +141,7 @@ async def copy(ctx: JobContext) -> dict[str, Any]:
                                   auto_update=bool(p.get("auto_update")), wait=False)
     assert isinstance(op, Operation)
     await ctx.record_operation(ctx.remote or "", op.id)
-    unregister = ctx.on_cancel(op.cancel)
+    unregister = ctx.on_cancel(op.cancel_when_possible)  # LXD lets a download be cancelled once it has started
     await ctx.progress(PROVISIONING, None, "acquiring LXD image")
 
     async def follow() -> None:
@@ -155,6 +168,7 @@ async def copy(ctx: JobContext) -> dict[str, Any]:
     fingerprint = str(op.metadata.get("fingerprint") or p.get("fingerprint") or "")
     if not fingerprint and p.get("alias"):
         raise JobFailure("image-copy-failed", "LXD did not say which image it copied", status=502)
+    await ctx.checkpoint("copied", {"fingerprint": fingerprint})
     if p.get("aliases"):
         await client.images.ensure_aliases(fingerprint, list(p["aliases"]))
     image = await client.images.get(fingerprint)

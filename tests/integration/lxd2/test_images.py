@@ -16,6 +16,7 @@ import pytest
 
 from app.harness.daemon import DaemonInfo, image_tarball
 from app.harness.image import build_busybox_image
+from app.harness.relay import throttled_proxy
 from app.lxd import Client, Conflict, LXDError, NotFound, OperationCancelled, Progress
 from app.lxd.images import Image
 from app.lxd.operations import Operation
@@ -187,37 +188,6 @@ async def test_copy_from_remote_with_certificate_and_progress(lxd: Client, image
         assert img.update_source is not None and img.update_source.protocol == "lxd"
     finally:
         await lxd.images.delete(img.fingerprint)
-
-
-@contextlib.asynccontextmanager
-async def throttled_proxy(port: int, bytes_per_s: int) -> AsyncIterator[int]:
-    """A TCP relay to 127.0.0.1:`port` that sends the server's bytes at `bytes_per_s` (TLS passes through)."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, rate: int | None) -> None:
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            while data := await r.read(16384):
-                w.write(data)
-                await w.drain()
-                if rate:
-                    await asyncio.sleep(len(data) / rate)
-        w.close()
-
-    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection("127.0.0.1", port)
-        for t in (pipe(cr, sw, None), pipe(sr, cw, bytes_per_s)):
-            task = asyncio.ensure_future(t)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for t in list(tasks):
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_copy_is_cancelled_while_downloading(lxd: Client, image_server: DaemonInfo,
