@@ -30,6 +30,7 @@ from app.core.network import DEFAULT_BRIDGE, needs_bridge_ipv4
 from app.core.service_support import PROVISIONING, CancelCheck, ProgressFn, if_match, report, server_facts
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable
+from app.lxd.operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ async def _put(client: Client, name: str, data: Mapping[str, Any], etag: str | N
 # --------------------------------------------------------------------------------------------- create
 
 
+OperationHook = Callable[[str, str], Awaitable[None]]
+"""Told of an LXD operation: (operation id, status)."""
+
+
 @dataclass
 class CreatedContainer:
     """A container made by `create_from_spec`: it, the image it came from, and NIC parents of unknown subnet."""
@@ -106,9 +111,24 @@ async def resolve_image(client: Client, spec: ContainerSpec, *, sources: Sequenc
                             copy_local=ref.copy_local, progress=progress, alias_template=alias_template)
 
 
-async def start_container(client: Client, name: str) -> None:
+async def start_container(client: Client, name: str, *, on_operation: OperationHook | None = None) -> None:
     """Start a container and wait until it has started (`{action: start, timeout: -1}`, no ETag)."""
-    await client.mutate("PUT", f"{_p(name)}/state", json=state_request("start"))
+    op = await client.mutate("PUT", f"{_p(name)}/state", json=state_request("start"), wait=False)
+    await _followed(op, on_operation)
+
+
+async def _followed(op: Operation, on_operation: OperationHook | None) -> None:
+    """Wait for `op`, telling `on_operation` of it when it starts and how it ended."""
+    if on_operation is None or not op.id:
+        await op.wait()
+        return
+    await on_operation(op.id, "Running")
+    try:
+        await op.wait()
+    except BaseException:
+        await on_operation(op.id, op.state.status or "Failure")
+        raise
+    await on_operation(op.id, op.state.status or "Success")
 
 
 async def _roll_back(client: Client, name: str, why: str) -> None:
@@ -122,13 +142,15 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
                            sources: Sequence[ServerSpec] = (), alias_template: str = DEFAULT_ALIAS_TEMPLATE,
                            bridge: str = DEFAULT_BRIDGE, bridge_nat: bool = True,
                            progress: ProgressFn | None = None, cancel_check: CancelCheck | None = None,
-                           target: str | None = None) -> CreatedContainer:
+                           target: str | None = None, on_operation: OperationHook | None = None
+                           ) -> CreatedContainer:
     """Create a container from `spec` and (unless `spec.start` is false) start it.
 
     The image is `image` when given, else resolved from `spec.image` (an error there reads
     "acquiring LXD image: ..."). When the only NIC parent without a known subnet is `bridge`, the bridge is
     given IPv4 first. A failed create raises "container creation failed: ..."; a failed start removes the
-    container again and raises the start error. `target` places it on a cluster member. `cancel_check` is
+    container again and raises the start error. `target` places it on a cluster member; `on_operation` hears
+    of each LXD operation (create, start) with its status. `cancel_check` is
     consulted after each step: when it answers true (or raises), what was created is removed and
     `CreateCancelled` (or its exception) is raised; a cancelled task rolls back the same way.
     """
@@ -176,7 +198,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
                                  params={"target": target} if target else None)
         created = True
         try:
-            await op.wait()
+            await _followed(op, on_operation)
         except (LXDUnavailable, LXDTimeout):
             raise
         except LXDError as exc:
@@ -185,7 +207,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         if spec.start:
             await report(progress, PROVISIONING, None, "Starting container")
             try:
-                await start_container(client, spec.name)
+                await start_container(client, spec.name, on_operation=on_operation)
             except LXDError as exc:
                 await _roll_back(client, spec.name, "a failed start")
                 raise ContainerStartError(_err(exc)) from exc

@@ -108,7 +108,8 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
         created = await create_from_spec(
             client, spec, sources=env.image_sources(spec.image.sources), alias_template=env.settings
             .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
-            progress=progress, cancel_check=lambda: ctx.cancel_requested, target=target)
+            progress=progress, cancel_check=lambda: ctx.cancel_requested, target=target,
+            on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status))
     except CreateCancelled:
         raise JobCancelled(ctx.job_id) from None
     except ContainerStartError as exc:
