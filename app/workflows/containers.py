@@ -73,9 +73,14 @@ async def _rollback_create(ctx: JobContext) -> None:
         await remove_container(client, ctx.params["name"])
 
 
+def _spec_of(params: dict[str, Any]) -> ContainerSpec:
+    """The spec a create job was given (its params also carry the placement `target`)."""
+    return ContainerSpec.model_validate({k: v for k, v in params.items() if k != "target"})
+
+
 async def _recover_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
     client = _client(ctx)
-    spec = ContainerSpec.model_validate(ctx.params)
+    spec = _spec_of(ctx.params)
     status = await _status(client, spec.name)
     if status is not None and (status == "Running" or (not spec.start and CREATED_STEP in ctx.checkpoints)):
         return RecoveryOutcome.succeeded(await _view(ctx, client, spec.name))
@@ -93,9 +98,8 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
     """Find (or copy) the image, create the container, start it; a failed start removes it again."""
     env = workflow_env(ctx)
     client = env.client(ctx.remote, ctx.project)
-    params = dict(ctx.params)
-    target = params.pop("target", None)
-    spec = ContainerSpec.model_validate(params)
+    target = ctx.params.get("target")
+    spec = _spec_of(ctx.params)
 
     async def progress(stage: str | None, percent: int | None, message: str | None) -> None:
         await ctx.progress(stage, percent, message)
