@@ -235,15 +235,26 @@ class ExecProcess:
         await asyncio.shield(self._kill_and_close())
 
 
+STOPPED_ACTIONS = frozenset({"instance-stopped", "instance-shutdown", "instance-deleted"})
+
+
 class ConsoleSession:
     """An attached instance console: `output` stream, `write`, `resize`; `close` detaches."""
 
-    def __init__(self, op: Operation, socks: dict[str, ClientConnection]) -> None:
+    def __init__(self, op: Operation, socks: dict[str, ClientConnection],
+                 stopped: asyncio.Task[None] | None = None) -> None:
         self.operation = op
         self._socks = socks
         self.output = OutputStream()
         self._task = asyncio.get_running_loop().create_task(self._pump())
         self._ctl = asyncio.get_running_loop().create_task(ExecProcess._drain(socks["control"]))
+        self._stopped = stopped
+        if stopped is not None:  # LXD keeps the console open after the instance stops: end the output then
+            stopped.add_done_callback(self._on_stopped)
+
+    def _on_stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self._closing = asyncio.ensure_future(self._socks["0"].close())
 
     async def _pump(self) -> None:
         try:
@@ -267,7 +278,9 @@ class ConsoleSession:
         for name in ("control", "0"):
             with contextlib.suppress(Exception):
                 await self._socks[name].close()
-        for t in (self._task, self._ctl):
+        for t in (self._task, self._ctl, self._stopped):
+            if t is None:
+                continue
             t.cancel()
             with contextlib.suppress(BaseException):
                 await t
@@ -366,10 +379,33 @@ class Exec:
 
     async def console(self, instance: str, *, width: int = 80, height: int = 24, project: str | None = None,
                       connect_timeout: float = 5.0) -> ConsoleSession:
-        """Attach to the instance's console (`type: console`)."""
-        op = await self._client.mutate("POST", f"/1.0/instances/{quote(instance, safe='')}/console",
-                                       json={"width": width, "height": height, "type": "console"},
-                                       project=project, wait=False)
-        fds: dict[str, str] = dict(op.metadata.get("fds") or {})
-        socks = await _connect_all(self._client, op, fds, connect_timeout)
-        return ConsoleSession(op, socks)
+        """Attach to the instance's console (`type: console`). The session's output ends when the instance stops
+        (LXD itself keeps a console open past that)."""
+        watching = asyncio.Event()
+        stopped = asyncio.get_running_loop().create_task(self._until_stopped(instance, project, watching))
+        try:
+            await asyncio.wait_for(watching.wait(), connect_timeout)  # subscribed before the console exists
+            op = await self._client.mutate("POST", f"/1.0/instances/{quote(instance, safe='')}/console",
+                                           json={"width": width, "height": height, "type": "console"},
+                                           project=project, wait=False)
+            fds: dict[str, str] = dict(op.metadata.get("fds") or {})
+            socks = await _connect_all(self._client, op, fds, connect_timeout)
+        except BaseException:
+            stopped.cancel()
+            raise
+        return ConsoleSession(op, socks, stopped)
+
+    async def _until_stopped(self, instance: str, project: str | None, watching: asyncio.Event) -> None:
+        """Return once a lifecycle event says `instance` stopped (or was deleted)."""
+        try:
+            async with self._client.events.subscribe({"lifecycle"}, project=project) as sub:
+                watching.set()
+                while True:
+                    event = await sub.get()
+                    md = event.metadata
+                    if md.get("action") in STOPPED_ACTIONS and str(md.get("source", "")).endswith(
+                            f"/instances/{quote(instance, safe='')}"):
+                        return
+        except LXDError:
+            watching.set()  # no events stream: the console still works, it just cannot see the stop
+            await asyncio.Event().wait()

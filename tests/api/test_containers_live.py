@@ -238,3 +238,36 @@ async def test_hundred_megabytes_up_and_down_in_bounded_memory(gateway: tuple[st
         assert growth_mib < 50, growth_mib
         r = await c.delete(url, params={"path": "/root/big.bin"})
         assert r.status_code == 204
+
+
+async def test_console_shows_output_and_ends_with_exit_when_the_container_stops(gateway: tuple[str, int]) -> None:
+    host, _ = gateway
+    name = f"{PREFIX}-con"
+    async with httpx.AsyncClient(base_url=f"http://{host}", timeout=130) as c:
+        r = await c.post("/v1/containers", json={"name": name, "image": IMAGE}, params={"wait": 120})
+        assert r.json()["status"] == "succeeded", r.text
+        async with websockets.connect(f"ws://{host}/v1/containers/{name}/console") as ws:
+            await ws.send(json.dumps({"width": 80, "height": 24}))
+            await ws.send(json.dumps({"type": "resize", "width": 100, "height": 30}))
+            # Something in the container writes to its console: it arrives on the websocket.
+            r = await c.post(f"/v1/containers/{name}/exec", params={"wait": 30},
+                             json={"command": ["sh", "-c", "echo console-probe > /dev/console"]})
+            assert r.json()["result"]["exit_code"] == 0, r.text
+            seen = b""
+            async with asyncio.timeout(15):
+                while b"console-probe" not in seen:
+                    frame = await ws.recv()
+                    assert isinstance(frame, bytes), frame
+                    seen += frame
+            stop = await c.post(f"/v1/containers/{name}/stop", json={"force": True}, params={"wait": 60})
+            assert stop.json()["status"] == "succeeded", stop.text
+            async with asyncio.timeout(20):
+                while True:
+                    frame = await ws.recv()
+                    if isinstance(frame, str):
+                        break
+            assert json.loads(frame) == {"type": "exit", "exit_code": None}
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        await c.delete(f"/v1/containers/{name}", params={"wait": 60})
