@@ -33,6 +33,7 @@ from app.core.service_support import PROVISIONING, ProgressFn, report, server_fa
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Progress
+from app.lxd.operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -307,15 +308,19 @@ def _progress_metadata(p: Progress) -> dict[str, Any]:
 
 async def copy_remote_image(client: Client, source: ImageSource, aliases: Sequence[str],
                             progress: ProgressFn | None = None, *, auto_update: bool = False,
-                            timeout: float | None = None) -> str:
+                            timeout: float | None = None,
+                            on_operation: Callable[[Operation], Awaitable[Any]] | None = None) -> str:
     """Pull `source` (an image found on an image server) into the local store under `aliases`; its fingerprint.
 
     Each progress update of the download is reported as "Retrieving image: N%". Every alias is made to point at
     the copied image, also when the image was already in the store under other aliases. A failed copy raises
     `ImageCopyError("image copy failed: <LXD's error>")`; cancelling the awaiting task cancels the download.
+    `on_operation` is handed LXD's download operation as soon as it exists (to record it, or to cancel it).
     """
     body = copy_image_request(source, aliases, auto_update=auto_update)
     op = await client.mutate("POST", "/1.0/images", json=body, wait=False)
+    if on_operation is not None:
+        await on_operation(op)
 
     async def follow() -> None:
         last = ""

@@ -2,9 +2,8 @@
 uploaded image, delete one.
 
 `image.find` and `image.copy` report LXD's download progress as "Retrieving image: N%". Cancelling an
-`image.copy` cancels LXD's operation; cancelling an `image.find` stops it where it is (a running download is
-cancelled with it). Uploaded files are spooled in the data directory by the route and removed by the job, whatever
-its outcome.
+`image.copy` or `image.find` cancels LXD's download as soon as LXD allows it (a lookup still under way just
+ends). Uploaded files are spooled in the data directory by the route and removed by the job, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from app.core.connection import ConnectionArgs, ServerSpec
 from app.core.images import ImageError, ImageSource, alias_for, image_progress
 from app.core.images_service import copy_remote_image, find_image
 from app.core.service_support import PROVISIONING, host_arch
-from app.jobs import CancelPolicy, Job, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, RecoveryOutcome, job_kind
 from app.lxd.client import Client
 from app.lxd.errors import NotFound, OperationCancelled
 from app.lxd.images import Image
@@ -65,7 +64,7 @@ def _message(p: Progress) -> tuple[int | None, str] | None:
 
 # -- image.find ----------------------------------------------------------------------------------------------------
 
-@job_kind("image.find", cancel=CancelPolicy.INTERRUPT)
+@job_kind("image.find", cancel=CancelPolicy.CANCEL_OPERATION)
 async def find(ctx: JobContext) -> dict[str, Any]:
     """Look for an image: the local alias first, then each source in order; with `copy_local`, pull it in."""
     client = _client(ctx)
@@ -92,10 +91,23 @@ async def find(ctx: JobContext) -> dict[str, Any]:
         local_alias = alias_for(series, arch or await host_arch(client), settings.image_alias_template)
     else:
         local_alias = p.get("local_alias") or str(alias)
+    downloads: list[Operation] = []
+
+    async def downloading(op: Operation) -> None:
+        downloads.append(op)
+        await ctx.record_operation(ctx.remote or "", op.id)
+        ctx.on_cancel(op.cancel_when_possible)  # LXD lets a download be cancelled once it has started
+
     try:
-        fingerprint = await copy_remote_image(client, found, [local_alias], ctx.progress)
+        fingerprint = await copy_remote_image(client, found, [local_alias], ctx.progress, on_operation=downloading)
     except ImageError as exc:
+        for op in downloads:
+            await ctx.record_operation(ctx.remote or "", op.id, op.state.status or "Failure")
+        if ctx.cancel_requested:
+            raise JobCancelled(ctx.job_id) from exc
         raise JobFailure("image-copy-failed", str(exc), status=502, source=source_name) from exc
+    for op in downloads:
+        await ctx.record_operation(ctx.remote or "", op.id, "Success")
     return {"fingerprint": fingerprint, "source": source_name, "alias": local_alias, "local": True, "copied": True}
 
 

@@ -74,3 +74,32 @@ async def test_cancelling_an_image_copy_job_cancels_the_download(
             # LXD 5.0 ends a cancelled download as a failure "context canceled"; newer ones as Cancelled (401).
             assert op.status_code == 401 or (op.status_code == 400 and "cancel" in op.err), op
         assert not await lxd.images.exists(fingerprint)
+
+
+async def test_cancelling_an_image_find_job_cancels_its_download(
+        tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo,
+        big_remote_image: tuple[str, str]) -> None:
+    alias, fingerprint = big_remote_image
+    async with throttled_proxy(image_server.https_port, 10 * 1024 * 1024) as port:
+        source = ImageSourceSettings(name="slow", url=f"https://127.0.0.1:{port}", protocol="lxd",
+                                     certificate=Path(image_server.server_cert))
+        app = create_app(make_settings(tmp_path, lxd_daemon, image_sources=[source]))
+        async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=60) as c:
+            r = await c.post("/v1/images/find", json={"alias": alias, "sources": ["slow"], "copy_local": True})
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            deadline = time.monotonic() + 60
+            while True:
+                job = (await c.get(f"/v1/jobs/{job_id}")).json()
+                if job["lxd_operations"] and (job["progress"]["message"] or "").startswith("Retrieving image"):
+                    break
+                assert job["status"] in ("queued", "running"), job
+                assert time.monotonic() < deadline, job
+                await asyncio.sleep(0.1)
+            assert (await c.delete(f"/v1/jobs/{job_id}")).status_code in (200, 202)
+            job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
+            assert job["status"] == "cancelled", json.dumps(job)
+            assert job["lxd_operations"][0]["status"] != "Success", job
+    async with Client.unix(lxd_daemon.socket_path) as lxd:
+        assert not await lxd.images.exists(fingerprint)
