@@ -23,10 +23,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from app.lxd.errors import Forbidden, LXDError, LXDUnavailable, NotFound
-from app.lxd.models import OperationState
+from app.lxd.models import OperationState, Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match
 
@@ -45,7 +45,7 @@ class InvalidToken(LXDError, ValueError):
     """The trust token cannot be decoded."""
 
 
-class TrustedCertificate(Resource):
+class TrustedCertificate(Resource, Tagged):
     """`GET /1.0/certificates/<fingerprint>`."""
 
     fingerprint: str
@@ -55,11 +55,6 @@ class TrustedCertificate(Resource):
     restricted: bool = False
     projects: list[str] = Field(default_factory=list)
     description: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 class TrustToken(Resource):
@@ -121,9 +116,7 @@ class Certificates:
     async def get(self, fingerprint: str) -> TrustedCertificate:
         """By fingerprint or a unique prefix of it."""
         env = await self._client.request("GET", _c(fingerprint), scoped=False)
-        cert = TrustedCertificate.model_validate(env.metadata)
-        cert._etag = env.etag
-        return cert
+        return TrustedCertificate.from_envelope(env)
 
     async def add(self, pem: str | bytes, *, name: str = "", type: str = "client", restricted: bool = False,
                   projects: list[str] | None = None, description: str = "") -> TrustedCertificate:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from app.lxd.errors import LXDError
+from app.lxd.models import Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource
 
@@ -24,7 +25,7 @@ class ClusterInfo(Resource):
     member_config: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class ClusterMember(Resource):
+class ClusterMember(Resource, Tagged):
     """`GET /1.0/cluster/members/<name>`."""
 
     server_name: str
@@ -38,11 +39,6 @@ class ClusterMember(Resource):
     roles: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
     config: dict[str, str] = Field(default_factory=dict)
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 def _m(name: str) -> str:
@@ -74,9 +70,7 @@ class Cluster:
 
     async def member(self, name: str) -> ClusterMember:
         env = await self._client.request("GET", _m(name), scoped=False)
-        member = ClusterMember.model_validate(env.metadata)
-        member._etag = env.etag
-        return member
+        return ClusterMember.from_envelope(env)
 
     async def member_state(self, name: str, action: str, *, mode: str | None = None,
                            wait: bool = True) -> Operation:

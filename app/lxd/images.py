@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import httpx
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from app.lxd.envelope import decode
 from app.lxd.errors import Conflict, LXDError, NotFound
-from app.lxd.models import Progress
+from app.lxd.models import Progress, Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match
 
@@ -52,18 +52,13 @@ class ImageAliasRef(Resource):
     description: str = ""
 
 
-class ImageAlias(Resource):
+class ImageAlias(Resource, Tagged):
     """`GET /1.0/images/aliases/<name>`."""
 
     name: str
     target: str = ""
     description: str = ""
     type: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 class ImageSourceInfo(Resource):
@@ -74,7 +69,7 @@ class ImageSourceInfo(Resource):
     image_type: str = ""
 
 
-class Image(Resource):
+class Image(Resource, Tagged):
     """`GET /1.0/images/<fingerprint>`; `etag` is the ETag to pass back on update."""
 
     fingerprint: str
@@ -94,11 +89,6 @@ class Image(Resource):
     last_used_at: datetime | None = None
     update_source: ImageSourceInfo | None = None
     project: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     @property
     def alias_names(self) -> list[str]:
@@ -286,9 +276,7 @@ class Images:
     async def get(self, fingerprint: str, *, project: str | None = None) -> Image:
         """The image whose fingerprint is (or starts with) `fingerprint`; `NotFound` when none or not unique."""
         env = await self._client.request("GET", image_path(fingerprint), project=project)
-        img = Image.model_validate(env.metadata)
-        img._etag = env.etag
-        return img
+        return Image.from_envelope(env)
 
     async def get_by_alias(self, alias: str, *, project: str | None = None) -> Image:
         return await self.get((await self.alias(alias, project=project)).target, project=project)
@@ -324,9 +312,7 @@ class Images:
 
     async def alias(self, name: str, *, project: str | None = None) -> ImageAlias:
         env = await self._client.request("GET", alias_path(name), project=project)
-        alias = ImageAlias.model_validate(env.metadata)
-        alias._etag = env.etag
-        return alias
+        return ImageAlias.from_envelope(env)
 
     async def create_alias(self, name: str, fingerprint: str, *, description: str = "",
                            project: str | None = None) -> None:

@@ -46,9 +46,7 @@ class Instances:
     async def get(self, name: str, *, project: str | None = None) -> Instance:
         """The instance, with its ETag in `.etag`."""
         env = await self._client.request("GET", _p(name), project=project)
-        inst = Instance.model_validate(env.metadata)
-        inst._etag = env.etag
-        return inst
+        return Instance.from_envelope(env)
 
     async def exists(self, name: str, *, project: str | None = None) -> bool:
         try:

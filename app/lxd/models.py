@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -104,7 +104,24 @@ class Event(LXDModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class Instance(LXDModel):
+class Tagged(LXDModel):
+    """An object LXD serves with an ETag: `etag` is what to pass back as If-Match on update."""
+
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        return self._etag
+
+    @classmethod
+    def from_envelope(cls, env: Any) -> Self:
+        """The object in a `sync` answer, with the answer's ETag."""
+        obj = cls.model_validate(env.metadata)
+        obj._etag = env.etag
+        return obj
+
+
+class Instance(Tagged):
     """An instance (`GET /1.0/instances/<name>`); `etag` is the ETag to pass back on update."""
 
     name: str
@@ -124,11 +141,6 @@ class Instance(LXDModel):
     last_used_at: datetime | None = None
     location: str = ""
     project: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""

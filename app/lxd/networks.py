@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from app.lxd.errors import BadRequest, Conflict
-from app.lxd.models import NetworkAddress
+from app.lxd.models import NetworkAddress, Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match, with_target
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Network(Resource):
+class Network(Resource, Tagged):
     """`GET /1.0/networks/<name>`."""
 
     name: str
@@ -32,11 +32,6 @@ class Network(Resource):
     locations: list[str] = Field(default_factory=list)
     used_by: list[str] = Field(default_factory=list)
     project: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 class NetworkInfo(Resource):
@@ -79,9 +74,7 @@ class Networks:
 
     async def get(self, name: str, *, project: str | None = None, target: str | None = None) -> Network:
         env = await self._client.request("GET", _p(name), params=with_target(target), project=project)
-        net = Network.model_validate(env.metadata)
-        net._etag = env.etag
-        return net
+        return Network.from_envelope(env)
 
     async def state(self, name: str, *, project: str | None = None, target: str | None = None) -> NetworkInfo:
         env = await self._client.request("GET", f"{_p(name)}/state", params=with_target(target), project=project)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from app.lxd.models import Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Profile(Resource):
+class Profile(Resource, Tagged):
     """`GET /1.0/profiles/<name>`; `etag` is the ETag to pass back on update."""
 
     name: str
@@ -27,11 +28,6 @@ class Profile(Resource):
     devices: dict[str, dict[str, str]] = Field(default_factory=dict)
     used_by: list[str] = Field(default_factory=list)
     project: str = ""
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""
@@ -62,9 +58,7 @@ class Profiles:
     async def get(self, name: str, *, project: str | None = None) -> Profile:
         """The profile, with its ETag in `.etag`."""
         env = await self._client.request("GET", _p(name), project=project)
-        profile = Profile.model_validate(env.metadata)
-        profile._etag = env.etag
-        return profile
+        return Profile.from_envelope(env)
 
     async def create(self, name: str, *, config: dict[str, str] | None = None,
                      devices: dict[str, dict[str, str]] | None = None, description: str = "",

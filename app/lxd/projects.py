@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from app.lxd.models import Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match
 
@@ -18,18 +19,13 @@ if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class Project(Resource):
+class Project(Resource, Tagged):
     """`GET /1.0/projects/<name>`."""
 
     name: str
     description: str = ""
     config: dict[str, str] = Field(default_factory=dict)
     used_by: list[str] = Field(default_factory=list)
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 def _p(name: str) -> str:
@@ -52,9 +48,7 @@ class Projects:
 
     async def get(self, name: str) -> Project:
         env = await self._client.request("GET", _p(name), scoped=False)
-        project = Project.model_validate(env.metadata)
-        project._etag = env.etag
-        return project
+        return Project.from_envelope(env)
 
     async def state(self, name: str) -> dict[str, Any]:
         """Resource usage and limits of a project."""

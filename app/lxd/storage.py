@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
+from app.lxd.models import Tagged
 from app.lxd.operations import Operation
 from app.lxd.resource import Resource, if_match, with_target
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from app.lxd.client import Client
 
 
-class StoragePool(Resource):
+class StoragePool(Resource, Tagged):
     """`GET /1.0/storage-pools/<name>`; `etag` is None on LXD 5.0, which checks If-Match but sends no ETag."""
 
     name: str
@@ -27,14 +28,9 @@ class StoragePool(Resource):
     config: dict[str, str] = Field(default_factory=dict)
     locations: list[str] = Field(default_factory=list)
     used_by: list[str] = Field(default_factory=list)
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
-class StorageVolume(Resource):
+class StorageVolume(Resource, Tagged):
     """`GET /1.0/storage-pools/<pool>/volumes/<type>/<name>`."""
 
     name: str
@@ -45,11 +41,6 @@ class StorageVolume(Resource):
     location: str = ""
     project: str = ""
     used_by: list[str] = Field(default_factory=list)
-    _etag: str | None = PrivateAttr(default=None)
-
-    @property
-    def etag(self) -> str | None:
-        return self._etag
 
 
 def _pool(name: str) -> str:
@@ -75,9 +66,7 @@ class Storage:
 
     async def get(self, name: str, *, target: str | None = None) -> StoragePool:
         env = await self._client.request("GET", _pool(name), params=with_target(target), scoped=False)
-        pool = StoragePool.model_validate(env.metadata)
-        pool._etag = env.etag
-        return pool
+        return StoragePool.from_envelope(env)
 
     async def resources(self, name: str, *, target: str | None = None) -> dict[str, Any]:
         """Space and inode usage of a pool."""
@@ -122,9 +111,7 @@ class Storage:
     async def volume(self, pool: str, name: str, *, vtype: str = "custom", project: str | None = None,
                      target: str | None = None) -> StorageVolume:
         env = await self._client.request("GET", _vol(pool, name, vtype), params=with_target(target), project=project)
-        vol = StorageVolume.model_validate(env.metadata)
-        vol._etag = env.etag
-        return vol
+        return StorageVolume.from_envelope(env)
 
     async def create_volume(self, pool: str, name: str, *, config: dict[str, str] | None = None,
                             content_type: str = "filesystem", description: str = "",
