@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require
+from app.api.common import check_if_match, merge_patch
 from app.api.deps import NAME_PATTERN, NAME_RULE, Backend, BackendDep, ContainerName, IfMatch
 from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
@@ -227,13 +228,6 @@ async def require_free_name(b: Backend, name: str) -> None:
         raise ProblemError(409, f"container {name!r} exists", slug="container-exists")
 
 
-def etag_value(header: str | None) -> str | None:
-    if not header:
-        return None
-    value = header.strip()
-    return (value[2:] if value.startswith("W/") else value).strip('"')
-
-
 def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
     return container_view(data, remote=b.remote, project=b.project)
 
@@ -241,20 +235,6 @@ def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
 def _with_etag(b: Backend, data: dict[str, Any]) -> JSONResponse:
     etag = data.get("_etag")
     return JSONResponse(_view(b, data), headers={"ETag": f'"{etag}"'} if etag else None)
-
-
-def merge_patch(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7396 on one level of maps (and a second for device maps): `None` removes."""
-    out = dict(current or {})
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping):
-            out[key] = {k: v for k, v in merge_patch(out.get(key) if isinstance(out.get(key), Mapping) else {},
-                                                     value).items()}
-        else:
-            out[key] = value
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ routes
@@ -370,9 +350,7 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
         inst = await b.client.instances.get(name)
     except NotFound:
         raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    wanted = etag_value(if_match)
-    if wanted is not None and wanted != "*" and wanted != inst.etag:
-        raise ProblemError(412, "the container changed since that ETag", slug="precondition-failed")
+    check_if_match(if_match, inst.etag, f"container {name!r}")
     body = inst.writable()
     if patch.config is not None:
         body["config"] = merge_patch(body["config"], patch.config)
