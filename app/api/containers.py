@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require
 from app.api.common import check_if_match, merge_patch
-from app.api.deps import NAME_PATTERN, NAME_RULE, Backend, BackendDep, ContainerName, IfMatch
+from app.api.deps import (
+    CONFIG_KEY_PATTERN,
+    DEVICE_NAME_PATTERN,
+    NAME_PATTERN,
+    NAME_RULE,
+    Backend,
+    BackendDep,
+    ContainerName,
+    IfMatch,
+)
 from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import enforce
@@ -35,8 +44,8 @@ router = APIRouter(prefix="/v1/containers", tags=["containers"])
 READ = [Depends(require(Scope.read))]
 WRITE = [Depends(require(Scope.write))]
 
-CONFIG_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
-DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+CONFIG_KEY_RE = re.compile(CONFIG_KEY_PATTERN)
+DEVICE_NAME_RE = re.compile(DEVICE_NAME_PATTERN)
 DEVICE_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 DEVICE_TYPES = {"none", "nic", "disk", "unix-char", "unix-block", "unix-hotplug", "usb", "gpu", "infiniband",
                 "proxy", "tpm", "pci"}

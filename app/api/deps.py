@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query
+from pydantic import StringConstraints
 from starlette.requests import HTTPConnection
 
 from app.api.auth import Principal, current_principal
@@ -23,6 +24,15 @@ NAME_RE = re.compile(NAME_PATTERN)
 NAME_RULE = ("1-63 characters: letters, digits and hyphens, not starting with a digit or hyphen, "
              "not ending with a hyphen")
 PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+CONFIG_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$"
+DEVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+# Keys of LXD config maps and device maps, checked before LXD sees them (LXD answers some bad keys with a 500).
+ConfigKey = Annotated[str, StringConstraints(pattern=CONFIG_KEY_PATTERN)]
+DeviceName = Annotated[str, StringConstraints(pattern=DEVICE_NAME_PATTERN)]
+Config = dict[ConfigKey, str]
+Device = dict[ConfigKey, str]
+Devices = dict[DeviceName, Device]
 
 
 def valid_name(name: str) -> bool:

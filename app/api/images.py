@@ -16,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
@@ -204,7 +205,7 @@ async def create_alias(body: AliasCreate, backend: BackendDep, response: Respons
         existing = await backend.client.images.alias(body.name)
         raise ProblemError(409, f"alias {body.name!r} exists (it points at {existing.target})", slug="exists")
     await backend.client.images.create_alias(body.name, image.fingerprint, description=body.description)
-    response.headers["Location"] = f"/v1/images/aliases/{body.name}"
+    response.headers["Location"] = f"/v1/images/aliases/{quote(body.name, safe='/')}"  # any character, URL-encoded
     return AliasOut.of(await backend.client.images.alias(body.name))
 
 

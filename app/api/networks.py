@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.common import Admin, Reader
-from app.api.deps import BackendDep
+from app.api.deps import BackendDep, Config
 from app.api.pagination import Page, PageDep, paginate
 from app.api.problems import ProblemError, problem_responses
 from app.core.network_service import ensure_ipv4
@@ -43,8 +43,8 @@ class NetworkCreate(BaseModel):
     name: str = Field(pattern=NETWORK_NAME, description="at most 15 characters", examples=["br-apps"])
     type: str = Field("bridge", pattern=r"^[a-z-]+$", description="`bridge`, `macvlan`, `sriov`, `ovn`, `physical`",
                       examples=["bridge"])
-    config: dict[str, str] = Field(default_factory=dict, description="the network's config",
-                                   examples=[{"ipv4.address": "auto", "ipv4.nat": "true", "ipv6.address": "none"}])
+    config: Config = Field(default_factory=dict, description="the network's config",
+                           examples=[{"ipv4.address": "auto", "ipv4.nat": "true", "ipv6.address": "none"}])
     description: str = Field("", description="free text", examples=["application bridge"])
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.common import Admin, Reader, Writer, check_if_match, merge_patch, service_problem, set_etag
-from app.api.deps import NAME_PATTERN, NAME_RULE, BackendDep, IfMatch
+from app.api.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import enforce
 from app.api.problems import ProblemError, problem_responses
@@ -30,10 +30,8 @@ class ProfileBody(BaseModel):
     """What a PUT replaces: description, config and devices."""
 
     description: str = Field("", description="free text", examples=["web servers"])
-    config: dict[str, str] = Field(default_factory=dict, description="LXD instance config keys",
-                                   examples=[CONFIG_EXAMPLE])
-    devices: dict[str, dict[str, str]] = Field(default_factory=dict, description="devices by name",
-                                               examples=[DEVICES_EXAMPLE])
+    config: Config = Field(default_factory=dict, description="LXD instance config keys", examples=[CONFIG_EXAMPLE])
+    devices: Devices = Field(default_factory=dict, description="devices by name", examples=[DEVICES_EXAMPLE])
 
 
 class ProfileCreate(ProfileBody):
@@ -44,9 +42,9 @@ class ProfilePatch(BaseModel):
     """A JSON merge patch (RFC 7396): `null` removes a config key or a device."""
 
     description: str | None = Field(None, description="new description (absent: unchanged)", examples=["web"])
-    config: dict[str, str | None] | None = Field(None, description="keys to set; `null` removes one",
-                                                 examples=[{"limits.cpu": "4", "user.team": None}])
-    devices: dict[str, dict[str, str | None] | None] | None = Field(
+    config: dict[ConfigKey, str | None] | None = Field(None, description="keys to set; `null` removes one",
+                                                       examples=[{"limits.cpu": "4", "user.team": None}])
+    devices: dict[DeviceName, dict[ConfigKey, str | None] | None] | None = Field(
         None, description="devices to add or merge; `null` removes one", examples=[{"eth1": None}])
 
 

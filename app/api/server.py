@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
 from app.api.common import Admin, Reader, check_if_match, set_etag
-from app.api.deps import BackendDep, IfMatch
+from app.api.deps import BackendDep, ConfigKey, IfMatch
 from app.api.problems import ProblemError, problem_responses
 from app.core.certificates import fingerprint_of_pem
 from app.core.proxies_service import configure_proxies
@@ -43,7 +43,7 @@ class ServerOut(BaseModel):
 class ConfigPatch(BaseModel):
     """A JSON merge patch of the server config: keys given are set, `null` unsets one, others are kept."""
 
-    config: dict[str, str | int | bool | None] = Field(
+    config: dict[ConfigKey, str | int | bool | None] = Field(
         description="server config keys (`core.*`, `images.*`, ...)",
         examples=[{"images.auto_update_interval": "12", "core.proxy_ignore_hosts": None}])
 

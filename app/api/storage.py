@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from app.api.common import Admin, Reader, Writer, service_problem
-from app.api.deps import BackendDep
+from app.api.deps import BackendDep, Config
 from app.api.pagination import Page, PageDep, paginate
 from app.api.problems import ProblemError, problem_responses
 from app.core.storage_service import StorageServiceError, create_pool, create_volume
@@ -41,7 +41,7 @@ class PoolCreate(BaseModel):
     name: str = Field(pattern=STORAGE_NAME, description="the pool's name", examples=["fast"])
     driver: str = Field(pattern=r"^[a-z]+$", description="`dir`, `btrfs`, `zfs`, `lvm`, `ceph`, ...",
                         examples=["dir"])
-    config: dict[str, str] = Field(default_factory=dict, description="driver config", examples=[{}])
+    config: Config = Field(default_factory=dict, description="driver config", examples=[{}])
     description: str = Field("", description="free text", examples=["SSD pool"])
 
 
@@ -63,7 +63,7 @@ class VolumeOut(BaseModel):
 
 class VolumeCreate(BaseModel):
     name: str = Field(pattern=STORAGE_NAME, description="the custom volume's name", examples=["data"])
-    config: dict[str, str] = Field(default_factory=dict, description="volume config", examples=[{"size": "1GiB"}])
+    config: Config = Field(default_factory=dict, description="volume config", examples=[{"size": "1GiB"}])
 
 
 @router.get("", summary="List storage pools", response_model=Page[PoolOut], operation_id="storage-pools-list",

@@ -22,6 +22,7 @@ text, the request method and path, and the operation id when one is involved::
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -124,6 +125,10 @@ _BY_STATUS: dict[int, type[LXDError]] = {
 _CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy")
 
 
+# LXD 5.0 also answers with HTTP 500 when a fingerprint prefix fits several objects: the request is at fault.
+_AMBIGUOUS = re.compile(r"more than one \w+ matches", re.I)
+
+
 def _is_conflict(error: str) -> bool:
     return any(t in error.lower() for t in _CONFLICT_TEXT)
 
@@ -135,6 +140,8 @@ def error_for(status: int, error: str, *, method: str = "", path: str = "",
     if cls is None:
         if status == 500 and _is_conflict(error):
             cls = Conflict
+        elif status == 500 and _AMBIGUOUS.search(error):
+            cls = BadRequest
         elif status == 503:
             cls = LXDUnavailable
         else:

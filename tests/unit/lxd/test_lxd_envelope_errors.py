@@ -104,3 +104,11 @@ def test_no_io_in_constructors(tmp_path: object) -> None:
                      server_fingerprint="00" * 32)
     with pytest.raises(ValueError):
         lxd.Client.https("https://x", client_cert="c", client_key="k", server_fingerprint="short")
+
+
+def test_ambiguous_prefix_is_a_bad_request_not_a_server_error() -> None:
+    from app.lxd.errors import BadRequest, error_for
+
+    assert isinstance(error_for(500, "More than one certificate matches"), BadRequest)
+    assert isinstance(error_for(500, "More than one image matches"), BadRequest)
+    assert not isinstance(error_for(500, "some other failure"), BadRequest)
