@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")
     rate_limit: str = Field("1200/minute", description="requests per token in the `limits` notation "
-                            "(`100/second`, `1200/minute`); with authentication off all callers share one budget; "
+                            "(`100/second`, `1200/minute`), per client address when authentication is off; "
                             "empty: no limit")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest JSON request body (413 above)")
     max_upload_bytes: int = Field(0, ge=0, description="largest upload body (files, images); 0: no limit")

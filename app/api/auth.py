@@ -85,6 +85,9 @@ async def current_principal(conn: HTTPConnection) -> Principal:
     """The caller, from `Authorization: Bearer` or (websockets, SSE) a one-time `?ticket=`."""
     settings = conn.app.state.settings
     if not settings.auth_enabled:
+        if "principal" not in conn.scope.setdefault("state", {}):
+            await conn.app.state.rate_limit.hit(f"address:{conn.client.host if conn.client else 'unknown'}")
+            conn.scope["state"]["principal"] = ANONYMOUS_ADMIN
         return ANONYMOUS_ADMIN
     cached = conn.scope.get("state", {}).get("principal")
     if cached is not None:

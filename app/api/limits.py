@@ -31,7 +31,7 @@ class RateLimit:
         if not await self.limiter.hit(self.item, who):
             stats = await self.limiter.get_window_stats(self.item, who)
             retry = max(1, math.ceil(stats.reset_time - time.time()))
-            raise ProblemError(429, f"rate limit of {self.item} exceeded for this token", slug="rate-limited",
+            raise ProblemError(429, f"rate limit of {self.item} exceeded", slug="rate-limited",
                                headers={"Retry-After": str(retry)})
 
 

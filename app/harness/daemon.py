@@ -492,6 +492,14 @@ class LocalDaemon:
         (self.dir / "daemon.json").write_text(json.dumps(asdict(self.info), indent=2))
         return self.info
 
+    def _keep_log(self, why: str) -> None:
+        """A daemon that died on its own: keep its log (the directory goes) for whoever reads the failure."""
+        with contextlib.suppress(OSError):
+            out = Path("test-artifacts") / f"lxd-{self.dir.name}.log"
+            out.parent.mkdir(exist_ok=True)
+            shutil.copyfile(self.dir / "lxd.log", out)
+            log(f"LXD in {self.dir} {why}; its log is kept in {out}")
+
     @staticmethod
     def _wait_port(port: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -516,6 +524,8 @@ class LocalDaemon:
     def stop(self) -> None:
         """Stop the daemon and remove every trace of it (the directory too, unless persistent)."""
         state = HarnessState.load(self.dir) or self.state
+        if self.proc is not None and self.proc.poll() is not None and not self.persistent:
+            self._keep_log(f"exited with {self.proc.returncode} before it was stopped")
         if self.socket_path.exists():
             with contextlib.suppress(Exception):
                 api = LXDApi(self.socket_path)

@@ -76,3 +76,10 @@ async def test_unfinished_jobs_per_token_are_limited(tmp_path: Path, lxd_daemon:
         assert len(jobs) == 2
         for job in jobs:
             await c.delete(f"/v1/jobs/{job['id']}")
+
+
+async def test_without_authentication_the_rate_limit_is_per_address(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    async for c in _client(tmp_path, lxd_daemon, auth_enabled=False, rate_limit="3/minute"):
+        codes = [(await c.get("/v1/whoami")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        assert (await c.get("/livez")).status_code == 200  # probes are never limited
