@@ -40,6 +40,18 @@ async def big_remote_image(image_server: DaemonInfo) -> AsyncIterator[tuple[str,
                 await remote.images.delete(img.fingerprint)
 
 
+async def downloading(c: httpx.AsyncClient, job_id: str) -> dict[str, object]:
+    """The job, once LXD's download runs: an LXD operation is recorded and LXD's own progress came through."""
+    deadline = time.monotonic() + 60
+    while True:
+        job = (await c.get(f"/v1/jobs/{job_id}")).json()
+        if job["lxd_operations"] and (job["progress"]["message"] or "").startswith("Retrieving image"):
+            return dict(job)
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.1)
+
+
 async def test_cancelling_an_image_copy_job_cancels_the_download(
         tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo,
         big_remote_image: tuple[str, str]) -> None:
@@ -54,16 +66,8 @@ async def test_cancelling_an_image_copy_job_cancels_the_download(
                                                  "aliases": [f"copy-{alias}"]})
             assert r.status_code == 202, r.text
             job_id = r.json()["id"]
-            # Wait until LXD's download runs: its own progress came through the job.
-            deadline = time.monotonic() + 60
-            while True:
-                job = (await c.get(f"/v1/jobs/{job_id}")).json()
-                if job["lxd_operations"] and (job["progress"]["message"] or "").startswith("Retrieving image"):
-                    break
-                assert job["status"] in ("queued", "running"), job
-                assert time.monotonic() < deadline, job
-                await asyncio.sleep(0.1)
-            op_id = job["lxd_operations"][0]["id"]
+            job = await downloading(c, job_id)
+            op_id = job["lxd_operations"][0]["id"]  # type: ignore[index]
             cancel = await c.delete(f"/v1/jobs/{job_id}")
             assert cancel.status_code in (200, 202), cancel.text
             job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
@@ -89,14 +93,7 @@ async def test_cancelling_an_image_find_job_cancels_its_download(
             r = await c.post("/v1/images/find", json={"alias": alias, "sources": ["slow"], "copy_local": True})
             assert r.status_code == 202, r.text
             job_id = r.json()["id"]
-            deadline = time.monotonic() + 60
-            while True:
-                job = (await c.get(f"/v1/jobs/{job_id}")).json()
-                if job["lxd_operations"] and (job["progress"]["message"] or "").startswith("Retrieving image"):
-                    break
-                assert job["status"] in ("queued", "running"), job
-                assert time.monotonic() < deadline, job
-                await asyncio.sleep(0.1)
+            await downloading(c, job_id)
             assert (await c.delete(f"/v1/jobs/{job_id}")).status_code in (200, 202)
             job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
             assert job["status"] == "cancelled", json.dumps(job)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,23 +10,18 @@ from pathlib import Path
 import pytest
 
 from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.lxd import Client, LXDError
+from app.lxd import Client
+from tests.integration.cleanup import remove_instance  # noqa: F401 - re-exported to the tests here
+from tests.integration.cleanup import unique as shared_unique
 
 
 def unique(prefix: str = "lgw") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return shared_unique(prefix, 8)
 
 
 def bridge_name() -> str:
     """A unique bridge name (15 characters at most, `lgw` prefix, so the harness cleans up after a killed run)."""
     return "lgw" + uuid.uuid4().hex[:9]
-
-
-async def remove_instance(client: Client, name: str) -> None:
-    with contextlib.suppress(LXDError):
-        await client.instances.set_state(name, "stop", force=True)
-    with contextlib.suppress(LXDError):
-        await client.instances.delete(name)
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,13 @@ fingerprint; every test using `client` runs over all three."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from app.harness.daemon import DaemonInfo
-from app.lxd import Client, LXDError
+from app.lxd import Client
+from tests.integration.cleanup import remove_instance, unique
 
 TRANSPORTS = ["unix", "https-cert", "https-fingerprint"]
 
@@ -23,17 +22,6 @@ def make_client(kind: str, daemon: DaemonInfo) -> Client:
                             server_cert=daemon.server_cert)
     return Client.https(daemon.https_url, client_cert=daemon.client_cert, client_key=daemon.client_key,
                         server_fingerprint=daemon.server_fingerprint)
-
-
-def unique(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def remove_instance(client: Client, name: str) -> None:
-    with contextlib.suppress(LXDError):
-        await client.instances.set_state(name, "stop", force=True)
-    with contextlib.suppress(LXDError):
-        await client.instances.delete(name)
 
 
 @pytest.fixture(scope="session", params=TRANSPORTS)

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import uuid
 
 import pytest
 
 from app.harness.daemon import DaemonInfo
-from app.lxd import Client, Conflict, LXDError, NotFound, OperationFailed, PreconditionFailed
+from app.lxd import Client, Conflict, NotFound, OperationFailed, PreconditionFailed
+from tests.integration.cleanup import remove_instance, unique
 
 pytestmark = pytest.mark.integration
-
-
-def unique(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def remove(client: Client, name: str) -> None:
-    with contextlib.suppress(LXDError):
-        await client.instances.set_state(name, "stop", force=True)
-    with contextlib.suppress(LXDError):
-        await client.instances.delete(name)
 
 
 async def test_server_facts(client: Client) -> None:
@@ -81,7 +69,7 @@ async def test_lifecycle_etag_rename_snapshots(client: Client, fresh: str) -> No
         with pytest.raises(NotFound):
             await client.instances.get(new)
     finally:
-        await remove(client, new)
+        await remove_instance(client, new)
 
 
 async def test_create_empty_and_copy_and_list(client: Client, fresh: str) -> None:
@@ -97,8 +85,8 @@ async def test_create_empty_and_copy_and_list(client: Client, fresh: str) -> Non
         everywhere = await client.instances.list(all_projects=True)
         assert copy in {i.name for i in everywhere}
     finally:
-        await remove(client, empty)
-        await remove(client, copy)
+        await remove_instance(client, empty)
+        await remove_instance(client, copy)
 
 
 async def test_start_failure_is_an_operation_error(client: Client, fresh: str) -> None:
@@ -145,7 +133,7 @@ async def test_create_from_remote_image_server(client: Client, image_server: Dae
                                       protocol="lxd", certificate=cert, timeout=120)
         assert (await client.instances.get(name)).status == "Stopped"
     finally:
-        await remove(client, name)
+        await remove_instance(client, name)
 
 
 async def test_twenty_concurrent_launches_share_one_events_connection(lxd_daemon: DaemonInfo) -> None:
@@ -160,4 +148,4 @@ async def test_twenty_concurrent_launches_share_one_events_connection(lxd_daemon
             assert c.events.connection_count == 1
             print(f"20 concurrent create+start: {elapsed:.1f}s")
         finally:
-            await asyncio.gather(*(remove(c, n) for n in names))
+            await asyncio.gather(*(remove_instance(c, n) for n in names))

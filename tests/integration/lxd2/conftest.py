@@ -3,25 +3,13 @@ client of it (pinned by fingerprint), and a unix-socket client of the image serv
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from app.harness.daemon import DaemonInfo
-from app.lxd import Client, LXDError
-
-
-def unique(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def remove_instance(client: Client, name: str) -> None:
-    with contextlib.suppress(LXDError):
-        await client.instances.set_state(name, "stop", force=True)
-    with contextlib.suppress(LXDError):
-        await client.instances.delete(name)
+from app.lxd import Client
+from tests.integration.cleanup import remove_instance, unique  # noqa: F401 - re-exported to the tests here
 
 
 @pytest.fixture(scope="session")
