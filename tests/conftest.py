@@ -14,6 +14,8 @@ import pytest
 
 from app.harness.daemon import DaemonInfo, HarnessEnvironment, HarnessError, harness_environment
 
+_ENV: list[HarnessEnvironment] = []
+
 
 @pytest.fixture(scope="session")
 def lxd_env() -> Iterator[HarnessEnvironment]:
@@ -22,10 +24,27 @@ def lxd_env() -> Iterator[HarnessEnvironment]:
         env = cm.__enter__()
     except (HarnessError, OSError) as exc:
         pytest.fail(f"the private LXD could not be started: {exc}", pytrace=False)
+    _ENV.append(env)
     try:
         yield env
     finally:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def _lxd_still_running(request: pytest.FixtureRequest) -> None:
+    """Before each test that uses the private LXD: restart it if it died during an earlier test (and say so)."""
+    if "lxd_env" in request.fixturenames:
+        env: HarnessEnvironment = request.getfixturevalue("lxd_env")
+        for directory in env.revive():
+            print(f"\n[lxd-harness] the LXD in {directory} had died and was restarted; see test-artifacts/")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    env = _ENV[0] if _ENV else None
+    if env is not None and env.revived:
+        terminalreporter.write_line(f"LXD died during the run and was restarted: {', '.join(env.revived)} "
+                                    "(its log is in test-artifacts/)", red=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,3 +64,28 @@ def test_image_server_serves_public_image(image_server: DaemonInfo) -> None:
     with httpx.Client(base_url=image_server.https_url, verify=ctx, timeout=10) as c:
         images = c.get("/1.0/images").json()["metadata"]
         assert f"/1.0/images/{image_server.image_fingerprint}" in images
+
+
+def test_a_daemon_that_dies_is_revived_with_its_log_kept(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from app.harness.daemon import HarnessEnvironment, LocalDaemon, image_tarball
+
+    daemon = LocalDaemon()
+    try:
+        daemon.start()
+        info = daemon.prepare(image_tarball=image_tarball(), https=False)
+        env = HarnessEnvironment(main=info, image_server=info, daemons=[daemon])
+        assert env.revive() == []
+        assert daemon.proc is not None
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(10)
+        assert env.revive() == [str(daemon.dir)]
+        with httpx.Client(transport=httpx.HTTPTransport(uds=info.socket_path), base_url="http://lxd") as c:
+            aliases = c.get("/1.0/images/aliases").json()["metadata"]
+        assert "/1.0/images/aliases/busybox" in aliases  # the same daemon, its state kept
+        assert Path(f"test-artifacts/lxd-{daemon.dir.name}.log").exists()
+    finally:
+        daemon.stop()
+        Path(f"test-artifacts/lxd-{daemon.dir.name}.log").unlink(missing_ok=True)
