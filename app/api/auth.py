@@ -32,10 +32,12 @@ class Principal:
     projects: tuple[str, ...] | None = None
     allow: frozenset[str] = frozenset()
     authenticated: bool = True
+    token_id: str = "anonymous"
+    """The token's stable id (jobs, tickets and streams are bound to it, not to the name)."""
 
     @classmethod
     def from_record(cls, r: TokenRecord) -> Principal:
-        return cls(name=r.name, scopes=frozenset(r.effective_scopes()),
+        return cls(name=r.name, token_id=r.id, scopes=frozenset(r.effective_scopes()),
                    remotes=tuple(r.remotes) if r.remotes is not None else None,
                    projects=tuple(r.projects) if r.projects is not None else None, allow=frozenset(r.allow))
 

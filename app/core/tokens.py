@@ -46,6 +46,11 @@ class TokenRecord(BaseModel):
     created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     secret_sha256: str
 
+    @property
+    def id(self) -> str:
+        """A stable id of this token (not its name: a name can be reused by a later token with another secret)."""
+        return hashlib.sha256(b"lxdgw-token-id:" + self.secret_sha256.encode()).hexdigest()[:24]
+
     def effective_scopes(self) -> set[Scope]:
         out: set[Scope] = set()
         for s in self.scopes:
