@@ -44,6 +44,17 @@ POST /v1/certificates/generate; POST /v1/certificates/tokens; WS /v1/events
 """
 
 
+# Routes the contract's "Round 2 additions" name for an issue that has not built them yet. Each stays listed only
+# while it is truly missing (a test below fails once it exists, so the entry is then removed).
+NOT_YET_BUILT = {
+    ("GET", "/v1/cluster/members"),  # the backends issue
+    ("GET", "/v1/storage-pools/{}/volumes/{}/snapshots"),  # storage-volume snapshots (the house issue)
+    ("POST", "/v1/storage-pools/{}/volumes/{}/snapshots"),
+    ("POST", "/v1/storage-pools/{}/volumes/{}/snapshots/{}/restore"),
+    ("DELETE", "/v1/storage-pools/{}/volumes/{}/snapshots/{}"),
+}
+
+
 def _norm(path: str) -> str:
     return re.sub(r"\{[^}]*\}", "{}", path.split("?", 1)[0].strip())
 
@@ -106,7 +117,7 @@ def test_every_contract_route_is_documented_with_its_problems(schema: dict[str, 
     ops = _operations(schema)
     websockets = {_norm(p): w for p, w in schema.get("x-websockets", {}).items()}
     missing = []
-    for method, path in sorted(contract_routes()):
+    for method, path in sorted(contract_routes() - NOT_YET_BUILT):
         if method == "WS":
             if path not in websockets or websockets[path]["protocol"] != "websocket":
                 missing.append(f"WS {path}")
@@ -128,6 +139,13 @@ def test_every_contract_route_is_documented_with_its_problems(schema: dict[str, 
         if ("{}" in path or op.get("requestBody")) and not {404, 422} & set(problems):
             missing.append(f"{method} {path}: neither 404 nor 422 documented")
     assert not missing, f"contract routes missing from openapi/openapi.json, or their problems: {missing}"
+
+
+def test_routes_not_yet_built_are_really_missing(schema: dict[str, Any]) -> None:
+    built = set(_operations(schema)) & NOT_YET_BUILT
+    assert not built, f"remove these from NOT_YET_BUILT, they exist now: {sorted(built)}"
+    if CONTRACT.exists():
+        assert parse_contract(CONTRACT.read_text()) >= NOT_YET_BUILT
 
 
 def test_sse_route_is_also_under_the_extension(schema: dict[str, Any]) -> None:
