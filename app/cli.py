@@ -7,9 +7,15 @@ import datetime as dt
 import json
 import sys
 
-from app.core.policy import RULES
+from app.core.policy import describe_rules, is_rule
 from app.core.tokens import Scope, TokenExists, TokenNotFound, TokenStore
 from app.settings import load_settings
+
+
+def _rule(value: str) -> str:
+    if not is_rule(value):
+        raise argparse.ArgumentTypeError(f"unknown policy rule {value!r}")
+    return value
 
 
 def tokens_main(argv: list[str]) -> int:
@@ -21,7 +27,8 @@ def tokens_main(argv: list[str]) -> int:
     create.add_argument("--remote", action="append", help="limit to this remote (repeatable)")
     create.add_argument("--project", action="append", help="limit to this project (repeatable)")
     create.add_argument("--expires-at", type=dt.datetime.fromisoformat, help="ISO 8601 time")
-    create.add_argument("--allow", action="append", choices=list(RULES), help="a policy rule this token may use")
+    create.add_argument("--allow", action="append", type=_rule, metavar="RULE",
+                        help="a policy rule this token may use (repeatable): " + describe_rules())
     sub.add_parser("list", help="list tokens (never their secrets)")
     revoke = sub.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("name")

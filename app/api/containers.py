@@ -30,9 +30,10 @@ from app.api.deps import (
 )
 from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
-from app.api.policy import enforce
+from app.api.policy import as_sent, enforce, enforce_expanded
 from app.api.problems import ProblemError, problem_responses
 from app.core.containers import ALIVE_STATUSES, ContainerSpec, status_of
+from app.core.policy import Layer
 from app.core.tokens import Scope
 from app.jobs import Job
 from app.lxd.errors import LXDError, NotFound
@@ -299,6 +300,9 @@ async def create_container(
     enforce(request, b.principal, config=draft.config, devices=draft.devices)
 
     async def precheck() -> None:
+        await ensure_project(b)
+        await enforce_expanded(request, b, profiles=draft.profiles,
+                               layers=[Layer(config=draft.config, devices=draft.devices)])
         await require_free_name(b, spec.name)
 
     params = spec.model_dump(mode="json")
@@ -351,9 +355,10 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
     check(config_errors(patch.config, "body.config") + device_errors(patch.devices, "body.devices",
                                                                        need_type=False)
           + profile_errors(patch.profiles, "body.profiles"))
-    # The policy first, on the patch as sent (answered before LXD is asked anything), then on the merged devices.
-    enforce(request, b.principal, config={k: v for k, v in (patch.config or {}).items() if v is not None},
-            devices={k: v for k, v in (patch.devices or {}).items() if v is not None})
+    # The policy first on the patch as sent (answered before LXD is asked anything), then on the container as
+    # LXD would run it: its profiles, what it holds and the patch merged.
+    config, devices = as_sent(patch.config, patch.devices)
+    enforce(request, b.principal, config=config, devices=devices)
     await ensure_project(b)
     try:
         inst = await b.client.instances.get(name)
@@ -370,11 +375,20 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
         body["profiles"] = patch.profiles
     if patch.description is not None:
         body["description"] = patch.description
-    enforce(request, b.principal,
-            config={k: v for k, v in (patch.config or {}).items() if v is not None},
-            devices={k: body["devices"][k] for k in (patch.devices or {}) if k in body["devices"]})
+    await enforce_expanded(request, b, profiles=body["profiles"], layers=_patched_layers(body, patch))
     await b.client.instances.update(name, body, etag=inst.etag)
     return _with_etag(b, await read_container(b.client, name))
+
+
+def _patched_layers(body: Mapping[str, Any], patch: ContainerPatch) -> list[Layer]:
+    """The container's own config and devices after a patch: what the patch sets (a device it touches is checked
+    whole, merged as it will be), over what LXD holds already."""
+    asked = {k for k, v in (patch.config or {}).items() if v is not None}
+    touched = {k for k in patch.devices or {} if k in body["devices"]}
+    kept = Layer(config={k: v for k, v in body["config"].items() if k not in asked},
+                 devices={k: v for k, v in body["devices"].items() if k not in touched}, lxd_written=True)
+    return [kept, Layer(config={k: body["config"][k] for k in asked},
+                        devices={k: body["devices"][k] for k in touched})]
 
 
 @router.delete("/{name}", operation_id="containers-delete", summary="Delete a container (job container.delete)",
@@ -440,6 +454,9 @@ async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: 
         raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
     if body.name in inst.devices:
         raise ProblemError(409, f"container {name!r} already has a device {body.name!r}", slug="device-exists")
+    await enforce_expanded(request, b, profiles=inst.profiles,
+                           layers=[Layer(config=inst.config, devices=inst.devices, lxd_written=True),
+                                   Layer(devices={body.name: body.device})])
     data = inst.writable()
     data["devices"] = {**inst.devices, body.name: body.device}
     await b.client.instances.update(name, data, etag=inst.etag)
@@ -465,12 +482,16 @@ async def rename_container(name: ContainerName, body: RenameBody, b: BackendDep,
 
 @router.post("/{name}/copy", operation_id="containers-copy", summary="Copy a container to a new one (job)",
              status_code=202, response_model=Job, dependencies=WRITE, responses=job_responses(401, 403, 404))
-async def copy_container(name: ContainerName, body: CopyBody, b: BackendDep, jobs: JobStarterDep) -> JSONResponse:
+async def copy_container(name: ContainerName, body: CopyBody, request: Request, b: BackendDep,
+                         jobs: JobStarterDep) -> JSONResponse:
     """Job `container.copy`: the copy keeps the source's profiles; `start` starts it. Result: the new
-    `Container`."""
+    `Container`. The policy applies to the source's config, devices and profiles: they are the copy's."""
 
     async def precheck() -> None:
         await require_container(b, name)
+        src = await b.client.instances.get(name)
+        await enforce_expanded(request, b, profiles=src.profiles, where="source.profiles",
+                               layers=[Layer(config=src.config, devices=src.devices, lxd_written=True)])
         await require_free_name(b, body.name)
 
     return await jobs.start("container.copy", params={"name": name, "new_name": body.name, "start": body.start},

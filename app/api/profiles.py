@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from app.api.common import Admin, Reader, Writer, check_if_match, merge_patch, service_problem, set_etag
 from app.api.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
 from app.api.pagination import Page, PageDep, paginate
-from app.api.policy import enforce
+from app.api.policy import as_sent, enforce, enforce_profile
 from app.api.problems import ProblemError, problem_responses
 from app.core.network import NetworkConfigError
 from app.core.network_service import nics_from_profile, verify_network_device
@@ -105,6 +105,7 @@ async def create_profile(body: ProfileCreate, backend: BackendDep, request: Requ
     enforce(request, principal, config=body.config, devices=body.devices)
     if body.name in await backend.client.profiles.names():
         raise ProblemError(409, f"profile {body.name!r} exists", slug="exists")
+    await enforce_profile(request, backend, config=body.config, devices=body.devices)
     p = await backend.client.profiles.create(body.name, config=body.config, devices=body.devices,
                                              description=body.description)
     set_etag(response, p.etag)
@@ -127,6 +128,7 @@ async def replace_profile(name: ProfileName, body: ProfileBody, backend: Backend
     enforce(request, principal, config=body.config, devices=body.devices)
     current = await _get(backend, name)
     check_if_match(if_match, current.etag, f"profile {name!r}")
+    await enforce_profile(request, backend, config=body.config, devices=body.devices)
     await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
     p = await _get(backend, name)
     set_etag(response, p.etag)
@@ -143,14 +145,15 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
                             "value": {"config": {"limits.cpu": "4", "user.team": None}, "devices": {"eth1": None}}}},
                             media_type="application/merge-patch+json")) -> Any:
     given = patch.model_dump(exclude_unset=True)
-    enforce(request, principal, config={k: v for k, v in (given.get("config") or {}).items() if v is not None},
-            devices={k: v for k, v in (given.get("devices") or {}).items() if v is not None})
+    config, devices = as_sent(given.get("config"), given.get("devices"))
+    enforce(request, principal, config=config, devices=devices)
     current = await _get(backend, name)
     check_if_match(if_match, current.etag, f"profile {name!r}")
     merged = merge_patch(current.writable(), given)
     merged.setdefault("config", {})
     merged.setdefault("devices", {})
     merged["description"] = merged.get("description") or ""
+    await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"])
     await backend.client.profiles.update(name, merged, etag=current.etag)
     p = await _get(backend, name)
     set_etag(response, p.etag)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,9 @@ from app.api.containers import READ, WRITE, require_container
 from app.api.deps import Backend, BackendDep, ContainerName
 from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
+from app.api.policy import enforce_expanded
 from app.api.problems import ProblemError, problem_responses
+from app.core.policy import Layer
 from app.jobs import Job
 from app.lxd.errors import NotFound
 
@@ -83,12 +85,16 @@ async def create_snapshot(name: ContainerName, body: SnapshotCreate, b: BackendD
 
 @router.post("/{snap}/restore", operation_id="snapshots-restore", summary="Restore a snapshot (job)",
              status_code=202, response_model=Job, dependencies=WRITE, responses=job_responses(401, 403, 404))
-async def restore_snapshot(name: ContainerName, snap: SnapshotName, b: BackendDep,
+async def restore_snapshot(name: ContainerName, snap: SnapshotName, request: Request, b: BackendDep,
                            jobs: JobStarterDep) -> JSONResponse:
-    """Job `snapshot.restore`: the container goes back to the snapshot."""
+    """Job `snapshot.restore`: the container goes back to the snapshot. The policy applies to the snapshot's
+    config, devices and profiles: the container gets them back."""
 
     async def precheck() -> None:
         await _require_snapshot(b, name, snap)
+        taken = await b.client.instances.snapshot(name, snap)
+        await enforce_expanded(request, b, profiles=taken.profiles, where="snapshot.profiles",
+                               layers=[Layer(config=taken.config, devices=taken.devices, lxd_written=True)])
 
     return await jobs.start("snapshot.restore", params={"name": name, "snapshot": snap},
                             resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,

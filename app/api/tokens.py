@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.auth import Principal, current_principal, require
 from app.api.problems import ProblemError, problem_responses
-from app.core.policy import RULES
+from app.core.policy import describe_rules, unknown_rules
 from app.core.tokens import Scope, TokenExists, TokenNotFound, TokenRecord
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -29,13 +29,13 @@ class TokenCreate(BaseModel):
                                        description="limit to these LXD projects; null: all")
     expires_at: dt.datetime | None = Field(None, examples=["2027-01-01T00:00:00Z"])
     allow: list[str] = Field(default_factory=list, examples=[["security.nesting"]],
-                             description="policy rules this token may use beyond the default deny: "
-                                         + ", ".join(f"`{r}`" for r in RULES))
+                             description="policy rules this token may use beyond the allow-list: "
+                                         + describe_rules())
 
     @field_validator("allow")
     @classmethod
     def _known_rules(cls, v: list[str]) -> list[str]:
-        unknown = sorted(set(v) - set(RULES))
+        unknown = unknown_rules(v)
         if unknown:
             raise ValueError(f"unknown policy rules: {', '.join(unknown)}")
         return v

@@ -1,40 +1,168 @@
-"""The policy guard: what a caller may ask LXD to do that would give away the host.
+"""The policy guard: an allow-list of what a caller may ask LXD to run, so that no token reaches the host.
 
-Deny by default. Each dangerous thing has a rule name; a token (or the operator's default policy) lists the rule
-names it allows. The same checks guard container create/patch/device add and profile create/update/patch.
+What a container (or a profile) may carry without any rule:
 
-| rule | what it covers |
+- config keys under `limits.`, `user.`, `environment.`, `boot.`, `snapshots.`, `cloud-init.` and `image.`, and the
+  `security.*` (key, value) pairs of `SAFE_SECURITY` (each restates LXD's confined default or confines further);
+- `disk` devices on a storage pool (`pool` set, `source` empty or a volume name) with only `DISK_KEYS`;
+- `nic` devices whose `network`, or (for `bridged`/`macvlan`) whose `parent`, is a network LXD manages, with only
+  `NIC_KEYS`;
+- `none` devices (they only hide a profile's device).
+
+Everything else needs a named rule, from the calling token's `allow` or the operator's `LXDGW_POLICY_ALLOW`:
+
+| rule | what it allows |
 |---|---|
-| `security.privileged` | config `security.privileged` true |
-| `security.nesting` | config `security.nesting` true |
-| `raw` | any `raw.*` config key (`raw.lxc`, `raw.idmap`, `raw.apparmor`, `raw.seccomp`, ...) |
-| `linux.kernel_modules` | config `linux.kernel_modules` set |
-| `disk.host-source` | a disk device with a host `source` (any disk other than a pool volume) |
-| `device.unix-char`, `device.unix-block`, `device.usb`, `device.gpu`, `device.pci` | those device types |
+| `<config key>` (e.g. `security.privileged`, `security.syscalls.intercept.mknod`) | that key, any value |
+| `<prefix>.*` (e.g. `security.syscalls.*`, `raw.*`, `linux.sysctl.*`) | every key under that prefix |
+| `raw` | every `raw.*` key (same as `raw.*`) |
+| `device.<type>` (`device.proxy`, `device.gpu`, `device.nic`, `device.disk`, ...) | that device type, any keys |
+| `disk.host-source` | a disk device mounting a host path (or with no pool) |
+| `nic.unmanaged` | a bridged/macvlan NIC on a host interface LXD does not manage |
+| `nic.<nictype>` (`nic.physical`, `nic.routed`, `nic.p2p`, `nic.ipvlan`, `nic.sriov`) | a NIC of that nictype |
+| `profile:<name>`, `profile:<project>/<name>` | trust that profile: what it brings passes unchecked |
 | `image.any-source` | an image copy from a server that is not a configured image source |
+
+Checks run on the EXPANDED definition: the profiles' config and devices with the instance's own laid over them
+(last writer wins, devices replaced whole, as LXD does). What a trusted profile brings passes; `volatile.*` keys
+pass only where LXD wrote them (an existing instance or snapshot), never in a request.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+TRUE = ("true", "1", "yes", "on")  # LXD's shared.IsTrue / IsFalse, compared lower-cased and unstripped
+FALSE = ("false", "0", "no", "off")
+
+# Config namespaces a write token may use freely.
+SAFE_CONFIG_PREFIXES = ("limits.", "user.", "environment.", "boot.", "snapshots.", "cloud-init.", "image.")
+# `security.*` (key -> the values allowed without a rule). Each value is LXD's confined default or confines more.
+SAFE_SECURITY: dict[str, tuple[str, ...]] = {
+    "security.privileged": FALSE,                 # the container stays unprivileged (uid-shifted)
+    "security.nesting": FALSE,                    # no nested container managers
+    "security.protection.delete": TRUE + FALSE,   # only guards the container itself against deletion
+    "security.protection.shift": TRUE + FALSE,    # only forbids re-shifting its own root filesystem
+    "security.idmap.isolated": TRUE + FALSE,      # true: a private uid/gid range (more isolation); false: default
+    "security.syscalls.deny_default": TRUE,       # keeps LXD's default seccomp deny list
+    "security.syscalls.deny_compat": TRUE + FALSE,  # true also blocks 32-bit compat syscalls; false: default
+    "security.devlxd": TRUE + FALSE,              # the /dev/lxd guest API only describes the container itself
+    "security.devlxd.images": FALSE,              # default; true serves the host's image store to the container
+}
+
+# LXD 5.0 instance config keys: what a rule naming one key (or a prefix of keys) may name.
+KNOWN_CONFIG_KEYS = frozenset({
+    "agent.nic_config",
+    "boot.autostart", "boot.autostart.delay", "boot.autostart.priority", "boot.host_shutdown_timeout",
+    "boot.stop.priority",
+    "cloud-init.network-config", "cloud-init.user-data", "cloud-init.vendor-data",
+    "cluster.evacuate",
+    "limits.cpu", "limits.cpu.allowance", "limits.cpu.priority", "limits.disk.priority", "limits.hugepages.64KB",
+    "limits.hugepages.1MB", "limits.hugepages.2MB", "limits.hugepages.1GB", "limits.memory",
+    "limits.memory.enforce", "limits.memory.hugepages", "limits.memory.swap", "limits.memory.swap.priority",
+    "limits.network.priority", "limits.processes",
+    "linux.kernel_modules",
+    "migration.incremental.memory", "migration.incremental.memory.goal",
+    "migration.incremental.memory.iterations", "migration.stateful",
+    "nvidia.driver.capabilities", "nvidia.require.cuda", "nvidia.require.driver", "nvidia.runtime",
+    "raw.apparmor", "raw.idmap", "raw.lxc", "raw.qemu", "raw.qemu.conf", "raw.seccomp",
+    "security.agent.metrics", "security.csm", "security.devlxd", "security.devlxd.images", "security.idmap.base",
+    "security.idmap.isolated", "security.idmap.size", "security.nesting", "security.privileged",
+    "security.protection.delete", "security.protection.shift", "security.secureboot", "security.syscalls.allow",
+    "security.syscalls.deny", "security.syscalls.deny_compat", "security.syscalls.deny_default",
+    "security.syscalls.intercept.bpf", "security.syscalls.intercept.bpf.devices",
+    "security.syscalls.intercept.mknod", "security.syscalls.intercept.mount",
+    "security.syscalls.intercept.mount.allowed", "security.syscalls.intercept.mount.fuse",
+    "security.syscalls.intercept.mount.shift", "security.syscalls.intercept.sched_setscheduler",
+    "security.syscalls.intercept.setxattr", "security.syscalls.intercept.sysinfo",
+    "security.syscalls.blacklist", "security.syscalls.blacklist_compat", "security.syscalls.blacklist_default",
+    "security.syscalls.whitelist",
+    "snapshots.expiry", "snapshots.pattern", "snapshots.schedule", "snapshots.schedule.stopped",
+})
+# Namespaces whose keys are free-form: any well-formed key under them may be named.
+FREE_CONFIG_NAMESPACES = ("user.", "environment.", "image.", "limits.kernel.", "linux.sysctl.")
+
+DEVICE_TYPES = ("disk", "nic", "none", "proxy", "gpu", "usb", "pci", "unix-char", "unix-block", "unix-hotplug",
+                "infiniband", "tpm")
+# Keys a pool disk may carry without a rule (no host path, mount options, propagation or idmap shifting).
+DISK_KEYS = frozenset({"type", "path", "pool", "source", "size", "size.state", "readonly", "required",
+                       "limits.read", "limits.write", "limits.max", "boot.priority", "io.cache", "io.bus"})
+# Keys a NIC on a managed network may carry without a rule (no host routes, VLANs, host-side names, MAAS).
+NIC_KEYS = frozenset({"type", "nictype", "network", "parent", "name", "hwaddr", "mtu", "ipv4.address",
+                      "ipv6.address", "limits.ingress", "limits.egress", "limits.max", "boot.priority",
+                      "security.mac_filtering", "security.ipv4_filtering", "security.ipv6_filtering",
+                      "security.port_isolation", "queue.tx.length"})
+MANAGED_PARENT_NICTYPES = ("bridged", "macvlan")  # a `parent` of these is an interface on that network
+OTHER_NICTYPES = ("physical", "routed", "p2p", "ipvlan", "sriov")
+
 RULES = (
     "security.privileged", "security.nesting", "raw", "linux.kernel_modules", "disk.host-source",
-    "device.unix-char", "device.unix-block", "device.usb", "device.gpu", "device.pci", "image.any-source",
+    "nic.unmanaged", *(f"nic.{t}" for t in OTHER_NICTYPES),
+    *(f"device.{t}" for t in DEVICE_TYPES if t != "none"), "image.any-source",
 )
-GUARDED_DEVICE_TYPES = ("unix-char", "unix-block", "usb", "gpu", "pci")
-TRUE = ("true", "1", "yes", "on")
+RULE_FORMS = ("<config key>", "<config key prefix>.*", "profile:<name>", "profile:<project>/<name>")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
+_PROFILE_RULE = re.compile(r"^profile:(?:([A-Za-z0-9][A-Za-z0-9_.\-]{0,62})/)?([A-Za-z0-9][A-Za-z0-9_.\-]{0,62})$")
+
+
+def _config_rule(rule: str) -> bool:
+    """`rule` names a known config key, a key under a free namespace, or a known prefix ending in `.*`."""
+    if rule.endswith(".*"):
+        prefix = rule[:-1]  # keeps the trailing dot
+        return bool(_KEY.match(prefix[:-1])) and (
+            any(k.startswith(prefix) for k in KNOWN_CONFIG_KEYS)
+            or any(prefix.startswith(ns) or ns.startswith(prefix) for ns in FREE_CONFIG_NAMESPACES))
+    return bool(_KEY.match(rule)) and (rule in KNOWN_CONFIG_KEYS
+                                       or any(rule.startswith(ns) and len(rule) > len(ns)
+                                              for ns in FREE_CONFIG_NAMESPACES))
+
+
+def is_rule(rule: str) -> bool:
+    """Whether `rule` is a policy rule name (a typo is not)."""
+    return rule in RULES or bool(_PROFILE_RULE.match(rule)) or _config_rule(rule)
+
+
+def unknown_rules(rules: Iterable[str]) -> list[str]:
+    return sorted({r for r in rules if not is_rule(r)})
+
+
+def describe_rules() -> str:
+    return ", ".join(f"`{r}`" for r in (*RULES, *RULE_FORMS))
+
+
+def _lower(value: object) -> str:
+    return str(value).lower()
 
 
 class PolicyViolation(Exception):
-    """A request asks for something the policy forbids; `key` names the config key, device or source."""
+    """A request asks for something the policy forbids; `key` names the config key or device, `rule` the rule
+    that would allow it."""
 
     def __init__(self, rule: str, key: str, message: str) -> None:
         super().__init__(message)
         self.rule = rule
         self.key = key
         self.message = message
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of config and devices in an expanded definition, in LXD's order (profiles, then the instance).
+
+    `profile`/`project` name a profile layer (trusted by `profile:` rules); `lxd_written` marks state LXD holds
+    already (an instance or snapshot), where `volatile.*` keys are LXD's own."""
+
+    config: Mapping[str, object | None] = field(default_factory=dict)
+    devices: Mapping[str, Mapping[str, object] | None] = field(default_factory=dict)
+    profile: str | None = None
+    project: str = "default"
+    lxd_written: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"profile {self.profile!r}" if self.profile else "the container"
 
 
 @dataclass(frozen=True)
@@ -48,45 +176,138 @@ class Policy:
     def allows(self, rule: str) -> bool:
         return rule in self.allow
 
-    def _deny(self, rule: str, key: str, message: str) -> None:
-        if not self.allows(rule):
-            raise PolicyViolation(rule, key, f"{message} (policy rule '{rule}' is not allowed for this token)")
+    def trusts(self, layer: Layer) -> bool:
+        return layer.profile is not None and (self.allows(f"profile:{layer.profile}")
+                                              or self.allows(f"profile:{layer.project}/{layer.profile}"))
 
-    def check_config(self, config: Mapping[str, object] | None) -> None:
+    def _deny(self, rules: tuple[str, ...], key: str, message: str) -> None:
+        """Refuse unless one of `rules` (the narrowest first) is allowed; the problem names the narrowest."""
+        if not any(self.allows(r) for r in rules):
+            raise PolicyViolation(rules[0], key, f"{message} (needs the policy rule '{rules[0]}'"
+                                  + (f" or '{rules[-1]}'" if len(rules) > 1 else "") + ")")
+
+    # -------------------------------------------------------------------------------------------- config
+
+    def _config_rules(self, key: str) -> tuple[str, ...]:
+        """The rules that allow `key`, the exact key first, then each prefix from the narrowest."""
+        parts = key.split(".")
+        rules = [key, *(".".join(parts[:i]) + ".*" for i in range(len(parts) - 1, 0, -1))]
+        if key.startswith("raw."):
+            rules.append("raw")
+        return tuple(rules)
+
+    def check_config_key(self, key: str, value: object, *, lxd_written: bool = False, where: str = "") -> None:
+        if key.startswith(SAFE_CONFIG_PREFIXES):
+            return
+        if key.startswith("volatile."):
+            if lxd_written:
+                return
+            raise PolicyViolation("volatile", key, f"config {key} is written by LXD only; no rule allows setting it")
+        if key in SAFE_SECURITY and _lower(value) in SAFE_SECURITY[key]:
+            return
+        suffix = f" in {where}" if where else ""
+        self._deny(self._config_rules(key), key, f"config {key}={str(value)[:64]!r}{suffix} is not allowed")
+
+    def check_config(self, config: Mapping[str, object | None] | None) -> None:
+        """A request's own config (a merge patch's `null` removes a key: always fine)."""
         for key, value in (config or {}).items():
-            if value is None:  # a merge patch removing the key is always fine
-                continue
-            text = str(value).strip().lower()
-            if key == "security.privileged" and text in TRUE:
-                self._deny("security.privileged", key, "privileged containers are refused")
-            elif key == "security.nesting" and text in TRUE:
-                self._deny("security.nesting", key, "nesting is refused")
-            elif key.startswith("raw."):
-                self._deny("raw", key, f"raw LXC settings ('{key}') are refused")
-            elif key == "linux.kernel_modules" and text:
-                self._deny("linux.kernel_modules", key, "loading kernel modules is refused")
+            if value is not None:
+                self.check_config_key(key, value)
 
-    def check_devices(self, devices: Mapping[str, Mapping[str, object] | None] | None) -> None:
+    # -------------------------------------------------------------------------------------------- devices
+
+    def check_device(self, name: str, device: Mapping[str, object], managed: frozenset[str] | None,
+                     *, where: str = "") -> None:
+        """`managed`: the names of the networks LXD manages; None when not known yet (the NIC's network is then
+        not checked: call again with them)."""
+        dtype = str(device.get("type", ""))
+        at = f"devices.{name}"
+        suffix = f" in {where}" if where else ""
+        if dtype == "none":
+            return
+        if dtype == "disk":
+            source, pool = str(device.get("source") or ""), str(device.get("pool") or "")
+            if not pool or source.startswith("/") or ":" in source:
+                self._deny(("disk.host-source", "device.disk"), f"{at}.source",
+                           f"disk device '{name}'{suffix} mounts host path '{source}'" if source else
+                           f"disk device '{name}'{suffix} is not on a storage pool")
+                return
+            self._check_keys(name, device, DISK_KEYS, "device.disk", suffix)
+            return
+        if dtype == "nic":
+            self._check_nic(name, device, managed, suffix)
+            return
+        self._deny((f"device.{dtype}",), at, f"{dtype or 'untyped'} device '{name}'{suffix} is not allowed")
+
+    def _check_keys(self, name: str, device: Mapping[str, object], safe: frozenset[str], rule: str,
+                    suffix: str) -> None:
+        for key in sorted(device):
+            if key not in safe:
+                self._deny((rule,), f"devices.{name}.{key}",
+                           f"device '{name}'{suffix} sets '{key}', which is not allowed")
+
+    def _check_nic(self, name: str, device: Mapping[str, object], managed: frozenset[str] | None,
+                   suffix: str) -> None:
+        at = f"devices.{name}"
+        nictype = str(device.get("nictype") or "")
+        network, parent = str(device.get("network") or ""), str(device.get("parent") or "")
+        if self.allows("device.nic"):
+            return
+        if nictype and nictype not in MANAGED_PARENT_NICTYPES:
+            self._deny((f"nic.{nictype}", "device.nic"), f"{at}.nictype",
+                       f"NIC '{name}'{suffix} of nictype '{nictype}' is not allowed")
+        elif not network and not parent:
+            self._deny(("nic.unmanaged", "device.nic"), at, f"NIC '{name}'{suffix} names no network or parent")
+        elif managed is not None:
+            for key, value in (("network", network), ("parent", parent)):
+                if value and value not in managed:
+                    self._deny(("nic.unmanaged", "device.nic"), f"{at}.{key}",
+                               f"NIC '{name}'{suffix} is on '{value}', which is not a network LXD manages")
+        self._check_keys(name, device, NIC_KEYS, "device.nic", suffix)
+
+    def check_devices(self, devices: Mapping[str, Mapping[str, object] | None] | None,
+                      managed: frozenset[str] | None = None) -> None:
         for name, device in (devices or {}).items():
-            if not device:
-                continue
-            dtype = str(device.get("type", ""))
-            if dtype == "disk" and device.get("source") and not device.get("pool"):
-                self._deny("disk.host-source", f"devices.{name}.source",
-                           f"disk device '{name}' mounts host path '{device['source']}'")
-            elif dtype in GUARDED_DEVICE_TYPES:
-                self._deny(f"device.{dtype}", f"devices.{name}", f"{dtype} device '{name}' is refused")
+            if device:
+                self.check_device(name, device, managed)
 
-    def check_instance(self, config: Mapping[str, object] | None,
-                       devices: Mapping[str, Mapping[str, object] | None] | None) -> None:
-        """Containers and profiles alike: their config and devices."""
+    # -------------------------------------------------------------------------------------------- whole
+
+    def check_instance(self, config: Mapping[str, object | None] | None,
+                       devices: Mapping[str, Mapping[str, object] | None] | None,
+                       managed: frozenset[str] | None = None) -> None:
+        """A request's own config and devices (a container's or a profile's), before anything is expanded."""
         self.check_config(config)
-        self.check_devices(devices)
+        self.check_devices(devices, managed)
+
+    def check_expanded(self, layers: Iterable[Layer], managed: frozenset[str]) -> None:
+        """The definition LXD would run: `layers` merged in order (last writer wins; a device is replaced whole).
+        What a trusted profile brings passes."""
+        config: dict[str, tuple[object, Layer]] = {}
+        devices: dict[str, tuple[Mapping[str, object], Layer]] = {}
+        for layer in layers:
+            for key, value in layer.config.items():
+                if value is None:
+                    config.pop(key, None)
+                else:
+                    config[key] = (value, layer)
+            for name, device in layer.devices.items():
+                if device is None:
+                    devices.pop(name, None)
+                else:
+                    devices[name] = (device, layer)
+        for key, (value, layer) in sorted(config.items()):
+            if not self.trusts(layer):
+                self.check_config_key(key, value, lxd_written=layer.lxd_written,
+                                      where=layer.where if layer.profile else "")
+        for name, (device, layer) in sorted(devices.items()):
+            if not self.trusts(layer):
+                self.check_device(name, device, managed, where=layer.where if layer.profile else "")
 
     def check_image_server(self, server: str | None, configured: Iterable[str]) -> None:
         if not server:
             return
         norm = server.rstrip("/")
         if norm not in {c.rstrip("/") for c in configured}:
-            self._deny("image.any-source", "source.server",
+            self._deny(("image.any-source",), "source.server",
                        f"image server '{server}' is not a configured image source")

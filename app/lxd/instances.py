@@ -189,6 +189,11 @@ class Instances:
         env = await self._client.request("GET", f"{_p(name)}/snapshots", params={"recursion": 1}, project=project)
         return [Snapshot.model_validate(s) for s in env.metadata or []]
 
+    async def snapshot(self, name: str, snapshot: str, *, project: str | None = None) -> Snapshot:
+        """One snapshot: its config, devices and profiles as they were when it was taken."""
+        env = await self._client.request("GET", f"{_p(name)}/snapshots/{quote(snapshot, safe='')}", project=project)
+        return Snapshot.model_validate(env.metadata)
+
     async def create_snapshot(self, name: str, snapshot: str, *, stateful: bool = False,
                               project: str | None = None, wait: bool = True) -> Operation:
         return await self._client.mutate("POST", f"{_p(name)}/snapshots",

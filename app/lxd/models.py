@@ -190,6 +190,8 @@ class Snapshot(LXDModel):
     created_at: datetime | None = None
     expires_at: datetime | None = None
     config: dict[str, str] = Field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict)
+    profiles: list[str] = Field(default_factory=list)
 
 
 class FileInfo(LXDModel):
