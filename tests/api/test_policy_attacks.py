@@ -42,9 +42,9 @@ class Links:
 def links() -> Iterator[Links]:
     tag = secrets.token_hex(3)
     made = Links(bridge=f"gwtb{tag}", nic=f"gwtn{tag}")
-    subprocess.run(["ip", "link", "add", made.bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "add", made.nic, "type", "veth", "peer", "name", f"gwtp{tag}"], check=True)
     try:
+        subprocess.run(["ip", "link", "add", made.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "add", made.nic, "type", "veth", "peer", "name", f"gwtp{tag}"], check=True)
         yield made
     finally:
         for name in (made.bridge, made.nic):
@@ -105,7 +105,9 @@ async def _remove(lxd: Client, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def worlds(gateway: tuple[FastAPI, httpx.AsyncClient], lxd_daemon: DaemonInfo) -> AsyncIterator[dict[str, World]]:
+async def worlds(gateway: tuple[FastAPI, httpx.AsyncClient], lxd_daemon: DaemonInfo,
+                 links: Links) -> AsyncIterator[dict[str, World]]:
+    """Torn down before `links`: a container that had taken a host interface gives it back when deleted."""
     app, c = gateway
     other = f"{PREFIX}-p2"
     async with Client.unix(lxd_daemon.socket_path) as root:

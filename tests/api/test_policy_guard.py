@@ -1,4 +1,5 @@
-"""Each policy rule refuses on every guarded route with a 403 naming the key, unless the token allows it."""
+"""Each policy rule: what it covers is refused on every guarded route with a 403 naming the key, unless the token
+allows the rule."""
 
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ CASES: list[tuple[str, dict[str, str], dict[str, dict[str, str]], str]] = [
     ("device.usb", {}, {"u": {"type": "usb"}}, "devices.u"),
     ("device.gpu", {}, {"g": {"type": "gpu"}}, "devices.g"),
     ("device.pci", {}, {"p": {"type": "pci", "address": "0000:00:1f.0"}}, "devices.p"),
+    ("device.proxy", {}, {"px": {"type": "proxy", "listen": "tcp:127.0.0.1:9999",
+                                 "connect": "unix:/var/lib/lxd/unix.socket", "bind": "container"}}, "devices.px"),
+    ("device.unix-hotplug", {}, {"hp": {"type": "unix-hotplug", "vendorid": "1d6b"}}, "devices.hp"),
+    ("device.tpm", {}, {"t": {"type": "tpm", "path": "/dev/tpm0"}}, "devices.t"),
+    ("nic.physical", {}, {"eth9": {"type": "nic", "nictype": "physical", "parent": "eth0"}}, "devices.eth9.nictype"),
+    ("device.disk", {}, {"d": {"type": "disk", "pool": "default", "path": "/d", "shift": "true"}}, "devices.d.shift"),
+    ("security.syscalls.intercept.mknod", {"security.syscalls.intercept.mknod": "true"}, {},
+     "security.syscalls.intercept.mknod"),
+    ("security.idmap.*", {"security.idmap.base": "0"}, {}, "security.idmap.base"),
+    ("linux.sysctl.*", {"linux.sysctl.net.ipv4.ip_forward": "1"}, {}, "linux.sysctl.net.ipv4.ip_forward"),
 ]
 
 

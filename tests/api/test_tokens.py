@@ -102,3 +102,31 @@ def test_cli_revocation_takes_effect_without_restart(tmp_path: Path) -> None:
     assert run("revoke", "deploy").returncode == 0
     assert store.authenticate(secret) is None
     assert run("revoke", "deploy").returncode == 1
+
+
+async def test_token_allow_takes_the_policy_rule_names_and_refuses_a_typo(
+        secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, c = secured
+    _, admin = app.state.tokens.create("root", [Scope.admin])
+    good = ["security.privileged", "raw", "device.proxy", "nic.physical", "security.syscalls.intercept.*",
+            "linux.sysctl.net.ipv4.ip_forward", "profile:gpu-curated", "profile:p2/gpu-curated"]
+    r = await c.post("/v1/tokens", headers=_bearer(admin), json={"name": "ops", "scopes": ["write"], "allow": good})
+    assert r.status_code == 201 and r.json()["allow"] == good, r.text
+    for typo in ("security.privilegd", "device.prxy", "nic.bridged", "volatile.*", "profile:"):
+        r = await c.post("/v1/tokens", headers=_bearer(admin),
+                         json={"name": "typo", "scopes": ["write"], "allow": ["raw", typo]})
+        assert r.status_code == 422 and typo in r.text, r.text
+    assert "typo" not in [t.name for t in app.state.tokens.list()]
+
+
+def test_cli_allow_takes_the_policy_rule_names_and_refuses_a_typo(tmp_path: Path) -> None:
+    env = {**os.environ, "LXDGW_DATA_DIR": str(tmp_path)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app", "tokens", *a], cwd=ROOT, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    ok = run("create", "gpu", "--scope", "write", "--allow", "device.gpu", "--allow", "profile:gpu-curated",
+             "--allow", "security.syscalls.intercept.mknod")
+    assert ok.returncode == 0, ok.stderr
+    assert TokenStore(tmp_path / "tokens.json").list()[0].allow == ["device.gpu", "profile:gpu-curated",
+                                                                    "security.syscalls.intercept.mknod"]
+    typo = run("create", "typo", "--scope", "write", "--allow", "device.gpuu")
+    assert typo.returncode != 0 and "unknown policy rule 'device.gpuu'" in typo.stderr, typo.stderr

@@ -55,3 +55,10 @@ def test_socket_discovery_order() -> None:
     assert discover_socket("/explicit", env=env, exists=lambda p: True) == "/explicit"
     assert discover_socket(env={"INCUS_DIR": "/i"}, exists={"/i/unix.socket"}.__contains__) == "/i/unix.socket"
     assert discover_socket(env={}, exists=lambda p: False) == "/var/snap/lxd/common/lxd/unix.socket"
+
+
+def test_policy_allow_refuses_an_unknown_rule() -> None:
+    allowed = Settings(_env_file=None, policy_allow=["device.proxy", "profile:gpu"])  # type: ignore[call-arg]
+    assert allowed.policy_allow == ["device.proxy", "profile:gpu"]
+    with pytest.raises(ValidationError, match=r"security\.privilegd"):
+        Settings(_env_file=None, policy_allow=["security.privilegd"])  # type: ignore[call-arg]
