@@ -225,6 +225,8 @@ class Policy:
         suffix = f" in {where}" if where else ""
         if dtype == "none":
             return
+        if not dtype:
+            raise PolicyViolation("device.<type>", f"{at}.type", f"device '{name}'{suffix} has no type")
         if dtype == "disk":
             source, pool = str(device.get("source") or ""), str(device.get("pool") or "")
             if not pool or source.startswith("/") or ":" in source:

@@ -110,6 +110,12 @@ def test_devices_outside_the_allow_list_are_refused(device: dict[str, str], rule
             {"d": device}, MANAGED)
 
 
+def test_an_untyped_device_is_refused() -> None:
+    with pytest.raises(PolicyViolation) as exc:
+        Policy.of(["device.disk", "device.nic"]).check_devices({"d": {"path": "/mnt", "source": "/"}}, MANAGED)
+    assert exc.value.key == "devices.d.type"
+
+
 def test_a_device_type_rule_allows_the_whole_type() -> None:
     Policy.of(["device.nic"]).check_devices({"d": {"type": "nic", "nictype": "physical", "parent": "eth0"}}, MANAGED)
     Policy.of(["device.disk"]).check_devices({"d": {"type": "disk", "source": "/", "path": "/h"}}, MANAGED)
