@@ -49,9 +49,9 @@ def enforce(conn: HTTPConnection, principal: Principal, *, config: Mapping[str, 
         raise _refuse(v) from None
 
 
-async def managed_networks(b: Backend) -> frozenset[str]:
-    """The networks LXD manages, as seen from the request's project."""
-    return frozenset(n.name for n in await b.client.networks.list() if n.managed)
+async def managed_networks(b: Backend) -> dict[str, str]:
+    """The networks LXD manages (name -> type), as seen from the request's project."""
+    return {n.name: n.type for n in await b.client.networks.list() if n.managed}
 
 
 async def profile_layers(b: Backend, names: Sequence[str], where: str) -> list[Layer]:

@@ -5,8 +5,8 @@ What a container (or a profile) may carry without any rule:
 - config keys under `limits.`, `user.`, `environment.`, `boot.`, `snapshots.`, `cloud-init.` and `image.`, and the
   `security.*` (key, value) pairs of `SAFE_SECURITY` (each restates LXD's confined default or confines further);
 - `disk` devices on a storage pool (`pool` set, `source` empty or a volume name) with only `DISK_KEYS`;
-- `nic` devices whose `network`, or (for `bridged`/`macvlan`) whose `parent`, is a network LXD manages, with only
-  `NIC_KEYS`;
+- `nic` devices whose `network` is a network LXD manages (of a type in `NIC_NETWORK_TYPES`), or, for `bridged` and
+  `macvlan` NICs, whose `parent` is a bridge LXD manages, with only `NIC_KEYS`;
 - `none` devices (they only hide a profile's device).
 
 Everything else needs a named rule, from the calling token's `allow` or the operator's `LXDGW_POLICY_ALLOW`:
@@ -18,7 +18,7 @@ Everything else needs a named rule, from the calling token's `allow` or the oper
 | `raw` | every `raw.*` key (same as `raw.*`) |
 | `device.<type>` (`device.proxy`, `device.gpu`, `device.nic`, `device.disk`, ...) | that device type, any keys |
 | `disk.host-source` | a disk device mounting a host path (or with no pool) |
-| `nic.unmanaged` | a bridged/macvlan NIC on a host interface LXD does not manage |
+| `nic.unmanaged` | a NIC on a network LXD does not manage (a `parent` must be a bridge LXD manages) |
 | `nic.<nictype>` (`nic.physical`, `nic.routed`, `nic.p2p`, `nic.ipvlan`, `nic.sriov`) | a NIC of that nictype |
 | `profile:<name>`, `profile:<project>/<name>` | trust that profile: what it brings passes unchecked |
 | `image.any-source` | an image copy from a server that is not a configured image source |
@@ -95,6 +95,9 @@ NIC_KEYS = frozenset({"type", "nictype", "network", "parent", "name", "hwaddr", 
                       "security.mac_filtering", "security.ipv4_filtering", "security.ipv6_filtering",
                       "security.port_isolation", "queue.tx.length"})
 MANAGED_PARENT_NICTYPES = ("bridged", "macvlan")  # a `parent` of these is an interface on that network
+# Managed network types a NIC may join with `network` (a managed `physical` network hands over a host interface).
+NIC_NETWORK_TYPES = ("bridge", "macvlan", "sriov", "ovn")
+Networks = Mapping[str, str]  # the networks LXD manages: name -> type
 OTHER_NICTYPES = ("physical", "routed", "p2p", "ipvlan", "sriov")
 
 RULES = (
@@ -216,9 +219,9 @@ class Policy:
 
     # -------------------------------------------------------------------------------------------- devices
 
-    def check_device(self, name: str, device: Mapping[str, object], managed: frozenset[str] | None,
+    def check_device(self, name: str, device: Mapping[str, object], managed: Networks | None,
                      *, where: str = "") -> None:
-        """`managed`: the names of the networks LXD manages; None when not known yet (the NIC's network is then
+        """`managed`: the networks LXD manages (name -> type); None when not known yet (the NIC's network is then
         not checked: call again with them)."""
         dtype = str(device.get("type", ""))
         at = f"devices.{name}"
@@ -248,7 +251,7 @@ class Policy:
                 self._deny((rule,), f"devices.{name}.{key}",
                            f"device '{name}'{suffix} sets '{key}', which is not allowed")
 
-    def _check_nic(self, name: str, device: Mapping[str, object], managed: frozenset[str] | None,
+    def _check_nic(self, name: str, device: Mapping[str, object], managed: Networks | None,
                    suffix: str) -> None:
         at = f"devices.{name}"
         nictype = str(device.get("nictype") or "")
@@ -261,14 +264,20 @@ class Policy:
         elif not network and not parent:
             self._deny(("nic.unmanaged", "device.nic"), at, f"NIC '{name}'{suffix} names no network or parent")
         elif managed is not None:
-            for key, value in (("network", network), ("parent", parent)):
-                if value and value not in managed:
-                    self._deny(("nic.unmanaged", "device.nic"), f"{at}.{key}",
-                               f"NIC '{name}'{suffix} is on '{value}', which is not a network LXD manages")
+            if network and network not in managed:
+                self._deny(("nic.unmanaged", "device.nic"), f"{at}.network",
+                           f"NIC '{name}'{suffix} is on '{network}', which is not a network LXD manages")
+            elif network and managed[network] not in NIC_NETWORK_TYPES:
+                kind = managed[network]
+                self._deny((f"nic.{kind}" if kind in OTHER_NICTYPES else "device.nic", "device.nic"),
+                           f"{at}.network", f"NIC '{name}'{suffix} joins the {kind} network '{network}'")
+            if parent and managed.get(parent) != "bridge":
+                self._deny(("nic.unmanaged", "device.nic"), f"{at}.parent",
+                           f"NIC '{name}'{suffix} is on '{parent}', which is not a bridge LXD manages")
         self._check_keys(name, device, NIC_KEYS, "device.nic", suffix)
 
     def check_devices(self, devices: Mapping[str, Mapping[str, object] | None] | None,
-                      managed: frozenset[str] | None = None) -> None:
+                      managed: Networks | None = None) -> None:
         for name, device in (devices or {}).items():
             if device:
                 self.check_device(name, device, managed)
@@ -277,12 +286,12 @@ class Policy:
 
     def check_instance(self, config: Mapping[str, object | None] | None,
                        devices: Mapping[str, Mapping[str, object] | None] | None,
-                       managed: frozenset[str] | None = None) -> None:
+                       managed: Networks | None = None) -> None:
         """A request's own config and devices (a container's or a profile's), before anything is expanded."""
         self.check_config(config)
         self.check_devices(devices, managed)
 
-    def check_expanded(self, layers: Iterable[Layer], managed: frozenset[str]) -> None:
+    def check_expanded(self, layers: Iterable[Layer], managed: Networks) -> None:
         """The definition LXD would run: `layers` merged in order (last writer wins; a device is replaced whole).
         What a trusted profile brings passes."""
         config: dict[str, tuple[object, Layer]] = {}

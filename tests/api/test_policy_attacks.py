@@ -36,15 +36,17 @@ class Links:
 
     bridge: str
     nic: str
+    peer: str
+    uplink: str = ""  # a managed `physical` network over `peer`
 
 
 @pytest.fixture(scope="module")
 def links() -> Iterator[Links]:
     tag = secrets.token_hex(3)
-    made = Links(bridge=f"gwtb{tag}", nic=f"gwtn{tag}")
+    made = Links(bridge=f"gwtb{tag}", nic=f"gwtn{tag}", peer=f"gwtp{tag}")
     try:
         subprocess.run(["ip", "link", "add", made.bridge, "type", "bridge"], check=True)
-        subprocess.run(["ip", "link", "add", made.nic, "type", "veth", "peer", "name", f"gwtp{tag}"], check=True)
+        subprocess.run(["ip", "link", "add", made.nic, "type", "veth", "peer", "name", made.peer], check=True)
         yield made
     finally:
         for name in (made.bridge, made.nic):
@@ -118,6 +120,8 @@ async def worlds(gateway: tuple[FastAPI, httpx.AsyncClient], lxd_daemon: DaemonI
         await p2.profiles.update("default", {"description": "", "config": {}, "devices": {
             "root": {"type": "disk", "path": "/", "pool": "default"},
             "eth0": {"type": "nic", "nictype": "bridged", "parent": lxd_daemon.bridge, "name": "eth0"}}})
+        links.uplink = f"gwtu{secrets.token_hex(3)}"
+        await root.networks.create(links.uplink, type="physical", config={"parent": links.peer})
         made = {}
         for key, lxd, project, limited in (("default", root, "default", False), ("other-project", p2, other, True)):
             target = f"{PREFIX}-t-{key[:2]}"
@@ -135,6 +139,8 @@ async def worlds(gateway: tuple[FastAPI, httpx.AsyncClient], lxd_daemon: DaemonI
                         await world.lxd.profiles.delete(profile)
             with suppress(LXDError):
                 await root.projects.delete(other)
+            with suppress(LXDError):
+                await root.networks.delete(links.uplink)
 
 
 @pytest.fixture(params=["default", "other-project"])
@@ -365,7 +371,9 @@ async def test_nic_on_the_managed_bridge_works_and_host_interfaces_do_not(world:
     assert r.status_code == 201, r.text
     for device, key in (({"type": "nic", "nictype": "bridged", "parent": links.bridge}, "devices.eth4.parent"),
                         ({"type": "nic", "nictype": "macvlan", "parent": links.nic}, "devices.eth4.parent"),
-                        ({"type": "nic", "nictype": "physical", "parent": links.nic}, "devices.eth4.nictype")):
+                        ({"type": "nic", "nictype": "physical", "parent": links.nic}, "devices.eth4.nictype"),
+                        # managed by LXD, but a physical network hands the host interface to the container
+                        ({"type": "nic", "network": links.uplink}, "devices.eth4.network")):
         refused(await world.call("POST", f"/v1/containers/{name}/devices", h,
                                  json={"name": "eth4", "device": device}), key)
         refused(await world.call("POST", "/v1/profiles", h, json={"name": f"{name}-p", "devices": {"eth4": device}}),

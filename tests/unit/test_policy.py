@@ -7,7 +7,7 @@ import pytest
 from app.core.policy import Layer, Policy, PolicyViolation, is_rule, unknown_rules
 
 DENY = Policy()
-MANAGED = frozenset({"lxdbr0"})
+MANAGED = {"lxdbr0": "bridge", "uplink": "physical", "lan": "macvlan"}
 
 
 @pytest.mark.parametrize(("config", "key"), [
@@ -97,6 +97,8 @@ def test_volatile_keys_are_lxds_own() -> None:
     ({"type": "nic", "nictype": "macvlan", "parent": "eth0"}, "nic.unmanaged", "devices.d.parent"),
     ({"type": "nic", "network": "br-lan"}, "nic.unmanaged", "devices.d.network"),
     ({"type": "nic", "nictype": "bridged"}, "nic.unmanaged", "devices.d"),
+    ({"type": "nic", "network": "uplink"}, "nic.physical", "devices.d.network"),
+    ({"type": "nic", "nictype": "macvlan", "parent": "lan"}, "nic.unmanaged", "devices.d.parent"),
     ({"type": "nic", "network": "lxdbr0", "ipv4.routes": "0.0.0.0/0"}, "device.nic", "devices.d.ipv4.routes"),
     ({"type": "nic", "network": "lxdbr0", "host_name": "eth0"}, "device.nic", "devices.d.host_name"),
 ])
@@ -127,6 +129,7 @@ def test_pool_disks_and_nics_on_managed_networks_pass() -> None:
                              "eth0": {"type": "nic", "nictype": "bridged", "parent": "lxdbr0", "name": "eth0"},
                              "eth1": {"type": "nic", "network": "lxdbr0", "ipv4.address": "10.0.0.5"},
                              "eth2": {"type": "nic", "nictype": "macvlan", "parent": "lxdbr0"},
+                             "eth3": {"type": "nic", "network": "lan"},
                              "hidden": {"type": "none"}, "gone": None}, MANAGED)
 
 
