@@ -7,6 +7,9 @@ job or growing memory. `end` is always delivered to a subscriber that is not slo
 
 A channel also keeps the latest messages of its job, so that an SSE client that reconnects with `Last-Event-ID`
 gets exactly what it missed.
+
+Each subscriber reads as a `Viewer`: it gets no message of a job outside its limits, and, unless the job is its own
+(or it is an admin), no `output` message and no output in the job a message carries.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from app.jobs.models import EventType, Job
+from app.jobs.access import EVERYONE, Viewer
+from app.jobs.models import EventType, Job, omit_output, split_output
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,25 @@ class JobEvent:
     kind: str
     job: dict[str, Any]
     data: dict[str, Any] | None = None
+    remote: str | None = None
+    project: str | None = None
+    token_id: str | None = None
+
+    @classmethod
+    def of(cls, type: EventType, seq: int, job: Job, data: dict[str, Any] | None = None) -> JobEvent:
+        return cls(type, seq, job.id, job.kind, job_json(job), data, job.remote, job.project, job.token_id)
+
+    def for_viewer(self, viewer: Viewer) -> JobEvent | None:
+        """This message as `viewer` may read it, or None when it may not read it at all."""
+        if not viewer.sees(self.remote, self.project):
+            return None
+        if viewer.owns(self.token_id):
+            return self
+        if self.type == "output":
+            return None
+        if split_output(self.job.get("result"))[1] is None:
+            return self
+        return replace(self, job={**self.job, "result": omit_output(self.job["result"])})
 
     def message(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.type, "seq": self.seq, "job": self.job}
@@ -43,8 +66,10 @@ def job_json(job: Job) -> dict[str, Any]:
 class Subscription:
     """One reader of the bus. Iterate it; it stops after `end` (single-job) or when closed."""
 
-    def __init__(self, bus: JobBus, job_id: str | None, kind: str | None, capacity: int) -> None:
+    def __init__(self, bus: JobBus, job_id: str | None, kind: str | None, capacity: int,
+                 viewer: Viewer = EVERYONE) -> None:
         self._bus = bus
+        self.viewer = viewer
         self.job_id = job_id
         self.kind = kind
         self.capacity = capacity
@@ -57,6 +82,10 @@ class Subscription:
     def _offer(self, event: JobEvent) -> None:
         if self.closed:
             return
+        shown = event.for_viewer(self.viewer)
+        if shown is None:
+            return
+        event = shown
         if len(self._queue) >= self.capacity and not (event.type == "end" and len(self._queue) <= self.capacity):
             self.slow = True
             self.close()
@@ -133,7 +162,7 @@ class JobBus:
             ch = self._channels[job.id] = _Channel(job, 0, self.history)
         ch.seq += 1
         ch.job = job.model_copy(deep=True)
-        event = JobEvent(type=type, seq=ch.seq, job_id=job.id, kind=job.kind, job=job_json(job), data=data)
+        event = JobEvent.of(type, ch.seq, job, data)
         ch.history.append(event)
         for sub in list(ch.subscribers):
             sub._offer(event)
@@ -147,15 +176,15 @@ class JobBus:
 
     # -- subscribing (websockets, SSE, waiters) -------------------------------------------------------------------
 
-    def subscribe(self, job_id: str, *, after: int | None = None,
-                  capacity: int | None = None) -> tuple[Subscription, list[JobEvent]] | None:
+    def subscribe(self, job_id: str, *, after: int | None = None, capacity: int | None = None,
+                  viewer: Viewer = EVERYONE) -> tuple[Subscription, list[JobEvent]] | None:
         """Watch one live job. Returns the subscription and the messages to send first (a snapshot, or with
         `after` the messages after that sequence number when they are still kept), or None when the bus does not
-        carry the job (it has ended or does not exist: read the store)."""
+        carry the job (it has ended or does not exist: read the store) or `viewer` may not see it."""
         ch = self._channels.get(job_id)
-        if ch is None:
+        if ch is None or not viewer.sees_job(ch.job):
             return None
-        sub = Subscription(self, job_id, None, capacity or self.capacity)
+        sub = Subscription(self, job_id, None, capacity or self.capacity, viewer)
         ch.subscribers.add(sub)
         first: list[JobEvent]
         if after is not None and after >= ch.seq:
@@ -163,19 +192,21 @@ class JobBus:
         elif after is not None and ch.history and ch.history[0].seq <= after + 1:
             first = [e for e in ch.history if e.seq > after]
         else:
-            first = [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))]
-        return sub, first
+            first = [JobEvent.of("snapshot", ch.seq, ch.job)]
+        return sub, [shown for e in first if (shown := e.for_viewer(viewer)) is not None]
 
-    def subscribe_all(self, *, kind: str | None = None, capacity: int | None = None) -> Subscription:
-        """Watch every job (optionally of one kind); no snapshot: list the jobs for that."""
-        sub = Subscription(self, None, kind, capacity or self.capacity)
+    def subscribe_all(self, *, kind: str | None = None, capacity: int | None = None,
+                      viewer: Viewer = EVERYONE) -> Subscription:
+        """Watch every job `viewer` may see (optionally of one kind); no snapshot: list the jobs for that."""
+        sub = Subscription(self, None, kind, capacity or self.capacity, viewer)
         self._global.add(sub)
         return sub
 
-    def snapshots(self, kind: str | None = None) -> list[JobEvent]:
-        """A snapshot message for every live job (of one kind)."""
-        return [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))
-                for ch in self._channels.values() if kind is None or ch.job.kind == kind]
+    def snapshots(self, kind: str | None = None, viewer: Viewer = EVERYONE) -> list[JobEvent]:
+        """A snapshot message for every live job (of one kind) that `viewer` may see."""
+        events = [JobEvent.of("snapshot", ch.seq, ch.job) for ch in self._channels.values()
+                  if kind is None or ch.job.kind == kind]
+        return [shown for e in events if (shown := e.for_viewer(viewer)) is not None]
 
     def live(self, job_id: str) -> Job | None:
         ch = self._channels.get(job_id)
