@@ -355,7 +355,7 @@ class SQLiteJobStore:
              _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]), result,
              _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until,
              job.token_id, has_output),
-        ), *output_writes])
+        ), *(output_writes if has_output else [])])
 
     async def save(self, job: Job, *, seq: int) -> None:
         result, has_output, output_writes = self._result_writes(job)
