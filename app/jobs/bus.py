@@ -5,8 +5,9 @@ sequence number, and finally `end`. Publishing never waits: every subscriber has
 behind by more than its queue is marked slow and dropped (the websocket closes it with 1013) instead of slowing the
 job or growing memory. `end` is always delivered to a subscriber that is not slow (it has a reserved slot).
 
-A channel also keeps the latest messages of its job, so that an SSE client that reconnects with `Last-Event-ID`
-gets exactly what it missed.
+A channel also keeps the latest messages of its job (at most `history` of them, and at most `history_bytes` of
+output), so that an SSE client that reconnects with `Last-Event-ID` gets exactly what it missed; one that missed
+more than is kept gets a fresh snapshot.
 
 Each subscriber reads as a `Viewer`: it gets no message of a job outside its limits, and, unless the job is its own
 (or it is an admin), no `output` message and no output in the job a message carries.
@@ -51,6 +52,13 @@ class JobEvent:
         if split_output(self.job.get("result"))[1] is None:
             return self
         return replace(self, job={**self.job, "result": omit_output(self.job["result"])})
+
+    @property
+    def weight(self) -> int:
+        """Roughly what the message holds in memory: its output, plus a little for the rest."""
+        if self.type != "output" or self.data is None:
+            return 256
+        return 256 + len(self.data.get("text") or self.data.get("b64") or "")
 
     def message(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.type, "seq": self.seq, "job": self.job}
@@ -128,19 +136,31 @@ class Subscription:
 
 
 class _Channel:
-    def __init__(self, job: Job, seq: int, history: int) -> None:
+    def __init__(self, job: Job, seq: int, history: int, history_bytes: int) -> None:
         self.job = job
         self.seq = seq
         self.history: deque[JobEvent] = deque(maxlen=history)
+        self.history_bytes = history_bytes
+        self.kept_bytes = 0
         self.subscribers: set[Subscription] = set()
+
+    def keep(self, event: JobEvent) -> None:
+        """Keep `event` for resumes, dropping the oldest beyond the count or the bytes (the newest always stays)."""
+        if len(self.history) == self.history.maxlen:
+            self.kept_bytes -= self.history[0].weight
+        self.history.append(event)
+        self.kept_bytes += event.weight
+        while self.kept_bytes > self.history_bytes and len(self.history) > 1:
+            self.kept_bytes -= self.history.popleft().weight
 
 
 class JobBus:
     """Fan-out of job changes; all methods are synchronous and must run on the event loop."""
 
-    def __init__(self, *, capacity: int = 1024, history: int = 1024) -> None:
+    def __init__(self, *, capacity: int = 1024, history: int = 1024, history_bytes: int = 8 << 20) -> None:
         self.capacity = capacity
         self.history = history
+        self.history_bytes = history_bytes
         self._channels: dict[str, _Channel] = {}
         self._global: set[Subscription] = set()
 
@@ -149,7 +169,7 @@ class JobBus:
     def open(self, job: Job, seq: int = 0) -> None:
         """Start carrying a job (when it is submitted or recovered)."""
         if job.id not in self._channels:
-            self._channels[job.id] = _Channel(job.model_copy(deep=True), seq, self.history)
+            self._channels[job.id] = _Channel(job.model_copy(deep=True), seq, self.history, self.history_bytes)
 
     def seq(self, job_id: str) -> int:
         ch = self._channels.get(job_id)
@@ -159,11 +179,11 @@ class JobBus:
         """Send one change; `end` also closes the job's channel."""
         ch = self._channels.get(job.id)
         if ch is None:
-            ch = self._channels[job.id] = _Channel(job, 0, self.history)
+            ch = self._channels[job.id] = _Channel(job, 0, self.history, self.history_bytes)
         ch.seq += 1
         ch.job = job.model_copy(deep=True)
         event = JobEvent.of(type, ch.seq, job, data)
-        ch.history.append(event)
+        ch.keep(event)
         for sub in list(ch.subscribers):
             sub._offer(event)
         for sub in list(self._global):

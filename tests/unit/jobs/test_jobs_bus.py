@@ -123,3 +123,17 @@ def test_render_shows_params_and_output_to_the_owner_and_admins_only() -> None:
     assert Viewer(token_id="").render(legacy)["result"] == {"exit_code": 1, "output_omitted": True}
     assert not Viewer(token_id="x", projects=("p2",)).sees_job(j)
     assert not Viewer(token_id="x", remotes=("local",)).sees(None, "default")
+
+
+async def test_resume_history_is_bounded_in_bytes_of_output_too() -> None:
+    bus = JobBus(capacity=8, history=1000, history_bytes=16 * 1024)
+    j = job()
+    bus.open(j)
+    for _ in range(100):
+        bus.publish(j, "output", {"stream": "stdout", "text": "x" * 4096})
+    kept = bus._channels["j1"].history
+    assert 1 < len(kept) <= 4 and sum(e.weight for e in kept) <= 16 * 1024
+    _sub, first = bus.subscribe("j1", after=kept[0].seq - 1)  # type: ignore[misc]
+    assert [e.seq for e in first] == [e.seq for e in kept]  # still kept: exactly what was missed
+    _sub, first = bus.subscribe("j1", after=1)  # type: ignore[misc]
+    assert [(e.type, e.seq) for e in first] == [("snapshot", 100)]  # no longer kept: a fresh snapshot
