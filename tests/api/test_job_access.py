@@ -277,3 +277,26 @@ async def test_an_ended_jobs_websocket_and_sse_send_snapshot_then_end(gw: Gatewa
     status, _, events = await read_sse_raw(gw, "writer", job["id"])
     assert status == 200 and [e["event"] for e in events] == ["snapshot", "end"]
     assert [e["id"] for e in events] == [messages[0]["seq"], messages[1]["seq"]]
+
+
+async def test_a_new_token_with_a_revoked_tokens_name_neither_replays_nor_reads_its_jobs(gw: Gateway) -> None:
+    tokens = gw.app.state.tokens
+    _, first_secret = tokens.create("reused", [Scope.write])
+    body = {"steps": 1, "interval": 0.01, "note": CMD_MARKER}
+    key = {"Idempotency-Key": "reused-key"}
+    async with httpx.AsyncClient(base_url=f"http://{gw.address}", timeout=30,
+                                 headers={"Authorization": f"Bearer {first_secret}"}) as first:
+        r = await first.post("/v1/test-jobs", json=body, headers=key, params={"wait": 10})
+        old = r.json()
+        assert r.status_code == 200 and old["status"] == "succeeded", r.text
+        assert (await first.get(f"/v1/jobs/{old['id']}")).json()["params"] == body
+    tokens.revoke("reused")
+    _, second_secret = tokens.create("reused", [Scope.write])
+    async with httpx.AsyncClient(base_url=f"http://{gw.address}", timeout=30,
+                                 headers={"Authorization": f"Bearer {second_secret}"}) as second:
+        r = await second.post("/v1/test-jobs", json=body, headers=key, params={"wait": 10})
+        assert r.status_code == 200 and r.json()["id"] != old["id"], r.text
+        assert "idempotent-replayed" not in r.headers
+        r = await second.get(f"/v1/jobs/{old['id']}")
+        assert r.status_code == 200 and r.json()["requested_by"] == "reused" and r.json()["params"] is None
+        assert CMD_MARKER not in r.text
