@@ -300,3 +300,9 @@ async def test_a_new_token_with_a_revoked_tokens_name_neither_replays_nor_reads_
         r = await second.get(f"/v1/jobs/{old['id']}")
         assert r.status_code == 200 and r.json()["requested_by"] == "reused" and r.json()["params"] is None
         assert CMD_MARKER not in r.text
+
+
+async def test_an_exec_that_asks_to_keep_no_output_keeps_none(gw: Gateway) -> None:
+    job = await start_exec(gw, "writer", {"command": ["echo", "hi"], "max_output_bytes": 0}, wait=60)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {"exit_code": 0, "stdout": "", "stderr": "", "truncated": True}
