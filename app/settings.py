@@ -110,6 +110,10 @@ class Settings(BaseSettings):
                                      "while it runs")
     job_recovery_timeout_seconds: float = Field(
         50.0, gt=0, description="time allowed to settle one job left running by a previous gateway process")
+    job_output_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=0, le=1 << 30, description="output (stdout and stderr together) kept with one job, "
+        "whatever its request asks; beyond it the result says `truncated` (the `output` stream messages still carry "
+        "everything)")
     idempotency_ttl_hours: float = Field(24.0, gt=0, description="how long an Idempotency-Key answers its job")
     extensions: list[str] = Field(
         default_factory=list, description="Python modules imported at start-up; each may register job kinds and "

@@ -52,8 +52,10 @@ class ExecBody(BaseModel):
     stdin: str | None = Field(None, description="text fed to the command's standard input, then closed")
     timeout: float | None = Field(None, gt=0, le=86400, description="seconds; past it the command is killed and "
                                   "the job fails with `exec-timeout`, keeping the partial output")
-    max_output_bytes: int = Field(1 << 20, ge=0, le=MAX_OUTPUT, description="bytes kept per stream; beyond it "
-                                  "`truncated` is true (the job's `output` messages still carry everything)")
+    max_output_bytes: int = Field(1 << 20, ge=0, le=MAX_OUTPUT, description="bytes kept per stream; the job "
+                                  "keeps at most `LXDGW_JOB_OUTPUT_MAX_BYTES` of output in all, whatever this asks; "
+                                  "beyond either `truncated` is true (the job's `output` messages still carry "
+                                  "everything, to the token that started it)")
 
 
 class StartFrame(BaseModel):
@@ -77,7 +79,8 @@ class StartFrame(BaseModel):
 async def exec_command(name: ContainerName, body: Annotated[ExecBody, Body()], request: Request, b: BackendDep,
                        jobs: JobStarterDep) -> JSONResponse:
     """The job's result is `{exit_code, stdout, stderr, truncated}`; output also streams as `output` job messages
-    while it runs. A non-zero exit is still a `succeeded` job. Cancelling the job kills the process."""
+    while it runs. A non-zero exit is still a `succeeded` job. Cancelling the job kills the process. The command,
+    its input and its output are shown only to the token that started the job and to admin tokens."""
 
     async def precheck() -> None:
         await require_container(b, name)

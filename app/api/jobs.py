@@ -1,4 +1,9 @@
-"""`/v1/jobs`: list, read (with long-poll), cancel, and stream jobs (websocket and Server-Sent Events)."""
+"""`/v1/jobs`: list, read (with long-poll), cancel, and stream jobs (websocket and Server-Sent Events).
+
+A caller reaches only the jobs within its remote and project limits (any other is a 404, as if it did not exist),
+and sees a job's params and output only when the job is its own or it is an admin (see `app.jobs.access`).
+Listings never carry params or output.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,12 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app.api.auth import require
-from app.api.jobs_support import JobsDep, WaitQuery, job_response
+from app.api.auth import Principal, require
+from app.api.jobs_support import JobsDep, WaitQuery, job_response, viewer_of
 from app.api.problems import ProblemError, problem_response, problem_responses
 from app.core.tokens import Scope
-from app.jobs.bus import JobEvent, Subscription, job_json
+from app.jobs.access import Viewer
+from app.jobs.bus import JobEvent, Subscription
 from app.jobs.models import Job, JobPage, JobStatus
 from app.jobs.runner import JobAlreadyEnded, JobNotFound
 from app.jobs.service import JobsService
@@ -62,9 +68,13 @@ def _decode_cursor(cursor: str) -> tuple[int, JobFilter]:
 # -- routes --------------------------------------------------------------------------------------------------------
 
 @router.get("", summary="List jobs, newest first", response_model=JobPage, operation_id="jobs-list",
-            dependencies=[Reader], responses=problem_responses(400, 401, 403, 422))
+            description="Only jobs within the token's remote and project limits. Items never carry params or "
+                        "output: a result's `stdout`/`stderr` are left out and `output_omitted` is true (read the "
+                        "job itself for them).",
+            responses=problem_responses(400, 401, 403, 422))
 async def list_jobs(
     jobs: JobsDep,
+    principal: Annotated[Principal, Reader],
     status: Annotated[list[JobStatus] | None, Query(description="repeatable")] = None,
     kind: Annotated[str | None, Query(examples=["container.create"])] = None,
     resource: Annotated[str | None, Query(examples=["/v1/containers/c1"])] = None,
@@ -81,34 +91,53 @@ async def list_jobs(
         if any(v is not None for v in asked) and flt != cursor_flt:
             raise ProblemError(400, "the cursor was made for other filters", slug="bad-cursor")
         flt = cursor_flt
-    rows = await jobs.store.list(flt, limit=limit + 1, before=before)
+    viewer = viewer_of(principal)
+    rows = await jobs.store.list(flt, limit=limit + 1, before=before, remotes=viewer.remotes,
+                                 projects=viewer.projects)
     more = len(rows) > limit
     rows = rows[:limit]
     items = []
     for row in rows:
         live = jobs.bus.live(row.job.id)
-        items.append(job_json(live) if live is not None else job_json(row.job))
+        job = live if live is not None else row.job
+        items.append(viewer.render(job, listing=True, had_output=row.has_output and live is None))
     next_cursor = _encode_cursor(rows[-1].position, flt) if more and rows else None
     return JSONResponse({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/{job_id}", summary="A job; with `wait`, long-poll until it ends", response_model=Job,
-            operation_id="jobs-get", dependencies=[Reader], responses=problem_responses(401, 403, 404, 422))
-async def get_job(job_id: JobId, jobs: JobsDep, wait: WaitQuery = 0) -> Any:
-    job = await jobs.runner.wait(job_id, wait)
-    if job is None:
+async def _find(jobs: JobsService, job_id: str, viewer: Viewer) -> Job:
+    """The job, when it exists for `viewer`; a 404 problem otherwise (also for a job outside its limits)."""
+    job = await jobs.runner.get(job_id)
+    if job is None or not viewer.sees_job(job):
         raise ProblemError(404, f"job {job_id!r} not found")
-    return JSONResponse(job.model_dump(mode="json"))
+    return job
+
+
+@router.get("/{job_id}", summary="A job; with `wait`, long-poll until it ends", response_model=Job,
+            operation_id="jobs-get", responses=problem_responses(401, 403, 404, 422),
+            description="The token that started the job, and admin tokens, see its `params` and its output "
+                        "(`stdout`/`stderr` in `result`); other tokens see the job without them "
+                        "(`output_omitted: true`).")
+async def get_job(job_id: JobId, jobs: JobsDep, principal: Annotated[Principal, Reader], wait: WaitQuery = 0) -> Any:
+    viewer = viewer_of(principal)
+    job = await _find(jobs, job_id, viewer)
+    if wait and not job.ended:
+        job = await jobs.runner.wait(job_id, wait) or job
+    params = await jobs.runner.params(job_id) if viewer.owns(job.token_id) else None
+    return JSONResponse(viewer.render(job, params=params))
 
 
 @router.delete("/{job_id}", summary="Cancel a job", response_model=Job, status_code=202,
-               operation_id="jobs-cancel", dependencies=[Writer],
+               operation_id="jobs-cancel",
                description="Cancels per kind: exec kills the process, image copy cancels LXD's operation, create "
                            "stops after the current step and rolls back, a queued job never starts. 202 with the "
                            "job while it stops; 200 once it has ended (within `wait`); 409 if it had already ended.",
                responses={200: {"model": Job, "description": "the job has ended"},
                           **problem_responses(401, 403, 404, 409, 422)})
-async def cancel_job(job_id: JobId, jobs: JobsDep, wait: WaitQuery = 0) -> Any:
+async def cancel_job(job_id: JobId, jobs: JobsDep, principal: Annotated[Principal, Writer],
+                     wait: WaitQuery = 0) -> Any:
+    viewer = viewer_of(principal)
+    await _find(jobs, job_id, viewer)
     try:
         job = await jobs.runner.cancel(job_id)
     except JobNotFound:
@@ -118,7 +147,7 @@ async def cancel_job(job_id: JobId, jobs: JobsDep, wait: WaitQuery = 0) -> Any:
                            job_status=exc.job.status.value) from None
     if wait and not job.ended:
         job = await jobs.runner.wait(job_id, wait) or job
-    return job_response(job)
+    return job_response(job, viewer)
 
 
 # -- streams -------------------------------------------------------------------------------------------------------
@@ -190,36 +219,46 @@ async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
         await asyncio.wait_for(websocket.close(code, reason), 5)
 
 
-async def _stored_end(jobs: JobsService, job_id: str) -> JobEvent | None:
+async def _ended(jobs: JobsService, job_id: str, viewer: Viewer) -> list[JobEvent] | None:
+    """The messages of a job the bus no longer carries (it has ended): a `snapshot` (the job as it is now, with the
+    seq before its end) and `end`; None when it does not exist for `viewer`. With the snapshot one less than `end`,
+    a reader that resumes after the snapshot gets `end`, and one that saw `end` gets nothing more."""
     stored = await jobs.store.load(job_id)
-    if stored is None:
+    if stored is None or not viewer.sees_job(stored.job):
         return None
-    return JobEvent("end", stored.seq, stored.job.id, stored.job.kind, job_json(stored.job))
+    end = JobEvent.of("end", stored.seq, stored.job)
+    events = [JobEvent.of("snapshot", max(stored.seq - 1, 0), stored.job), end]
+    return [shown for e in events if (shown := e.for_viewer(viewer)) is not None]
 
 
-@router.websocket("/ws", name="jobs-ws-all", dependencies=[Reader])
-async def all_jobs_ws(websocket: WebSocket, kind: str | None = None) -> None:
-    """Every job's messages (optionally of one `kind`): first a snapshot of each live job, then every change."""
+@router.websocket("/ws", name="jobs-ws-all")
+async def all_jobs_ws(websocket: WebSocket, principal: Annotated[Principal, Reader], kind: str | None = None) -> None:
+    """Every job's messages (optionally of one `kind`): first a snapshot of each live job, then every change; only
+    jobs within the token's limits, `output` messages only of its own jobs (every job's for an admin)."""
     jobs: JobsService = websocket.app.state.jobs
-    sub = jobs.bus.subscribe_all(kind=kind)
-    first = jobs.bus.snapshots(kind)
+    viewer = viewer_of(principal)
+    sub = jobs.bus.subscribe_all(kind=kind, viewer=viewer)
+    first = jobs.bus.snapshots(kind, viewer)
     await websocket.accept()
     await _pump(websocket, sub, first, until_end=False)
 
 
-@router.websocket("/{job_id}/ws", name="jobs-ws", dependencies=[Reader])
-async def job_ws(websocket: WebSocket, job_id: str) -> None:
-    """One job: a snapshot, every change, `end` with the final job, then close 1000."""
+@router.websocket("/{job_id}/ws", name="jobs-ws")
+async def job_ws(websocket: WebSocket, job_id: str, principal: Annotated[Principal, Reader]) -> None:
+    """One job: a snapshot, every change, `end` with the final job, then close 1000 (an ended job: its snapshot,
+    `end`, close 1000)."""
     jobs: JobsService = websocket.app.state.jobs
-    subscribed = jobs.bus.subscribe(job_id)
+    viewer = viewer_of(principal)
+    subscribed = jobs.bus.subscribe(job_id, viewer=viewer)
     if subscribed is None:
-        end = await _stored_end(jobs, job_id)
-        if end is None:
+        ended = await _ended(jobs, job_id, viewer)
+        if ended is None:
             await _deny(websocket, 404, f"job {job_id!r} not found")
             return
         await websocket.accept()
         with contextlib.suppress(Exception):
-            await websocket.send_text(json.dumps(end.message()))
+            for event in ended:
+                await websocket.send_text(json.dumps(event.message()))
         await _close(websocket, CLOSE_NORMAL)
         return
     sub, first = subscribed
@@ -232,13 +271,14 @@ def _sse(event: JobEvent) -> bytes:
 
 
 @router.get("/{job_id}/events", summary="The job's messages as Server-Sent Events", operation_id="jobs-events",
-            response_class=StreamingResponse, dependencies=[Reader],
+            response_class=StreamingResponse,
             description="`event:` is the message type, `id:` its seq, `data:` the message as on the websocket. "
                         "Send `Last-Event-ID` to resume without repeats; a `: heartbeat` comment comes every 15 s. "
-                        "The stream ends after `end`.",
+                        "The stream ends after `end`; an ended job answers its `snapshot`, then `end`. `output` "
+                        "messages reach only the token that started the job and admin tokens.",
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "the event stream"}, **problem_responses(400, 401, 403, 404)})
-async def job_events(job_id: JobId, request: Request, jobs: JobsDep,
+async def job_events(job_id: JobId, request: Request, jobs: JobsDep, principal: Annotated[Principal, Reader],
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> StreamingResponse:
     after: int | None = None
     if last_event_id is not None:
@@ -247,19 +287,21 @@ async def job_events(job_id: JobId, request: Request, jobs: JobsDep,
         except ValueError:
             raise ProblemError(400, "Last-Event-ID must be a message seq (an integer)",
                                slug="bad-last-event-id") from None
-    subscribed = jobs.bus.subscribe(job_id, after=after)
-    end: JobEvent | None = None
+    viewer = viewer_of(principal)
+    subscribed = jobs.bus.subscribe(job_id, after=after, viewer=viewer)
+    ended: list[JobEvent] | None = None
     if subscribed is None:
-        end = await _stored_end(jobs, job_id)
-        if end is None:
+        ended = await _ended(jobs, job_id, viewer)
+        if ended is None:
             raise ProblemError(404, f"job {job_id!r} not found")
     heartbeat = jobs.sse_heartbeat
 
     async def stream() -> AsyncIterator[bytes]:
         if subscribed is None:
-            assert end is not None
-            if after is None or after < end.seq:
-                yield _sse(end)
+            assert ended is not None
+            for event in ended:
+                if after is None or event.seq > after:
+                    yield _sse(event)
             return
         sub, first = subscribed
         try:

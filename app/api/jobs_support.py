@@ -12,7 +12,8 @@
 The route itself requires its scope (e.g. `Depends(require(Scope.write))`). The starter reads `?wait=` (integer
 0 to 300, else 422) and `Idempotency-Key` (scoped to the calling token), and answers `202` with the job and
 `Location: /v1/jobs/{id}`, or `200` with the finished job when it ends within the wait. A replay answers the first
-job with `Idempotent-Replayed: true`; the same key with a different request is a 409 problem.
+job with `Idempotent-Replayed: true`; the same key with a different request is a 409 problem. Idempotency keys,
+the per-token job limit and the job itself belong to the calling token's id (not its name).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from fastapi.responses import JSONResponse
 from app.api.auth import Principal, current_principal
 from app.api.problems import ProblemError, problem_responses
 from app.api.request_id import current_request_id
+from app.core.tokens import Scope
+from app.jobs.access import Viewer
 from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
 from app.jobs.models import Job
 from app.jobs.runner import RunnerClosed
@@ -49,14 +52,18 @@ def get_jobs(request: Request) -> JobsService:
 JobsDep = Annotated[JobsService, Depends(get_jobs)]
 
 
+def viewer_of(principal: Principal) -> Viewer:
+    """The caller as the jobs subsystem sees it: token id, admin or not, remote and project limits."""
+    return Viewer(token_id=principal.token_id, admin=principal.has(Scope.admin), remotes=principal.remotes,
+                  projects=principal.projects)
 
 
-def job_response(job: Job, *, replayed: bool = False) -> JSONResponse:
-    """200 with an ended job, 202 with `Location` otherwise."""
+def job_response(job: Job, viewer: Viewer, *, replayed: bool = False) -> JSONResponse:
+    """200 with an ended job, 202 with `Location` otherwise; the job as `viewer` may see it."""
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(job.model_dump(mode="json"), status_code=200 if job.ended else 202, headers=headers)
+    return JSONResponse(viewer.render(job), status_code=200 if job.ended else 202, headers=headers)
 
 
 def job_responses(*problem_codes: int) -> dict[int | str, dict[str, Any]]:
@@ -93,7 +100,8 @@ class JobStarter:
         it) and before the job exists; a `ProblemError` it raises is the answer. With `upload=True` the body is not
         read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`."""
         svc = self.service
-        caller = self.principal.name  # idempotency keys are scoped to the token
+        caller = self.principal.token_id  # idempotency keys and the job limit belong to the token, by its id
+        viewer = viewer_of(self.principal)
         reservation = None
         if self.idempotency_key is not None:
             sha = self.request.headers.get("content-sha256")
@@ -113,7 +121,7 @@ class JobStarter:
                 if job is None:
                     raise ProblemError(409, "this Idempotency-Key answers a job that no longer exists",
                                        slug="idempotency-conflict")
-                return job_response(job, replayed=True)
+                return job_response(job, viewer, replayed=True)
             reservation = outcome
         try:
             limit = self.request.app.state.settings.max_jobs_per_token
@@ -124,8 +132,8 @@ class JobStarter:
                 await precheck()
             try:
                 job = await svc.runner.submit(kind, params=params, remote=remote, project=project,
-                                              resource=resource, requested_by=caller,
-                                              request_id=current_request_id())
+                                              resource=resource, requested_by=self.principal.name,
+                                              request_id=current_request_id(), token_id=caller)
             except RunnerClosed:
                 raise ProblemError(503, "the gateway is shutting down; retry shortly", slug="shutting-down",
                                    headers={"Retry-After": "5"}) from None
@@ -137,7 +145,7 @@ class JobStarter:
             await svc.idempotency.complete(reservation, job.id)
         if self.wait:
             job = await svc.runner.wait(job.id, self.wait) or job
-        return job_response(job)
+        return job_response(job, viewer)
 
 
 async def job_starter(request: Request, service: JobsDep,

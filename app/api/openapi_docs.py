@@ -13,6 +13,8 @@ from starlette.routing import WebSocketRoute
 
 JOB_MESSAGE = ("`{type: snapshot|progress|status|output|end, seq, job, data?}`; `snapshot` and `end` carry the whole "
                "job; `output` data is `{stream, text}` or `{stream, b64}`")
+JOB_ACCESS = ("only jobs within the token's remote and project limits (another job is a 404); `output` messages and "
+              "the output in a job's `result` only for the token that started the job and admin tokens")
 TERMINAL_MESSAGES = [
     "client → server, first text frame: `{command, environment, user, group, cwd, width, height, interactive}`",
     "both ways, binary frames: the terminal's bytes",
@@ -27,18 +29,20 @@ STREAMS: dict[str, dict[str, Any]] = {
         "summary": "Follow one job",
         "messages": ["server → client, first: the job as it is now (`snapshot`)",
                      f"server → client, then one per change: {JOB_MESSAGE}",
-                     "closes with 1000 after the final state; a reader too slow to keep up is closed with 1013"],
+                     "closes with 1000 after the final state; a reader too slow to keep up is closed with 1013",
+                     "an ended job: `snapshot`, then `end`, then close 1000", JOB_ACCESS],
     },
     "/v1/jobs/ws": {
         "tag": "jobs", "protocol": "websocket", "scope": "read",
         "summary": "Follow every job (optionally `?kind=`), for dashboards",
-        "messages": [f"server → client: {JOB_MESSAGE}"],
+        "messages": [f"server → client: {JOB_MESSAGE}", JOB_ACCESS],
     },
     "/v1/jobs/{job_id}/events": {
         "tag": "jobs", "protocol": "sse", "scope": "read",
         "summary": "Follow one job as Server-Sent Events",
         "messages": ["`event:` the message type, `id:` its seq, `data:` the message as on the websocket",
-                     "`Last-Event-ID` resumes after that seq; a comment heartbeat every 15 s"],
+                     "`Last-Event-ID` resumes after that seq; a comment heartbeat every 15 s",
+                     "an ended job: `snapshot` (seq one less than `end`), then `end`", JOB_ACCESS],
     },
     "/v1/events": {
         "tag": "events", "protocol": "websocket", "scope": "read",

@@ -5,8 +5,12 @@ sequence number, and finally `end`. Publishing never waits: every subscriber has
 behind by more than its queue is marked slow and dropped (the websocket closes it with 1013) instead of slowing the
 job or growing memory. `end` is always delivered to a subscriber that is not slow (it has a reserved slot).
 
-A channel also keeps the latest messages of its job, so that an SSE client that reconnects with `Last-Event-ID`
-gets exactly what it missed.
+A channel also keeps the latest messages of its job (at most `history` of them, and at most `history_bytes` of
+output), so that an SSE client that reconnects with `Last-Event-ID` gets exactly what it missed; one that missed
+more than is kept gets a fresh snapshot.
+
+Each subscriber reads as a `Viewer`: it gets no message of a job outside its limits, and, unless the job is its own
+(or it is an admin), no `output` message and no output in the job a message carries.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from app.jobs.models import EventType, Job
+from app.jobs.access import EVERYONE, Viewer
+from app.jobs.models import EventType, Job, omit_output, split_output
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,32 @@ class JobEvent:
     kind: str
     job: dict[str, Any]
     data: dict[str, Any] | None = None
+    remote: str | None = None
+    project: str | None = None
+    token_id: str | None = None
+
+    @classmethod
+    def of(cls, type: EventType, seq: int, job: Job, data: dict[str, Any] | None = None) -> JobEvent:
+        return cls(type, seq, job.id, job.kind, job_json(job), data, job.remote, job.project, job.token_id)
+
+    def for_viewer(self, viewer: Viewer) -> JobEvent | None:
+        """This message as `viewer` may read it, or None when it may not read it at all."""
+        if not viewer.sees(self.remote, self.project):
+            return None
+        if viewer.owns(self.token_id):
+            return self
+        if self.type == "output":
+            return None
+        if split_output(self.job.get("result"))[1] is None:
+            return self
+        return replace(self, job={**self.job, "result": omit_output(self.job["result"])})
+
+    @property
+    def weight(self) -> int:
+        """Roughly what the message holds in memory: its output, plus a little for the rest."""
+        if self.type != "output" or self.data is None:
+            return 256
+        return 256 + len(self.data.get("text") or self.data.get("b64") or "")
 
     def message(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.type, "seq": self.seq, "job": self.job}
@@ -43,8 +74,10 @@ def job_json(job: Job) -> dict[str, Any]:
 class Subscription:
     """One reader of the bus. Iterate it; it stops after `end` (single-job) or when closed."""
 
-    def __init__(self, bus: JobBus, job_id: str | None, kind: str | None, capacity: int) -> None:
+    def __init__(self, bus: JobBus, job_id: str | None, kind: str | None, capacity: int,
+                 viewer: Viewer = EVERYONE) -> None:
         self._bus = bus
+        self.viewer = viewer
         self.job_id = job_id
         self.kind = kind
         self.capacity = capacity
@@ -57,6 +90,10 @@ class Subscription:
     def _offer(self, event: JobEvent) -> None:
         if self.closed:
             return
+        shown = event.for_viewer(self.viewer)
+        if shown is None:
+            return
+        event = shown
         if len(self._queue) >= self.capacity and not (event.type == "end" and len(self._queue) <= self.capacity):
             self.slow = True
             self.close()
@@ -99,19 +136,31 @@ class Subscription:
 
 
 class _Channel:
-    def __init__(self, job: Job, seq: int, history: int) -> None:
+    def __init__(self, job: Job, seq: int, history: int, history_bytes: int) -> None:
         self.job = job
         self.seq = seq
         self.history: deque[JobEvent] = deque(maxlen=history)
+        self.history_bytes = history_bytes
+        self.kept_bytes = 0
         self.subscribers: set[Subscription] = set()
+
+    def keep(self, event: JobEvent) -> None:
+        """Keep `event` for resumes, dropping the oldest beyond the count or the bytes (the newest always stays)."""
+        if len(self.history) == self.history.maxlen:
+            self.kept_bytes -= self.history[0].weight
+        self.history.append(event)
+        self.kept_bytes += event.weight
+        while self.kept_bytes > self.history_bytes and len(self.history) > 1:
+            self.kept_bytes -= self.history.popleft().weight
 
 
 class JobBus:
     """Fan-out of job changes; all methods are synchronous and must run on the event loop."""
 
-    def __init__(self, *, capacity: int = 1024, history: int = 1024) -> None:
+    def __init__(self, *, capacity: int = 1024, history: int = 1024, history_bytes: int = 8 << 20) -> None:
         self.capacity = capacity
         self.history = history
+        self.history_bytes = history_bytes
         self._channels: dict[str, _Channel] = {}
         self._global: set[Subscription] = set()
 
@@ -120,7 +169,7 @@ class JobBus:
     def open(self, job: Job, seq: int = 0) -> None:
         """Start carrying a job (when it is submitted or recovered)."""
         if job.id not in self._channels:
-            self._channels[job.id] = _Channel(job.model_copy(deep=True), seq, self.history)
+            self._channels[job.id] = _Channel(job.model_copy(deep=True), seq, self.history, self.history_bytes)
 
     def seq(self, job_id: str) -> int:
         ch = self._channels.get(job_id)
@@ -130,11 +179,11 @@ class JobBus:
         """Send one change; `end` also closes the job's channel."""
         ch = self._channels.get(job.id)
         if ch is None:
-            ch = self._channels[job.id] = _Channel(job, 0, self.history)
+            ch = self._channels[job.id] = _Channel(job, 0, self.history, self.history_bytes)
         ch.seq += 1
         ch.job = job.model_copy(deep=True)
-        event = JobEvent(type=type, seq=ch.seq, job_id=job.id, kind=job.kind, job=job_json(job), data=data)
-        ch.history.append(event)
+        event = JobEvent.of(type, ch.seq, job, data)
+        ch.keep(event)
         for sub in list(ch.subscribers):
             sub._offer(event)
         for sub in list(self._global):
@@ -147,15 +196,15 @@ class JobBus:
 
     # -- subscribing (websockets, SSE, waiters) -------------------------------------------------------------------
 
-    def subscribe(self, job_id: str, *, after: int | None = None,
-                  capacity: int | None = None) -> tuple[Subscription, list[JobEvent]] | None:
+    def subscribe(self, job_id: str, *, after: int | None = None, capacity: int | None = None,
+                  viewer: Viewer = EVERYONE) -> tuple[Subscription, list[JobEvent]] | None:
         """Watch one live job. Returns the subscription and the messages to send first (a snapshot, or with
         `after` the messages after that sequence number when they are still kept), or None when the bus does not
-        carry the job (it has ended or does not exist: read the store)."""
+        carry the job (it has ended or does not exist: read the store) or `viewer` may not see it."""
         ch = self._channels.get(job_id)
-        if ch is None:
+        if ch is None or not viewer.sees_job(ch.job):
             return None
-        sub = Subscription(self, job_id, None, capacity or self.capacity)
+        sub = Subscription(self, job_id, None, capacity or self.capacity, viewer)
         ch.subscribers.add(sub)
         first: list[JobEvent]
         if after is not None and after >= ch.seq:
@@ -163,19 +212,21 @@ class JobBus:
         elif after is not None and ch.history and ch.history[0].seq <= after + 1:
             first = [e for e in ch.history if e.seq > after]
         else:
-            first = [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))]
-        return sub, first
+            first = [JobEvent.of("snapshot", ch.seq, ch.job)]
+        return sub, [shown for e in first if (shown := e.for_viewer(viewer)) is not None]
 
-    def subscribe_all(self, *, kind: str | None = None, capacity: int | None = None) -> Subscription:
-        """Watch every job (optionally of one kind); no snapshot: list the jobs for that."""
-        sub = Subscription(self, None, kind, capacity or self.capacity)
+    def subscribe_all(self, *, kind: str | None = None, capacity: int | None = None,
+                      viewer: Viewer = EVERYONE) -> Subscription:
+        """Watch every job `viewer` may see (optionally of one kind); no snapshot: list the jobs for that."""
+        sub = Subscription(self, None, kind, capacity or self.capacity, viewer)
         self._global.add(sub)
         return sub
 
-    def snapshots(self, kind: str | None = None) -> list[JobEvent]:
-        """A snapshot message for every live job (of one kind)."""
-        return [JobEvent("snapshot", ch.seq, ch.job.id, ch.job.kind, job_json(ch.job))
-                for ch in self._channels.values() if kind is None or ch.job.kind == kind]
+    def snapshots(self, kind: str | None = None, viewer: Viewer = EVERYONE) -> list[JobEvent]:
+        """A snapshot message for every live job (of one kind) that `viewer` may see."""
+        events = [JobEvent.of("snapshot", ch.seq, ch.job) for ch in self._channels.values()
+                  if kind is None or ch.job.kind == kind]
+        return [shown for e in events if (shown := e.for_viewer(viewer)) is not None]
 
     def live(self, job_id: str) -> Job | None:
         ch = self._channels.get(job_id)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic.json_schema import SkipJsonSchema
 
 PROBLEM_BASE = "https://lxd-gateway.dev/problems/"
 """Prefix of every problem `type` URI (the API layer uses the same one)."""
@@ -75,8 +76,15 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     requested_by: str | None = Field(None, description="name of the token that started the job", examples=["ci"])
-    result: Any = Field(None, description="what the job produced (per kind), once succeeded")
+    result: Any = Field(None, description="what the job produced (per kind), once succeeded. Its output "
+                        "(`stdout`, `stderr`) is shown only on `GET /v1/jobs/{id}` to the token that started the job "
+                        "and to admin tokens; elsewhere it is left out and `output_omitted` is true")
     error: dict[str, Any] | None = Field(None, description="a problem object (RFC 9457) when the job failed")
+    params: dict[str, Any] | None = Field(None, description="what the job was asked to do (the request); only on "
+                                          "`GET /v1/jobs/{id}`, for the token that started the job and admin tokens; "
+                                          "null elsewhere")
+    token_id: SkipJsonSchema[str | None] = Field(None, exclude=True)
+    """The stable id of the token that started the job (never shown): its params and output belong to it."""
 
     @field_serializer("created_at", "started_at", "finished_at")
     def _times(self, value: datetime | None) -> str | None:
@@ -85,6 +93,26 @@ class Job(BaseModel):
     @property
     def ended(self) -> bool:
         return self.status in TERMINAL
+
+
+OUTPUT_KEYS = ("stdout", "stderr")
+"""Keys of a job's result that hold captured output: stored apart, shown only to the job's owner on a single read."""
+
+
+def split_output(result: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A result without its output, and the output (None when the result has none)."""
+    if not isinstance(result, dict) or not any(k in result for k in OUTPUT_KEYS):
+        return result, None
+    return ({k: v for k, v in result.items() if k not in OUTPUT_KEYS},
+            {k: result[k] for k in OUTPUT_KEYS if k in result})
+
+
+def omit_output(result: Any, *, had_output: bool = False) -> Any:
+    """The result as shown without its output: `stdout`/`stderr` left out and `output_omitted: true`."""
+    rest, output = split_output(result)
+    if output is None and not had_output:
+        return result
+    return {**(rest if isinstance(rest, dict) else {}), "output_omitted": True}
 
 
 class JobPage(BaseModel):

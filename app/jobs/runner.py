@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import logging
 import time
 import uuid
@@ -265,9 +266,9 @@ class JobRunner:
     def accepting(self) -> bool:
         return self._accepting
 
-    def unfinished_count(self, requested_by: str) -> int:
-        """Jobs of one caller that are queued or running in this process."""
-        return sum(1 for a in self._active.values() if not a.finished and a.job.requested_by == requested_by)
+    def unfinished_count(self, token_id: str) -> int:
+        """Jobs of one token (by its id) that are queued or running in this process."""
+        return sum(1 for a in self._active.values() if not a.finished and a.job.token_id == token_id)
 
     # -- life cycle ---------------------------------------------------------------------------------------------
 
@@ -330,6 +331,14 @@ class JobRunner:
             return active.job.model_copy(deep=True)
         return await self._store.get(job_id)
 
+    async def params(self, job_id: str) -> dict[str, Any] | None:
+        """What the job was asked to do (its params), or None when there is no such job."""
+        active = self._active.get(job_id)
+        if active is not None:
+            return copy.deepcopy(active.params)
+        stored = await self._store.load(job_id)
+        return stored.params if stored is not None else None
+
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         """The job once it has ended, or as it is after `timeout` seconds."""
         active = self._active.get(job_id)
@@ -343,13 +352,15 @@ class JobRunner:
 
     async def submit(self, kind: str, *, params: dict[str, Any] | None = None, remote: str | None = None,
                      project: str | None = None, resource: str | None = None, requested_by: str | None = None,
-                     request_id: str | None = None) -> Job:
-        """Create a queued job of a registered kind and start it (as soon as its remote has a free slot)."""
+                     request_id: str | None = None, token_id: str | None = None) -> Job:
+        """Create a queued job of a registered kind and start it (as soon as its remote has a free slot).
+        `requested_by` names the token that asks; `token_id` is its stable id, to which the job's params and
+        output belong."""
         if not self._accepting:
             raise RunnerClosed("the gateway is shutting down")
         job_kind = self.kinds.get(kind)
         job = Job(id=new_job_id(), kind=kind, status=JobStatus.queued, remote=remote, project=project,
-                  resource=resource, created_at=utcnow(), requested_by=requested_by)
+                  resource=resource, created_at=utcnow(), requested_by=requested_by, token_id=token_id)
         params = dict(params or {})
         await self._store.insert(job, params=params, owner_id=self.owner_id,
                                  lease_until=time.time() + self.lease_seconds, request_id=request_id)

@@ -6,6 +6,10 @@ carries its version (`PRAGMA user_version`) and is migrated forward at open. An 
 database makes sure one gateway process at a time uses it, so every unfinished job found at start-up belongs to a
 dead process. Rows carry `owner_id` and `lease_until` so that a shared store for several replicas can claim the jobs
 of a replica whose lease ran out, without any change in the callers.
+
+A job's captured output (`stdout`/`stderr` of its result) lives in its own table, `job_outputs`: listings read only
+the small columns of `jobs` and never load an output (they know only that there is one, `has_output`). Each row also
+keeps the id of the token that started it (`token_id`), to which its params and output belong.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from app.jobs.models import Job, JobStatus, rfc3339
+from app.jobs.models import Job, JobStatus, rfc3339, split_output
 
 
 class StoreLocked(RuntimeError):
@@ -55,6 +59,15 @@ class StoredJob:
     request_id: str | None = None
 
 
+@dataclass
+class ListedJob:
+    """A job as a listing reads it: without params, checkpoints or output (`has_output` says it has some)."""
+
+    job: Job
+    position: int
+    has_output: bool = False
+
+
 @dataclass(frozen=True)
 class IdempotencyRecord:
     scope: str
@@ -74,11 +87,15 @@ class JobStore(Protocol):
 
     async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
                      request_id: str | None = None) -> None: ...
+    """Store a new job; `job.token_id` is the token that started it."""
     async def save(self, job: Job, *, seq: int) -> None: ...
     async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None: ...
     async def get(self, job_id: str) -> Job | None: ...
     async def load(self, job_id: str) -> StoredJob | None: ...
-    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None) -> list[StoredJob]: ...
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
+                   remotes: tuple[str, ...] | None = None,
+                   projects: tuple[str, ...] | None = None) -> list[ListedJob]: ...
+    """Newest first; never loads params or output. `remotes`/`projects` (None: any) keep only jobs within them."""
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
     async def renew_leases(self, owner_id: str, lease_until: float) -> None: ...
     async def prune(self, finished_before: datetime) -> int: ...
@@ -94,7 +111,7 @@ class JobStore(Protocol):
     async def audit_prune(self, before: datetime) -> int: ...
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -153,11 +170,31 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX audit_time ON audit (time);
     """,
+    # Output apart from the job row (listings never read it); the token a job belongs to.
+    3: """
+    ALTER TABLE jobs ADD COLUMN token_id TEXT;
+    ALTER TABLE jobs ADD COLUMN has_output INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE job_outputs (
+        job_id       TEXT PRIMARY KEY,
+        output       TEXT NOT NULL
+    );
+    INSERT INTO job_outputs (job_id, output)
+        SELECT id, json_set('{}', '$.stdout', json_extract(result, '$.stdout'),
+                            '$.stderr', json_extract(result, '$.stderr'))
+        FROM jobs WHERE json_type(result, '$.stdout') IS NOT NULL OR json_type(result, '$.stderr') IS NOT NULL;
+    UPDATE jobs SET result = json_remove(result, '$.stdout', '$.stderr'), has_output = 1
+        WHERE id IN (SELECT job_id FROM job_outputs);
+    CREATE INDEX jobs_scope ON jobs (project, remote, position);
+    """,
 }
 
-_COLUMNS = ("position, id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+_LIST_COLUMNS = ("position, id, kind, status, remote, project, resource, requested_by, created_at, started_at, "
+                 "finished_at, progress, operations, result, error, token_id, has_output")
+"""What a listing reads: never params, checkpoints or output."""
+_COLUMNS = ("jobs.position, jobs.id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
             "started_at, finished_at, progress, operations, result, error, params, checkpoints, seq, owner_id, "
-            "lease_until")
+            "lease_until, token_id, has_output, job_outputs.output AS output")
+_FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
 
 
 def _dumps(value: Any) -> str:
@@ -168,15 +205,21 @@ def _ts(value: datetime | None) -> str | None:
     return rfc3339(value) if value is not None else None
 
 
-def _row_to_stored(row: aiosqlite.Row) -> StoredJob:
-    job = Job(
+def _row_to_job(row: aiosqlite.Row, *, output: str | None = None) -> Job:
+    result = json.loads(row["result"]) if row["result"] is not None else None
+    if output is not None:
+        result = {**(result if isinstance(result, dict) else {}), **json.loads(output)}
+    return Job(
         id=row["id"], kind=row["kind"], status=JobStatus(row["status"]), remote=row["remote"],
         project=row["project"], resource=row["resource"], requested_by=row["requested_by"],
         created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
-        progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]),
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-        error=json.loads(row["error"]) if row["error"] is not None else None,
+        progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]), result=result,
+        error=json.loads(row["error"]) if row["error"] is not None else None, token_id=row["token_id"],
     )
+
+
+def _row_to_stored(row: aiosqlite.Row) -> StoredJob:
+    job = _row_to_job(row, output=row["output"])
     return StoredJob(job=job, params=json.loads(row["params"]), checkpoints=json.loads(row["checkpoints"]),
                      seq=row["seq"], position=row["position"], owner_id=row["owner_id"],
                      lease_until=row["lease_until"], request_id=row["request_id"])
@@ -271,30 +314,58 @@ class SQLiteJobStore:
             await cur.close()
             return count
 
+    async def _write_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Several writes in one transaction; the row count of each."""
+        async with self._write_lock:
+            w = self._w
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                counts = []
+                for sql, args in statements:
+                    cur = await w.execute(sql, args)
+                    counts.append(cur.rowcount)
+                    await cur.close()
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+            return counts
+
+    @staticmethod
+    def _result_writes(job: Job) -> tuple[str | None, int, list[tuple[str, tuple[Any, ...]]]]:
+        """The result column without output, `has_output`, and the writes that keep `job_outputs` in step."""
+        rest, output = split_output(job.result)
+        result = _dumps(rest) if rest is not None else None
+        if output is None:
+            return result, 0, [("DELETE FROM job_outputs WHERE job_id=?", (job.id,))]
+        return result, 1, [("INSERT OR REPLACE INTO job_outputs (job_id, output) VALUES (?, ?)",
+                            (job.id, _dumps(output)))]
+
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
                      request_id: str | None = None) -> None:
-        await self._write(
+        result, has_output, output_writes = self._result_writes(job)
+        await self._write_all([(
             "INSERT INTO jobs (id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
-            "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until, token_id, "
+            "has_output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, job.kind, job.status.value, job.remote, job.project, job.resource, job.requested_by,
              request_id, _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
-             _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]),
-             _dumps(job.result) if job.result is not None else None,
-             _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until),
-        )
+             _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]), result,
+             _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until,
+             job.token_id, has_output),
+        ), *(output_writes if has_output else [])])
 
     async def save(self, job: Job, *, seq: int) -> None:
-        await self._write(
+        result, has_output, output_writes = self._result_writes(job)
+        await self._write_all([(
             "UPDATE jobs SET status=?, started_at=?, finished_at=?, progress=?, operations=?, result=?, error=?, "
-            "resource=?, seq=MAX(seq, ?) WHERE id=?",
+            "resource=?, has_output=?, seq=MAX(seq, ?) WHERE id=?",
             (job.status.value, _ts(job.started_at), _ts(job.finished_at), _dumps(job.progress.model_dump()),
-             _dumps([o.model_dump() for o in job.lxd_operations]),
-             _dumps(job.result) if job.result is not None else None,
-             _dumps(job.error) if job.error is not None else None, job.resource, seq, job.id),
-        )
+             _dumps([o.model_dump() for o in job.lxd_operations]), result,
+             _dumps(job.error) if job.error is not None else None, job.resource, has_output, seq, job.id),
+        ), *output_writes])
 
     async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
         await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
@@ -305,13 +376,21 @@ class SQLiteJobStore:
         return stored.job if stored else None
 
     async def load(self, job_id: str) -> StoredJob | None:
-        async with self._r.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)) as cur:
+        async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE jobs.id=?", (job_id,)) as cur:
             row = await cur.fetchone()
         return _row_to_stored(row) if row else None
 
-    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None) -> list[StoredJob]:
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
+                   remotes: tuple[str, ...] | None = None,
+                   projects: tuple[str, ...] | None = None) -> list[ListedJob]:
         where: list[str] = []
         args: list[Any] = []
+        for column, allowed in (("remote", remotes), ("project", projects)):
+            if allowed is not None:
+                if not allowed:
+                    return []
+                where.append(f"{column} IN ({','.join('?' * len(allowed))})")
+                args.extend(allowed)
         if flt.status:
             where.append(f"status IN ({','.join('?' * len(flt.status))})")
             args.extend(flt.status)
@@ -323,14 +402,14 @@ class SQLiteJobStore:
         if before is not None:
             where.append("position<?")
             args.append(before)
-        sql = f"SELECT {_COLUMNS} FROM jobs"
+        sql = f"SELECT {_LIST_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY position DESC LIMIT ?"
         args.append(limit)
         async with self._r.execute(sql, tuple(args)) as cur:
             rows = await cur.fetchall()
-        return [_row_to_stored(r) for r in rows]
+        return [ListedJob(_row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
 
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
@@ -339,8 +418,8 @@ class SQLiteJobStore:
             w = self._w
             await w.execute("BEGIN IMMEDIATE")
             try:
-                async with w.execute(f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') "
-                                     "ORDER BY position") as cur:
+                async with w.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE status IN ('queued', 'running') "
+                                     "ORDER BY jobs.position") as cur:
                     rows = await cur.fetchall()
                 await w.execute("UPDATE jobs SET owner_id=?, lease_until=? WHERE status IN ('queued', 'running')",
                                 (owner_id, lease_until))
@@ -358,8 +437,13 @@ class SQLiteJobStore:
                           (lease_until, owner_id))
 
     async def prune(self, finished_before: datetime) -> int:
-        return await self._write("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at<? "
-                                 "AND status IN ('succeeded', 'failed', 'cancelled')", (rfc3339(finished_before),))
+        old = ("finished_at IS NOT NULL AND finished_at<? AND status IN ('succeeded', 'failed', 'cancelled')",
+               (rfc3339(finished_before),))
+        counts = await self._write_all([
+            (f"DELETE FROM job_outputs WHERE job_id IN (SELECT id FROM jobs WHERE {old[0]})", old[1]),
+            (f"DELETE FROM jobs WHERE {old[0]}", old[1]),
+        ])
+        return counts[1]
 
     # -- idempotency --------------------------------------------------------------------------------------------
 

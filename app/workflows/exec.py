@@ -3,6 +3,10 @@
 An exit code other than 0 is still a `succeeded` job (the code is in the result); a command past its `timeout` is
 killed and the job `failed` with problem type `exec-timeout`, keeping the partial output. Cancelling the job kills
 the process (LXD cannot cancel an exec operation).
+
+The output kept with the job is capped twice: per stream by the request's `max_output_bytes`, and for the whole job
+(both streams together) by the `job_output_max_bytes` setting, whatever the request asks. `truncated` is true as soon
+as a byte was not kept. The job's progress does not name the command (params belong to the token that started it).
 """
 
 from __future__ import annotations
@@ -19,22 +23,32 @@ from app.workflows import workflow_env
 DEFAULT_MAX_OUTPUT = 1 << 20
 
 
-class _Capture:
-    """Output of one stream: kept up to `limit` bytes, every chunk also sent as an `output` job message."""
+class _Budget:
+    """Bytes of output the job may still keep (shared by its streams)."""
 
-    def __init__(self, ctx: JobContext, name: str, limit: int) -> None:
-        self.ctx, self.name, self.limit = ctx, name, limit
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+class _Capture:
+    """Output of one stream: kept up to `limit` bytes and within the job's budget, every chunk also sent as an
+    `output` job message."""
+
+    def __init__(self, ctx: JobContext, name: str, limit: int, budget: _Budget) -> None:
+        self.ctx, self.name, self.limit, self.budget = ctx, name, limit, budget
         self.buf = bytearray()
         self.truncated = False
 
     async def pump(self, stream: OutputStream) -> None:
         async for chunk in stream:
             await self.ctx.output(self.name, chunk)
-            room = self.limit - len(self.buf)
+            room = min(self.limit - len(self.buf), self.budget.left)
             if len(chunk) > room:
                 self.truncated = True
             if room > 0:
-                self.buf += chunk[:room]
+                kept = chunk[:room]
+                self.buf += kept
+                self.budget.left -= len(kept)
 
     @property
     def text(self) -> str:
@@ -50,14 +64,17 @@ async def _recover_exec(job: Job, ctx: JobContext) -> RecoveryOutcome:
 async def exec_command(ctx: JobContext) -> dict[str, Any]:
     """Run a command in the container; result `{exit_code, stdout, stderr, truncated}`."""
     p = ctx.params
-    client = workflow_env(ctx).client(ctx.remote, ctx.project)
-    limit = int(p.get("max_output_bytes") or DEFAULT_MAX_OUTPUT)
+    env = workflow_env(ctx)
+    client = env.client(ctx.remote, ctx.project)
+    asked = p.get("max_output_bytes")
+    limit = int(DEFAULT_MAX_OUTPUT if asked is None else asked)
+    budget = _Budget(env.settings.job_output_max_bytes)
     timeout = p.get("timeout")
-    await ctx.progress("running", None, " ".join(p["command"])[:200])
+    await ctx.progress("running", None, None)
     proc = await client.exec.start(p["name"], p["command"], environment=p.get("environment") or {},
                                    cwd=p.get("cwd"), user=p.get("user"), group=p.get("group"))
     await ctx.record_operation(ctx.remote or "", proc.id, "Running")
-    out, err = _Capture(ctx, "stdout", limit), _Capture(ctx, "stderr", limit)
+    out, err = _Capture(ctx, "stdout", limit, budget), _Capture(ctx, "stderr", limit, budget)
 
     def result(code: int | None) -> dict[str, Any]:
         return {"exit_code": code, "stdout": out.text, "stderr": err.text,

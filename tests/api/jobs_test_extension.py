@@ -1,5 +1,6 @@
 """A test-only gateway extension (loaded with `LXDGW_EXTENSIONS='["jobs_test_extension"]'`): synthetic job kinds and
-a route that starts them, so the jobs machinery is tested end to end without containers.
+a route that starts them (`?project=` names the job's project, default `default`), so the jobs machinery is tested
+end to end without containers.
 
 `test.sleep` params: `steps` (default 5), `interval` seconds (default 0.2), `fail` (fail at the end), `output`
 (lines to print per step), `marker` (a file path: created when the job finishes; recovery after a crash settles the
@@ -53,6 +54,7 @@ async def sleep_job(ctx: JobContext) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     @app.post("/v1/test-jobs", status_code=202, response_model=Job, responses=job_responses(),
               include_in_schema=False)
-    async def start_test_job(jobs: JobStarterDep, params: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
+    async def start_test_job(jobs: JobStarterDep, params: dict[str, Any] = Body(default_factory=dict),
+                             project: str = "default") -> JSONResponse:
         return await jobs.start("test.sleep", params=params, resource="/v1/test-jobs/x", remote="local",
-                                project="default")
+                                project=project)

@@ -178,12 +178,15 @@ async def test_websocket_streams_snapshot_progress_end_then_1000(jc: httpx.Async
     assert messages[-1]["job"]["status"] == "succeeded" and messages[-1]["job"]["result"] == {"steps": 3}
     out = next(m for m in messages if m["type"] == "output")
     assert out["data"]["stream"] == "stdout" and out["data"]["text"].startswith("step 0")
-    # an ended job: its end message, then 1000
+    # an ended job: the job as it is now (`snapshot`), then `end`, then 1000
     async with websockets.connect(f"ws://{live}/v1/jobs/{job['id']}/ws") as ws:
-        assert json.loads(await ws.recv())["type"] == "end"
+        snapshot, end = json.loads(await ws.recv()), json.loads(await ws.recv())
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         assert ws.close_code == 1000
+    assert (snapshot["type"], end["type"]) == ("snapshot", "end")
+    assert snapshot["job"] == end["job"] == messages[-1]["job"]
+    assert end["seq"] == messages[-1]["seq"] and snapshot["seq"] == end["seq"] - 1
 
 
 async def test_websocket_unknown_job_is_404(live: str) -> None:
@@ -266,7 +269,13 @@ async def test_sse_stream_resume_without_repeats_and_heartbeats(jc: httpx.AsyncC
             assert await read_sse(r) == ([], 0)  # already seen the end: nothing more
         async with c.stream("GET", url) as r:
             events, _ = await read_sse(r)
-            assert [e["event"] for e in events] == ["end"]
+        # an ended job: `snapshot` (the job as it is now), then `end`; a resume after the snapshot gets `end`
+        assert [e["event"] for e in events] == ["snapshot", "end"]
+        assert events[0]["data"]["job"] == events[1]["data"]["job"] and events[1]["id"] == rest[-1]["id"]
+        assert events[0]["id"] == events[1]["id"] - 1
+        async with c.stream("GET", url, headers={"Last-Event-ID": str(events[0]["id"])}) as r:
+            resumed, _ = await read_sse(r)
+        assert [(e["event"], e["id"]) for e in resumed] == [("end", events[1]["id"])]
         quiet = (await start(jc, {"steps": 1, "interval": 1.0})).json()
         async with c.stream("GET", f"http://{live}/v1/jobs/{quiet['id']}/events") as r:
             events, heartbeats = await read_sse(r)

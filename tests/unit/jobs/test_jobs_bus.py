@@ -1,7 +1,9 @@
-"""The bus: snapshot first, increasing seq, `end` always delivered, slow readers dropped, resume from history."""
+"""The bus: snapshot first, increasing seq, `end` always delivered, slow readers dropped, resume from history; each
+reader sees only the jobs and output it may (and the rendering of a job for a caller)."""
 
 from __future__ import annotations
 
+from app.jobs.access import Viewer
 from app.jobs.bus import JobBus
 from app.jobs.models import Job, JobStatus, utcnow
 
@@ -76,3 +78,62 @@ async def test_global_subscription_filters_by_kind() -> None:
     assert sub.pending == 0
     bus.close_all()
     assert await sub.get() is None
+
+
+async def test_each_reader_gets_only_the_jobs_and_output_it_may_see() -> None:
+    bus = JobBus(capacity=8)
+    j = Job(id="j1", kind="container.exec", status=JobStatus.running, created_at=utcnow(), remote="local",
+            project="default", token_id="owner")
+    bus.open(j)
+    owner = Viewer(token_id="owner")
+    other = Viewer(token_id="other")
+    admin = Viewer(token_id="root", admin=True)
+    elsewhere = Viewer(token_id="p2", admin=True, projects=("p2",))
+    subs = {v.token_id: bus.subscribe_all(viewer=v) for v in (owner, other, admin, elsewhere)}
+    assert bus.subscribe("j1", viewer=elsewhere) is None and bus.snapshots(viewer=elsewhere) == []
+    other_sub, first = bus.subscribe("j1", viewer=other)  # type: ignore[misc]
+    assert [e.type for e in first] == ["snapshot"]
+    bus.publish(j, "output", {"stream": "stdout", "text": "secret"})
+    j.status, j.result = JobStatus.succeeded, {"exit_code": 0, "stdout": "secret", "stderr": "", "truncated": False}
+    bus.publish(j, "end")
+    got = {name: [e.message() for e in sub._queue] for name, sub in subs.items()}
+    got["other-one"] = [e.message() for e in other_sub._queue]
+    for name in ("owner", "root"):
+        assert [m["type"] for m in got[name]] == ["output", "end"]
+        assert got[name][-1]["job"]["result"]["stdout"] == "secret"
+    for name in ("other", "other-one"):
+        assert [m["type"] for m in got[name]] == ["end"]
+        assert got[name][-1]["job"]["result"] == {"exit_code": 0, "truncated": False, "output_omitted": True}
+    assert got["p2"] == []
+    assert "token_id" not in got["owner"][-1]["job"]
+
+
+def test_render_shows_params_and_output_to_the_owner_and_admins_only() -> None:
+    j = Job(id="j1", kind="container.exec", status=JobStatus.succeeded, created_at=utcnow(), remote="local",
+            project="default", token_id="owner", result={"exit_code": 1, "stdout": "o", "stderr": "e"})
+    params = {"command": ["id"]}
+    for v in (Viewer(token_id="owner"), Viewer(token_id="x", admin=True)):
+        assert v.render(j, params=params)["params"] == params and v.render(j)["result"]["stdout"] == "o"
+        listed = v.render(j, params=params, listing=True)
+        assert listed["params"] is None and listed["result"] == {"exit_code": 1, "output_omitted": True}
+    shown = Viewer(token_id="other").render(j, params=params)
+    assert shown["params"] is None and shown["result"] == {"exit_code": 1, "output_omitted": True}
+    assert "token_id" not in shown
+    legacy = j.model_copy(update={"token_id": None})  # stored before jobs were bound to tokens: admins only
+    assert Viewer(token_id="").render(legacy)["result"] == {"exit_code": 1, "output_omitted": True}
+    assert not Viewer(token_id="x", projects=("p2",)).sees_job(j)
+    assert not Viewer(token_id="x", remotes=("local",)).sees(None, "default")
+
+
+async def test_resume_history_is_bounded_in_bytes_of_output_too() -> None:
+    bus = JobBus(capacity=8, history=1000, history_bytes=16 * 1024)
+    j = job()
+    bus.open(j)
+    for _ in range(100):
+        bus.publish(j, "output", {"stream": "stdout", "text": "x" * 4096})
+    kept = bus._channels["j1"].history
+    assert 1 < len(kept) <= 4 and sum(e.weight for e in kept) <= 16 * 1024
+    _sub, first = bus.subscribe("j1", after=kept[0].seq - 1)  # type: ignore[misc]
+    assert [e.seq for e in first] == [e.seq for e in kept]  # still kept: exactly what was missed
+    _sub, first = bus.subscribe("j1", after=1)  # type: ignore[misc]
+    assert [(e.type, e.seq) for e in first] == [("snapshot", 100)]  # no longer kept: a fresh snapshot

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import aiosqlite
 import pytest
 
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.jobs.store import SCHEMA_VERSION, JobFilter, SQLiteJobStore, StoreLocked
+from app.jobs.store import MIGRATIONS, SCHEMA_VERSION, JobFilter, SQLiteJobStore, StoreLocked
 
 
 def make_job(kind: str = "test.kind", status: JobStatus = JobStatus.queued, **kw: object) -> Job:
@@ -93,3 +96,69 @@ async def test_idempotency_records(store: SQLiteJobStore) -> None:
     rec, created = await store.idempotency_reserve("tok", "k", "fp2", owner_id="me", now=now + 11, ttl=10)
     assert created  # expired records are replaced
     assert await store.idempotency_prune(now + 100) == 2
+
+
+async def test_output_is_stored_apart_and_a_listing_never_loads_it(store: SQLiteJobStore) -> None:
+    job = make_job(kind="container.exec", remote="local", project="default", token_id="tok-1")
+    await store.insert(job, params={"command": ["yes"]}, owner_id="me", lease_until=0)
+    big = "x" * (16 << 20)
+    job.status, job.finished_at = JobStatus.succeeded, utcnow()
+    job.result = {"exit_code": 0, "stdout": big, "stderr": "e", "truncated": True}
+    await store.save(job, seq=3)
+    stored = await store.load(job.id)
+    assert stored is not None and stored.job.result == job.result and stored.job.token_id == "tok-1"
+    tracemalloc.start()
+    try:
+        rows = await store.list(JobFilter(), limit=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # the 16 MiB output was never read into memory
+    assert [(r.job.result, r.has_output, r.job.token_id) for r in rows] == [
+        ({"exit_code": 0, "truncated": True}, True, "tok-1")]
+    assert await store.prune(utcnow() + timedelta(days=1)) == 1
+    async with aiosqlite.connect(store.path) as db:
+        assert (await (await db.execute("SELECT count(*) FROM job_outputs")).fetchone())[0] == 0  # type: ignore[index]
+
+
+async def test_listing_keeps_only_jobs_within_the_given_remotes_and_projects(store: SQLiteJobStore) -> None:
+    jobs = [make_job(remote=r, project=p) for r, p in
+            [("local", "default"), ("local", "p2"), ("tls", "p2"), (None, "p2"), ("local", None)]]
+    for j in jobs:
+        await store.insert(j, params={}, owner_id="me", lease_until=0)
+
+    async def ids(**kw: tuple[str, ...] | None) -> set[str]:
+        return {r.job.id for r in await store.list(JobFilter(), limit=10, **kw)}
+
+    assert await ids() == {j.id for j in jobs}
+    assert await ids(projects=("p2",)) == {jobs[1].id, jobs[2].id, jobs[3].id}
+    assert await ids(remotes=("local",), projects=("p2",)) == {jobs[1].id}
+    assert await ids(remotes=("local",)) == {jobs[0].id, jobs[1].id, jobs[4].id}  # no remote: only for unlimited
+    assert await ids(projects=()) == set()
+
+
+async def test_a_version_2_database_is_migrated_with_its_outputs_moved_apart(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        for version in (1, 2):
+            db.executescript(MIGRATIONS[version])
+        db.execute("PRAGMA user_version=2")
+        for job_id, result in (("exec1", {"exit_code": 0, "stdout": "out", "stderr": "err", "truncated": False}),
+                               ("list1", ["a", "b"]), ("none1", None)):
+            db.execute("INSERT INTO jobs (id, kind, status, remote, project, created_at, result) "
+                       "VALUES (?, 'k', 'succeeded', 'local', 'default', '2026-01-01T00:00:00.000Z', ?)",
+                       (job_id, json.dumps(result) if result is not None else None))
+    store = SQLiteJobStore(path)
+    await store.open()
+    try:
+        rows = {r.job.id: r for r in await store.list(JobFilter(), limit=10)}
+        assert rows["exec1"].job.result == {"exit_code": 0, "truncated": False} and rows["exec1"].has_output
+        assert rows["list1"].job.result == ["a", "b"] and not rows["list1"].has_output
+        assert rows["none1"].job.result is None and not rows["none1"].has_output
+        exec1 = await store.get("exec1")
+        assert exec1 is not None and exec1.token_id is None  # started before jobs were bound to tokens
+        assert exec1.result == {"exit_code": 0, "stdout": "out", "stderr": "err", "truncated": False}
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
