@@ -91,6 +91,14 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
         raise _refuse(v) from None
 
 
+def enforce_volume(conn: HTTPConnection, principal: Principal, config: Mapping[str, object | None] | None) -> None:
+    """A custom storage volume's config."""
+    try:
+        policy_for(conn, principal).check_volume_config(config)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
+
+
 def enforce_image_server(conn: HTTPConnection, principal: Principal, server: str | None,
                          configured: Iterable[str]) -> None:
     try:

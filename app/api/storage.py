@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.common import Admin, Reader, Writer, service_problem
 from app.api.deps import BackendDep, Config
 from app.api.pagination import Page, PageDep, paginate
+from app.api.policy import enforce_volume
 from app.api.problems import ProblemError, problem_responses
 from app.core.storage_service import StorageServiceError, create_pool, create_volume
 from app.lxd.storage import StoragePool, StorageVolume
@@ -106,8 +107,9 @@ async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Re
 
 @router.post("/{pool}/volumes", summary="Create a custom volume", status_code=201, response_model=VolumeOut,
              operation_id="storage-volumes-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, response: Response,
-                                _: Writer) -> Any:
+async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, request: Request,
+                                response: Response, principal: Writer) -> Any:
+    enforce_volume(request, principal, body.config)
     await backend.client.storage.get(pool)  # 404 for a missing pool
     if body.name in {v.name for v in await backend.client.storage.volumes(pool, vtype="custom")}:
         raise ProblemError(409, f"volume {body.name!r} exists in pool {pool!r}", slug="exists")

@@ -22,6 +22,7 @@ Everything else needs a named rule, from the calling token's `allow` or the oper
 | `nic.<nictype>` (`nic.physical`, `nic.routed`, `nic.p2p`, `nic.ipvlan`, `nic.sriov`) | a NIC of that nictype |
 | `profile:<name>`, `profile:<project>/<name>` | trust that profile: what it brings passes unchecked |
 | `image.any-source` | an image copy from a server that is not a configured image source |
+| `volume.<key>`, `volume.<prefix>.*`, `volume.*` | a custom storage volume config key outside `SAFE_VOLUME_KEYS` |
 
 Checks run on the EXPANDED definition: the profiles' config and devices with the instance's own laid over them
 (last writer wins, devices replaced whole, as LXD does). What a trusted profile brings passes; `volatile.*` keys
@@ -100,12 +101,19 @@ NIC_NETWORK_TYPES = ("bridge", "macvlan", "sriov", "ovn")
 Networks = Mapping[str, str]  # the networks LXD manages: name -> type
 OTHER_NICTYPES = ("physical", "routed", "p2p", "ipvlan", "sriov")
 
+# Custom storage volume config a write token may set without a rule: its size, snapshot schedule, free-form user keys
+# and the filesystem of a block volume. Not `security.shifted`/`security.unmapped` (idmap games on shared data),
+# mount options or driver internals.
+SAFE_VOLUME_KEYS = ("size", "block.filesystem")
+SAFE_VOLUME_PREFIXES = ("snapshots.", "user.")
+
 RULES = (
     "security.privileged", "security.nesting", "raw", "linux.kernel_modules", "disk.host-source",
     "nic.unmanaged", *(f"nic.{t}" for t in OTHER_NICTYPES),
     *(f"device.{t}" for t in DEVICE_TYPES if t != "none"), "image.any-source",
 )
-RULE_FORMS = ("<config key>", "<config key prefix>.*", "profile:<name>", "profile:<project>/<name>")
+RULE_FORMS = ("<config key>", "<config key prefix>.*", "profile:<name>", "profile:<project>/<name>",
+              "volume.<key>", "volume.<prefix>.*")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 _PROFILE_RULE = re.compile(r"^profile:(?:([A-Za-z0-9][A-Za-z0-9_.\-]{0,62})/)?([A-Za-z0-9][A-Za-z0-9_.\-]{0,62})$")
 
@@ -122,9 +130,17 @@ def _config_rule(rule: str) -> bool:
                                               for ns in FREE_CONFIG_NAMESPACES))
 
 
+def _volume_rule(rule: str) -> bool:
+    """`volume.*`, or `volume.` followed by a well-formed key or key prefix ending in `.*`."""
+    if not rule.startswith("volume."):
+        return False
+    rest = rule[len("volume."):]
+    return rest == "*" or bool(_KEY.match(rest[:-2] if rest.endswith(".*") else rest))
+
+
 def is_rule(rule: str) -> bool:
     """Whether `rule` is a policy rule name (a typo is not)."""
-    return rule in RULES or bool(_PROFILE_RULE.match(rule)) or _config_rule(rule)
+    return rule in RULES or bool(_PROFILE_RULE.match(rule)) or _config_rule(rule) or _volume_rule(rule)
 
 
 def unknown_rules(rules: Iterable[str]) -> list[str]:
@@ -210,6 +226,16 @@ class Policy:
             return
         suffix = f" in {where}" if where else ""
         self._deny(self._config_rules(key), key, f"config {key}={str(value)[:64]!r}{suffix} is not allowed")
+
+    def check_volume_config(self, config: Mapping[str, object | None] | None) -> None:
+        """A custom storage volume's config: `SAFE_VOLUME_KEYS`/`SAFE_VOLUME_PREFIXES`, else a `volume.` rule."""
+        for key, value in (config or {}).items():
+            if value is None or key in SAFE_VOLUME_KEYS or key.startswith(SAFE_VOLUME_PREFIXES):
+                continue
+            parts = key.split(".")
+            rules = (f"volume.{key}", *(f"volume.{'.'.join(parts[:i])}.*" for i in range(len(parts) - 1, 0, -1)),
+                     "volume.*")
+            self._deny(rules, key, f"volume config {key}={str(value)[:64]!r} is not allowed")
 
     def check_config(self, config: Mapping[str, object | None] | None) -> None:
         """A request's own config (a merge patch's `null` removes a key: always fine)."""

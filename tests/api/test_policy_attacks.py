@@ -384,3 +384,26 @@ async def test_nic_on_the_managed_bridge_works_and_host_interfaces_do_not(world:
                          json={"name": "eth4", "device": {"type": "nic", "nictype": "bridged",
                                                           "parent": links.bridge}})
     assert r.status_code == 201, r.text
+
+
+async def test_custom_volume_with_idmap_shifting_is_refused(world: World) -> None:
+    """`security.shifted` on a custom volume lets containers of other idmaps share (and own) its files."""
+    name = f"{PREFIX}-v{secrets.token_hex(3)}"
+    path = "/v1/storage-pools/default/volumes"
+    try:
+        async with counting(world.app.state.remotes.get("local")) as log:
+            r = await world.call("POST", path, world.token(), json={"name": name,
+                                                                     "config": {"security.shifted": "true"}})
+            refused(r, "security.shifted", "volume.security.shifted")
+        assert log.mutating == []
+        assert name not in {v.name for v in await world.lxd.storage.volumes("default", vtype="custom")}
+        r = await world.call("POST", path, world.token(), json={"name": name, "config": {"size": "16MiB"}})
+        assert r.status_code == 201, r.text
+        r = await world.call("POST", path, world.token("volume.security.*"),
+                             json={"name": f"{name}s", "config": {"security.shifted": "true"}})
+        assert r.status_code == 201, r.text
+        assert (await world.lxd.storage.volume("default", f"{name}s")).config.get("security.shifted") == "true"
+    finally:
+        for vol in (name, f"{name}s"):
+            with suppress(NotFound):
+                await world.lxd.storage.delete_volume("default", vol)

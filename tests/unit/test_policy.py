@@ -201,3 +201,26 @@ def test_image_server_must_be_configured() -> None:
         DENY.check_image_server("http://169.254.169.254/", sources)
     assert exc.value.key == "source.server"
     Policy.of(["image.any-source"]).check_image_server("http://elsewhere", sources)
+
+
+@pytest.mark.parametrize("config", [{"size": "1GiB"}, {"snapshots.schedule": "@daily"}, {"user.team": "ci"},
+                                    {"block.filesystem": "ext4"}, {"security.shifted": None}])
+def test_volume_config_a_write_token_may_set(config: dict[str, str | None]) -> None:
+    Policy.of(()).check_volume_config(config)
+
+
+@pytest.mark.parametrize(("key", "rule"), [("security.shifted", "volume.security.shifted"),
+                                           ("security.unmapped", "volume.security.unmapped"),
+                                           ("block.mount_options", "volume.block.mount_options"),
+                                           ("zfs.remove_snapshots", "volume.zfs.remove_snapshots")])
+def test_volume_config_that_needs_a_rule(key: str, rule: str) -> None:
+    with pytest.raises(PolicyViolation) as refused:
+        Policy.of(()).check_volume_config({key: "true"})
+    assert (refused.value.key, refused.value.rule) == (key, rule)
+    Policy.of([rule]).check_volume_config({key: "true"})
+    Policy.of(["volume.*"]).check_volume_config({key: "true"})
+
+
+def test_volume_rule_names() -> None:
+    assert all(is_rule(r) for r in ("volume.*", "volume.security.*", "volume.security.shifted"))
+    assert not any(is_rule(r) for r in ("volume.", "volume.sec urity", "volumes.size"))
