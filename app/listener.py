@@ -159,7 +159,7 @@ class _HeadGuard:
             self._head_timer = None
 
 
-class GuardedH11Protocol(_HeadGuard, H11Protocol):
+class GuardedH11Protocol(_HeadGuard, H11Protocol):  # type: ignore[misc]
     def _reading_head(self) -> bool:
         return self.conn.their_state is h11.IDLE
 
@@ -167,7 +167,7 @@ class GuardedH11Protocol(_HeadGuard, H11Protocol):
         return self.conn.their_state is h11.IDLE
 
 
-class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
+class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):  # type: ignore[misc]
     _in_head = True
 
     def _reading_head(self) -> bool:
