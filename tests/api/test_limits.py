@@ -223,6 +223,20 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(tmp_pat
         writer.close()
         assert answer.startswith(b"HTTP/1.1 422 "), answer[:200]
 
+        # the head time starts again with each request of a keep-alive connection, and pipelined requests pass
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        get = b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n"
+        for _ in range(3):  # 3 s on one connection, 1.5 s between requests
+            writer.write(get)
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
+            await reader.readuntil(b"}")
+            await asyncio.sleep(1.5)
+        writer.write(get + get)
+        for _ in range(2):
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200 ")
+            await reader.readuntil(b"}")
+        writer.close()
+
 
 def test_connections_past_the_cap_are_refused_at_once_and_the_gateway_recovers(tmp_path: Path,
                                                                               lxd_daemon: DaemonInfo) -> None:
