@@ -5,8 +5,10 @@ no limit), and keeps any number of connections open. `guarded_protocol` wraps on
 
 - **open connections** (HTTP and websocket, counted across the process by uvicorn's own server state): one past
   `max_connections` is answered 503 and closed as soon as it is accepted, before anything is read from it;
-- **head size**: bytes received while a request head is incomplete are counted; past `max_header_bytes` the
-  connection is answered 431 and closed (the parser holds at most that plus one read from the socket);
+- **head size**: bytes of a request head that the parser holds (or, for httptools, bytes received since the
+  request last moved on: its head complete or body bytes parsed, which bounds chunk lines and trailers too); past
+  `max_header_bytes` the connection is answered 431 and closed (the parser holds at most that plus one read from
+  the socket);
 - **head time**: from the moment a connection waits for a request head (accepted, or its previous response sent)
   until that head is complete, at most `header_timeout` seconds; then 408 and close (a plain close when not one
   byte of the head came, as for an idle keep-alive connection). The time a request takes to be handled or its
@@ -29,7 +31,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.api.problems import PROBLEM_MEDIA_TYPE, problem_body
+from app.api.problems import PROBLEM_MEDIA_TYPE, TITLES, problem_body
 
 log = logging.getLogger("app.listener")
 
@@ -49,7 +51,8 @@ class ConnectionLimits:
 
 def refusal(status: int, detail: str, *, slug: str | None = None) -> bytes:
     """A complete HTTP/1.1 response with a problem+json body that closes the connection."""
-    body = json.dumps(problem_body(status, path=None, detail=detail, slug=slug)).encode()
+    body = json.dumps(problem_body(status, path=None, detail=detail, slug=slug,
+                                   title=TITLES.get(status, HTTPStatus(status).phrase))).encode()
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_MEDIA_TYPE}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n")
     if status == 503:
@@ -69,7 +72,7 @@ def _note_refusal(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class _HeadGuard:
-    """Mixin over a uvicorn HTTP protocol class; the adapters below say when a head is being read."""
+    """Mixin over a uvicorn HTTP protocol class; the adapters below say what the parser holds unparsed."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
 
@@ -79,8 +82,8 @@ class _HeadGuard:
     connections: set[Any]
 
     _refused = False
-    _head_bytes = 0
     _head_since: float | None = None  # loop time since when a head is awaited; None while none is
+    _head_started = False  # a byte of the awaited head came
     _head_timer: asyncio.TimerHandle | None = None
 
     def _reading_head(self) -> bool:
@@ -89,6 +92,11 @@ class _HeadGuard:
 
     def _idle(self) -> bool:
         """No request is in flight on the connection: the next bytes start a new request."""
+        raise NotImplementedError
+
+    def _held(self, received: int) -> int:
+        """Bytes of framing (a head, chunk lines, trailers) the parser holds or has taken in since the request last
+        moved on (its head complete, or body bytes parsed), after `received` more bytes were fed to it."""
         raise NotImplementedError
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -110,15 +118,13 @@ class _HeadGuard:
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._reading_head():
-            self._head_bytes += len(data)
+        self._head_started = self._head_started or self._head_since is not None
         super().data_received(data)  # type: ignore[misc]
         if self._head_since is not None and not self._reading_head():
             self._head_done()
-        elif (self._reading_head() and self._head_bytes > self.limits.max_header_bytes
-              and not self.transport.is_closing()):
-            self._refuse(431, f"the request head is larger than {self.limits.max_header_bytes} bytes",
-                         slug="header-too-large")
+        if not self.transport.is_closing() and self._held(len(data)) > self.limits.max_header_bytes:
+            self._refuse(431, f"the request head (or its trailers) is larger than {self.limits.max_header_bytes} "
+                         "bytes", slug="header-too-large")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -127,7 +133,7 @@ class _HeadGuard:
 
     def _head_done(self) -> None:
         self._head_since = None
-        self._head_bytes = 0
+        self._head_started = False
 
     def _await_head(self) -> None:
         self._head_since = self.loop.time()
@@ -141,10 +147,10 @@ class _HeadGuard:
         remaining = self._head_since + self.limits.header_timeout - self.loop.time()
         if remaining > 0:  # re-armed since: wait for the rest
             self._head_timer = self.loop.call_later(remaining, self._head_deadline)
-        elif self._head_bytes:
+        elif self._head_started:
             self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout:g} s",
                          slug="request-timeout")
-        else:
+        else:  # an idle connection: closed as a keep-alive timeout closes it
             self.transport.close()
 
     def _refuse(self, status: int, detail: str, *, slug: str) -> None:
@@ -160,15 +166,25 @@ class _HeadGuard:
 
 
 class GuardedH11Protocol(_HeadGuard, H11Protocol):  # type: ignore[misc]
+    """h11 keeps what it has not parsed in its receive buffer (it refuses more than its own limit, too)."""
+
     def _reading_head(self) -> bool:
         return self.conn.their_state is h11.IDLE
 
     def _idle(self) -> bool:
         return self.conn.their_state is h11.IDLE
 
+    def _held(self, received: int) -> int:
+        return len(self.conn.trailing_data[0])
+
 
 class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):  # type: ignore[misc]
+    """httptools (llhttp) hands over body bytes as it parses them but builds each header name and value, trailers
+    included, in memory: bytes fed since the last progress (head complete, body bytes) are counted."""
+
     _in_head = True
+    _moved_on = False
+    _stalled = 0
 
     def _reading_head(self) -> bool:
         return self._in_head
@@ -176,10 +192,20 @@ class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):  # type: ignore[m
     def _idle(self) -> bool:
         return self._in_head and (self.cycle is None or self.cycle.response_complete)
 
+    def _held(self, received: int) -> int:
+        self._stalled = 0 if self._moved_on else self._stalled + received
+        self._moved_on = False
+        return self._stalled
+
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._moved_on = True
         self._head_done()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._moved_on = True
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

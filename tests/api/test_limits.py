@@ -152,29 +152,35 @@ def read_answer(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
-def test_a_64_mib_request_head_is_refused_at_once_and_costs_the_gateway_little(tmp_path: Path,
-                                                                              lxd_daemon: DaemonInfo) -> None:
+def test_a_64_mib_request_head_or_trailer_is_refused_at_once_and_costs_the_gateway_little(
+        tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    attacks = {  # the start of a request whose head, or whose chunked body's trailer, is then padded
+        "head": b"GET /v1/containers HTTP/1.1\r\nHost: gw\r\nX-Padding: ",
+        "trailer": b"POST /v1/tokens HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Padding: ",
+    }
     with running_gateway(lxd_daemon.socket_path, tmp_path, auth=True) as gw:
-        before = rss_kib(gw.proc.pid)
-        with Watch(gw) as watch, socket.create_connection(("127.0.0.1", gw.port)) as s:
-            s.settimeout(10)
-            t0 = time.monotonic()
-            s.sendall(b"GET /v1/containers HTTP/1.1\r\nHost: gw\r\nX-Padding: ")
-            sent = 0
-            with contextlib.suppress(OSError):  # the gateway closes the connection: a broken pipe or a reset
-                while sent < 64 * 2**20:
-                    s.sendall(b"a" * 2**20)
-                    sent += 2**20
-            answer = read_answer(s, 5)
-            refused_after = time.monotonic() - t0
-            time.sleep(0.5)  # /livez is watched a little longer
-        assert sent < 32 * 2**20, "the gateway kept reading the head"
-        assert refused_after < 3
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-        if answer:
-            assert b"application/problem+json" in answer and b"header-too-large" in answer
-        watch.assert_livez_answered_within(1.0)
-        assert max(watch.rss) - before < 32 * 1024, (before, max(watch.rss))
+        for attack, start in attacks.items():
+            before = rss_kib(gw.proc.pid)
+            with Watch(gw) as watch, socket.create_connection(("127.0.0.1", gw.port)) as s:
+                s.settimeout(10)
+                t0 = time.monotonic()
+                s.sendall(start)
+                sent = 0
+                with contextlib.suppress(OSError):  # the gateway closes the connection: a broken pipe or a reset
+                    while sent < 64 * 2**20:
+                        s.sendall(b"a" * 2**20)
+                        sent += 2**20
+                answer = read_answer(s, 5)
+                refused_after = time.monotonic() - t0
+                time.sleep(0.5)  # /livez is watched a little longer
+            assert sent < 32 * 2**20, f"{attack}: the gateway kept reading"
+            assert refused_after < 3, attack
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 431 "), (attack, answer[:200])
+            if answer:
+                assert b"application/problem+json" in answer and b"header-too-large" in answer
+            watch.assert_livez_answered_within(1.0)
+            assert max(watch.rss) - before < 32 * 1024, (attack, before, max(watch.rss))
 
 
 async def test_slowloris_connections_are_closed_after_the_header_timeout(tmp_path: Path,
