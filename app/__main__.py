@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import uvicorn
 
+from app.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_protocol
 from app.logs import configure_logging
 from app.main import create_app
-from app.settings import SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings
 
 
 def main(argv: list[str]) -> int:
@@ -33,11 +35,20 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
-                proxy_headers=True, log_config=None, workers=1, ws="websockets-sansio",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
+    serve(settings)
     return 0
+
+
+def serve(settings: Settings, parser: str = "httptools", guarded: bool = True) -> None:
+    """Serve the gateway until SIGTERM/SIGINT. `parser` (`httptools` or `h11`) and `guarded=False` (uvicorn's
+    protocol as it is, without the connection limits) exist for the benchmark that compares them."""
+    limits = ensure_fd_room(ConnectionLimits(settings.max_header_bytes, settings.header_timeout_seconds,
+                                             settings.max_connections))
+    http: Any = guarded_protocol(limits, parser) if guarded else parser
+    uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.bind_port,
+                log_level=settings.log_level.lower(), proxy_headers=True, log_config=None, workers=1,
+                ws="websockets-sansio", http=http, h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,15 @@ class Settings(BaseSettings):
                             "(`100/second`, `1200/minute`), per client address when authentication is off; "
                             "empty: no limit")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest JSON request body (413 above)")
-    max_upload_bytes: int = Field(0, ge=0, description="largest upload body (files, images); 0: no limit")
+    max_upload_bytes: int = Field(4 * 1024**3, ge=0, description="largest upload body (files, images); 0: no "
+                                  "limit")
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request head (request line and "
+                                  "headers); 431 and close above")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="time a connection may take to send a request "
+                                          "head (from its opening, or from its previous response); 408 and close "
+                                          "after")
+    max_connections: int = Field(2048, ge=1, description="open client connections (HTTP and websocket); one more "
+                                 "is answered 503 and closed at once")
     max_jobs_per_token: int = Field(100, ge=0, description="unfinished jobs one token may have (429 above); 0: "
                                     "no limit")
     policy_allow: list[str] = Field(default_factory=list,

@@ -2,8 +2,9 @@
 on the configured image servers, copying, uploading and deleting images (jobs).
 
 Uploads are never parsed as forms: the raw body is spooled to a file in the data directory while it is hashed,
-then the job streams it to LXD (a split image, sent as `multipart/form-data` with a `metadata` part then a
-`rootfs` part, is split into its two files on disk first).
+then the job streams it to LXD. A split image, sent as `multipart/form-data` with a `metadata` part then a
+`rootfs` part, is split into its two files as it streams in, by a parser that bounds each part's headers and the
+number of parts.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from app.api.problems import ProblemError, problem_responses
 from app.core.tokens import Scope
 from app.jobs.models import Job
 from app.lxd.errors import NotFound
-from app.lxd.images import Image, ImageAlias, split_multipart
+from app.lxd.images import Image, ImageAlias, MultipartError, split_multipart
 from app.workflows import images as image_workflows
 
 router = APIRouter(tags=["images"])
@@ -299,17 +300,31 @@ async def copy_image(body: CopyRequest, backend: BackendDep, request: Request, j
                             project=backend.project)
 
 
-async def _spool(request: Request, directory: Path) -> tuple[Path, str, int]:
-    """The raw body written to `directory/body` while hashed: (path, sha256, size)."""
-    path = directory / "body"
-    digest = hashlib.sha256()
-    size = 0
+class _Body:
+    """The request body as it streams in, hashed and counted on the way: (`sha256`, `size`) once read."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._request.stream():
+            self._digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+async def _write(path: Path, chunks: AsyncIterator[bytes]) -> None:
+    """`chunks` written to `path` in writes of about CHUNK bytes."""
     f = await asyncio.to_thread(open, path, "wb")
     try:
         buf = bytearray()
-        async for chunk in request.stream():
-            digest.update(chunk)
-            size += len(chunk)
+        async for chunk in chunks:
             buf += chunk
             if len(buf) >= CHUNK:
                 await asyncio.to_thread(f.write, bytes(buf))
@@ -318,7 +333,6 @@ async def _spool(request: Request, directory: Path) -> tuple[Path, str, int]:
             await asyncio.to_thread(f.write, bytes(buf))
     finally:
         await asyncio.to_thread(f.close)
-    return path, digest.hexdigest(), size
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -330,12 +344,13 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
         await asyncio.to_thread(f.close)
 
 
-async def _split(raw: Path, boundary: str, directory: Path) -> tuple[list[Path], str]:
-    """A spooled multipart body split into its `metadata` and `rootfs` files; LXD's fingerprint of the pair."""
+async def _split(body: AsyncIterator[bytes], boundary: str, directory: Path) -> tuple[list[Path], str]:
+    """A multipart body split, as it streams in, into its `metadata` and `rootfs` files; LXD's fingerprint of
+    the pair. The parser bounds each part's headers and the number of parts (400 past them)."""
     parts: dict[str, Path] = {}
     handles: dict[str, Any] = {}
     try:
-        async for name, _filename, data in split_multipart(_file_chunks(raw), boundary):
+        async for name, _filename, data in split_multipart(body, boundary):
             key = "rootfs" if name in ("rootfs", "rootfs.img") else name
             if key not in ("metadata", "rootfs"):
                 continue
@@ -343,6 +358,8 @@ async def _split(raw: Path, boundary: str, directory: Path) -> tuple[list[Path],
                 parts[key] = directory / key
                 handles[key] = await asyncio.to_thread(open, parts[key], "wb")
             await asyncio.to_thread(handles[key].write, data)
+    except MultipartError as exc:
+        raise ProblemError(400, f"the split image upload is unusable: {exc}", slug="bad-upload") from None
     finally:
         for h in handles.values():
             await asyncio.to_thread(h.close)
@@ -386,22 +403,22 @@ async def upload_image(
 
     async def spool() -> None:
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-        raw, sha, size = await _spool(request, directory)
-        if size == 0:
-            raise ProblemError(400, "the upload is empty", slug="bad-upload")
-        claimed = request.headers.get("content-sha256")
-        if claimed and claimed.strip().lower() != sha:
-            raise ProblemError(400, f"the body's sha256 is {sha}, Content-SHA256 says {claimed}",
-                               slug="content-sha256-mismatch")
+        body = _Body(request)
         if media == "multipart/form-data":
             boundary = next((v.strip().strip('"') for k, _, v in
                              (p.strip().partition("=") for p in ctype.split(";")[1:]) if k.lower() == "boundary"), "")
             if not boundary:
                 raise ProblemError(400, "multipart/form-data without a boundary", slug="bad-upload")
-            files, fingerprint = await _split(raw, boundary, directory)
-            await asyncio.to_thread(raw.unlink)
+            files, fingerprint = await _split(body.chunks(), boundary, directory)
         else:
-            files, fingerprint = [raw], sha
+            await _write(directory / "body", body.chunks())
+            files, fingerprint = [directory / "body"], body.sha256
+        if body.size == 0:
+            raise ProblemError(400, "the upload is empty", slug="bad-upload")
+        claimed = request.headers.get("content-sha256")
+        if claimed and claimed.strip().lower() != body.sha256:
+            raise ProblemError(400, f"the body's sha256 is {body.sha256}, Content-SHA256 says {claimed}",
+                               slug="content-sha256-mismatch")
         params.update(files=[str(f) for f in files], fingerprint=fingerprint,
                       sizes=[(await asyncio.to_thread(f.stat)).st_size for f in files])
 

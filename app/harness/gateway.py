@@ -72,13 +72,15 @@ class GatewayProcess:
         self.proc.wait(10)
 
 
-def start_gateway(env: dict[str, str], *, log: Path, ready_path: str = "/livez",
-                  timeout: float = 30.0) -> GatewayProcess:
-    """Start `python -m app` with `env` (which names the port in LXDGW_BIND); return once `ready_path` answers 200."""
+def start_gateway(env: dict[str, str], *, log: Path, ready_path: str = "/livez", timeout: float = 30.0,
+                  module: str = "app", args: tuple[str, ...] = ()) -> GatewayProcess:
+    """Start `python -m app` with `env` (which names the port in LXDGW_BIND); return once `ready_path` answers 200.
+
+    `module` and `args` start another entry point instead (a benchmark's variant of the server)."""
     port = int(env["LXDGW_BIND"].rpartition(":")[2])
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     gateway = GatewayProcess(proc, port, log)
     deadline = time.monotonic() + timeout

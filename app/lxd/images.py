@@ -25,6 +25,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import Field
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser
 
 from app.lxd.envelope import decode
 from app.lxd.errors import Conflict, LXDError, NotFound
@@ -197,61 +199,105 @@ def _disposition_filename(value: str) -> str:
     return ""
 
 
-async def split_multipart(chunks: AsyncIterator[bytes], boundary: str) -> AsyncIterator[tuple[str, str, bytes]]:
-    """Stream a multipart body as `(part name, filename, data chunk)` without holding a part in memory."""
-    delim = b"\r\n--" + boundary.encode()
-    buf = b"\r\n"  # the first delimiter has no leading CRLF
+MAX_PART_HEADER_BYTES = 16 * 1024
+"""Largest head (all header lines) of one part of a multipart body."""
+
+MAX_PARTS = 4
+"""Most parts in a multipart image body (LXD's has two: `metadata`, then `rootfs` or `rootfs.img`)."""
+
+
+class MultipartError(ValueError):
+    """A multipart body that is malformed, or larger in its structure than its limits allow."""
+
+
+async def split_multipart(chunks: AsyncIterable[bytes], boundary: str, *,
+                          max_part_header_bytes: int = MAX_PART_HEADER_BYTES,
+                          max_parts: int = MAX_PARTS) -> AsyncIterator[tuple[str, str, bytes]]:
+    """Stream a multipart body as `(part name, filename, data chunk)` without holding a part in memory.
+
+    Parsed by python-multipart in one pass (linear in the body): a part's head may hold at most
+    `max_part_header_bytes`, the body at most `max_parts` parts; past that, or for a body that is not well-formed
+    (no closing boundary included), `MultipartError` is raised as soon as it is seen.
+    """
+    parts = 0
+    head = 0
+    field = bytearray()
+    value = bytearray()
     name = filename = ""
-    in_part = False
-    done = False
+    ready: list[tuple[str, str, bytes]] = []
+    ended = False
+
+    def part_begin() -> None:
+        nonlocal parts, head, name, filename
+        parts += 1
+        if parts > max_parts:
+            raise MultipartError(f"more than {max_parts} parts")
+        head, name, filename = 0, "", ""
+
+    def header_bytes(into: bytearray, data: bytes, start: int, end: int) -> None:
+        nonlocal head
+        head += end - start
+        if head > max_part_header_bytes:
+            raise MultipartError(f"a part's headers are larger than {max_part_header_bytes} bytes")
+        into += data[start:end]
+
+    def header_end() -> None:
+        nonlocal name, filename
+        if bytes(field).strip().lower() == b"content-disposition":
+            name, filename = _disposition_names(value.decode("utf-8", errors="replace"))
+        field.clear()
+        value.clear()
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        if end > start:
+            ready.append((name, filename, data[start:end]))
+
+    def end() -> None:
+        nonlocal ended
+        ended = True
+
+    try:
+        parser = MultipartParser(boundary.encode("latin-1"), {
+            "on_part_begin": part_begin,
+            "on_header_field": lambda d, s, e: header_bytes(field, d, s, e),
+            "on_header_value": lambda d, s, e: header_bytes(value, d, s, e),
+            "on_header_end": header_end,
+            "on_part_data": part_data,
+            "on_end": end,
+        }, max_header_size=max_part_header_bytes)
+    except (FormParserError, UnicodeEncodeError) as exc:
+        raise MultipartError(f"unusable boundary: {exc}") from None
     async for chunk in chunks:
-        buf += chunk
-        while not done:
-            if not in_part:
-                i = buf.find(delim)
-                if i < 0:
-                    buf = buf[-len(delim):]
-                    break
-                end = buf.find(b"\r\n\r\n", i)
-                if end < 0:
-                    if buf[i + len(delim):i + len(delim) + 2] == b"--":
-                        done = True
-                    break
-                if buf[i + len(delim):i + len(delim) + 2] == b"--":
-                    done = True
-                    break
-                headers = buf[i + len(delim):end].decode(errors="replace")
-                name, filename = _part_names(headers)
-                buf = buf[end + 4:]
-                in_part = True
-            else:
-                i = buf.find(delim)
-                if i < 0:
-                    keep = len(delim) - 1
-                    if len(buf) > keep:
-                        yield name, filename, buf[:-keep]
-                        buf = buf[-keep:]
-                    break
-                if i:
-                    yield name, filename, buf[:i]
-                buf = buf[i:]
-                in_part = False
-    if in_part:
-        raise LXDError("the multipart export ended inside a part")
+        if ended:
+            continue  # the epilogue after the closing boundary is ignored
+        try:
+            parser.write(chunk)
+        except FormParserError as exc:
+            raise MultipartError(f"malformed multipart body: {exc}") from None
+        for item in ready:
+            yield item
+        ready.clear()
+    if not ended:
+        raise MultipartError("the multipart body ended before its closing boundary")
 
 
-def _part_names(headers: str) -> tuple[str, str]:
+def _file_name(name: str) -> str:
+    """A part's name as a plain file name: its last path component; `MultipartError` when nothing is left."""
+    base = os.path.basename(name)
+    if base in ("", ".", ".."):
+        raise MultipartError(f"a part named {name!r} has no usable file name")
+    return base
+
+
+def _disposition_names(value: str) -> tuple[str, str]:
+    """`name` and `filename` (its last path component) of a Content-Disposition header value."""
     name = filename = ""
-    for line in headers.split("\r\n"):
-        key, _, value = line.partition(":")
-        if key.strip().lower() != "content-disposition":
-            continue
-        for item in value.split(";"):
-            k, _, v = item.strip().partition("=")
-            if k == "name":
-                name = v.strip('"')
-            elif k == "filename":
-                filename = os.path.basename(v.strip('"'))
+    for item in value.split(";"):
+        k, _, v = item.strip().partition("=")
+        if k == "name":
+            name = v.strip('"')
+        elif k == "filename":
+            filename = os.path.basename(v.strip('"'))
     return name, filename
 
 
@@ -489,11 +535,13 @@ class Images:
                                path=url)
             yield ImageExport(r)
 
-    async def export_to(self, fingerprint: str, dest: str | os.PathLike[str], *,
-                        project: str | None = None) -> list[Path]:
+    async def export_to(self, fingerprint: str, dest: str | os.PathLike[str], *, project: str | None = None,
+                        max_part_header_bytes: int = MAX_PART_HEADER_BYTES, max_parts: int = MAX_PARTS) -> list[Path]:
         """Write an image into directory `dest`: one file (unified) or `metadata` + `rootfs` files (split).
 
-        Streamed to disk; returns the files written, named as LXD names them.
+        Streamed to disk; returns the files written, named as LXD names them (the last component of the name,
+        never outside `dest`). A split export is held to `split_multipart`'s limits; one that breaks them, or is
+        malformed, raises `LXDError`.
         """
         dest_dir = Path(dest)
         await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
@@ -506,8 +554,10 @@ class Images:
             current: Path | None = None
             f = None
             try:
-                async for name, filename, data in split_multipart(e.iter_bytes(), e.boundary):
-                    path = dest_dir / (filename or name)
+                async for name, filename, data in split_multipart(e.iter_bytes(), e.boundary,
+                                                                  max_part_header_bytes=max_part_header_bytes,
+                                                                  max_parts=max_parts):
+                    path = dest_dir / _file_name(filename or name)
                     if path != current:
                         if f is not None:
                             await asyncio.to_thread(f.close)
@@ -515,6 +565,9 @@ class Images:
                         current = path
                         written.append(path)
                     await asyncio.to_thread(f.write, data)  # type: ignore[union-attr]
+            except MultipartError as exc:
+                raise LXDError(f"LXD's export of image {fingerprint} is unusable: {exc}", method="GET",
+                               path=f"{image_path(fingerprint)}/export") from None
             finally:
                 if f is not None:
                     await asyncio.to_thread(f.close)

@@ -5,9 +5,15 @@ and copy from the source with progress), copy, streamed upload, delete."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import http.client
 import io
+import json
+import socket
 import tarfile
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,10 +24,11 @@ from fastapi import FastAPI
 
 from app.core.tokens import Scope
 from app.harness.daemon import DaemonInfo
+from app.harness.gateway import running_gateway
 from app.harness.image import build_busybox_image
 from app.lxd.client import Client
 from app.main import create_app
-from app.settings import ImageSourceSettings
+from app.settings import ImageSourceSettings, Settings
 from tests.api.conftest import make_settings
 
 SOURCE = "lgw-images"
@@ -220,3 +227,72 @@ async def test_upload_unified_and_split_then_delete(gw: httpx.AsyncClient, lxd: 
     finally:
         for f in created:
             await lxd.images.delete(f)
+
+
+def _rss_kib(pid: int) -> int:
+    return int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")))
+
+
+def test_a_split_upload_with_a_200_mib_part_header_is_refused_at_once(tmp_path: Path,
+                                                                      lxd_daemon: DaemonInfo) -> None:
+    part = b'--bomb\r\nContent-Disposition: form-data; name="metadata"; filename="m.tar"\r\nX-Padding: '
+    size = 200 * 2**20
+    with running_gateway(lxd_daemon.socket_path, tmp_path) as gw:
+        pid = gw.proc.pid
+        before = _rss_kib(pid)
+        peak = [before]
+        done = threading.Event()
+
+        def attack(s: socket.socket) -> None:
+            s.sendall(b"POST /v1/images/upload HTTP/1.1\r\nHost: gw\r\nContent-Type: multipart/form-data; "
+                      b"boundary=bomb\r\nContent-Length: " + str(len(part) + size).encode() + b"\r\n\r\n" + part)
+            with contextlib.suppress(OSError):  # the gateway may close the connection once it has answered
+                for _ in range(size // 2**20):
+                    s.sendall(b"a" * 2**20)
+            done.set()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                peak.append(_rss_kib(pid))
+
+        with socket.create_connection(("127.0.0.1", gw.port)) as s:
+            s.settimeout(30)
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=attack, args=(s,)), threading.Thread(target=watch)]
+            for t in threads:
+                t.start()
+            answer = http.client.HTTPResponse(s)
+            answer.begin()
+            answered_after = time.monotonic() - t0
+            body = answer.read()
+            done.wait(30)
+            for t in threads:
+                t.join(30)
+        assert answer.status == 400, body
+        assert answer.getheader("content-type") == "application/problem+json"
+        problem = json.loads(body)
+        assert problem["type"].endswith("/bad-upload") and "header" in problem["detail"]
+        assert answered_after < 5
+        assert max(peak) - before < 64 * 1024, (before, max(peak))
+        assert not list((tmp_path / "uploads").glob("*/*"))  # nothing is left of the spool
+        assert httpx.get(f"{gw.base}/livez", timeout=5).status_code == 200
+
+
+def test_an_upload_over_the_default_limit_is_413(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    assert Settings.model_fields["max_upload_bytes"].default == 4 * 2**30
+    with running_gateway(lxd_daemon.socket_path, tmp_path) as gw:
+        for ctype in (b"application/octet-stream", b"multipart/form-data; boundary=b"):
+            with socket.create_connection(("127.0.0.1", gw.port)) as s:
+                s.settimeout(10)
+                s.sendall(b"POST /v1/images/upload HTTP/1.1\r\nHost: gw\r\nContent-Type: " + ctype +
+                          b"\r\nContent-Length: " + str(4 * 2**30 + 1).encode() + b"\r\n\r\n" + b"x" * 65536)
+                answer = http.client.HTTPResponse(s)
+                answer.begin()
+                body = answer.read()
+            assert answer.status == 413, body
+            assert answer.getheader("content-type") == "application/problem+json" and json.loads(body)["status"] == 413
+        # just under the limit is taken in: a small upload streams through as before
+        r = httpx.post(f"{gw.base}/v1/images/upload", content=b"not an image", timeout=30,
+                       headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 202, r.text

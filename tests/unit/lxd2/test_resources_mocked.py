@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.lxd import Client, Conflict, OperationConflict, PreconditionFailed
-from app.lxd.images import split_multipart
+from app.lxd import Client, Conflict, LXDError, OperationConflict, PreconditionFailed
+from app.lxd.images import MultipartError, split_multipart
 from tests.unit.lxd2.conftest import Fake, async_op, error, op_state, sync
 
 # ---------------------------------------------------------------------------------------------- cluster / target
@@ -296,3 +296,66 @@ async def test_split_multipart_streams_parts_across_any_chunking() -> None:
         async for name, filename, data in split_multipart(chunks(), boundary):
             parts.setdefault((name, filename), bytearray()).extend(data)
         assert parts == {("metadata", "meta.tar.xz"): bytearray(meta), ("rootfs", "root.squashfs"): bytearray(root)}
+
+
+def _export(parts: Callable[[], AsyncIterator[bytes]]) -> httpx.Response:
+    return httpx.Response(200, headers={"Content-Type": "multipart/form-data; boundary=exp"}, content=parts())
+
+
+async def test_an_export_with_a_200_mib_part_header_is_refused_at_once(lxd: Client, fake: Fake,
+                                                                       tmp_path: Path) -> None:
+    sent = [0]
+
+    async def bomb() -> AsyncIterator[bytes]:
+        yield b'--exp\r\nContent-Disposition: form-data; name="metadata"; filename="m.tar"\r\nX-Padding: '
+        for _ in range(200):
+            sent[0] += 1
+            yield b"a" * 2**20
+
+    fake.router.get("/1.0/images/ab/export").mock(side_effect=lambda _: _export(bomb))
+    with pytest.raises(LXDError, match=r"headers are larger|header size"):
+        await lxd.images.export_to("ab", tmp_path / "out")
+    assert sent[0] <= 1  # refused in the first MiB, not after reading (and holding) the whole header
+
+
+async def test_an_export_with_too_many_parts_or_a_path_for_a_name_is_refused(lxd: Client, fake: Fake,
+                                                                            tmp_path: Path) -> None:
+    def body(*names: str) -> Callable[[], AsyncIterator[bytes]]:
+        async def parts() -> AsyncIterator[bytes]:
+            for name in names:
+                yield f'--exp\r\nContent-Disposition: form-data; name="{name}"\r\n\r\ndata\r\n'.encode()
+            yield b"--exp--\r\n"
+        return parts
+
+    route = fake.router.get("/1.0/images/ab/export")
+    route.mock(side_effect=lambda _: _export(body(*(f"p{i}" for i in range(1000)))))
+    with pytest.raises(LXDError, match="more than 4 parts"):
+        await lxd.images.export_to("ab", tmp_path / "many")
+    assert len(list((tmp_path / "many").iterdir())) <= 4
+
+    route.mock(side_effect=lambda _: _export(body("metadata", "../../escaped")))
+    files = await lxd.images.export_to("ab", tmp_path / "out")
+    assert files == [tmp_path / "out" / "metadata", tmp_path / "out" / "escaped"]
+    assert not (tmp_path / "escaped").exists() and (tmp_path / "out" / "escaped").read_bytes() == b"data"
+
+    route.mock(side_effect=lambda _: _export(body("..")))
+    with pytest.raises(LXDError, match="no usable file name"):
+        await lxd.images.export_to("ab", tmp_path / "dots")
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b'--exp\r\nContent-Disposition: form-data; name="metadata"\r\n\r\npartial'
+
+    route.mock(side_effect=lambda _: _export(cut))
+    with pytest.raises(LXDError, match="ended before its closing boundary"):
+        await lxd.images.export_to("ab", tmp_path / "cut")
+
+
+async def test_split_multipart_takes_its_limits_as_arguments() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="metadata"\r\nX-A: ' + b"a" * 3000 + b"\r\n\r\nx\r\n--b--"
+
+    assert [p async for p in split_multipart(body(), "b", max_part_header_bytes=4096)] == [("metadata", "", b"x")]
+    with pytest.raises(MultipartError):
+        _ = [p async for p in split_multipart(body(), "b", max_part_header_bytes=2048)]
+    with pytest.raises(MultipartError, match="boundary"):
+        _ = [p async for p in split_multipart(body(), "b" * 300)]
