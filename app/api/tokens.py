@@ -97,13 +97,14 @@ async def create_token(body: TokenCreate, request: Request, _: Admin) -> TokenCr
     return TokenCreated(**TokenInfo.of(record).model_dump(), token=secret)
 
 
-@router.delete("/tokens/{name}", summary="Revoke an API token (effective at once)", status_code=204,
-               operation_id="tokens-delete", responses=problem_responses(401, 403, 404))
+@router.delete("/tokens/{name}", summary="Revoke an API token (effective at once, open streams included)",
+               status_code=204, operation_id="tokens-delete", responses=problem_responses(401, 403, 404))
 async def revoke_token(name: str, request: Request, _: Admin) -> Response:
     try:
         request.app.state.tokens.revoke(name)
     except TokenNotFound:
         raise ProblemError(404, f"no token named {name!r}") from None
+    request.app.state.streams.wake()  # its open streams end now, not at the next check
     return Response(status_code=204)
 
 

@@ -56,6 +56,7 @@ async def exec_command(ctx: JobContext) -> dict[str, Any]:
     await ctx.progress("running", None, " ".join(p["command"])[:200])
     proc = await client.exec.start(p["name"], p["command"], environment=p.get("environment") or {},
                                    cwd=p.get("cwd"), user=p.get("user"), group=p.get("group"))
+    workflow_env(ctx).owners.record(ctx.remote or "", proc.id)  # its command line is its starter's to see
     await ctx.record_operation(ctx.remote or "", proc.id, "Running")
     out, err = _Capture(ctx, "stdout", limit), _Capture(ctx, "stderr", limit)
 
