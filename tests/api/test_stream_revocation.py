@@ -22,62 +22,22 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.core.tokens import Scope
 from app.harness.daemon import DaemonInfo
-from app.harness.gateway import serving
-from tests.api.conftest import make_settings
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from containers_support import IMAGE, remove_all, unique  # noqa: E402
+from tests.api.containers_support import unique
+from tests.api.secured_gateway import Gateway, secured_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = unique("trv")
 MARGIN = 3.0  # the promise is one second; the assertion allows for a loaded machine
 
 
-@dataclass
-class Gateway:
-    app: FastAPI
-    host: str
-    admin: str
-    container: str
-
-    def http(self, secret: str | None = None, timeout: float = 60) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        return httpx.AsyncClient(base_url=f"http://{self.host}", headers=headers, timeout=timeout)
-
-    def token(self, name: str, scope: Scope = Scope.write, **kw: Any) -> str:
-        return str(self.app.state.tokens.create(name, [scope], **kw)[1])
-
-
 @pytest.fixture(scope="module")
 async def gw(tmp_path_factory: pytest.TempPathFactory, lxd_daemon: DaemonInfo) -> AsyncIterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("revocation")
-    app = create_app_with_auth(tmp, lxd_daemon)
-    async with LifespanManager(app, shutdown_timeout=30), serving(app) as host:
-        admin = app.state.tokens.create("root", [Scope.admin])[1]
-        gateway = Gateway(app, host, admin, f"{PREFIX}-run")
-        async with gateway.http(admin, timeout=130) as c:
-            r = await c.post("/v1/containers", json={"name": gateway.container, "image": IMAGE},
-                             params={"wait": 120})
-            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
-        try:
-            yield gateway
-        finally:
-            await remove_all(lxd_daemon.socket_path, PREFIX)
-
-
-def create_app_with_auth(tmp: Path, daemon: DaemonInfo) -> FastAPI:
-    from app.main import create_app
-
-    return create_app(make_settings(tmp, daemon, auth_enabled=True, rate_limit="", shutdown_grace_seconds=1))
+    async with secured_gateway(tmp_path_factory.mktemp("revocation"), lxd_daemon, f"{PREFIX}-run") as gateway:
+        yield gateway
 
 
 # -- what a token holds open ---------------------------------------------------------------------------------------
