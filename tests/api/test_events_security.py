@@ -6,6 +6,7 @@ redacted; a token limited to another project is refused on every stream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -187,6 +188,28 @@ async def test_events_never_show_exec_websocket_secrets_nor_another_tokens_comma
         for log in logs.values():
             await log.ws.close()
             log.task.cancel()
+
+
+async def test_events_never_show_a_trust_token_secret(gw: Gateway) -> None:
+    log = await _events_log(gw, gw.token(unique("watcher"), Scope.read))
+    issued: dict[str, Any] = {}
+    try:
+        async with gw.http(gw.admin) as c:
+            r = await c.post("/v1/certificates/tokens", json={"name": unique("client")})
+            assert r.status_code == 201, r.text
+            issued = r.json()
+        op_id = issued["operation_id"]
+        await log.until(lambda: log.of_operation(op_id))
+        for event in log.of_operation(op_id):
+            assert event["metadata"]["metadata"]["secret"] == "[redacted]", event
+        secret = json.loads(base64.b64decode(issued["token"]))["secret"]
+        assert secret not in "".join(log.raw)
+    finally:
+        await log.ws.close()
+        log.task.cancel()
+        if issued:  # the unused trust token is withdrawn
+            with contextlib.suppress(Exception):
+                await gw.lxd.operations.cancel(issued["operation_id"])
 
 
 # -- project limits on streams -------------------------------------------------------------------------------------
