@@ -78,3 +78,35 @@ async def test_read_token_sees_secret_config_values_redacted(gw: Gateway) -> Non
     finally:
         async with gw.http(writer) as w:
             await w.delete(f"/v1/profiles/{profile}")
+
+
+async def test_read_token_cannot_export_a_private_image(gw: Gateway) -> None:
+    reader, writer = gw.token(unique("reader"), Scope.read), gw.token(unique("writer"))
+    async with gw.http(writer) as w:
+        images = (await w.get("/v1/images")).json()["items"]
+        private = next(i["fingerprint"] for i in images if not i["public"])
+        async with w.stream("GET", f"/v1/images/{private}/export") as r:
+            assert r.status_code == 200
+    async with gw.http(reader) as c:
+        assert (await c.get(f"/v1/images/{private}")).status_code == 200  # its description stays readable
+        r = await c.get(f"/v1/images/{private}/export")
+        assert r.status_code == 403 and "'write'" in r.json()["detail"], r.text
+
+
+async def test_read_token_sees_secret_network_config_values_redacted(gw: Gateway) -> None:
+    reader = gw.token(unique("reader"), Scope.read)
+    name = f"trs{PREFIX[-6:]}"
+    async with gw.http(gw.admin) as a:
+        r = await a.post("/v1/networks", json={"name": name, "config": {
+            "ipv4.address": "none", "ipv6.address": "none", "user.peer-password": "pw-9", "user.role": "apps"}})
+        assert r.status_code == 201, r.text
+    try:
+        async with gw.http(reader) as c:
+            net = next(n for n in (await c.get("/v1/networks")).json()["items"] if n["name"] == name)
+        assert net["config"]["user.peer-password"] == "[redacted]" and net["config"]["user.role"] == "apps"
+        async with gw.http(gw.admin) as a:
+            net = next(n for n in (await a.get("/v1/networks")).json()["items"] if n["name"] == name)
+        assert net["config"]["user.peer-password"] == "pw-9"
+    finally:
+        async with gw.http(gw.admin) as a:
+            await a.delete(f"/v1/networks/{name}")
