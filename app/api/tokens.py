@@ -22,8 +22,10 @@ class TokenCreate(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", examples=["ci-pipeline"],
                       description="unique name of the token")
     scopes: list[Scope] = Field(min_length=1, examples=[["read", "write"]],
-                                description="`read` (every GET), `write` (create/change/delete/exec/files), "
-                                            "`admin` (certificates, server config, tokens, storage, networks)")
+                                description="`read` (every GET but files, console logs and private image "
+                                            "exports; secret config values redacted), `write` (create/change/"
+                                            "delete/exec/files), `admin` (certificates, server config, tokens, "
+                                            "storage, networks)")
     remotes: list[str] | None = Field(None, examples=[["local"]], description="limit to these remotes; null: all")
     projects: list[str] | None = Field(None, examples=[["default"]],
                                        description="limit to these LXD projects; null: all")
