@@ -99,6 +99,7 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
             await websocket.send_text(json.dumps({"type": "subscribed", "remote": b.remote, "project": b.project,
                                                   "filter": sorted(wanted)}))
             disconnected = asyncio.ensure_future(websocket.receive())
+            getter: asyncio.Future[Any] | None = None
             dropped = 0
             try:
                 while True:
@@ -120,10 +121,12 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
                         payload = visible_event(event.model_dump(mode="json"), b.principal, b.remote, owners)
                         payload["remote"] = b.remote
                         await websocket.send_text(json.dumps(payload))
-            finally:
-                disconnected.cancel()
-                with contextlib.suppress(BaseException):
-                    await disconnected
+            finally:  # also when the stream is ended from outside (its token was revoked)
+                for pending in (getter, disconnected):
+                    if pending is not None:
+                        pending.cancel()
+                        with contextlib.suppress(BaseException):
+                            await pending
     except WebSocketDisconnect:
         return
     except LXDError as exc:
