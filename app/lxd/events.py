@@ -333,7 +333,7 @@ class Events:
 
     @property
     def open_streams(self) -> list[str]:
-        """The scopes whose stream currently runs (`*` for all projects)."""
+        """The scopes that have a stream, running or about to be released (`*` for all projects)."""
         return sorted("*" if b.all_projects else str(b.project) for b in self._buses.values())
 
     @contextlib.asynccontextmanager
