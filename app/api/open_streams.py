@@ -79,7 +79,6 @@ class OpenStreams:
         self._open: set[OpenStream] = set()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self.ended_count = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -109,7 +108,6 @@ class OpenStreams:
                 continue
             stream.end("token expired" if record is not None else "token revoked")
             ended += 1
-        self.ended_count += ended
         return ended
 
     async def _watch(self) -> None:
