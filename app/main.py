@@ -28,6 +28,7 @@ from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
 from app.api.metrics import router as metrics_router
 from app.api.networks import router as networks_router
+from app.api.open_streams import OpenStreams, StreamGuardMiddleware
 from app.api.openapi_docs import openapi_tags, problems_everywhere, websocket_paths
 from app.api.problems import Problem, install_problem_handlers
 from app.api.profiles import router as profiles_router
@@ -38,6 +39,7 @@ from app.api.server import router as server_router
 from app.api.snapshots import router as snapshots_router
 from app.api.storage import router as storage_router
 from app.api.tokens import router as tokens_router
+from app.core.operation_owners import OperationOwners
 from app.core.remote_store import persisted_remotes
 from app.core.remotes import RemoteRegistry, RemoteSpec
 from app.core.tokens import TokenStore
@@ -85,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
         jobs = JobsService.from_settings(settings)
-        bind_workflows(jobs.runner, remotes=registry, settings=settings)
+        bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running
         except BaseException:
@@ -93,10 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.jobs = jobs
         app.state.metrics.bind(remotes=registry, jobs=jobs)
+        app.state.streams.start()
         try:
             yield
         finally:
             try:
+                await app.state.streams.stop()
                 await jobs.stop(settings.shutdown_grace_seconds)
             finally:
                 await registry.aclose()
@@ -113,7 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.tokens = TokenStore(settings.tokens_path)
-    app.state.tickets = TicketBook()
+    app.state.tickets = TicketBook(app.state.tokens)
+    app.state.streams = OpenStreams(app.state.tokens)
+    app.state.owners = OperationOwners()
     app.state.rate_limit = RateLimit(settings.rate_limit)
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
@@ -137,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    certificates_router, server_router, remotes_router):
         app.include_router(router)
     app.state.metrics = Metrics()
+    app.add_middleware(StreamGuardMiddleware, streams=app.state.streams)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)

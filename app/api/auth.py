@@ -3,6 +3,10 @@
 Built on `HTTPConnection`, so the same dependency guards HTTP and websocket routes. Missing or bad credentials
 are 401 with `WWW-Authenticate: Bearer`; a missing scope is 403. On websockets the connection is closed with
 1008 instead (a websocket cannot carry a status before it is accepted).
+
+A ticket belongs to the token that asked for it (by the token's id): redeeming it checks that this token is still
+live, so a ticket dies with its token. Tickets open websockets and the routes marked with `TICKETS_ACCEPTED` (Server-
+Sent Events) only; `?ticket=` anywhere else is a 401.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from fastapi import Depends, WebSocketException
 from starlette.requests import HTTPConnection
 
 from app.api.problems import ProblemError
+from app.core.operation_owners import acting_for
 from app.core.tokens import Scope, TokenRecord, TokenStore
 
 TICKET_TTL = 30.0
 TICKET_PREFIX = "lxdgwt_"
+TICKETS_ACCEPTED = {"x-accepts-ticket": True}
+"""`openapi_extra` of an HTTP route that streams (SSE) and so may be opened with `?ticket=`."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ ANONYMOUS_ADMIN = Principal(name="anonymous", scopes=frozenset(Scope), authentic
 class TicketBook:
     """One-time tickets (valid 30 s, single use) that stand in for a token where browsers cannot send headers."""
 
+    tokens: TokenStore
     ttl: float = TICKET_TTL
     _tickets: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
@@ -70,10 +78,23 @@ class TicketBook:
         return ticket, self.ttl
 
     def redeem(self, ticket: str) -> Principal | None:
+        """The caller the ticket stands for, once; None when it is unknown, used, stale, or its token is gone."""
         entry = self._tickets.pop(ticket, None)
         if entry is None or entry[0] < time.monotonic():
             return None
-        return entry[1]
+        principal = entry[1]
+        if principal.authenticated and not self.tokens.is_live(principal.token_id):
+            return None
+        return principal
+
+
+def accepts_ticket(conn: HTTPConnection) -> bool:
+    """Whether `?ticket=` may stand for a token here: on websockets, and on GET routes marked `TICKETS_ACCEPTED`."""
+    if conn.scope["type"] == "websocket":
+        return True
+    route = conn.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    return conn.scope.get("method") == "GET" and extra.get("x-accepts-ticket") is True
 
 
 def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:
@@ -93,6 +114,7 @@ async def current_principal(conn: HTTPConnection) -> Principal:
         return ANONYMOUS_ADMIN
     cached = conn.scope.get("state", {}).get("principal")
     if cached is not None:
+        acting_for(cached.token_id)
         return cached  # type: ignore[no-any-return]
     header = conn.headers.get("authorization", "")
     principal: Principal | None = None
@@ -105,13 +127,17 @@ async def current_principal(conn: HTTPConnection) -> Principal:
             raise _deny(conn, 401, "invalid, expired or revoked token")
         principal = Principal.from_record(record)
     elif ticket := conn.query_params.get("ticket"):
+        if not accepts_ticket(conn):
+            raise _deny(conn, 401, "a ticket opens websocket and event-stream routes only; send the token as "
+                                   "'Authorization: Bearer <token>'")
         principal = conn.app.state.tickets.redeem(ticket)
         if principal is None:
-            raise _deny(conn, 401, "invalid or expired ticket")
+            raise _deny(conn, 401, "invalid or expired ticket (or its token was revoked)")
     else:
         raise _deny(conn, 401, "a bearer token is required")
     await conn.app.state.rate_limit.hit(principal.name)
     conn.scope.setdefault("state", {})["principal"] = principal
+    acting_for(principal.token_id)
     return principal
 
 

@@ -210,6 +210,7 @@ async def exec_ws(websocket: WebSocket, name: str, b: WsBackend) -> None:
     except LXDError as exc:
         await _refuse(websocket, 502, f"LXD refused the command: {exc.error}")
         return
+    websocket.app.state.owners.record(b.remote, proc.id, b.principal.token_id)
 
     async def eof() -> None:
         if proc.interactive:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
-from app.api.containers import READ, WRITE, require_container
+from app.api.containers import WRITE, require_container
 from app.api.deps import BackendDep, ContainerName
 from app.api.pagination import PageDep, PageParams, paginate
 from app.api.problems import ProblemError, problem_responses
@@ -84,7 +84,8 @@ class FileDownload(Response):
             await opened.__aexit__(None, None, None)
 
 
-@router.get("", operation_id="files-get", summary="Download a file (or list a directory)", dependencies=READ,
+@router.get("", operation_id="files-get", summary="Download a file (or list a directory); needs `write`",
+            dependencies=WRITE,
             responses={200: {"description": "the file's bytes (`X-File-Mode`, `X-File-Uid`, `X-File-Gid`, "
                                             "`X-File-Type` headers), or a directory's `{items, next_cursor}`",
                              "content": {"application/octet-stream": {"schema": {"type": "string",
@@ -92,7 +93,8 @@ class FileDownload(Response):
                                          "application/json": {"schema": DirListing.model_json_schema()}}},
                        **problem_responses(400, 401, 403, 404, 503)})
 async def get_file(name: ContainerName, path: FilePath, b: BackendDep, page: PageDep) -> Response:
-    """Streamed; a directory answers its entries, sorted by name and paginated."""
+    """Streamed; a directory answers its entries, sorted by name and paginated. It needs `write`, as every file
+    (`/etc/shadow`, keys) is readable through it, and a `write` token could read them by exec anyway."""
     await require_container(b, name)
     return FileDownload(b.client, name, path, page, {"name": name, "path": path, "remote": b.remote,
                                                       "project": b.project})

@@ -32,7 +32,7 @@ from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import as_sent, enforce, enforce_expanded
 from app.api.problems import ProblemError, problem_responses
-from app.core.containers import ALIVE_STATUSES, ContainerSpec, status_of
+from app.core.containers import ALIVE_STATUSES, ContainerSpec, redact_secret_config, status_of
 from app.core.policy import Layer
 from app.core.tokens import Scope
 from app.jobs import Job
@@ -239,6 +239,9 @@ async def require_free_name(b: Backend, name: str) -> None:
 
 
 def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
+    """The container as the caller may see it: a token without `write` gets secret config values redacted."""
+    if not b.principal.has(Scope.write):
+        data = {**data, "config": redact_secret_config(data.get("config") or {})}
     return container_view(data, remote=b.remote, project=b.project)
 
 
@@ -514,12 +517,13 @@ async def publish_container(name: ContainerName, b: BackendDep, jobs: JobStarter
                             precheck=precheck)
 
 
-@router.get("/{name}/logs", operation_id="containers-logs", summary="A container's console log",
-            response_class=PlainTextResponse, dependencies=READ,
+@router.get("/{name}/logs", operation_id="containers-logs", summary="A container's console log (needs `write`)",
+            response_class=PlainTextResponse, dependencies=WRITE,
             responses={200: {"content": {"text/plain": {"example": "Starting init...\n"}}},
                        **problem_responses(401, 403, 404, 503)})
 async def console_log(name: ContainerName, b: BackendDep) -> Response:
-    """The console log buffer, as text."""
+    """The console log buffer, as text. It needs `write`: a console shows what the container prints at boot,
+    cloud-init's generated passwords and keys included."""
     await ensure_project(b)
     try:
         text = await b.client.instances.console_log(name)

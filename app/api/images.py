@@ -231,14 +231,18 @@ async def get_image(fingerprint: Fingerprint, backend: BackendDep, response: Res
 @router.get("/v1/images/{fingerprint}/export", summary="Download an image (streamed)",
             operation_id="images-export", response_class=StreamingResponse,
             description="A unified image answers its tarball; a split image answers LXD's `multipart/form-data` "
-                        "body (a `metadata` part, then a `rootfs` part).",
+                        "body (a `metadata` part, then a `rootfs` part). A private image needs `write` (it may be "
+                        "a published container, files and all); a public one `read`.",
             responses={200: {"description": "the image file(s)",
                              "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                  "format": "binary"}},
                                          "multipart/form-data": {"schema": {"type": "string", "format": "binary"}}}},
                        **problem_responses(401, 403, 404, 422, 503)})
-async def export_image(fingerprint: Fingerprint, backend: BackendDep, _: Reader) -> StreamingResponse:
+async def export_image(fingerprint: Fingerprint, backend: BackendDep, reader: Reader) -> StreamingResponse:
     image = await backend.client.images.get(fingerprint.lower())
+    if not image.public and not reader.has(Scope.write):
+        raise ProblemError(403, "exporting a private image needs the 'write' scope: a published container's image "
+                                "holds its files")
     stack = contextlib.AsyncExitStack()
     export = await stack.enter_async_context(backend.client.images.export(image.fingerprint))
 

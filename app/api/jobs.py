@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from app.api.auth import Principal, require
+from app.api.auth import TICKETS_ACCEPTED, Principal, require
 from app.api.jobs_support import JobsDep, WaitQuery, job_response, viewer_of
-from app.api.problems import ProblemError, problem_response, problem_responses
+from app.api.problems import ProblemError, deny_websocket, problem_responses
 from app.core.tokens import Scope
 from app.jobs.access import Viewer
 from app.jobs.bus import JobEvent, Subscription
@@ -153,12 +153,7 @@ async def cancel_job(job_id: JobId, jobs: JobsDep, principal: Annotated[Principa
 # -- streams -------------------------------------------------------------------------------------------------------
 
 async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
-    response = problem_response(status, path=websocket.url.path, detail=detail)
-    try:
-        await websocket.send_denial_response(response)
-    except RuntimeError:  # the server cannot answer HTTP to a websocket handshake: close with 4000 + status
-        await websocket.accept()
-        await websocket.close(4000 + status, detail[:120])
+    await deny_websocket(websocket, status, detail)
 
 
 async def _pump(websocket: WebSocket, sub: Subscription, first: list[JobEvent], *, until_end: bool) -> None:
@@ -271,7 +266,7 @@ def _sse(event: JobEvent) -> bytes:
 
 
 @router.get("/{job_id}/events", summary="The job's messages as Server-Sent Events", operation_id="jobs-events",
-            response_class=StreamingResponse,
+            response_class=StreamingResponse, openapi_extra=TICKETS_ACCEPTED,
             description="`event:` is the message type, `id:` its seq, `data:` the message as on the websocket. "
                         "Send `Last-Event-ID` to resume without repeats; a `: heartbeat` comment comes every 15 s. "
                         "The stream ends after `end`; an ended job answers its `snapshot`, then `end`. `output` "

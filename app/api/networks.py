@@ -7,11 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
+from app.api.auth import Principal
 from app.api.common import Admin, Reader
 from app.api.deps import BackendDep, Config
 from app.api.pagination import Page, PageDep, paginate
 from app.api.problems import ProblemError, problem_responses
+from app.core.containers import redact_secret_config
 from app.core.network_service import ensure_ipv4
+from app.core.tokens import Scope
 from app.lxd.networks import Network
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"])
@@ -34,9 +37,12 @@ class NetworkOut(BaseModel):
                                examples=[["/1.0/profiles/default"]])
 
     @classmethod
-    def of(cls, n: Network) -> NetworkOut:
+    def of(cls, n: Network, reader: Principal | None = None) -> NetworkOut:
+        """The network; for a `reader` without `write`, secret config values (`bgp.peers.*.password`) are
+        redacted."""
+        config = n.config if reader is None or reader.has(Scope.write) else redact_secret_config(n.config)
         return cls(name=n.name, type=n.type, managed=n.managed, description=n.description, status=n.status,
-                   config=n.config, used_by=n.used_by)
+                   config=config, used_by=n.used_by)
 
 
 class NetworkCreate(BaseModel):
@@ -63,9 +69,9 @@ class IPv4Ensured(BaseModel):
 
 @router.get("", summary="List networks", response_model=Page[NetworkOut], operation_id="networks-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_networks(backend: BackendDep, page: PageDep, _: Reader) -> Any:
+async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
     networks = await backend.client.networks.list()
-    return paginate([NetworkOut.of(n) for n in networks], page, key=lambda n: n.name,
+    return paginate([NetworkOut.of(n, reader) for n in networks], page, key=lambda n: n.name,
                     filters={"remote": backend.remote, "project": backend.project})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,6 +91,17 @@ def problem_response(status: int, *, path: str | None, headers: dict[str, str] |
                      **kw: Any) -> JSONResponse:
     return JSONResponse(problem_body(status, path=path, **kw), status_code=status,
                         media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+async def deny_websocket(websocket: WebSocket, status: int, detail: str) -> None:
+    """Refuse a websocket handshake with an HTTP problem answer; where the server cannot answer HTTP to a handshake,
+    accept and close with 4000 + the status instead (4404: not found)."""
+    response = problem_response(status, path=websocket.url.path, detail=detail)
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.accept()
+        await websocket.close(4000 + status, detail[:120])
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -8,14 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
+from app.api.auth import Principal
 from app.api.common import Admin, Reader, Writer, check_if_match, merge_patch, service_problem, set_etag
 from app.api.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import as_sent, enforce, enforce_profile
 from app.api.problems import ProblemError, problem_responses
+from app.core.containers import redact_secret_config
 from app.core.network import NetworkConfigError
 from app.core.network_service import nics_from_profile, verify_network_device
 from app.core.storage_service import StorageServiceError, ensure_default_storage
+from app.core.tokens import Scope
 from app.lxd.errors import NotFound
 from app.lxd.profiles import Profile
 
@@ -60,8 +63,10 @@ class ProfileOut(BaseModel):
     project: str = Field("", description="the LXD project", examples=["default"])
 
     @classmethod
-    def of(cls, p: Profile) -> ProfileOut:
-        return cls(name=p.name, description=p.description, config=p.config, devices=p.devices, used_by=p.used_by,
+    def of(cls, p: Profile, reader: Principal | None = None) -> ProfileOut:
+        """The profile; for a `reader` without `write`, secret config values are redacted."""
+        config = p.config if reader is None or reader.has(Scope.write) else redact_secret_config(p.config)
+        return cls(name=p.name, description=p.description, config=config, devices=p.devices, used_by=p.used_by,
                    project=p.project)
 
 
@@ -92,9 +97,9 @@ async def _get(backend: BackendDep, name: str) -> Profile:
 
 @router.get("", summary="List profiles", response_model=Page[ProfileOut], operation_id="profiles-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_profiles(backend: BackendDep, page: PageDep, _: Reader) -> Any:
+async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
     profiles = await backend.client.profiles.list()
-    return paginate([ProfileOut.of(p) for p in profiles], page, key=lambda p: p.name,
+    return paginate([ProfileOut.of(p, reader) for p in profiles], page, key=lambda p: p.name,
                     filters={"remote": backend.remote, "project": backend.project})
 
 
@@ -115,10 +120,10 @@ async def create_profile(body: ProfileCreate, backend: BackendDep, request: Requ
 
 @router.get("/{name}", summary="A profile, with its ETag", response_model=ProfileOut, operation_id="profiles-get",
             responses=problem_responses(401, 403, 404, 422, 503))
-async def get_profile(name: ProfileName, backend: BackendDep, response: Response, _: Reader) -> Any:
+async def get_profile(name: ProfileName, backend: BackendDep, response: Response, reader: Reader) -> Any:
     p = await _get(backend, name)
     set_etag(response, p.etag)
-    return ProfileOut.of(p)
+    return ProfileOut.of(p, reader)
 
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,

@@ -22,8 +22,10 @@ class TokenCreate(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", examples=["ci-pipeline"],
                       description="unique name of the token")
     scopes: list[Scope] = Field(min_length=1, examples=[["read", "write"]],
-                                description="`read` (every GET), `write` (create/change/delete/exec/files), "
-                                            "`admin` (certificates, server config, tokens, storage, networks)")
+                                description="`read` (every GET but files, console logs and private image "
+                                            "exports; secret config values redacted), `write` (create/change/"
+                                            "delete/exec/files), `admin` (certificates, server config, tokens, "
+                                            "storage, networks)")
     remotes: list[str] | None = Field(None, examples=[["local"]], description="limit to these remotes; null: all")
     projects: list[str] | None = Field(None, examples=[["default"]],
                                        description="limit to these LXD projects; null: all")
@@ -97,13 +99,14 @@ async def create_token(body: TokenCreate, request: Request, _: Admin) -> TokenCr
     return TokenCreated(**TokenInfo.of(record).model_dump(), token=secret)
 
 
-@router.delete("/tokens/{name}", summary="Revoke an API token (effective at once)", status_code=204,
-               operation_id="tokens-delete", responses=problem_responses(401, 403, 404))
+@router.delete("/tokens/{name}", summary="Revoke an API token (effective at once, open streams included)",
+               status_code=204, operation_id="tokens-delete", responses=problem_responses(401, 403, 404))
 async def revoke_token(name: str, request: Request, _: Admin) -> Response:
     try:
         request.app.state.tokens.revoke(name)
     except TokenNotFound:
         raise ProblemError(404, f"no token named {name!r}") from None
+    request.app.state.streams.wake()  # its open streams end now, not at the next check
     return Response(status_code=204)
 
 

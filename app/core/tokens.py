@@ -78,6 +78,11 @@ class TokenNotFound(KeyError):
     pass
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -88,20 +93,20 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int, int] | None = None  # (inode, mtime, size): a rename always changes it
         self._records: dict[str, TokenRecord] = {}
 
     def _reload(self) -> None:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            stamp = _stamp(self.path)
         except FileNotFoundError:
-            self._records, self._mtime = {}, None
+            self._records, self._stamp = {}, None
             return
-        if mtime == self._mtime:
+        if stamp == self._stamp:
             return
         data = json.loads(self.path.read_text() or "{}")
         self._records = {r["name"]: TokenRecord.model_validate(r) for r in data.get("tokens", [])}
-        self._mtime = mtime
+        self._stamp = stamp
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,7 @@ class TokenStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._mtime = self.path.stat().st_mtime_ns
+        self._stamp = _stamp(self.path)
 
     def list(self) -> list[TokenRecord]:
         with self._lock:
@@ -169,3 +174,14 @@ class TokenStore:
         if found is None or found.expired():
             return None
         return found
+
+    def by_id(self) -> dict[str, TokenRecord]:
+        """Every token (expired ones too) by its id; the file is re-read when it changed on disk."""
+        with self._lock:
+            self._reload()
+            return {r.id: r for r in self._records.values()}
+
+    def is_live(self, token_id: str) -> bool:
+        """Whether the token with this id exists and has not expired."""
+        record = self.by_id().get(token_id)
+        return record is not None and not record.expired()

@@ -122,12 +122,13 @@ class Client:
 
         `long=True` sends it on the long-call pool (streamed uploads)."""
         bus = self.events.bus(project or self.project)
-        await bus.ensure_connected(0.5 if bus.last_error is not None else 5.0)
-        env = await self.request(method, path, params=params, json=json, headers=headers, content=content,
-                                 project=project, long=long)
-        if not env.is_async:
-            return Operation.completed(self, env.metadata)
-        op = Operation(self, OperationState.model_validate(env.metadata), bus=bus)
+        with bus.hold():  # the stream stays up until the operation is followed
+            await bus.ensure_connected(0.5 if bus.last_error is not None else 5.0)
+            env = await self.request(method, path, params=params, json=json, headers=headers, content=content,
+                                     project=project, long=long)
+            if not env.is_async:
+                return Operation.completed(self, env.metadata)
+            op = Operation(self, OperationState.model_validate(env.metadata), bus=bus)
         if wait:
             await op.wait(timeout)
         return op

@@ -3,6 +3,11 @@
 A reader task keeps reading (so LXD's pings are answered and its 5 s write deadline is never hit), reconnects
 with backoff when the stream drops, remembers the last state of every recent operation (LXD forgets finished
 operations after 5 s) and fans events out to bounded per-subscriber queues.
+
+A stream runs only while someone holds it: a subscriber, an operation being followed, or a call in flight
+(`held()`). Once nobody has held it for `IDLE_LINGER` seconds it is released: its reader and reconnect loop stop
+and it leaves the table, so streams of projects nobody watches any more (or that never existed) cost nothing. The
+next user gets a fresh stream.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import websockets
@@ -27,6 +33,7 @@ log = logging.getLogger("app.lxd.events")
 
 EVENT_TYPES = ("operation", "lifecycle")
 RECENT_OPERATIONS = 4096
+IDLE_LINGER = 5.0  # seconds a stream nobody holds stays open (a busy client keeps reusing it)
 
 
 class Subscription:
@@ -69,6 +76,7 @@ class Subscription:
         self._bus._subs.discard(self)
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(None)
+        self._bus._arm_release()
 
 
 OperationWatcher = Callable[[OperationState | None], None]
@@ -79,8 +87,14 @@ class EventBus:
     """One events websocket for one scope (`project=` or `all-projects=true`)."""
 
     def __init__(self, client: Client, *, project: str | None, all_projects: bool = False,
-                 backoff_max: float = 5.0) -> None:
+                 backoff_max: float = 5.0, linger: float = IDLE_LINGER,
+                 on_release: Callable[[EventBus], None] | None = None) -> None:
         self._client = client
+        self.linger = linger
+        self._on_release = on_release
+        self._holds = 0
+        self._last_used = time.monotonic()
+        self._release_timer: asyncio.TimerHandle | None = None
         self.project = project
         self.all_projects = all_projects
         self.backoff_max = backoff_max
@@ -105,10 +119,52 @@ class EventBus:
             p["project"] = self.project
         return p
 
+    # -- who holds the stream --------------------------------------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """Whether anyone uses the stream: a subscriber, a followed operation or a call in flight."""
+        return bool(self._subs or self._watchers or self._holds)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the stream for the duration of the block (a call whose operation will be followed)."""
+        self._holds += 1
+        self._last_used = time.monotonic()
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self._arm_release()
+
+    def _arm_release(self) -> None:
+        """Release the stream once nobody has held it for `linger` seconds."""
+        self._last_used = time.monotonic()
+        if self._closed or self.held or self._release_timer is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing runs that needs releasing
+            loop = asyncio.get_running_loop()
+            self._release_timer = loop.call_later(self.linger, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        self._release_timer = None
+        if self._closed or self.held:
+            return
+        idle = time.monotonic() - self._last_used
+        if idle < self.linger:
+            self._release_timer = asyncio.get_running_loop().call_later(self.linger - idle, self._release_if_idle)
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self._on_release is not None:
+            self._on_release(self)
+
     async def ensure_connected(self, timeout: float = 5.0) -> bool:
         """Start the reader when needed and wait until the stream is up; False if it is not within `timeout`."""
         if self._closed:
             return False
+        self._arm_release()
         if self.connected.is_set() and self._task is not None and not self._task.done():
             return True
         self._tried.clear()
@@ -209,6 +265,7 @@ class EventBus:
             ws.discard(watcher)
             if not ws:
                 del self._watchers[op_id]
+        self._arm_release()
 
     def subscribe(self, types: set[str] | None = None, maxsize: int = 1024) -> Subscription:
         sub = Subscription(self, types, maxsize)
@@ -222,6 +279,9 @@ class EventBus:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -230,29 +290,51 @@ class EventBus:
             sub.close()
 
 
+class BusTable(dict[tuple[str | None, bool], EventBus]):
+    """The event buses of one endpoint, shared by its per-project clients, and what released ones had counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released_reconnects = 0
+        self.released_connections = 0
+
+    def release(self, bus: EventBus) -> None:
+        key = (None, True) if bus.all_projects else (bus.project, False)
+        if self.get(key) is bus:
+            del self[key]
+        self.released_reconnects += bus.reconnects
+        self.released_connections += bus.connections
+
+
 class Events:
     """`client.events`: the shared event buses and subscriptions to them."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._buses: dict[tuple[str | None, bool], EventBus] = {}
+        self._buses = BusTable()
 
     def bus(self, project: str | None = None, *, all_projects: bool = False) -> EventBus:
         key = (None, True) if all_projects else (project or self._client.project, False)
         bus = self._buses.get(key)
         if bus is None:
-            bus = self._buses[key] = EventBus(self._client, project=key[0], all_projects=key[1])
+            bus = self._buses[key] = EventBus(self._client, project=key[0], all_projects=key[1],
+                                              on_release=self._buses.release)
         return bus
 
     @property
     def reconnect_count(self) -> int:
         """How many times this client's events streams were re-opened after dropping."""
-        return sum(b.reconnects for b in self._buses.values())
+        return self._buses.released_reconnects + sum(b.reconnects for b in self._buses.values())
 
     @property
     def connection_count(self) -> int:
         """How many events websockets this client has opened, over all scopes."""
-        return sum(b.connections for b in self._buses.values())
+        return self._buses.released_connections + sum(b.connections for b in self._buses.values())
+
+    @property
+    def open_streams(self) -> list[str]:
+        """The scopes that have a stream, running or about to be released (`*` for all projects)."""
+        return sorted("*" if b.all_projects else str(b.project) for b in self._buses.values())
 
     @contextlib.asynccontextmanager
     async def subscribe(self, types: set[str] | None = None, *, project: str | None = None,
@@ -260,7 +342,7 @@ class Events:
                         timeout: float = 10.0) -> AsyncIterator[Subscription]:
         """Receive events of `types` (all when None) until the block ends."""
         bus = self.bus(project, all_projects=all_projects)
-        sub = bus.subscribe(types, maxsize)
+        sub = bus.subscribe(types, maxsize)  # held from here: not released while connecting
         try:
             if not await bus.ensure_connected(timeout):
                 raise bus.last_error if isinstance(bus.last_error, LXDError) else LXDError(

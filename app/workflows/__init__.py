@@ -11,11 +11,12 @@ runner starts (recovery of jobs a dead gateway left needs them too). Importing a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.connection import ConnectionArgs, ServerSpec
 from app.core.lxd_outcomes import status_of, summary
+from app.core.operation_owners import OperationOwners
 from app.core.remotes import RemoteRegistry
 from app.jobs import JobContext, JobRunner, problem, register_error_mapper
 from app.lxd import errors as lxd_errors
@@ -31,6 +32,8 @@ class WorkflowEnv:
 
     remotes: RemoteRegistry
     settings: Settings
+    owners: OperationOwners = field(default_factory=OperationOwners)
+    """Which token started which LXD operation (exec jobs record theirs)."""
 
     def client(self, remote: str | None, project: str | None) -> Client:
         """The LXD client of `remote` (default remote when None) bound to `project`."""
@@ -49,9 +52,10 @@ class WorkflowEnv:
                 for s in chosen]
 
 
-def bind(runner: JobRunner, *, remotes: RemoteRegistry, settings: Settings) -> WorkflowEnv:
+def bind(runner: JobRunner, *, remotes: RemoteRegistry, settings: Settings,
+         owners: OperationOwners | None = None) -> WorkflowEnv:
     """Make the LXD clients and settings available to the jobs of `runner`."""
-    env = WorkflowEnv(remotes=remotes, settings=settings)
+    env = WorkflowEnv(remotes=remotes, settings=settings, owners=owners or OperationOwners())
     runner.services[SERVICE_KEY] = env
     return env
 

@@ -73,6 +73,7 @@ async def exec_command(ctx: JobContext) -> dict[str, Any]:
     await ctx.progress("running", None, None)
     proc = await client.exec.start(p["name"], p["command"], environment=p.get("environment") or {},
                                    cwd=p.get("cwd"), user=p.get("user"), group=p.get("group"))
+    workflow_env(ctx).owners.record(ctx.remote or "", proc.id)  # its command line is its starter's to see
     await ctx.record_operation(ctx.remote or "", proc.id, "Running")
     out, err = _Capture(ctx, "stdout", limit, budget), _Capture(ctx, "stderr", limit, budget)
 

@@ -48,9 +48,14 @@ async def remove_all(socket_path: str, prefix: str) -> None:
 
 @dataclass
 class CallLog:
-    """Every request the gateway sent to LXD while installed (method, path)."""
+    """Every request the gateway sent to LXD while installed (method, path); events streams opened (or tried)
+    apart, as (monotonic time, the `project` asked for)."""
 
     calls: list[tuple[str, str]] = field(default_factory=list)
+    events: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def events_since(self, t: float) -> list[str | None]:
+        return [project for at, project in self.events if at >= t]
 
     @property
     def mutating(self) -> list[tuple[str, str]]:
@@ -72,10 +77,12 @@ async def counting(client: Client) -> AsyncIterator[CallLog]:
         log.calls.append((method, path))
         return orig[1](method, path, **kw)
 
-    async def websocket(path: str, *a: Any, **kw: Any) -> Any:
+    async def websocket(path: str, params: Any = None, **kw: Any) -> Any:
         if path != "/1.0/events":
             log.calls.append(("WS", path))
-        return await orig[2](path, *a, **kw)
+        else:
+            log.events.append((time.monotonic(), (params or {}).get("project")))
+        return await orig[2](path, params, **kw)
 
     t.request, t.stream, t.websocket = request, stream, websocket  # type: ignore[method-assign]
     try:

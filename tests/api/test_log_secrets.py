@@ -22,7 +22,7 @@ def test_access_and_app_logs_hold_no_secret(tmp_path: Path, lxd_daemon: DaemonIn
     with running_gateway(lxd_daemon.socket_path, tmp_path, auth=True) as gw:
         auth = {"Authorization": f"Bearer {secret}", "X-Request-ID": "leakcheck-1"}
         ticket = httpx.post(f"{gw.base}/v1/tickets", headers=auth).json()["ticket"]
-        assert httpx.get(f"{gw.base}/v1/whoami", params={"ticket": ticket}).status_code == 200
+        assert httpx.get(f"{gw.base}/v1/jobs/nosuchjob/events", params={"ticket": ticket}).status_code == 404
         created = httpx.post(f"{gw.base}/v1/tokens", headers=auth, json={"name": "ci", "scopes": ["read"]}).json()
         wrong = {"Authorization": "Bearer wrong-" + secret}
         assert httpx.get(f"{gw.base}/v1/whoami", headers=wrong).status_code == 401

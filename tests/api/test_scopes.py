@@ -28,6 +28,7 @@ ADMIN = {
     "profiles-ensure-storage", "profiles-verify-network",
 }
 ANY_TOKEN = {"tokens-whoami", "tokens-ticket"}  # every authenticated caller
+WRITE_TO_READ = {"files-get", "containers-logs"}  # reads that reveal secrets: a file's bytes, the console log
 PUBLIC = {"livez", "readyz", "metrics"}
 WEAKER = {Scope.write: Scope.read, Scope.admin: Scope.write}
 
@@ -37,7 +38,7 @@ def required(op_id: str, method: str) -> Scope | None:
         return None
     if op_id in ADMIN:
         return Scope.admin
-    return Scope.read if method == "GET" else Scope.write
+    return Scope.read if method == "GET" and op_id not in WRITE_TO_READ else Scope.write
 
 
 def routes(app: FastAPI) -> list[tuple[str, str, str, Scope]]:

@@ -84,9 +84,35 @@ async def test_ticket_is_single_use(secured: tuple[FastAPI, httpx.AsyncClient]) 
     _, secret = app.state.tokens.create("web", [Scope.read])
     t = (await c.post("/v1/tickets", headers=_bearer(secret))).json()
     assert t["expires_in"] == 30
-    r = await c.get("/v1/whoami", params={"ticket": t["ticket"]})
-    assert r.status_code == 200 and r.json()["name"] == "web"
-    assert (await c.get("/v1/whoami", params={"ticket": t["ticket"]})).status_code == 401
+    r = await c.get("/v1/jobs/nosuchjob/events", params={"ticket": t["ticket"]})
+    assert r.status_code == 404, r.text  # let in (then: no such job)
+    r = await c.get("/v1/jobs/nosuchjob/events", params={"ticket": t["ticket"]})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_ticket_on_a_route_that_does_not_stream_is_401(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, c = secured
+    _, secret = app.state.tokens.create("web", [Scope.write])
+    ticket = (await c.post("/v1/tickets", headers=_bearer(secret))).json()["ticket"]
+    r = await c.get("/v1/whoami", params={"ticket": ticket})
+    assert r.status_code == 401 and "websocket and event-stream routes only" in r.json()["detail"], r.text
+    r = await c.post("/v1/containers/nosuch/exec", params={"ticket": ticket}, json={"command": ["id"]})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json", r.text
+    r = await c.get("/v1/containers", params={"ticket": ticket})
+    assert r.status_code == 401
+    assert (await c.get("/v1/jobs", headers=_bearer(secret))).json()["items"] == []  # no exec job was started
+    r = await c.get("/v1/jobs/nosuchjob/events", params={"ticket": ticket})  # refusals did not use it up
+    assert r.status_code == 404, r.text
+
+
+async def test_ticket_dies_with_its_token(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, c = secured
+    _, secret = app.state.tokens.create("web", [Scope.read])
+    ticket = (await c.post("/v1/tickets", headers=_bearer(secret))).json()["ticket"]
+    app.state.tokens.revoke("web")
+    app.state.tokens.create("web", [Scope.read])  # the same name again: another token
+    r = await c.get("/v1/jobs/nosuchjob/events", params={"ticket": ticket})
+    assert r.status_code == 401 and "revoked" in r.json()["detail"], r.text
 
 
 def test_cli_revocation_takes_effect_without_restart(tmp_path: Path) -> None:
