@@ -10,6 +10,7 @@ import uvicorn
 from app.logs import configure_logging
 from app.main import create_app
 from app.settings import SettingsError, load_settings
+from app.startup import StartupError, check_data_dir
 
 
 def main(argv: list[str]) -> int:
@@ -33,6 +34,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    try:
+        check_data_dir(settings)
+    except StartupError as exc:
+        print(f"lxd-gateway: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings)
     uvicorn.run(app, host=settings.bind_host, port=settings.bind_port, log_level=settings.log_level.lower(),
                 proxy_headers=True, log_config=None, workers=1, ws="websockets-sansio",
