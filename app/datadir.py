@@ -48,6 +48,8 @@ def free_bytes(directory: Path) -> int:
 def secure_data_dir(directory: Path) -> None:
     """Create `directory` (0700) or make an existing one private: itself and its subdirectories 0700, every file
     0600. Raises OSError when it cannot."""
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     os.chmod(directory, DIR_MODE)
     for root, dirs, files in os.walk(directory):

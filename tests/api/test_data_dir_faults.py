@@ -116,7 +116,7 @@ async def test_a_full_disk_refuses_writes_with_507_and_keeps_the_store_consisten
             for i in range(20):
                 writes.append(c.post("/v1/containers", json={"name": f"x{i}-{name}", "image": {"alias": "busybox"}}))
                 writes.append(c.post(f"/v1/containers/{name}/exec", json={"command": ["true"]}))
-                writes.append(c.post("/v1/tokens", json={"name": f"t{i}", "scope": "read"}))
+                writes.append(c.post("/v1/tokens", json={"name": f"t{i}", "scopes": ["read"]}))
                 writes.append(c.get("/v1/jobs"))
                 writes.append(c.get(f"/v1/containers/{name}"))
             answers = await asyncio.gather(*writes, return_exceptions=True)
