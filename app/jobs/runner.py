@@ -607,7 +607,7 @@ class JobRunner:
                 self._cleanup_wake.clear()
                 await self._cleanup_wake.wait()
                 continue
-            delay = max(0.05, min(self._cleanups.values()) - time.monotonic())
+            delay = max(0.25, min(self._cleanups.values()) - time.monotonic())
             self._cleanup_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cleanup_wake.wait(), delay)
