@@ -119,6 +119,9 @@ async def test_a_full_disk_refuses_writes_with_507_and_keeps_the_store_consisten
                 writes.append(c.post("/v1/tokens", json={"name": f"t{i}", "scopes": ["read"]}))
                 writes.append(c.get("/v1/jobs"))
                 writes.append(c.get(f"/v1/containers/{name}"))
+            for _ in range(3):  # an upload is spooled to the data directory first
+                writes.append(c.post("/v1/images/upload", content=os.urandom(32 << 20),
+                                     headers={"Content-Type": "application/octet-stream"}))
             answers = await asyncio.gather(*writes, return_exceptions=True)
             resets = [a for a in answers if isinstance(a, BaseException)]
             assert not resets, resets[:3]  # every request got an answer
