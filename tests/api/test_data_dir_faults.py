@@ -195,6 +195,14 @@ def test_a_data_directory_that_is_a_file_stops_the_start_with_one_line(tmp_path:
     _one_clear_line(_serve_python_m_app(_env(tmp_path, data)), str(data), "LXDGW_DATA_DIR")
 
 
+def test_a_read_only_data_directory_stops_the_start_with_one_line(small_disk: Path, tmp_path: Path) -> None:
+    data = small_disk / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    line = _one_clear_line(_serve_python_m_app(_env(tmp_path, data)), str(data), "Read-only file system")
+    assert "LXDGW_DATA_DIR" in line, line
+
+
 def _modes(directory: Path) -> dict[str, int]:
     found = {".": stat.S_IMODE(directory.stat().st_mode)}
     for path in directory.rglob("*"):
