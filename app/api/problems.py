@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -134,16 +135,14 @@ async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
     """A write the data directory's full device refused: 507, naming the directory (reads still answer)."""
     if not is_storage_full(exc):
         return await _unhandled(request, exc)
-    settings = getattr(request.app.state, "settings", None)
-    directory = exc.directory if isinstance(exc, StorageFull) else getattr(settings, "data_dir", None)
-    reason = exc.reason if isinstance(exc, StorageFull) else str(exc)
-    log.warning("refused %s %s: the data directory %s is full (%s)", request.method, request.url.path, directory,
-                reason)
+    if not isinstance(exc, StorageFull):  # e.g. ENOSPC writing tokens or an upload spool
+        settings = getattr(request.app.state, "settings", None)
+        exc = StorageFull(Path(getattr(settings, "data_dir", ".")), str(exc))
+    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
     rid = request.scope.get("state", {}).get("request_id")
     return problem_response(507, path=request.url.path, request_id=rid,
-                            headers={"x-request-id": rid} if rid else None,
-                            detail=str(exc) if isinstance(exc, StorageFull) else str(StorageFull(directory, reason)),
-                            data_dir=str(directory) if directory is not None else None)
+                            headers={"x-request-id": rid} if rid else None, detail=str(exc),
+                            data_dir=str(exc.directory))
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
