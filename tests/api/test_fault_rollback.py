@@ -22,9 +22,13 @@ from asgi_lifespan import LifespanManager
 
 from app.core.container_service import remove_container
 from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.jobs.models import Job, JobStatus, new_job_id, utcnow
+from app.jobs.service import DB_NAME
+from app.jobs.store import SQLiteJobStore
 from app.lxd import Client, NotFound
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
+from app.workflows.containers import CREATE_STEP
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +177,40 @@ async def test_a_retried_cleanup_leaves_a_container_made_after_the_job_ended_alo
             await asyncio.sleep(0.25)
         assert "was not removed" in job["cleanup"]["detail"], job
         assert await _exists(info, name)
+
+
+async def test_a_create_left_running_while_lxd_is_down_is_settled_and_cleaned_up_once_lxd_is_back(
+        tmp_path: Path, victim: tuple[LocalDaemon, DaemonInfo]) -> None:
+    daemon, info = victim
+    name = f"k-{uuid.uuid4().hex[:8]}"
+    async with Client.unix(info.socket_path) as lxd:  # what a create whose gateway died mid-way left
+        await lxd.instances.create(name, image="busybox", start=False)
+    store = SQLiteJobStore(tmp_path / "data" / DB_NAME)
+    await store.open()
+    try:
+        job = Job(id=new_job_id(), kind="container.create", status=JobStatus.running, remote="victim",
+                  project="default", resource=f"/v1/containers/{name}", created_at=utcnow(), started_at=utcnow())
+        await store.insert(job, params={"name": name, "image": {"alias": "busybox"}}, owner_id="dead-gateway",
+                           lease_until=0.0)
+        await store.save_checkpoint(job.id, CREATE_STEP, None)
+    finally:
+        await store.close()
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+
+    app = create_app(_settings(tmp_path, info))
+    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
+        settled = (await c.get(f"/v1/jobs/{job.id}", params={"wait": 60})).json()
+        assert settled["status"] == "failed", settled
+        assert settled["cleanup"]["status"] == "pending", settled
+        assert not _says_removed(settled), settled
+        daemon.start()
+        deadline = time.monotonic() + 60
+        while (settled := (await c.get(f"/v1/jobs/{job.id}")).json())["cleanup"]["status"] != "done":
+            assert time.monotonic() < deadline, settled
+            await asyncio.sleep(0.5)
+        assert settled["status"] == "failed", settled
+        assert settled["cleanup"]["detail"] == f"container {name!r} was removed", settled
+        assert not await _exists(info, name)
