@@ -12,6 +12,7 @@ from app.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_pr
 from app.logs import configure_logging
 from app.main import create_app
 from app.settings import Settings, SettingsError, load_settings
+from app.startup import StartupError, check_data_dir
 
 
 def main(argv: list[str]) -> int:
@@ -35,6 +36,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    try:
+        check_data_dir(settings)
+    except StartupError as exc:
+        print(f"lxd-gateway: {exc}", file=sys.stderr)
+        return 1
     serve(settings)
     return 0
 

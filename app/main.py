@@ -43,6 +43,7 @@ from app.core.operation_owners import OperationOwners
 from app.core.remote_store import persisted_remotes
 from app.core.remotes import RemoteRegistry, RemoteSpec
 from app.core.tokens import TokenStore
+from app.datadir import secure_data_dir
 from app.jobs.service import JobsService, load_extensions
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, load_settings
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         configured = remote_specs(settings)
         registry = RemoteRegistry(configured + persisted_remotes(settings.data_dir, {r.name for r in configured}),
                                   timeout=settings.lxd_timeout_seconds)

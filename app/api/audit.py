@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.auth import require
 from app.api.problems import ProblemError, problem_responses
 from app.core.tokens import Scope as TokenScope
+from app.datadir import StorageFull
 from app.jobs.models import rfc3339, utcnow
 
 log = logging.getLogger("app.audit")
@@ -74,7 +75,9 @@ class AuditMiddleware:
         if service is not None:
             try:
                 await service.store.audit_append(entry)
-            except Exception:  # the request is answered already; losing a row must not fail it
+            except StorageFull as exc:  # the request is answered already; losing a row must not fail it
+                log.warning("audit record could not be stored: %s", exc)
+            except Exception:
                 log.exception("audit record could not be stored")
 
 

@@ -7,6 +7,8 @@ Every error the gateway sends is `application/problem+json` with `type`, `title`
 from __future__ import annotations
 
 import logging
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.request_id import current_request_id
+from app.datadir import StorageFull, is_storage_full
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://lxd-gateway.dev/problems/"
@@ -25,13 +28,13 @@ TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
     409: "Conflict", 412: "Precondition failed", 413: "Payload too large", 415: "Unsupported media type",
     422: "Validation failed", 429: "Too many requests", 500: "Internal server error", 502: "Bad gateway",
-    503: "Service unavailable", 504: "Gateway timeout",
+    503: "Service unavailable", 504: "Gateway timeout", 507: "Insufficient storage",
 }
 SLUGS = {
     400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
     409: "conflict", 412: "precondition-failed", 413: "payload-too-large", 415: "unsupported-media-type",
     422: "validation", 429: "rate-limited", 500: "internal", 502: "bad-gateway", 503: "unavailable",
-    504: "timeout",
+    504: "timeout", 507: "storage-full",
 }
 
 
@@ -139,6 +142,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, path=request.url.path, detail=detail, errors=errors)
 
 
+async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
+    """A write the data directory's full device refused: 507, naming the directory (reads still answer)."""
+    if not is_storage_full(exc):
+        return await _unhandled(request, exc)
+    if not isinstance(exc, StorageFull):  # e.g. ENOSPC writing tokens or an upload spool
+        settings = getattr(request.app.state, "settings", None)
+        exc = StorageFull(Path(getattr(settings, "data_dir", ".")), str(exc))
+    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+    rid = request.scope.get("state", {}).get("request_id")
+    return problem_response(507, path=request.url.path, request_id=rid,
+                            headers={"x-request-id": rid} if rid else None, detail=str(exc),
+                            data_dir=str(exc.directory))
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # This handler runs outside the middleware stack: the request id comes from the scope, not the context.
     rid = request.scope.get("state", {}).get("request_id")
@@ -152,4 +169,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StorageFull, _storage_full)
+    app.add_exception_handler(OSError, _storage_full)
+    app.add_exception_handler(sqlite3.OperationalError, _storage_full)
     app.add_exception_handler(Exception, _unhandled)

@@ -29,7 +29,7 @@ from app.core.images import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_err
 from app.core.network import DEFAULT_BRIDGE, needs_bridge_ipv4
 from app.core.service_support import PROVISIONING, CancelCheck, ProgressFn, if_match, report, server_facts
 from app.lxd.client import Client
-from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable
+from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, OperationVanished
 from app.lxd.operations import Operation
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ContainerCreateError(ContainerServiceError):
 
 
 class ContainerStartError(ContainerServiceError):
-    """The container was created but would not start; it has been removed again."""
+    """The container was created but would not start (removed again unless the caller removes it itself)."""
 
 
 class CreateCancelled(ContainerServiceError):
@@ -85,6 +85,8 @@ async def _put(client: Client, name: str, data: Mapping[str, Any], etag: str | N
 
 OperationHook = Callable[[str, str], Awaitable[None]]
 """Told of an LXD operation: (operation id, status)."""
+StepHook = Callable[[str], Awaitable[None]]
+"""Told of each step of a create reached (`creating`, `created`)."""
 
 
 @dataclass
@@ -142,8 +144,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
                            sources: Sequence[ServerSpec] = (), alias_template: str = DEFAULT_ALIAS_TEMPLATE,
                            bridge: str = DEFAULT_BRIDGE, bridge_nat: bool = True,
                            progress: ProgressFn | None = None, cancel_check: CancelCheck | None = None,
-                           target: str | None = None, on_operation: OperationHook | None = None
-                           ) -> CreatedContainer:
+                           target: str | None = None, on_operation: OperationHook | None = None,
+                           on_step: StepHook | None = None, roll_back: bool = True) -> CreatedContainer:
     """Create a container from `spec` and (unless `spec.start` is false) start it.
 
     The image is `image` when given, else resolved from `spec.image` (an error there reads
@@ -153,8 +155,16 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     of each LXD operation (create, start) with its status. `cancel_check` is
     consulted after each step: when it answers true (or raises), what was created is removed and
     `CreateCancelled` (or its exception) is raised; a cancelled task rolls back the same way.
+
+    `on_step` is told `"creating"` just before the create request is sent (from then on a container of that name
+    may exist) and `"created"` once LXD made it. `roll_back=False` leaves what was made to the caller (which then
+    removes it itself). When LXD stops answering, its error is raised as it is: nothing is removed then.
     """
     from app.core.network_service import ensure_ipv4
+
+    async def roll_back_if(created: bool, why: str) -> None:
+        if created and roll_back:
+            await _roll_back(client, spec.name, why)
 
     async def checkpoint(created: bool) -> None:
         if cancel_check is None:
@@ -162,12 +172,10 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         try:
             stop = cancel_check()
         except BaseException:
-            if created:
-                await _roll_back(client, spec.name, "a cancel")
+            await roll_back_if(created, "a cancel")
             raise
         if stop:
-            if created:
-                await _roll_back(client, spec.name, "a cancel")
+            await roll_back_if(created, "a cancel")
             raise CreateCancelled(f'creating container "{spec.name}" was cancelled')
 
     await report(progress, PROVISIONING, None, "Creating container spec")
@@ -192,6 +200,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     await checkpoint(False)
 
     await report(progress, PROVISIONING, None, "Creating container")
+    if on_step is not None:
+        await on_step("creating")
     created = False
     try:
         op = await client.mutate("POST", "/1.0/instances", json=request.body, wait=False,
@@ -199,22 +209,26 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         created = True
         try:
             await _followed(op, on_operation)
-        except (LXDUnavailable, LXDTimeout):
-            raise
+        except (LXDUnavailable, LXDTimeout, OperationVanished):
+            raise  # LXD stopped answering (or restarted): whether it made the container is unknown
         except LXDError as exc:
             raise ContainerCreateError(f"container creation failed: {_err(exc)}") from exc
+        if on_step is not None:
+            await on_step("created")
         await checkpoint(True)
         if spec.start:
             await report(progress, PROVISIONING, None, "Starting container")
             try:
                 await start_container(client, spec.name, on_operation=on_operation)
+            except (LXDUnavailable, LXDTimeout, OperationVanished):
+                await roll_back_if(True, "LXD stopped answering")
+                raise  # not a refusal to start: LXD did not answer
             except LXDError as exc:
-                await _roll_back(client, spec.name, "a failed start")
+                await roll_back_if(True, "a failed start")
                 raise ContainerStartError(_err(exc)) from exc
             await checkpoint(True)
     except asyncio.CancelledError:
-        if created:
-            await _roll_back(client, spec.name, "a cancel")
+        await roll_back_if(created, "a cancel")
         raise
     container, _ = await get_container(client, spec.name)
     await report(progress, "running", 100, "Container started" if spec.start else "Container created")

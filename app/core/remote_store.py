@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.core.certificates import Certificate
 from app.core.remotes import RemoteSpec
+from app.datadir import FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class RemoteStore:
         os.chmod(directory, 0o700)
         cert_path, key_path = directory / "client.crt", directory / "client.key"
         cert_path.write_bytes(cert.cert_pem)
+        os.chmod(cert_path, FILE_MODE)
         with contextlib.suppress(FileNotFoundError):
             key_path.unlink()
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -88,6 +90,7 @@ class RemoteStore:
     def write_server_cert(self, name: str, pem: str) -> str:
         path = self.cert_dir(name) / "server.crt"
         path.write_text(pem)
+        os.chmod(path, FILE_MODE)
         return str(path)
 
 

@@ -4,7 +4,15 @@ Define a kind with `job_kind(...)` (see `app.jobs.kinds`); its step gets a `JobC
 with `app.api.jobs_support.JobStarterDep`.
 """
 
-from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, default_kinds, job_kind
+from app.jobs.kinds import (
+    CancelPolicy,
+    JobKind,
+    JobKinds,
+    RecoveryOutcome,
+    RollbackIncomplete,
+    default_kinds,
+    job_kind,
+)
 from app.jobs.models import Job, JobProgress, JobStatus, LxdOperationRef, problem
 from app.jobs.runner import (
     JobAlreadyEnded,
@@ -32,6 +40,7 @@ __all__ = [
     "JobStatus",
     "LxdOperationRef",
     "RecoveryOutcome",
+    "RollbackIncomplete",
     "RunnerClosed",
     "default_kinds",
     "job_kind",

@@ -98,7 +98,9 @@ class Idempotency:
                 raise IdempotencyConflict(key)
             if record.job_id is not None:
                 return Replay(record.job_id)
-            raise RuntimeError(f"idempotency key {key!r} is reserved without a pending request")
+            # Ours, without a job, and no request of ours holds it: a refused request whose release could not be
+            # written (e.g. on a full disk). Free it and try again.
+            await self._store.idempotency_release(scope, key)
 
     async def complete(self, reservation: Reservation, job_id: str) -> None:
         try:

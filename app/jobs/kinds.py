@@ -63,8 +63,14 @@ class RecoveryOutcome:
         return cls(JobStatus.cancelled)
 
 
+class RollbackIncomplete(Exception):
+    """Raise from a rollback that could not be done yet (LXD did not answer): the message says what is left undone.
+    The runner records the cleanup as `pending` and retries the rollback until it succeeds."""
+
+
 StepFn = Callable[["JobContext"], Awaitable[Any]]
-RollbackFn = Callable[["JobContext"], Awaitable[None]]
+RollbackFn = Callable[["JobContext"], Awaitable[str | None]]
+"""Undo what the job did; answer what was undone (None: nothing needed undoing)."""
 RecoverFn = Callable[[Job, "JobContext"], Awaitable[RecoveryOutcome]]
 
 

@@ -58,6 +58,25 @@ class LxdOperationRef(BaseModel):
     status: str = Field(description="LXD's status of the operation as last seen", examples=["Running"])
 
 
+class JobCleanup(BaseModel):
+    """Undoing what a failed or cancelled job had done (e.g. removing the container a create left).
+
+    `pending`: it could not be done yet (LXD did not answer) and is retried, with backoff, until it succeeds, also
+    after a restart of the gateway; `done`: it was done. The job's own status does not change with it."""
+
+    status: Literal["pending", "done"] = Field(description="`pending`: not done yet, retried; `done`: done",
+                                              examples=["pending"])
+    detail: str = Field(description="what was undone, or what is left and why", examples=[
+        "container 'web1' could not be removed yet (LXD is unavailable); its removal is retried"])
+    attempts: int = Field(1, ge=1, description="attempts made so far", examples=[1])
+    last_error: str | None = Field(None, description="why the last attempt failed", examples=[None])
+    updated_at: datetime = Field(description="when the last attempt ended", examples=["2026-11-01T12:00:00.123Z"])
+
+    @field_serializer("updated_at")
+    def _time(self, value: datetime) -> str:
+        return rfc3339(value)
+
+
 class Job(BaseModel):
     """A long-running action: poll it, stream it, cancel it."""
 
@@ -85,6 +104,8 @@ class Job(BaseModel):
                                           "null elsewhere")
     token_id: SkipJsonSchema[str | None] = Field(None, exclude=True)
     """The stable id of the token that started the job (never shown): its params and output belong to it."""
+    cleanup: JobCleanup | None = Field(None, description="undoing what a failed or cancelled job had done, when "
+                                       "there was something to undo: `pending` (not done yet, retried) or `done`")
 
     @field_serializer("created_at", "started_at", "finished_at")
     def _times(self, value: datetime | None) -> str | None:

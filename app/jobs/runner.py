@@ -7,6 +7,12 @@ written to the store at most once per `progress_interval` per job, everything el
 
 At start-up `recover()` claims the jobs a dead gateway left behind: queued ones run again (they had not started),
 running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
+A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
+`pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
+
+When the store cannot write (a full disk), a job's status changes wait, retried, until the write succeeds: what
+callers see of a job never runs ahead of what the store holds. Progress that cannot be stored is skipped.
+
 `shutdown(grace)` stops accepting jobs, lets running ones finish within the grace period, and leaves the rest, as they
 are, to the next start's recovery.
 """
@@ -26,9 +32,10 @@ from typing import Any
 
 import structlog
 
+from app.datadir import StorageFull
 from app.jobs.bus import JobBus
-from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, default_kinds
-from app.jobs.models import Job, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
+from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, RollbackIncomplete, default_kinds
+from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
 from app.jobs.store import JobStore, StoredJob
 
 log = logging.getLogger("app.jobs")
@@ -38,6 +45,11 @@ ErrorMapper = Callable[[BaseException], dict[str, Any] | None]
 
 
 RECOVERY_SEQ_SKIP = 100_000
+CLEANUP_FIRST_DELAY = 1.0
+CLEANUP_MAX_DELAY = 15.0
+"""A pending cleanup is retried after 1, 2, 4... seconds, at most this far apart."""
+STORE_RETRY_MAX_DELAY = 5.0
+"""A write the store refused for lack of space is retried, at most this far apart, until it succeeds."""
 
 
 class JobCancelled(Exception):
@@ -143,7 +155,10 @@ class JobContext:
         pct = None if percent is None else max(0, min(100, int(percent)))
         self._active.job.progress = JobProgress(stage=stage, percent=pct, message=message)
         self._runner._bus.publish(self._active.job, "progress", self._active.job.progress.model_dump())
-        await self._runner._persist(self._active, throttled=True)
+        try:
+            await self._runner._persist(self._active, throttled=True)
+        except StorageFull as exc:  # the next status change stores it
+            log.warning("progress of job %s not stored: %s", self._active.job.id, exc.reason)
 
     async def output(self, stream: str, data: str | bytes) -> None:
         """Stream output (e.g. an exec's stdout/stderr); text as text, bytes as base64."""
@@ -169,22 +184,22 @@ class JobContext:
         else:
             job.lxd_operations.append(LxdOperationRef(id=op_id, remote=remote, status=status))
         if self._active.finished:
-            await self._runner._persist(self._active)
+            await self._runner._durably(lambda: self._runner._persist(self._active))
             return
         self._runner._bus.publish(job, "status", {"lxd_operation": {"id": op_id, "remote": remote,
                                                                      "status": status}})
-        await self._runner._persist(self._active)
+        await self._runner._durably(lambda: self._runner._persist(self._active))
 
     async def set_resource(self, resource: str) -> None:
         self._active.job.resource = resource
-        await self._runner._persist(self._active)
+        await self._runner._durably(lambda: self._runner._persist(self._active))
 
     async def checkpoint(self, step: str, data: Any = None) -> None:
         """Record that `step` is done (with what recovery or rollback needs to know). Raises `JobCancelled` when
         the job was asked to stop."""
+        await self._runner._durably(lambda: self._runner._store.save_checkpoint(self._active.job.id, step, data))
         self.checkpoints[step] = data
         self._active.checkpoints[step] = data
-        await self._runner._store.save_checkpoint(self._active.job.id, step, data)
         self.raise_if_cancelled()
 
     def raise_if_cancelled(self) -> None:
@@ -253,6 +268,10 @@ class JobRunner:
         self._accepting = True
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
+        self._cleaner: asyncio.Task[None] | None = None
+        self._cleanups: dict[str, float] = {}
+        """Jobs with a pending cleanup: when (monotonic) to try again."""
+        self._cleanup_wake = asyncio.Event()
 
     @property
     def store(self) -> JobStore:
@@ -277,6 +296,9 @@ class JobRunner:
         await self.prune()
         recovered = await self.recover()
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
+        for stored in await self._store.pending_cleanups():
+            self._cleanups[stored.job.id] = 0.0
+        self._cleaner = asyncio.create_task(self._clean_up(), name="jobs-cleanup")
         return recovered
 
     async def prune(self) -> int:
@@ -313,12 +335,14 @@ class JobRunner:
             log.warning("%d jobs left for recovery at the next start", len(left))
             await asyncio.gather(*left, return_exceptions=True)
         for active in list(self._active.values()):
-            with contextlib.suppress(Exception):
-                await self._persist(active)
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            if not active.finished:
+                with contextlib.suppress(Exception):
+                    await self._persist(active)
+        for task in (self._maintenance, self._cleaner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(Exception):
             await self._store.renew_leases(self.owner_id, time.time())
         self._bus.close_all()
@@ -378,7 +402,9 @@ class JobRunner:
                 raise JobNotFound(job_id)
             raise JobAlreadyEnded(job)
         if active.finished:
-            raise JobAlreadyEnded(active.job.model_copy(deep=True))
+            if active.job.ended:
+                raise JobAlreadyEnded(active.job.model_copy(deep=True))
+            return active.job.model_copy(deep=True)  # its end is being stored
         if not active.cancel_requested and not active.recovering:
             active.cancel_requested = True
             if not active.started:
@@ -460,6 +486,7 @@ class JobRunner:
             error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}")
             outcome = RecoveryOutcome(JobStatus.failed,
                                       error={**error, "detail": f"recovery after a restart failed: {error['detail']}"})
+            await self._rollback(active, ctx)  # what the dead process left half-made is undone, now or later
         if outcome.status not in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
             outcome = RecoveryOutcome.failed("gateway-restarted", f"recovery answered {outcome.status}")
         error = outcome.error
@@ -500,10 +527,14 @@ class JobRunner:
                 if active.cancel_requested:
                     raise asyncio.CancelledError
                 active.started = True
-                job.status = JobStatus.running
-                job.started_at = utcnow()
+                started = utcnow()
+
+                def running(j: Job) -> None:
+                    j.status, j.started_at = JobStatus.running, started
+
+                await self._durably(lambda: self._save_as(active, running))
+                running(job)
                 self._bus.publish(job, "status", {"status": job.status.value})
-                await self._persist(active)
                 ctx = JobContext(self, active)
                 try:
                     result = await kind.run(ctx)
@@ -547,11 +578,70 @@ class JobRunner:
         if kind is None or kind.rollback is None:
             return
         active.rolling_back = True
+        await ctx.progress("rolling back", None, None)
+        active.job.cleanup = await self._attempt_cleanup(kind, ctx, active.job.cleanup)
+        if active.job.cleanup is not None and active.job.cleanup.status == "pending":
+            self._cleanups[active.job.id] = time.monotonic() + CLEANUP_FIRST_DELAY
+            self._cleanup_wake.set()
+
+    async def _attempt_cleanup(self, kind: JobKind, ctx: JobContext, before: JobCleanup | None) -> JobCleanup | None:
+        """Run the kind's rollback once; what the job's `cleanup` says after it (None: nothing needed undoing)."""
+        assert kind.rollback is not None
+        attempts = (before.attempts if before is not None else 0) + 1
         try:
-            await ctx.progress("rolling back", None, None)
-            await kind.rollback(ctx)
-        except Exception:
-            log.exception("rollback of job %s failed", active.job.id)
+            done = await asyncio.wait_for(kind.rollback(ctx), self.recovery_timeout)
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning("rollback of job %s not done (attempt %d): %s", ctx.job_id, attempts, reason)
+            detail = reason if isinstance(exc, RollbackIncomplete) else (
+                f"undoing what the job did failed ({reason}); it is retried until it succeeds")
+            cause = exc.__cause__ if isinstance(exc, RollbackIncomplete) and exc.__cause__ else exc
+            return JobCleanup(status="pending", detail=detail, attempts=attempts,
+                              last_error=str(cause) or type(cause).__name__, updated_at=utcnow())
+        if done is None and before is None:
+            return None
+        return JobCleanup(status="done", detail=done or "nothing was left to undo", attempts=attempts,
+                          updated_at=utcnow())
+
+    async def _clean_up(self) -> None:
+        """Retry pending cleanups, each with its own backoff, until they are done."""
+        while True:
+            now = time.monotonic()
+            due = [job_id for job_id, at in self._cleanups.items() if at <= now and job_id not in self._active]
+            for job_id in due:
+                try:
+                    await self._retry_cleanup(job_id)
+                except Exception as exc:  # the store itself failed: try again later
+                    log.warning("retrying the cleanup of job %s failed: %s", job_id, exc)
+                    self._cleanups[job_id] = time.monotonic() + CLEANUP_MAX_DELAY
+            if not self._cleanups:
+                self._cleanup_wake.clear()
+                await self._cleanup_wake.wait()
+                continue
+            delay = max(0.25, min(self._cleanups.values()) - time.monotonic())
+            self._cleanup_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cleanup_wake.wait(), delay)
+
+    async def _retry_cleanup(self, job_id: str) -> None:
+        stored = await self._store.load(job_id)
+        kind = self.kinds.find(stored.job.kind) if stored is not None else None
+        if stored is None or stored.job.cleanup is None or stored.job.cleanup.status != "pending" or (
+                kind is None or kind.rollback is None):
+            self._cleanups.pop(job_id, None)
+            return
+        active = _Active(stored.job, kind, stored.params, stored.checkpoints)
+        active.started = active.finished = active.rolling_back = True
+        ctx = JobContext(self, active)
+        cleanup = await self._attempt_cleanup(kind, ctx, stored.job.cleanup)
+        stored.job.cleanup = cleanup
+        await self._store.save(stored.job, seq=stored.seq)
+        if cleanup is not None and cleanup.status == "pending":
+            delay = min(CLEANUP_MAX_DELAY, CLEANUP_FIRST_DELAY * 2 ** min(cleanup.attempts - 1, 10))
+            self._cleanups[job_id] = time.monotonic() + delay
+        else:
+            self._cleanups.pop(job_id, None)
+            log.info("cleanup of job %s done: %s", job_id, cleanup.detail if cleanup else "nothing to undo")
 
     async def _finish(self, active: _Active, status: JobStatus, *, result: Any = None,
                       error: dict[str, Any] | None = None) -> None:
@@ -559,16 +649,22 @@ class JobRunner:
         active.finished = True
         if active.flush is not None:
             active.flush.cancel()
-        job.status = status
-        job.finished_at = utcnow()
-        if status is JobStatus.succeeded:
-            job.progress = JobProgress(stage="done", percent=100, message=job.progress.message)
-        job.result = result
-        job.error = error
+        finished = utcnow()
+
+        def end(j: Job) -> None:
+            j.status, j.finished_at, j.result, j.error = status, finished, result, error
+            if status is JobStatus.succeeded:
+                j.progress = JobProgress(stage="done", percent=100, message=j.progress.message)
+
         try:
-            await self._persist(active, seq=self._bus.seq(job.id) + 1)
+            # Callers see the end once the store holds it (a full disk delays both alike).
+            await self._durably(lambda: self._save_as(active, end, seq=self._bus.seq(job.id) + 1))
+        except asyncio.CancelledError:
+            if self._abandoning:  # the next start's recovery settles it from the store
+                raise
         except Exception:
             log.exception("could not store the end of job %s", job.id)
+        end(job)
         self._bus.publish(job, "end")
         log.info("job %s (%s) %s", job.id, job.kind, status.value)
         active.done.set()
@@ -594,7 +690,34 @@ class JobRunner:
             active.last_persist = time.monotonic()
             await self._store.save(active.job, seq=self._bus.seq(active.job.id) if seq is None else seq)
 
+    async def _save_as(self, active: _Active, change: Callable[[Job], None], *, seq: int | None = None) -> None:
+        """Store the job as `change` makes it, without changing what callers see yet."""
+        job = active.job.model_copy(deep=True)
+        change(job)
+        async with active.save_lock:
+            active.last_persist = time.monotonic()
+            await self._store.save(job, seq=self._bus.seq(job.id) if seq is None else seq)
+
+    async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a store write, retrying it (with backoff) while the disk is full, until it succeeds."""
+        delay = 0.25
+        while True:
+            try:
+                return await write()
+            except StorageFull as exc:
+                if self._abandoning:
+                    raise
+                log.warning("the job store cannot write (%s): retrying in %.1fs", exc.reason, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_DELAY)
+
     def _flush_later(self, active: _Active) -> None:
         active.flush = None
         if not active.finished:
-            self._spawn(self._persist(active))
+            self._spawn(self._flush(active))
+
+    async def _flush(self, active: _Active) -> None:
+        try:
+            await self._persist(active)
+        except StorageFull as exc:
+            log.warning("progress of job %s not stored: %s", active.job.id, exc.reason)

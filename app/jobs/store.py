@@ -19,7 +19,9 @@ import contextlib
 import fcntl
 import json
 import os
+import sqlite3
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from app.datadir import FILE_MODE, MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, private_file
 from app.jobs.models import Job, JobStatus, rfc3339, split_output
 
 
@@ -90,6 +93,8 @@ class JobStore(Protocol):
     """Store a new job; `job.token_id` is the token that started it."""
     async def save(self, job: Job, *, seq: int) -> None: ...
     async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None: ...
+    async def pending_cleanups(self) -> list[StoredJob]: ...
+    async def check_writable(self) -> str | None: ...
     async def get(self, job_id: str) -> Job | None: ...
     async def load(self, job_id: str) -> StoredJob | None: ...
     async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
@@ -111,7 +116,7 @@ class JobStore(Protocol):
     async def audit_prune(self, before: datetime) -> int: ...
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -186,14 +191,19 @@ MIGRATIONS: dict[int, str] = {
         WHERE id IN (SELECT job_id FROM job_outputs);
     CREATE INDEX jobs_scope ON jobs (project, remote, position);
     """,
+    # What a failed or cancelled job still has to undo (retried until done).
+    4: """
+    ALTER TABLE jobs ADD COLUMN cleanup TEXT;
+    CREATE INDEX jobs_cleanup ON jobs (position) WHERE cleanup IS NOT NULL;
+    """,
 }
 
 _LIST_COLUMNS = ("position, id, kind, status, remote, project, resource, requested_by, created_at, started_at, "
-                 "finished_at, progress, operations, result, error, token_id, has_output")
+                 "finished_at, progress, operations, result, error, token_id, has_output, cleanup")
 """What a listing reads: never params, checkpoints or output."""
 _COLUMNS = ("jobs.position, jobs.id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
             "started_at, finished_at, progress, operations, result, error, params, checkpoints, seq, owner_id, "
-            "lease_until, token_id, has_output, job_outputs.output AS output")
+            "lease_until, token_id, has_output, cleanup, job_outputs.output AS output")
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
 
 
@@ -215,6 +225,7 @@ def _row_to_job(row: aiosqlite.Row, *, output: str | None = None) -> Job:
         created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
         progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]), result=result,
         error=json.loads(row["error"]) if row["error"] is not None else None, token_id=row["token_id"],
+        cleanup=json.loads(row["cleanup"]) if row["cleanup"] is not None else None,
     )
 
 
@@ -234,12 +245,15 @@ class SQLiteJobStore:
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._write_lock = asyncio.Lock()
+        self._full: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Open (creating or migrating) the database. Raises `StoreLocked` when another process uses it,
+        `StorageFull` when its device is full, sqlite3/OS errors for a corrupt or unusable file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -248,19 +262,80 @@ class SQLiteJobStore:
                               "run one process per data directory") from None
         self._lock_fd = fd
         try:
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            self._writer.row_factory = aiosqlite.Row
-            await self._writer.execute("PRAGMA journal_mode=WAL")
-            await self._writer.execute("PRAGMA synchronous=NORMAL")
-            await self._writer.execute("PRAGMA busy_timeout=5000")
-            await self._migrate()
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            self._reader.row_factory = aiosqlite.Row
-            await self._reader.execute("PRAGMA busy_timeout=5000")
-            await self._reader.execute("PRAGMA query_only=1")
+            with self._storage_errors():
+                private_file(self.path)  # SQLite gives its -wal and -shm files the database's mode
+                self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+                self._writer.row_factory = aiosqlite.Row
+                await self._writer.execute("PRAGMA journal_mode=WAL")
+                await self._writer.execute("PRAGMA synchronous=NORMAL")
+                await self._writer.execute("PRAGMA busy_timeout=5000")
+                await self._migrate()
+                self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+                self._reader.row_factory = aiosqlite.Row
+                await self._reader.execute("PRAGMA busy_timeout=5000")
+                await self._reader.execute("PRAGMA query_only=1")
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(f"{self.path}{suffix}", FILE_MODE)
         except BaseException:
             await self.close()
             raise
+
+    async def check(self) -> None:
+        """Read every page (`PRAGMA quick_check`) and write once: raises what a corrupt database or a full device
+        raises (sqlite3.DatabaseError, `StorageFull`)."""
+        async with self._r.execute("PRAGMA quick_check") as cur:
+            rows = [r[0] for r in await cur.fetchall()]
+        if rows != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(r) for r in rows[:3]))
+        await self._probe_write()
+
+    async def _probe_write(self) -> None:
+        if free_bytes(self.path.parent) < MIN_FREE_BYTES:
+            raise StorageFull(self.path.parent, "no space left on device")
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                await w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await w.execute("ROLLBACK")
+                raise
+
+    async def check_writable(self) -> str | None:
+        """None when the store can write; else why not (the device is full, the last write failed...)."""
+        try:
+            if self._full is not None or free_bytes(self.path.parent) < MIN_FREE_BYTES:
+                await self._probe_write()
+        except StorageFull as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"the job database {self.path} cannot be written: {exc}"
+        return None
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn a write refused for lack of space into `StorageFull` (and remember it until a write succeeds)."""
+        try:
+            yield
+        except StorageFull as exc:
+            self._full = exc.reason
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            io_error = isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 10
+            if not (is_storage_full(exc) or (io_error and free_bytes(self.path.parent) < MIN_FREE_BYTES)):
+                raise
+            self._full = str(exc)
+            raise StorageFull(self.path.parent, str(exc)) from exc
+        self._full = None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection, alone, with a full device turned into `StorageFull`."""
+        async with self._write_lock:
+            with self._storage_errors():
+                yield self._w
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -275,8 +350,7 @@ class SQLiteJobStore:
             self._lock_fd = None
 
     async def _migrate(self) -> None:
-        w = self._w
-        async with self._write_lock:
+        async with self._writing() as w:
             await w.execute("BEGIN IMMEDIATE")
             try:
                 async with w.execute("PRAGMA user_version") as cur:
@@ -292,7 +366,8 @@ class SQLiteJobStore:
                     await w.execute(f"PRAGMA user_version={v}")
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
                 raise
 
     @property
@@ -308,8 +383,8 @@ class SQLiteJobStore:
         return self._reader
 
     async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        async with self._write_lock:
-            cur = await self._w.execute(sql, args)
+        async with self._writing() as w:
+            cur = await w.execute(sql, args)
             count = cur.rowcount
             await cur.close()
             return count
@@ -361,15 +436,23 @@ class SQLiteJobStore:
         result, has_output, output_writes = self._result_writes(job)
         await self._write_all([(
             "UPDATE jobs SET status=?, started_at=?, finished_at=?, progress=?, operations=?, result=?, error=?, "
-            "resource=?, has_output=?, seq=MAX(seq, ?) WHERE id=?",
+            "resource=?, has_output=?, cleanup=?, seq=MAX(seq, ?) WHERE id=?",
             (job.status.value, _ts(job.started_at), _ts(job.finished_at), _dumps(job.progress.model_dump()),
              _dumps([o.model_dump() for o in job.lxd_operations]), result,
-             _dumps(job.error) if job.error is not None else None, job.resource, has_output, seq, job.id),
+             _dumps(job.error) if job.error is not None else None, job.resource, has_output,
+             _dumps(job.cleanup.model_dump(mode="json")) if job.cleanup is not None else None, seq, job.id),
         ), *output_writes])
 
     async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
         await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
                           "WHERE id=?", (step, _dumps(data), job_id))
+
+    async def pending_cleanups(self) -> list[StoredJob]:
+        """Ended jobs whose undoing could not be done yet (`cleanup.status` is `pending`), oldest first."""
+        async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE cleanup IS NOT NULL AND "
+                                   "json_extract(cleanup, '$.status')='pending' ORDER BY jobs.position") as cur:
+            rows = await cur.fetchall()
+        return [_row_to_stored(r) for r in rows]
 
     async def get(self, job_id: str) -> Job | None:
         stored = await self.load(job_id)
@@ -414,8 +497,7 @@ class SQLiteJobStore:
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
         # whatever its lease says. A shared store would claim only rows whose lease ran out.
-        async with self._write_lock:
-            w = self._w
+        async with self._writing() as w:
             await w.execute("BEGIN IMMEDIATE")
             try:
                 async with w.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE status IN ('queued', 'running') "
@@ -425,7 +507,8 @@ class SQLiteJobStore:
                                 (owner_id, lease_until))
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
                 raise
         claimed = [_row_to_stored(r) for r in rows]
         for s in claimed:
@@ -453,8 +536,7 @@ class SQLiteJobStore:
 
         An expired record, or a reservation left without a job by a dead process, is replaced.
         """
-        async with self._write_lock:
-            w = self._w
+        async with self._writing() as w:
             await w.execute("BEGIN IMMEDIATE")
             try:
                 async with w.execute("SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id "
@@ -474,7 +556,8 @@ class SQLiteJobStore:
                 await w.execute("COMMIT")
                 return record, True
             except BaseException:
-                await w.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
                 raise
 
     async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None:

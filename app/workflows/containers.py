@@ -23,7 +23,16 @@ from app.core.container_service import (
 )
 from app.core.containers import ContainerSpec
 from app.core.images import ImageError
-from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs import (
+    CancelPolicy,
+    Job,
+    JobCancelled,
+    JobContext,
+    JobFailure,
+    RecoveryOutcome,
+    RollbackIncomplete,
+    job_kind,
+)
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Progress
@@ -64,13 +73,35 @@ async def _view(ctx: JobContext, client: Client, name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ create
 
 
-async def _rollback_create(ctx: JobContext) -> None:
-    """Remove the container this job created (never one it did not get to create)."""
-    if CREATED_STEP not in ctx.checkpoints:
-        return
+async def _remove_made(ctx: JobContext, name: str) -> str | None:
+    """Remove the container `name` this job made (half-made or not); what was done, None when there was none.
+
+    Once the job has ended (a retried cleanup), a container made after that is someone else's and is left alone.
+    Raises `RollbackIncomplete` when LXD does not let it be removed (yet)."""
     client = _client(ctx)
-    with contextlib.suppress(NotFound):
-        await remove_container(client, ctx.params["name"])
+    ended = ctx.job.finished_at
+    try:
+        if ended is not None:
+            made = (await client.instances.get(name)).created_at
+            if made is not None and made > ended:
+                return (f"container {name!r} was not removed: the one that exists now was created after this job "
+                        "ended")
+        await remove_container(client, name)
+    except NotFound:
+        return None
+    except (LXDError, ContainerServiceError, OSError) as exc:
+        reason = str(getattr(exc, "error", None) or exc) or type(exc).__name__
+        raise RollbackIncomplete(f"container {name!r} could not be removed yet ({reason}); its removal is retried "
+                                 "until it succeeds") from exc
+    return f"container {name!r} was removed"
+
+
+async def _rollback_create(ctx: JobContext) -> str | None:
+    """Remove the container this job (may have) created: once it sent LXD the create request, a container of that
+    name is its own (the name was free when the job was accepted)."""
+    if CREATE_STEP not in ctx.checkpoints:
+        return None
+    return await _remove_made(ctx, ctx.params["name"])
 
 
 def _spec_of(params: dict[str, Any]) -> ContainerSpec:
@@ -101,23 +132,21 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
     target = ctx.params.get("target")
     spec = _spec_of(ctx.params)
 
-    async def progress(stage: str | None, percent: int | None, message: str | None) -> None:
-        await ctx.progress(stage, percent, message)
-        step = {"Creating container": CREATE_STEP, "Starting container": CREATED_STEP}.get(message or "")
-        if step is not None:
-            with contextlib.suppress(JobCancelled):  # the create itself stops at its next step
-                await ctx.checkpoint(step)
+    async def step(name: str) -> None:
+        with contextlib.suppress(JobCancelled):  # the create itself stops at its next cancel check
+            await ctx.checkpoint(name)
 
     try:
         created = await create_from_spec(
             client, spec, sources=env.image_sources(spec.image.sources), alias_template=env.settings
             .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
-            progress=progress, cancel_check=lambda: ctx.cancel_requested, target=target,
-            on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status))
+            progress=ctx.progress, cancel_check=lambda: ctx.cancel_requested, target=target,
+            on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status),
+            on_step=step, roll_back=False)
     except CreateCancelled:
         raise JobCancelled(ctx.job_id) from None
-    except ContainerStartError as exc:
-        raise JobFailure("start-failed", f"container {spec.name!r} would not start and was removed again: {exc}",
+    except ContainerStartError as exc:  # the job's rollback removes it; its `cleanup` says how that went
+        raise JobFailure("start-failed", f"container {spec.name!r} would not start: {exc}",
                          lxd_error=str(exc)) from exc
     except ImageError as exc:
         raise JobFailure("image-not-found", str(exc)) from exc
@@ -247,10 +276,10 @@ async def rename_container(ctx: JobContext) -> dict[str, Any]:
     return await _view(ctx, client, new)
 
 
-async def _rollback_copy(ctx: JobContext) -> None:
-    if CREATED_STEP in ctx.checkpoints:
-        with contextlib.suppress(NotFound):
-            await remove_container(_client(ctx), ctx.params["new_name"])
+async def _rollback_copy(ctx: JobContext) -> str | None:
+    if CREATED_STEP not in ctx.checkpoints:
+        return None
+    return await _remove_made(ctx, ctx.params["new_name"])
 
 
 async def _recover_copy(job: Job, ctx: JobContext) -> RecoveryOutcome:

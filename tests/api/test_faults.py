@@ -73,15 +73,16 @@ async def test_lxd_killed_mid_create_then_back(tmp_path: Path, victim: tuple[Loc
         r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "big"}})
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
-        deadline = time.monotonic() + 30
-        while (await c.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued" and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 30  # kill once LXD has taken the create (not while the image is looked up)
+        while not (await c.get(f"/v1/jobs/{job_id}")).json()["lxd_operations"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         _kill_daemon(daemon)
 
         job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
         assert job["status"] == "failed", job
         assert job["error"]["status"] in (502, 503, 504), job["error"]
         assert job["error"]["detail"], job["error"]
+        assert job["cleanup"]["status"] == "pending", job  # the half-made container could not be removed yet
 
         assert (await c.get("/livez")).status_code == 200  # the gateway keeps answering
         ready = await c.get("/readyz")
@@ -95,6 +96,11 @@ async def test_lxd_killed_mid_create_then_back(tmp_path: Path, victim: tuple[Loc
         while (await c.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, "readyz did not recover"
             await asyncio.sleep(0.5)
+        while (job := (await c.get(f"/v1/jobs/{job_id}")).json())["cleanup"]["status"] != "done":
+            assert time.monotonic() < deadline + 30, job
+            await asyncio.sleep(0.5)
+        assert job["status"] == "failed", job
+        assert (await c.get(f"/v1/containers/{name}")).status_code == 404, job
         second = f"f-{uuid.uuid4().hex[:8]}"
         r = await c.post("/v1/containers", params={"wait": 120}, json={"name": second,
                                                                       "image": {"alias": "busybox"}})

@@ -57,3 +57,14 @@ async def test_reservation_of_a_dead_process_is_taken_over(store: SQLiteJobStore
     assert isinstance(await dead.begin("tok", "k", "fp"), Reservation)  # never completed
     alive = Idempotency(store, owner_id="alive")
     assert isinstance(await alive.begin("tok", "k", "fp"), Reservation)
+
+
+async def test_a_key_whose_release_could_not_be_stored_is_reserved_again(store: SQLiteJobStore) -> None:
+    idem = Idempotency(store, owner_id="me")
+    first = await idem.begin("tok", "key-3", "fp")
+    assert isinstance(first, Reservation)
+    idem._settle("tok", "key-3", None)  # refused, but the release never reached the store (a full disk)
+    again = await idem.begin("tok", "key-3", "fp")
+    assert again == Reservation("tok", "key-3", "fp")
+    await idem.complete(again, "job-3")
+    assert await idem.begin("tok", "key-3", "fp") == Replay("job-3")

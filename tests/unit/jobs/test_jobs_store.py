@@ -162,3 +162,35 @@ async def test_a_version_2_database_is_migrated_with_its_outputs_moved_apart(tmp
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_version_2_database_gains_cleanups_and_keeps_its_jobs(tmp_path: Path) -> None:
+    from app.jobs.models import JobCleanup
+    from app.jobs.store import MIGRATIONS
+
+    path = tmp_path / "jobs.sqlite3"
+    async with aiosqlite.connect(path) as db:  # as a gateway of schema version 2 left it
+        for version in (1, 2):
+            await db.executescript(MIGRATIONS[version])
+        await db.execute("PRAGMA user_version=2")
+        await db.execute("INSERT INTO jobs (id, kind, status, created_at) VALUES ('old', 'k', 'failed', "
+                         "'2026-11-01T12:00:00.000Z')")
+        await db.commit()
+    store = SQLiteJobStore(path)
+    await store.open()
+    try:
+        old = await store.load("old")
+        assert old is not None and old.job.cleanup is None
+        assert await store.pending_cleanups() == []
+        old.job.cleanup = JobCleanup(status="pending", detail="container 'c1' could not be removed yet",
+                                     updated_at=utcnow())
+        await store.save(old.job, seq=1)
+        pending = await store.pending_cleanups()
+        assert [s.job.id for s in pending] == ["old"]
+        assert pending[0].job.model_dump(mode="json")["cleanup"] == old.job.model_dump(mode="json")["cleanup"]
+        old.job.cleanup = JobCleanup(status="done", detail="container 'c1' was removed", attempts=2,
+                                     updated_at=utcnow())
+        await store.save(old.job, seq=2)
+        assert await store.pending_cleanups() == []
+    finally:
+        await store.close()
