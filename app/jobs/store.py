@@ -391,8 +391,7 @@ class SQLiteJobStore:
 
     async def _write_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Several writes in one transaction; the row count of each."""
-        async with self._write_lock:
-            w = self._w
+        async with self._writing() as w:
             await w.execute("BEGIN IMMEDIATE")
             try:
                 counts = []
@@ -402,7 +401,8 @@ class SQLiteJobStore:
                     await cur.close()
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
                 raise
             return counts
 
