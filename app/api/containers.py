@@ -23,6 +23,7 @@ from app.api.deps import (
     DEVICE_NAME_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
+    AliasName,
     Backend,
     BackendDep,
     ContainerName,
@@ -162,7 +163,7 @@ class PublishBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"aliases": ["web-golden"],
                                                                               "public": False}]})
 
-    aliases: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list)
+    aliases: list[Annotated[AliasName, Field(min_length=1, max_length=255)]] = Field(default_factory=list)
     public: bool = False
 
 
