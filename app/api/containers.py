@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require
-from app.api.common import check_if_match, merge_patch
+from app.api.common import edit, merge_patch
 from app.api.deps import (
     CONFIG_KEY_PATTERN,
     DEVICE_NAME_PATTERN,
@@ -37,6 +37,7 @@ from app.core.containers import ALIVE_STATUSES, ContainerSpec, status_of
 from app.core.tokens import Scope
 from app.jobs import Job
 from app.lxd.errors import LXDError, NotFound
+from app.lxd.models import Instance
 from app.workflows import containers as _container_kinds  # noqa: F401  (registers the container job kinds)
 from app.workflows.views import addresses_of, container_view, list_with_state, read_container
 
@@ -342,6 +343,17 @@ async def get_container(name: ContainerName, b: BackendDep) -> JSONResponse:
     return _with_etag(b, data)
 
 
+def _key(b: Backend, name: str) -> tuple[str, ...]:
+    return (b.remote, b.project, "instance", name)
+
+
+async def _instance(b: Backend, name: str) -> Instance:
+    try:
+        return await b.client.instances.get(name)
+    except NotFound:
+        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
+
+
 @router.patch("/{name}", operation_id="containers-patch", summary="Change a container (merge patch)",
               response_model=ContainerOut, dependencies=WRITE,
               responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
@@ -356,25 +368,24 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
     enforce(request, b.principal, config={k: v for k, v in (patch.config or {}).items() if v is not None},
             devices={k: v for k, v in (patch.devices or {}).items() if v is not None})
     await ensure_project(b)
-    try:
-        inst = await b.client.instances.get(name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    check_if_match(if_match, inst.etag, f"container {name!r}")
-    body = inst.writable()
-    if patch.config is not None:
-        body["config"] = merge_patch(body["config"], patch.config)
-    if patch.devices is not None:
-        body["devices"] = merge_patch(body["devices"], patch.devices)
-        check(device_errors({k: v for k, v in body["devices"].items() if k in patch.devices}, "body.devices"))
-    if patch.profiles is not None:
-        body["profiles"] = patch.profiles
-    if patch.description is not None:
-        body["description"] = patch.description
-    enforce(request, b.principal,
-            config={k: v for k, v in (patch.config or {}).items() if v is not None},
-            devices={k: body["devices"][k] for k in (patch.devices or {}) if k in body["devices"]})
-    await b.client.instances.update(name, body, etag=inst.etag)
+
+    async def write(inst: Instance) -> None:
+        body = inst.writable()
+        if patch.config is not None:
+            body["config"] = merge_patch(body["config"], patch.config)
+        if patch.devices is not None:
+            body["devices"] = merge_patch(body["devices"], patch.devices)
+            check(device_errors({k: v for k, v in body["devices"].items() if k in patch.devices}, "body.devices"))
+        if patch.profiles is not None:
+            body["profiles"] = patch.profiles
+        if patch.description is not None:
+            body["description"] = patch.description
+        enforce(request, b.principal,
+                config={k: v for k, v in (patch.config or {}).items() if v is not None},
+                devices={k: body["devices"][k] for k in (patch.devices or {}) if k in body["devices"]})
+        await b.client.instances.update(name, body, etag=inst.etag)
+
+    await edit(_key(b, name), if_match, f"container {name!r}", lambda: _instance(b, name), write)
     return _with_etag(b, await read_container(b.client, name))
 
 
@@ -435,15 +446,15 @@ async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: 
     check(device_errors({body.name: body.device}, "body.device"))
     enforce(request, b.principal, devices={body.name: body.device})
     await ensure_project(b)
-    try:
-        inst = await b.client.instances.get(name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    if body.name in inst.devices:
-        raise ProblemError(409, f"container {name!r} already has a device {body.name!r}", slug="device-exists")
-    data = inst.writable()
-    data["devices"] = {**inst.devices, body.name: body.device}
-    await b.client.instances.update(name, data, etag=inst.etag)
+
+    async def write(inst: Instance) -> None:
+        if body.name in inst.devices:
+            raise ProblemError(409, f"container {name!r} already has a device {body.name!r}", slug="device-exists")
+        data = inst.writable()
+        data["devices"] = {**inst.devices, body.name: body.device}
+        await b.client.instances.update(name, data, etag=inst.etag)
+
+    await edit(_key(b, name), None, f"container {name!r}", lambda: _instance(b, name), write)
     resp = _with_etag(b, await read_container(b.client, name))
     resp.status_code = 201
     return resp

@@ -122,7 +122,10 @@ _BY_STATUS: dict[int, type[LXDError]] = {
 }
 
 # LXD 5.0 answers these with HTTP 500 although they are conflicts. This is the one place that knows it.
-_CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy")
+_CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy", "non-reusable operation")
+# ... and these conflicts pass: another operation on the same object was under way (LXD 5.0 lets one update of
+# an instance run at a time, and fails a concurrent one with "A matching non-reusable operation has now succeeded").
+_BUSY_TEXT = ("is busy", "non-reusable operation")
 
 
 # LXD 5.0 also answers with HTTP 500 when a fingerprint prefix fits several objects: the request is at fault.
@@ -131,6 +134,11 @@ _AMBIGUOUS = re.compile(r"more than one \w+ matches", re.I)
 
 def _is_conflict(error: str) -> bool:
     return any(t in error.lower() for t in _CONFLICT_TEXT)
+
+
+def is_busy(exc: LXDError) -> bool:
+    """Whether LXD refused because another operation on the object was under way (worth trying again)."""
+    return any(t in exc.error.lower() for t in _BUSY_TEXT)
 
 
 def error_for(status: int, error: str, *, method: str = "", path: str = "",
