@@ -239,6 +239,12 @@ async def require_free_name(b: Backend, name: str) -> None:
         raise ProblemError(409, f"container {name!r} exists", slug="container-exists")
 
 
+def _new_name_claim(b: Backend, name: str) -> dict[str, Any]:
+    """A job that makes a container `name` reserves it until it ends: a second one is 409 at once, not a job."""
+    return {"claim": ("container", b.remote, b.project, name), "claimed": f"container {name!r}",
+            "claimed_slug": "container-exists"}
+
+
 def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
     return container_view(data, remote=b.remote, project=b.project)
 
@@ -308,7 +314,7 @@ async def create_container(
         params["target"] = target
     return await jobs.start("container.create", params=params,
                             resource=f"/v1/containers/{spec.name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, spec.name))
 
 
 @router.post("/remove", operation_id="containers-remove-many", summary="Remove several containers (job)",
@@ -472,7 +478,7 @@ async def rename_container(name: ContainerName, body: RenameBody, b: BackendDep,
 
     return await jobs.start("container.rename", params={"name": name, "new_name": body.name},
                             resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, body.name))
 
 
 @router.post("/{name}/copy", operation_id="containers-copy", summary="Copy a container to a new one (job)",
@@ -487,7 +493,7 @@ async def copy_container(name: ContainerName, body: CopyBody, b: BackendDep, job
 
     return await jobs.start("container.copy", params={"name": name, "new_name": body.name, "start": body.start},
                             resource=f"/v1/containers/{body.name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, body.name))
 
 
 @router.post("/{name}/publish", operation_id="containers-publish", summary="Publish a container as an image (job)",

@@ -13,7 +13,7 @@ import pytest
 
 from app.harness.daemon import DaemonInfo
 from app.lxd.client import Client
-from tests.api.containers_support import remove_all
+from tests.api.containers_support import IMAGE, remove_all
 
 WRITERS = 20
 
@@ -65,5 +65,29 @@ async def test_a_stale_if_match_is_still_412(client: httpx.AsyncClient, lxd: Cli
         r = await client.patch(f"/v1/containers/{name}", json={"config": {"user.b": "1"}}, headers={"If-Match": etag})
         assert r.status_code == 412, r.text
         assert "user.b" not in (await lxd.instances.get(name)).config
+    finally:
+        await remove_all(lxd_daemon.socket_path, name)
+
+
+async def test_parallel_creates_of_one_name_make_one_job_and_409_the_rest(client: httpx.AsyncClient, lxd: Client,
+                                                                          lxd_daemon: DaemonInfo) -> None:
+    name = f"lgw-cc{secrets.token_hex(3)}"
+    try:
+        answers = await asyncio.gather(*(client.post("/v1/containers", json={"name": name, "image": IMAGE})
+                                         for _ in range(50)))
+        started = [r for r in answers if r.status_code == 202]
+        refused = [r for r in answers if r.status_code == 409]
+        assert len(started) == 1 and len(refused) == 49, sorted(r.status_code for r in answers)
+        for r in refused:
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert r.json()["type"].endswith("/container-exists") and name in r.json()["detail"]
+        job = (await client.get(started[0].headers["Location"], params={"wait": 120})).json()
+        assert job["status"] == "succeeded", job
+        jobs = (await client.get("/v1/jobs", params={"limit": 1000})).json()["items"]
+        assert [j["id"] for j in jobs if j.get("resource") == f"/v1/containers/{name}"] == [job["id"]]
+        assert name in await lxd.instances.names()
+        # once the job has ended the name is free again for the name check of LXD itself: 409 "exists"
+        r = await client.post("/v1/containers", json={"name": name, "image": IMAGE})
+        assert r.status_code == 409 and r.json()["type"].endswith("/container-exists")
     finally:
         await remove_all(lxd_daemon.socket_path, name)
