@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = TokenStore(settings.tokens_path)
     app.state.tickets = TicketBook()
     app.state.rate_limit = RateLimit(settings.rate_limit)
+    app.state.auth_failure_limit = RateLimit(settings.auth_failure_rate_limit)
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)

@@ -84,7 +84,8 @@ async def backend(
         raise ProblemError(403, f"this token may not use remote {spec.name!r}")
     if not principal.allows_project(project):
         raise ProblemError(403, f"this token may not use project {project!r}")
-    conn.scope.setdefault("state", {})["remote"] = spec.name  # named in problems about this remote
+    state = conn.scope.setdefault("state", {})
+    state["remote"], state["project"] = spec.name, project  # named in problems about this remote, and audited
     client = registry.get(spec.name)
     if project != client.project:
         client = client.with_project(project)
