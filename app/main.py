@@ -26,6 +26,7 @@ from app.api.images import router as images_router
 from app.api.jobs import router as jobs_router
 from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
+from app.api.methods import MethodCheckMiddleware
 from app.api.metrics import router as metrics_router
 from app.api.networks import router as networks_router
 from app.api.openapi_docs import openapi_tags, problems_everywhere, websocket_paths
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    certificates_router, server_router, remotes_router):
         app.include_router(router)
     app.state.metrics = Metrics()
+    app.add_middleware(MethodCheckMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import require
+from app.api.pagination import CursorQuery
 from app.api.problems import ProblemError, problem_responses
 from app.core.tokens import Scope as TokenScope
 from app.jobs.models import rfc3339, utcnow
@@ -146,7 +147,7 @@ async def list_audit(
     request: Request,
     _: Annotated[Any, Depends(require(TokenScope.admin))],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    cursor: CursorQuery = None,
 ) -> AuditPage:
     before = None
     if cursor is not None:

@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.api.auth import require
 from app.api.jobs_support import JobsDep, WaitQuery, job_response
+from app.api.pagination import CursorQuery
 from app.api.problems import ProblemError, problem_response, problem_responses
 from app.core.tokens import Scope
 from app.jobs.bus import JobEvent, Subscription, job_json
@@ -71,7 +72,7 @@ async def list_jobs(
     remote: str | None = None,
     project: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     flt = JobFilter(tuple(s.value for s in status) if status else None, kind, resource, remote, project)
     before = None
