@@ -228,6 +228,22 @@ async def job_ws(websocket: WebSocket, job_id: str) -> None:
     await _pump(websocket, sub, first, until_end=True)
 
 
+SSE_SCHEMA = {
+    "type": "object", "required": ["event", "id", "data"],
+    "description": "One Server-Sent Event (the stream is UTF-8 text: each event is its `event:`, `id:` and `data:` "
+                   "lines then a blank line; `: heartbeat` comment lines come in between).",
+    "properties": {
+        "event": {"type": "string", "description": "the message type: `status`, `progress`, `output`, `end`",
+                  "examples": ["progress"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the message's seq (send the last one as "
+               "`Last-Event-ID` to resume)", "examples": ["7"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "the message as on the websocket, one line of JSON: `{type, seq, job, data}`",
+                 "examples": ['{"type": "end", "seq": 7, "job": {"id": "j-8f2c", "status": "succeeded"}}']},
+    },
+}
+
+
 def _sse(event: JobEvent) -> bytes:
     return f"event: {event.type}\nid: {event.seq}\ndata: {json.dumps(event.message())}\n\n".encode()
 
@@ -237,8 +253,9 @@ def _sse(event: JobEvent) -> bytes:
             description="`event:` is the message type, `id:` its seq, `data:` the message as on the websocket. "
                         "Send `Last-Event-ID` to resume without repeats; a `: heartbeat` comment comes every 15 s. "
                         "The stream ends after `end`.",
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                             "description": "the event stream"}, **problem_responses(400, 401, 403, 404)})
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+                             "description": "the event stream (text, not JSON: one event per blank-line-separated "
+                                            "block)"}, **problem_responses(400, 401, 403, 404, 422)})
 async def job_events(job_id: JobId, request: Request, jobs: JobsDep,
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> StreamingResponse:
     after: int | None = None

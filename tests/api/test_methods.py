@@ -3,10 +3,16 @@ another route's template (`GET /v1/images/find` is not an image named "find").""
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 from typing import Any
 
 import httpx
+import jsonschema
+
+from app.harness.daemon import DaemonInfo
+from app.lxd.client import Client
 
 METHODS = ("get", "put", "post", "patch", "delete")
 
@@ -81,3 +87,33 @@ async def test_an_empty_cursor_is_the_first_page(client: httpx.AsyncClient) -> N
         r = await client.get(path, params={"cursor": ""})
         assert r.status_code == 200, (path, r.text)
         assert r.json() == (await client.get(path)).json() or path in ("/v1/jobs", "/v1/audit")
+
+
+async def test_job_events_conform_to_the_documented_event_schema(client: httpx.AsyncClient,
+                                                                 lxd_daemon: DaemonInfo) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    schema = doc["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"][
+        "schema"]
+    name = f"lgw-ev{secrets.token_hex(3)}"
+    async with Client.unix(lxd_daemon.socket_path) as lxd:
+        await lxd.instances.create(name, image=lxd_daemon.image_alias)
+    r = await client.delete(f"/v1/containers/{name}", params={"wait": 60})
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    r = await client.get(f"/v1/jobs/{r.json()['id']}/events")
+    events = []
+    for block in r.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
+        if fields:
+            events.append(fields)
+    assert events and events[-1]["event"] == "end"
+    for event in events:
+        jsonschema.validate(event, schema)
+        assert json.loads(event["data"])["seq"] == int(event["id"])
+
+
+async def test_a_body_that_is_not_utf8_json_is_a_documented_400(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    r = await client.post("/v1/profiles", content=b"\xa4\xbe", headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "400" in doc["paths"]["/v1/profiles"]["post"]["responses"]
+    assert r.headers["content-type"].startswith("application/problem+json")
