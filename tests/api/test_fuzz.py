@@ -12,8 +12,9 @@ The same requests every run (a failure in CI is a regression, not luck); `FUZZ_E
 
 A few operations act on the host beyond LXD's directory or reach out to arbitrary servers, and are not fuzzed:
 creating storage pools (a `dir` pool's `source` is a host path), creating networks (host interfaces and firewall
-rules), the HTTPS listener and server config (host ports), proxies, adding remotes (connects to any URL), and
-image copies (fetches from any server; refused without the policy rule anyway). Everything else is.
+rules; verifying a profile's network creates its bridge when missing, so it is not fuzzed either), the HTTPS
+listener and server config (host ports), proxies, adding remotes (connects to any URL), and image copies (fetches
+from any server; refused without the policy rule anyway). Everything else is.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from app.harness.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_FUZZED = [
-    "storage-pools-create", "networks-create", "server-https-listener", "server-config-patch", "server-proxies",
-    "remotes-add", "images-copy",
+    "storage-pools-create", "networks-create", "profiles-verify-network", "server-https-listener",
+    "server-config-patch", "server-proxies", "remotes-add", "images-copy",
 ]
 # The same requests every run (a failure in CI is a regression, not luck); FUZZ_EXPLORE=1 draws new ones.
 EXPLORE = os.environ.get("FUZZ_EXPLORE") == "1"
@@ -130,6 +131,11 @@ def live_gateway(fuzz_daemon: DaemonInfo, tmp_path_factory: pytest.TempPathFacto
         yield gw.base, secret
 
 
+def _with_auth(case: schemathesis.Case, auth: dict[str, str]) -> dict[str, Any]:
+    """The case's headers with the admin token instead of any `Authorization` drawn (in whatever case)."""
+    return {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}, **auth}
+
+
 def _per_operation(op: schemathesis.APIOperation, mode: GenerationMode, base: str, auth: dict[str, str],
                    findings: Findings) -> None:
     @settings(max_examples=PER_OPERATION, deadline=None, database=None, phases=[Phase.generate],
@@ -137,7 +143,7 @@ def _per_operation(op: schemathesis.APIOperation, mode: GenerationMode, base: st
     @given(case=op.as_strategy(generation_mode=mode))
     def call(case: schemathesis.Case) -> None:
         try:
-            response = case.call(base_url=base, headers={**(case.headers or {}), **auth}, timeout=60)
+            response = case.call(base_url=base, headers=_with_auth(case, auth), timeout=60)
         except Exception as exc:  # a transport error is a failure too (the gateway hung up)
             findings.transport_error(case, exc)
             return
@@ -152,7 +158,7 @@ def _stateful(schema: Any, base: str, auth: dict[str, str], findings: Findings, 
             return {"base_url": base, "timeout": 60}
 
         def call(self, case: schemathesis.Case, **kwargs: Any) -> Any:
-            case.headers = {**(case.headers or {}), **auth}  # the admin token, whatever headers were drawn
+            case.headers = _with_auth(case, auth)
             try:
                 return super().call(case, **kwargs)
             except Exception as exc:
