@@ -30,7 +30,15 @@ def _path_fields(dependant: Dependant) -> list[Any]:
 
 
 @dataclass(frozen=True)
+class RouteTemplate:
+    """What `scope["route"]` holds for a 405 answered here (the metrics label requests by its `path`)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class _Path:
+    template: str
     regex: re.Pattern[str]
     convertors: dict[str, Convertor[Any]]
     route: Any
@@ -54,24 +62,27 @@ def http_paths(routes: Iterable[Any], prefix: str = "") -> Iterator[_Path]:
     for route in routes:
         if isinstance(route, Route):
             regex, _, convertors = compile_path(prefix + route.path)
-            yield _Path(regex, convertors, route)
+            yield _Path(prefix + route.path, regex, convertors, route)
         elif isinstance(route, Mount):
             regex, _, convertors = compile_path(prefix + route.path + "/{path:path}")
-            yield _Path(regex, convertors, route)
+            yield _Path(prefix + route.path, regex, convertors, route)
         elif (inner := getattr(route, "original_router", None)) is not None:
             context = getattr(route, "include_context", None)
             yield from http_paths(inner.routes, prefix + (getattr(context, "prefix", "") or ""))
 
 
-def allowed_methods(paths: Iterable[_Path], path: str) -> set[str] | None:
-    """The methods of the routes `path` belongs to; None when a mount may serve it (any method)."""
+def allowed_methods(paths: Iterable[_Path], path: str) -> tuple[set[str], str] | None:
+    """The methods of the routes `path` belongs to, and the template of the first; None when a mount may serve it
+    (any method)."""
     methods: set[str] = set()
+    template = ""
     for p in paths:
         if p.belongs(path):
             if not isinstance(p.route, Route):
                 return None
             methods |= p.route.methods or set()
-    return methods
+            template = template or p.template
+    return methods, template
 
 
 class MethodCheckMiddleware:
@@ -85,10 +96,12 @@ class MethodCheckMiddleware:
             return
         if self._paths is None:  # the routes are all in place by the first request
             self._paths = list(http_paths(scope["app"].routes))
-        methods = allowed_methods(self._paths, scope["path"])
-        if not methods or scope["method"] in methods:
+        found = allowed_methods(self._paths, scope["path"])
+        if found is None or not found[0] or scope["method"] in found[0]:
             await self.app(scope, receive, send)
             return
+        methods, template = found
+        scope["route"] = RouteTemplate(template)
         allow = ", ".join(sorted(methods))
         body = json.dumps(problem_body(405, path=scope.get("path"), slug="method-not-allowed",
                                        detail=f"{scope['method']} is not a method of this path (it has {allow})"
