@@ -82,6 +82,8 @@ class Findings:
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        self.linked = 0
+        """Stateful steps whose request was filled in from an earlier answer along a link."""
         self.failures: dict[tuple[str, str], str] = {}
 
     def check(self, case: schemathesis.Case, response: Any) -> None:
@@ -158,6 +160,11 @@ def _stateful(schema: Any, base: str, auth: dict[str, str], findings: Findings, 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"base_url": base, "timeout": 60}
 
+        def step(self, input: Any) -> Any:
+            if input.transition is not None and input.is_applied:
+                findings.linked += 1
+            return super().step(input)
+
         def call(self, case: schemathesis.Case, **kwargs: Any) -> Any:
             case.headers = _with_auth(case, auth)
             try:
@@ -205,7 +212,8 @@ def test_generated_requests_and_scenarios_conform_to_the_document(live_gateway: 
     took = time.monotonic() - started
     print(f"schemathesis: {findings.total} requests over {fuzzed} operations in {took:.0f} s "
           f"({per_operation} per operation in {first_phase:.0f} s, {findings.total - per_operation} in {round_} "
-          f"rounds of stateful scenarios); {len(findings.failures)} distinct findings; statuses "
+          f"rounds of stateful scenarios, {findings.linked} of them along links); {len(findings.failures)} "
+          f"distinct findings; statuses "
           f"{dict(sorted(findings.statuses.items()))}")
     assert not findings.failures, f"{len(findings.failures)} distinct findings in {findings.total} requests:\n" + \
         findings.report()
