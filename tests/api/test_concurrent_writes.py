@@ -91,3 +91,16 @@ async def test_parallel_creates_of_one_name_make_one_job_and_409_the_rest(client
         assert r.status_code == 409 and r.json()["type"].endswith("/container-exists")
     finally:
         await remove_all(lxd_daemon.socket_path, name)
+
+
+async def test_parallel_server_config_patches_without_if_match_all_land(client: httpx.AsyncClient,
+                                                                        lxd: Client) -> None:
+    keys = [f"user.lgw-k{i}" for i in range(WRITERS)]
+    try:
+        answers = await asyncio.gather(*(client.patch("/v1/server/config", json={"config": {k: "1"}})
+                                         for k in keys))
+        assert [r.status_code for r in answers] == [200] * WRITERS, [r.text for r in answers if r.status_code != 200]
+        config = (await lxd.config.get()).config
+        assert {k for k in config if k.startswith("user.lgw-k")} == set(keys)
+    finally:
+        await client.patch("/v1/server/config", json={"config": dict.fromkeys(keys)})
