@@ -10,11 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from websockets.exceptions import InvalidStatus
 
 from app.core.tokens import Scope
 from app.harness.daemon import DaemonInfo
+from app.harness.gateway import serving
 from app.main import create_app
 from tests.api.conftest import make_settings
 
@@ -96,3 +99,20 @@ async def test_a_flood_of_unauthenticated_requests_is_429_and_cannot_flood_the_a
         items = (await attacker.get("/v1/audit", headers=h, params={"limit": 1000})).json()["items"]
         assert Counter((e["path"], e["status"], e["token"]) for e in items) == {
             ("/v1/containers", 401, None): 6, ("/v1/tokens", 201, "ops"): 1}
+
+
+async def test_an_exec_session_refused_in_the_handshake_is_audited(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    app = create_app(make_settings(tmp_path, lxd_daemon, auth_enabled=True))
+    async with LifespanManager(app), serving(app) as host:
+        _, admin = app.state.tokens.create("ops", [Scope.admin])
+        _, reader = app.state.tokens.create("viewer", [Scope.read])
+        for headers in ({}, {"Authorization": f"Bearer {reader}"}):
+            with pytest.raises(InvalidStatus):
+                async with websockets.connect(f"ws://{host}/v1/containers/web1/exec/ws",
+                                              additional_headers=headers) as ws:
+                    await ws.recv()
+        async with httpx.AsyncClient(base_url=f"http://{host}") as c:
+            items = (await c.get("/v1/audit", headers={"Authorization": f"Bearer {admin}"})).json()["items"]
+    rows = [(e["method"], e["path"], e["token"], e["status"], e["outcome"]) for e in items]
+    assert rows == [("WEBSOCKET", "/v1/containers/web1/exec/ws", "viewer", 403, "refused"),
+                    ("WEBSOCKET", "/v1/containers/web1/exec/ws", None, 401, "refused")]
