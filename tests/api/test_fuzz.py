@@ -62,7 +62,6 @@ STEPS = 8
 pytestmark = pytest.mark.integration
 
 
-@schemathesis.check
 def errors_are_problems(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> bool | None:
     """Every error answer is `application/problem+json`."""
     ctype = response.headers.get("content-type") or [""]
@@ -74,6 +73,10 @@ def errors_are_problems(ctx: Any, response: schemathesis.Response, case: schemat
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance, errors_are_problems]
+
+
+def _redacted(headers: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: "(the token)" if k.lower() == "authorization" else v for k, v in (headers or {}).items()}
 
 
 class Findings:
@@ -100,7 +103,7 @@ class Findings:
     def _add(self, case: schemathesis.Case, response: Any, failure: Failure) -> None:
         key = (case.operation.label, failure.title or type(failure).__name__)
         self.failures.setdefault(key, f"{case.method} {case.formatted_path} -> {failure.message[:400]}\n"
-                                      f"    sent {case.headers!r} {str(case.body)[:200]!r}\n"
+                                      f"    sent {_redacted(case.headers)!r} {str(case.body)[:200]!r}\n"
                                       f"    answered {response.status_code} {response.text[:300]!r}")
 
     def transport_error(self, case: schemathesis.Case, exc: Exception) -> None:
