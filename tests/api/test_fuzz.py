@@ -7,8 +7,9 @@ requests reach objects that exist. At least 3,000 requests in all (`FUZZ_REQUEST
 5xx, the status code is one the operation documents, the body and headers conform to the documented schema and
 content type, and every error is `application/problem+json`.
 
-The same requests every run (a failure in CI is a regression, not luck); `FUZZ_EXPLORE=1` draws new ones
-(`make fuzz`: 10,000 requests, new draws).
+The same draws every run (fixed seeds: a failure in CI is a regression, not luck; the stateful scenarios follow
+what the gateway answers, so their request count varies a little); `FUZZ_EXPLORE=1` draws new ones (`make fuzz`:
+10,000 requests, new draws).
 
 A few operations act on the host beyond LXD's directory or reach out to arbitrary servers, and are not fuzzed:
 creating storage pools (a `dir` pool's `source` is a host path), creating networks (host interfaces and firewall
