@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCAL_LXD ?= .lxd
 
-.PHONY: run test test-quick lint openapi bench clean venv
+.PHONY: run test test-quick fuzz lint openapi bench clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,14 @@ test: $(STAMP)
 ## Unit tests only, for quick iteration.
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit
+
+## Fuzz the API with new draws: 10,000 schemathesis requests (per operation, then stateful scenarios) against a
+## gateway on a private LXD; FUZZ_REQUESTS=n for another count.
+FUZZ_REQUESTS ?= 10000
+fuzz: $(STAMP)
+	FUZZ_EXPLORE=1 FUZZ_REQUESTS=$(FUZZ_REQUESTS) FUZZ_PER_OPERATION=25 \
+	  $(BIN)/python -m pytest -p no:cacheprovider -q -rA -s tests/api/test_fuzz.py
+	$(BIN)/python -m app.harness check-clean
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench

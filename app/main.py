@@ -26,6 +26,7 @@ from app.api.images import router as images_router
 from app.api.jobs import router as jobs_router
 from app.api.limits import BodyLimitMiddleware, RateLimit
 from app.api.lxd_errors import install_lxd_error_handler
+from app.api.methods import MethodCheckMiddleware
 from app.api.metrics import router as metrics_router
 from app.api.networks import router as networks_router
 from app.api.open_streams import OpenStreams, StreamGuardMiddleware
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.streams = OpenStreams(app.state.tokens)
     app.state.owners = OperationOwners()
     app.state.rate_limit = RateLimit(settings.rate_limit)
+    app.state.auth_failure_limit = RateLimit(settings.auth_failure_rate_limit)
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)
@@ -145,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.state.metrics = Metrics()
     app.add_middleware(StreamGuardMiddleware, streams=app.state.streams)
+    app.add_middleware(MethodCheckMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes)

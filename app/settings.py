@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     rate_limit: str = Field("1200/minute", description="requests per token in the `limits` notation "
                             "(`100/second`, `1200/minute`), per client address when authentication is off; "
                             "empty: no limit")
+    auth_failure_rate_limit: str = Field("30/minute", description="requests without a valid token per client "
+                                         "address when authentication is on, `limits` notation (429 above; those "
+                                         "refused so are not audited); empty: no limit")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest JSON request body (413 above)")
     max_upload_bytes: int = Field(4 * 1024**3, ge=0, description="largest upload body (files, images); 0: no "
                                   "limit")

@@ -104,12 +104,29 @@ def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:
     return ProblemError(status, detail, headers=headers)
 
 
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+async def _unauthenticated(conn: HTTPConnection, detail: str) -> Exception:
+    """401 for a request without a valid credential; past the per-address limit of those, 429 (not audited, so
+    a flood of them cannot flood the audit trail)."""
+    try:
+        await conn.app.state.auth_failure_limit.hit(f"address:{client_address(conn)}")
+    except ProblemError as limited:
+        conn.scope.setdefault("state", {})["unaudited"] = True
+        if conn.scope["type"] == "websocket":
+            return WebSocketException(code=1008, reason=(limited.detail or "")[:120])
+        return limited
+    return _deny(conn, 401, detail)
+
+
 async def current_principal(conn: HTTPConnection) -> Principal:
     """The caller, from `Authorization: Bearer` or (websockets, SSE) a one-time `?ticket=`."""
     settings = conn.app.state.settings
     if not settings.auth_enabled:
         if "principal" not in conn.scope.setdefault("state", {}):
-            await conn.app.state.rate_limit.hit(f"address:{conn.client.host if conn.client else 'unknown'}")
+            await conn.app.state.rate_limit.hit(f"address:{client_address(conn)}")
             conn.scope["state"]["principal"] = ANONYMOUS_ADMIN
         return ANONYMOUS_ADMIN
     cached = conn.scope.get("state", {}).get("principal")
@@ -121,10 +138,10 @@ async def current_principal(conn: HTTPConnection) -> Principal:
     if header:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            raise _deny(conn, 401, "the Authorization header must be 'Bearer <token>'")
+            raise await _unauthenticated(conn, "the Authorization header must be 'Bearer <token>'")
         record = conn.app.state.tokens.authenticate(secret.strip())
         if record is None:
-            raise _deny(conn, 401, "invalid, expired or revoked token")
+            raise await _unauthenticated(conn, "invalid, expired or revoked token")
         principal = Principal.from_record(record)
     elif ticket := conn.query_params.get("ticket"):
         if not accepts_ticket(conn):
@@ -132,9 +149,9 @@ async def current_principal(conn: HTTPConnection) -> Principal:
                                    "'Authorization: Bearer <token>'")
         principal = conn.app.state.tickets.redeem(ticket)
         if principal is None:
-            raise _deny(conn, 401, "invalid or expired ticket (or its token was revoked)")
+            raise await _unauthenticated(conn, "invalid or expired ticket (or its token was revoked)")
     else:
-        raise _deny(conn, 401, "a bearer token is required")
+        raise await _unauthenticated(conn, "a bearer token is required")
     await conn.app.state.rate_limit.hit(principal.name)
     conn.scope.setdefault("state", {})["principal"] = principal
     acting_for(principal.token_id)

@@ -116,7 +116,7 @@ async def generate_certificate(body: GenerateRequest, backend: BackendDep, _: Ad
 
 @router.post("/tokens", summary="Issue a trust token for a new client", status_code=201,
              response_model=TrustTokenOut, operation_id="certificates-token",
-             responses=problem_responses(401, 403, 404, 422, 503))
+             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def create_trust_token(body: TokenRequest, backend: BackendDep, _: Admin) -> TrustTokenOut:
     tok = await backend.client.certificates.create_token(body.name)
     return TrustTokenOut(token=tok.encode(), client_name=tok.client_name, fingerprint=tok.fingerprint,

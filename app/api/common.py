@@ -1,10 +1,12 @@
-"""Small helpers the resource routers share: scope dependencies, ETags and If-Match, JSON merge patches, and
-turning a core service error that wraps an LXD error into the right problem."""
+"""Small helpers the resource routers share: scope dependencies, ETags and If-Match, JSON merge patches written
+under LXD's ETag (`edit`), and turning a core service error that wraps an LXD error into the right problem."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Response
 
@@ -12,7 +14,7 @@ from app.api.auth import Principal, require
 from app.api.problems import ProblemError
 from app.core.lxd_outcomes import status_of
 from app.core.tokens import Scope
-from app.lxd.errors import LXDError
+from app.lxd.errors import LXDError, PreconditionFailed, is_busy
 
 Reader = Annotated[Principal, Depends(require(Scope.read))]
 Writer = Annotated[Principal, Depends(require(Scope.write))]
@@ -67,3 +69,51 @@ def service_problem(exc: Exception, default_status: int = 409, slug: str | None 
         status, lxd_slug = status_of(cause)
         return ProblemError(status, str(exc), slug=slug or lxd_slug, lxd_error=cause.error)
     return ProblemError(default_status, str(exc), slug=slug)
+
+
+class Versioned(Protocol):
+    @property
+    def etag(self) -> str | None: ...
+
+
+V = TypeVar("V", bound=Versioned)
+EDIT_ATTEMPTS = 10
+_edit_locks: dict[tuple[str, ...], tuple[asyncio.Lock, int]] = {}
+
+
+@asynccontextmanager
+async def _edit_lock(key: tuple[str, ...]) -> AsyncIterator[None]:
+    """One writer at a time per object within this gateway; the lock is dropped when nobody holds or awaits it."""
+    lock, users = _edit_locks.get(key) or (asyncio.Lock(), 0)
+    _edit_locks[key] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _edit_locks[key]
+        if users == 1:
+            del _edit_locks[key]
+        else:
+            _edit_locks[key] = (lock, users - 1)
+
+
+async def edit(key: tuple[str, ...], if_match: str | None, what: str, read: Callable[[], Awaitable[V]],
+               write: Callable[[V], Awaitable[object]]) -> None:
+    """Read-modify-write of one LXD object that loses no concurrent change: `write(current)` must send LXD the
+    new state under `current.etag`. Writers in this gateway take turns on `key`; when a writer elsewhere changed
+    the object in between (LXD's 412), or LXD was still busy with another update, it is read and written again.
+    With `If-Match` the caller named the version to change: it is checked on every read, so a change in between is
+    the caller's 412."""
+    async with _edit_lock(key):
+        for attempt in range(EDIT_ATTEMPTS):
+            current = await read()
+            check_if_match(if_match, current.etag, what)
+            try:
+                await write(current)
+                return
+            except LXDError as exc:
+                if not isinstance(exc, PreconditionFailed) and not is_busy(exc):
+                    raise
+                if attempt == EDIT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))

@@ -15,17 +15,31 @@ from pydantic import BaseModel, Field
 from starlette.types import Receive, Scope, Send
 
 from app.api.containers import WRITE, require_container
-from app.api.deps import BackendDep, ContainerName
+from app.api.deps import Backend, BackendDep, ContainerName
 from app.api.pagination import PageDep, PageParams, paginate
 from app.api.problems import ProblemError, problem_responses
-from app.lxd.client import Client
-from app.lxd.errors import BadRequest, NotFound
+from app.lxd.errors import BadRequest, LXDError, NotFound
 
 router = APIRouter(prefix="/v1/containers/{name}/files", tags=["files"])
 
 FilePath = Annotated[str, Query(pattern=r"^/[^\x00]*$", max_length=4096,
                                 description="absolute path in the container", examples=["/etc/hostname"])]
 CHUNK = 1 << 16
+
+
+async def _under_way(b: Backend, name: str, exc: LXDError) -> ProblemError:
+    """What a file request LXD failed means when the container stopped or went away meanwhile (LXD then answers
+    with errors of its own, e.g. a reset connection or "Instance storage pool not found"): 404 when it is gone,
+    409 when it no longer runs; LXD's error as it is when the container still runs."""
+    try:
+        state = await b.client.instances.state(name)
+    except NotFound:
+        return ProblemError(404, f"container {name!r} not found (it went away during the request)",
+                            slug="container-not-found", lxd_error=exc.error)
+    if state.status != "Running":
+        return ProblemError(409, f"container {name!r} is {state.status or 'not running'} (it changed during "
+                            "the request)", slug="container-not-running", lxd_error=exc.error)
+    raise exc
 
 
 class DirEntry(BaseModel):
@@ -52,10 +66,11 @@ class FileDownload(Response):
     """Opens the file when sent: headers from LXD's, then the body chunk by chunk; a directory answers its
     listing as JSON instead."""
 
-    def __init__(self, client: Client, container: str, path: str, page: PageParams,
+    def __init__(self, b: Backend, container: str, path: str, page: PageParams,
                  filters: dict[str, Any]) -> None:
         super().__init__()
-        self.client, self.container, self.path, self.page, self.filters = client, container, path, page, filters
+        self.backend, self.client = b, b.client
+        self.container, self.path, self.page, self.filters = container, path, page, filters
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -64,6 +79,8 @@ class FileDownload(Response):
         except NotFound:
             raise ProblemError(404, f"no file {self.path!r} in container {self.container!r}",
                                slug="file-not-found") from None
+        except LXDError as exc:
+            raise await _under_way(self.backend, self.container, exc) from None
         try:
             if f.entries is not None:
                 base = self.path.rstrip("/")
@@ -91,17 +108,17 @@ class FileDownload(Response):
                              "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                  "format": "binary"}},
                                          "application/json": {"schema": DirListing.model_json_schema()}}},
-                       **problem_responses(400, 401, 403, 404, 503)})
+                       **problem_responses(400, 401, 403, 404, 409, 422, 503)})
 async def get_file(name: ContainerName, path: FilePath, b: BackendDep, page: PageDep) -> Response:
     """Streamed; a directory answers its entries, sorted by name and paginated. It needs `write`, as every file
     (`/etc/shadow`, keys) is readable through it, and a `write` token could read them by exec anyway."""
     await require_container(b, name)
-    return FileDownload(b.client, name, path, page, {"name": name, "path": path, "remote": b.remote,
+    return FileDownload(b, name, path, page, {"name": name, "path": path, "remote": b.remote,
                                                       "project": b.project})
 
 
 @router.put("", operation_id="files-put", summary="Upload a file (the raw body)", response_model=Written,
-            dependencies=WRITE, responses=problem_responses(400, 401, 403, 404, 422, 503),
+            dependencies=WRITE, responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 503),
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
 async def put_file(
@@ -129,11 +146,13 @@ async def put_file(
     except NotFound:
         raise ProblemError(404, f"cannot write {path!r}: its directory does not exist in {name!r}",
                            slug="file-not-found") from None
+    except LXDError as exc:
+        raise await _under_way(b, name, exc) from None
     return Written(path=path, size=size, sha256=digest.hexdigest())
 
 
 @router.delete("", operation_id="files-delete", summary="Delete a file", status_code=204, dependencies=WRITE,
-               responses=problem_responses(400, 401, 403, 404, 503))
+               responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 async def delete_file(name: ContainerName, path: FilePath, b: BackendDep) -> Response:
     """Delete a file or an empty directory."""
     await require_container(b, name)
@@ -144,4 +163,6 @@ async def delete_file(name: ContainerName, path: FilePath, b: BackendDep) -> Res
     except BadRequest as exc:
         raise ProblemError(409, f"cannot delete {path!r}: {exc.error}", slug="file-in-use",
                            lxd_error=exc.error) from None
+    except LXDError as exc:
+        raise await _under_way(b, name, exc) from None
     return Response(status_code=204)

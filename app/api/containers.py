@@ -17,12 +17,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.auth import require
-from app.api.common import check_if_match, merge_patch
+from app.api.common import edit, merge_patch
 from app.api.deps import (
     CONFIG_KEY_PATTERN,
     DEVICE_NAME_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
+    AliasName,
     Backend,
     BackendDep,
     ContainerName,
@@ -37,6 +38,7 @@ from app.core.policy import Layer
 from app.core.tokens import Scope
 from app.jobs import Job
 from app.lxd.errors import LXDError, NotFound
+from app.lxd.models import Instance
 from app.workflows import containers as _container_kinds  # noqa: F401  (registers the container job kinds)
 from app.workflows.views import addresses_of, container_view, list_with_state, read_container
 
@@ -163,7 +165,7 @@ class PublishBody(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"aliases": ["web-golden"],
                                                                               "public": False}]})
 
-    aliases: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(default_factory=list)
+    aliases: list[Annotated[AliasName, Field(min_length=1, max_length=255)]] = Field(default_factory=list)
     public: bool = False
 
 
@@ -236,6 +238,12 @@ async def require_free_name(b: Backend, name: str) -> None:
     await ensure_project(b)
     if await b.client.instances.exists(name):
         raise ProblemError(409, f"container {name!r} exists", slug="container-exists")
+
+
+def _new_name_claim(b: Backend, name: str) -> dict[str, Any]:
+    """A job that makes a container `name` reserves it until it ends: a second one is 409 at once, not a job."""
+    return {"claim": ("container", b.remote, b.project, name), "claimed": f"container {name!r}",
+            "claimed_slug": "container-exists"}
 
 
 def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +321,7 @@ async def create_container(
         params["target"] = target
     return await jobs.start("container.create", params=params,
                             resource=f"/v1/containers/{spec.name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, spec.name))
 
 
 @router.post("/remove", operation_id="containers-remove-many", summary="Remove several containers (job)",
@@ -348,6 +356,17 @@ async def get_container(name: ContainerName, b: BackendDep) -> JSONResponse:
     return _with_etag(b, data)
 
 
+def _key(b: Backend, name: str) -> tuple[str, ...]:
+    return (b.remote, b.project, "instance", name)
+
+
+async def _instance(b: Backend, name: str) -> Instance:
+    try:
+        return await b.client.instances.get(name)
+    except NotFound:
+        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
+
+
 @router.patch("/{name}", operation_id="containers-patch", summary="Change a container (merge patch)",
               response_model=ContainerOut, dependencies=WRITE,
               responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
@@ -363,23 +382,22 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
     config, devices = as_sent(patch.config, patch.devices)
     enforce(request, b.principal, config=config, devices=devices)
     await ensure_project(b)
-    try:
-        inst = await b.client.instances.get(name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    check_if_match(if_match, inst.etag, f"container {name!r}")
-    body = inst.writable()
-    if patch.config is not None:
-        body["config"] = merge_patch(body["config"], patch.config)
-    if patch.devices is not None:
-        body["devices"] = merge_patch(body["devices"], patch.devices)
-        check(device_errors({k: v for k, v in body["devices"].items() if k in patch.devices}, "body.devices"))
-    if patch.profiles is not None:
-        body["profiles"] = patch.profiles
-    if patch.description is not None:
-        body["description"] = patch.description
-    await enforce_expanded(request, b, profiles=body["profiles"], layers=_patched_layers(body, patch))
-    await b.client.instances.update(name, body, etag=inst.etag)
+
+    async def write(inst: Instance) -> None:
+        body = inst.writable()
+        if patch.config is not None:
+            body["config"] = merge_patch(body["config"], patch.config)
+        if patch.devices is not None:
+            body["devices"] = merge_patch(body["devices"], patch.devices)
+            check(device_errors({k: v for k, v in body["devices"].items() if k in patch.devices}, "body.devices"))
+        if patch.profiles is not None:
+            body["profiles"] = patch.profiles
+        if patch.description is not None:
+            body["description"] = patch.description
+        await enforce_expanded(request, b, profiles=body["profiles"], layers=_patched_layers(body, patch))
+        await b.client.instances.update(name, body, etag=inst.etag)
+
+    await edit(_key(b, name), if_match, f"container {name!r}", lambda: _instance(b, name), write)
     return _with_etag(b, await read_container(b.client, name))
 
 
@@ -451,18 +469,18 @@ async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: 
     check(device_errors({body.name: body.device}, "body.device"))
     enforce(request, b.principal, devices={body.name: body.device})
     await ensure_project(b)
-    try:
-        inst = await b.client.instances.get(name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    if body.name in inst.devices:
-        raise ProblemError(409, f"container {name!r} already has a device {body.name!r}", slug="device-exists")
-    await enforce_expanded(request, b, profiles=inst.profiles,
-                           layers=[Layer(config=inst.config, devices=inst.devices, lxd_written=True),
-                                   Layer(devices={body.name: body.device})])
-    data = inst.writable()
-    data["devices"] = {**inst.devices, body.name: body.device}
-    await b.client.instances.update(name, data, etag=inst.etag)
+
+    async def write(inst: Instance) -> None:
+        if body.name in inst.devices:
+            raise ProblemError(409, f"container {name!r} already has a device {body.name!r}", slug="device-exists")
+        await enforce_expanded(request, b, profiles=inst.profiles,
+                               layers=[Layer(config=inst.config, devices=inst.devices, lxd_written=True),
+                                       Layer(devices={body.name: body.device})])
+        data = inst.writable()
+        data["devices"] = {**inst.devices, body.name: body.device}
+        await b.client.instances.update(name, data, etag=inst.etag)
+
+    await edit(_key(b, name), None, f"container {name!r}", lambda: _instance(b, name), write)
     resp = _with_etag(b, await read_container(b.client, name))
     resp.status_code = 201
     return resp
@@ -480,7 +498,7 @@ async def rename_container(name: ContainerName, body: RenameBody, b: BackendDep,
 
     return await jobs.start("container.rename", params={"name": name, "new_name": body.name},
                             resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, body.name))
 
 
 @router.post("/{name}/copy", operation_id="containers-copy", summary="Copy a container to a new one (job)",
@@ -499,7 +517,7 @@ async def copy_container(name: ContainerName, body: CopyBody, request: Request, 
 
     return await jobs.start("container.copy", params={"name": name, "new_name": body.name, "start": body.start},
                             resource=f"/v1/containers/{body.name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+                            precheck=precheck, **_new_name_claim(b, body.name))
 
 
 @router.post("/{name}/publish", operation_id="containers-publish", summary="Publish a container as an image (job)",

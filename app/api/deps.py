@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query
-from pydantic import StringConstraints
+from pydantic import AfterValidator, StringConstraints
 from starlette.requests import HTTPConnection
 
 from app.api.auth import Principal, current_principal
@@ -33,6 +33,23 @@ DeviceName = Annotated[str, StringConstraints(pattern=DEVICE_NAME_PATTERN)]
 Config = dict[ConfigKey, str]
 Device = dict[ConfigKey, str]
 Devices = dict[DeviceName, Device]
+
+
+def alias_name_error(name: str) -> str | None:
+    """Why `name` cannot be an alias, or None. LXD puts the name in its URL path and normalises it, so a `.` or
+    `..` segment (or an empty one) would address another object than the alias."""
+    if any(seg in ("", ".", "..") for seg in name.split("/")):
+        return "an alias name cannot be '.' or '..', nor hold a '.', '..' or empty segment between '/'"
+    return None
+
+
+def _alias_name(name: str) -> str:
+    if error := alias_name_error(name):
+        raise ValueError(error)
+    return name
+
+
+AliasName = Annotated[str, AfterValidator(_alias_name)]
 
 
 def valid_name(name: str) -> bool:
@@ -67,7 +84,8 @@ async def backend(
         raise ProblemError(403, f"this token may not use remote {spec.name!r}")
     if not principal.allows_project(project):
         raise ProblemError(403, f"this token may not use project {project!r}")
-    conn.scope.setdefault("state", {})["remote"] = spec.name  # named in problems about this remote
+    state = conn.scope.setdefault("state", {})
+    state["remote"], state["project"] = spec.name, project  # named in problems about this remote, and audited
     client = registry.get(spec.name)
     if project != client.project:
         client = client.with_project(project)

@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from app.api.common import Reader, Writer, set_etag
-from app.api.deps import BackendDep
+from app.api.deps import AliasName, BackendDep, alias_name_error
 from app.api.jobs_support import JobStarterDep, job_responses
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import enforce_image_server
@@ -91,7 +91,7 @@ class AliasOut(BaseModel):
 
 
 class AliasCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\s][^\x00-\x1f]*$",
+    name: AliasName = Field(min_length=1, max_length=255, pattern=r"^[^\s][^\x00-\x1f]*$",
                       description="the alias (may contain `/`)", examples=["apps/base"])
     target: str = Field(pattern=FP_PATTERN, description="the image's fingerprint, or a unique prefix of it",
                         examples=["8e1c4b8e3d2a"])
@@ -112,7 +112,7 @@ class FindRequest(BaseModel):
                                       examples=[["cloud-images-releases"]])
     copy_local: bool = Field(False, description="pull the image into the local store under the local alias",
                              examples=[True])
-    local_alias: str | None = Field(None, description="with `alias`: the local alias to use (default: the alias)",
+    local_alias: AliasName | None = Field(None, description="with `alias`: the local alias to use (default: the alias)",
                                     examples=[None])
 
     @model_validator(mode="after")
@@ -147,7 +147,7 @@ class CopySource(BaseModel):
 
 class CopyRequest(BaseModel):
     source: CopySource = Field(description="where the image is")
-    aliases: list[str] = Field(default_factory=list, description="local aliases to give it",
+    aliases: list[AliasName] = Field(default_factory=list, description="local aliases to give it",
                                examples=[["juju/jammy/amd64"]])
     auto_update: bool = Field(False, description="keep it refreshed from the source", examples=[False])
     public: bool = Field(False, description="serve it to untrusted clients", examples=[False])
@@ -216,6 +216,8 @@ async def create_alias(body: AliasCreate, backend: BackendDep, response: Respons
 async def delete_alias(name: Annotated[str, PathParam(description="the alias; the rest of the path",
                                                       examples=["juju/jammy/amd64"])],
                        backend: BackendDep, _: Writer) -> Response:
+    if error := alias_name_error(name):
+        raise ProblemError(422, error, slug="invalid-alias-name")
     await backend.client.images.delete_alias(name)
     return Response(status_code=204)
 
@@ -391,7 +393,7 @@ async def _split(body: AsyncIterator[bytes], boundary: str, directory: Path) -> 
              responses=job_responses(400, 401, 403, 404, 413, 415))
 async def upload_image(
     request: Request, backend: BackendDep, jobs: JobStarterDep, _: Writer,
-    aliases: Annotated[list[str] | None, Query(description="aliases to give the image (repeatable)",
+    aliases: Annotated[list[AliasName] | None, Query(description="aliases to give the image (repeatable)",
                                                examples=[["apps/base"]])] = None,
     public: Annotated[bool, Query(description="serve it to untrusted clients")] = False,
     filename: Annotated[str | None, Query(description="the file name LXD records",

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.api.auth import TICKETS_ACCEPTED, Principal, require
 from app.api.jobs_support import JobsDep, WaitQuery, job_response, viewer_of
+from app.api.pagination import CursorQuery
 from app.api.problems import ProblemError, deny_websocket, problem_responses
 from app.core.tokens import Scope
 from app.jobs.access import Viewer
@@ -81,7 +82,7 @@ async def list_jobs(
     remote: str | None = None,
     project: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    cursor: CursorQuery = None,
 ) -> Any:
     flt = JobFilter(tuple(s.value for s in status) if status else None, kind, resource, remote, project)
     before = None
@@ -261,6 +262,22 @@ async def job_ws(websocket: WebSocket, job_id: str, principal: Annotated[Princip
     await _pump(websocket, sub, first, until_end=True)
 
 
+SSE_SCHEMA = {
+    "type": "object", "required": ["event", "id", "data"],
+    "description": "One Server-Sent Event (the stream is UTF-8 text: each event is its `event:`, `id:` and `data:` "
+                   "lines then a blank line; `: heartbeat` comment lines come in between).",
+    "properties": {
+        "event": {"type": "string", "description": "the message type: `status`, `progress`, `output`, `end`",
+                  "examples": ["progress"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the message's seq (send the last one as "
+               "`Last-Event-ID` to resume)", "examples": ["7"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "the message as on the websocket, one line of JSON: `{type, seq, job, data}`",
+                 "examples": ['{"type": "end", "seq": 7, "job": {"id": "j-8f2c", "status": "succeeded"}}']},
+    },
+}
+
+
 def _sse(event: JobEvent) -> bytes:
     return f"event: {event.type}\nid: {event.seq}\ndata: {json.dumps(event.message())}\n\n".encode()
 
@@ -271,8 +288,9 @@ def _sse(event: JobEvent) -> bytes:
                         "Send `Last-Event-ID` to resume without repeats; a `: heartbeat` comment comes every 15 s. "
                         "The stream ends after `end`; an ended job answers its `snapshot`, then `end`. `output` "
                         "messages reach only the token that started the job and admin tokens.",
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                             "description": "the event stream"}, **problem_responses(400, 401, 403, 404)})
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_SCHEMA}},
+                             "description": "the event stream (text, not JSON: one event per blank-line-separated "
+                                            "block)"}, **problem_responses(400, 401, 403, 404, 422)})
 async def job_events(job_id: JobId, request: Request, jobs: JobsDep, principal: Annotated[Principal, Reader],
                      last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None) -> StreamingResponse:
     after: int | None = None

@@ -31,7 +31,7 @@ from app.core.tokens import Scope
 from app.jobs.access import Viewer
 from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
 from app.jobs.models import Job
-from app.jobs.runner import RunnerClosed
+from app.jobs.runner import Claim, RunnerClosed
 from app.jobs.service import JobsService
 
 WAIT_DESCRIPTION = ("seconds to wait for the job to end (0 to 300): when it ends within the wait the answer is "
@@ -95,9 +95,12 @@ class JobStarter:
 
     async def start(self, kind: str, *, params: dict[str, Any] | None = None, resource: str | None = None,
                     remote: str | None = None, project: str | None = None,
-                    precheck: Callable[[], Awaitable[None]] | None = None, upload: bool = False) -> JSONResponse:
+                    precheck: Callable[[], Awaitable[None]] | None = None, upload: bool = False,
+                    claim: Claim | None = None, claimed: str = "", claimed_slug: str = "conflict") -> JSONResponse:
         """Check, start and answer. `precheck` runs after the idempotency check (so a replay is never refused by
-        it) and before the job exists; a `ProblemError` it raises is the answer. With `upload=True` the body is not
+        it) and before the job exists; a `ProblemError` it raises is the answer. `claim` reserves something until
+        the job ends (e.g. a name being created): while another request or unfinished job holds it the answer is
+        409 (`claimed_slug`) at once, "`claimed` is being created", naming the job. With `upload=True` the body is not
         read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`."""
         svc = self.service
         caller = self.principal.token_id  # idempotency keys and the job limit belong to the token, by its id
@@ -123,7 +126,15 @@ class JobStarter:
                                        slug="idempotency-conflict")
                 return job_response(job, viewer, replayed=True)
             reservation = outcome
+        claimed_here = False
         try:
+            if claim is not None:
+                holder = svc.runner.claim(claim)
+                if holder is not None:
+                    by = f"job {holder}" if holder else "another request"
+                    raise ProblemError(409, f"{claimed} is being created by {by}", slug=claimed_slug,
+                                       job_id=holder or None)
+                claimed_here = True
             limit = self.request.app.state.settings.max_jobs_per_token
             if limit and svc.runner.unfinished_count(caller) >= limit:
                 raise ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
@@ -133,11 +144,13 @@ class JobStarter:
             try:
                 job = await svc.runner.submit(kind, params=params, remote=remote, project=project,
                                               resource=resource, requested_by=self.principal.name,
-                                              request_id=current_request_id(), token_id=caller)
+                                              request_id=current_request_id(), token_id=caller, claim=claim)
             except RunnerClosed:
                 raise ProblemError(503, "the gateway is shutting down; retry shortly", slug="shutting-down",
                                    headers={"Retry-After": "5"}) from None
         except BaseException:
+            if claimed_here and claim is not None:
+                svc.runner.release(claim)
             if reservation is not None:
                 await svc.idempotency.release(reservation)
             raise

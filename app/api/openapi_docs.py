@@ -137,6 +137,16 @@ def problems_everywhere(schema: dict[str, Any]) -> None:
     ref = {"$ref": "#/components/schemas/Problem"}
     for ops in schema.get("paths", {}).values():
         for op in ops.values():
+            responses = op.get("responses", {})
+            if "401" in responses:  # a route that takes a credential is rate limited (per token, or per address)
+                responses.setdefault("429", {"description": "Too many requests (see `Retry-After`)", "headers": {
+                    "Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}})
+            if "503" in responses:  # LXD unreachable; it can be too slow as well
+                responses.setdefault("504", {"description": "LXD did not answer in time"})
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "The body cannot be read as its content type says "
+                                                            "(e.g. JSON that is not UTF-8)"})
+                responses.setdefault("413", {"description": "The request body is too large"})
             for code, response in op.get("responses", {}).items():
                 if code.isdigit() and int(code) >= 400:
                     content = response.setdefault("content", {})

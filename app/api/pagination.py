@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from app.api.problems import ProblemError
 
@@ -31,9 +31,14 @@ class PageParams(BaseModel):
     cursor: str | None
 
 
+CursorQuery = Annotated[str | None, BeforeValidator(lambda v: v or None),
+                        Query(description="the `next_cursor` of the previous page (empty: the first page)")]
+"""The `cursor` of a listing; an empty one is the same as none."""
+
+
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page (at most 1000)")] = 100,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    cursor: CursorQuery = None,
 ) -> PageParams:
     return PageParams(limit=limit, cursor=cursor)
 

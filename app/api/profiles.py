@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.api.auth import Principal
-from app.api.common import Admin, Reader, Writer, check_if_match, merge_patch, service_problem, set_etag
+from app.api.common import Admin, Reader, Writer, edit, merge_patch, service_problem, set_etag
 from app.api.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
 from app.api.pagination import Page, PageDep, paginate
 from app.api.policy import as_sent, enforce, enforce_profile
@@ -91,6 +91,10 @@ class NetworkVerified(BaseModel):
     added_nic: str | None = Field(description="the NIC device added to the profile (null: none)", examples=["eth0"])
 
 
+def _key(backend: BackendDep, name: str) -> tuple[str, ...]:
+    return (backend.remote, backend.project, "profile", name)
+
+
 async def _get(backend: BackendDep, name: str) -> Profile:
     return await backend.client.profiles.get(name)
 
@@ -131,10 +135,12 @@ async def get_profile(name: ProfileName, backend: BackendDep, response: Response
 async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
                           response: Response, principal: Writer, if_match: IfMatch = None) -> Any:
     enforce(request, principal, config=body.config, devices=body.devices)
-    current = await _get(backend, name)
-    check_if_match(if_match, current.etag, f"profile {name!r}")
-    await enforce_profile(request, backend, config=body.config, devices=body.devices)
-    await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
+
+    async def write(current: Profile) -> None:
+        await enforce_profile(request, backend, config=body.config, devices=body.devices)
+        await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
+
+    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
     p = await _get(backend, name)
     set_etag(response, p.etag)
     return ProfileOut.of(p)
@@ -152,14 +158,16 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
     given = patch.model_dump(exclude_unset=True)
     config, devices = as_sent(given.get("config"), given.get("devices"))
     enforce(request, principal, config=config, devices=devices)
-    current = await _get(backend, name)
-    check_if_match(if_match, current.etag, f"profile {name!r}")
-    merged = merge_patch(current.writable(), given)
-    merged.setdefault("config", {})
-    merged.setdefault("devices", {})
-    merged["description"] = merged.get("description") or ""
-    await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"])
-    await backend.client.profiles.update(name, merged, etag=current.etag)
+
+    async def write(current: Profile) -> None:
+        merged = merge_patch(current.writable(), given)
+        merged.setdefault("config", {})
+        merged.setdefault("devices", {})
+        merged["description"] = merged.get("description") or ""
+        await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"])
+        await backend.client.profiles.update(name, merged, etag=current.etag)
+
+    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
     p = await _get(backend, name)
     set_etag(response, p.etag)
     return ProfileOut.of(p)

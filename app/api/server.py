@@ -9,13 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
-from app.api.common import Admin, Reader, check_if_match, set_etag
+from app.api.common import Admin, Reader, edit, set_etag
 from app.api.deps import BackendDep, ConfigKey, IfMatch
 from app.api.problems import ProblemError, problem_responses
 from app.core.certificates import fingerprint_of_pem
 from app.core.proxies_service import configure_proxies
 from app.core.server_service import enable_https_listener
 from app.core.service_support import server_facts
+from app.lxd.config import ServerConfig
 
 router = APIRouter(prefix="/v1/server", tags=["server"])
 
@@ -103,15 +104,17 @@ async def get_server(backend: BackendDep, response: Response, _: Reader) -> Serv
               operation_id="server-config-patch", responses=problem_responses(401, 403, 404, 412, 422, 503))
 async def patch_config(backend: BackendDep, response: Response, _: Admin, if_match: IfMatch = None,
                        body: ConfigPatch = Body(media_type="application/merge-patch+json")) -> ConfigOut:
-    current = await backend.client.config.get()
-    check_if_match(if_match, current.etag, "the server config")
-    merged = {k: v for k, v in current.config.items()}
-    for key, value in body.config.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = str(value).lower() if isinstance(value, bool) else str(value)
-    await backend.client.config.replace(merged, etag=current.etag)
+
+    async def write(current: ServerConfig) -> None:
+        merged = {k: v for k, v in current.config.items()}
+        for key, value in body.config.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        await backend.client.config.replace(merged, etag=current.etag)
+
+    await edit((backend.remote, "server-config"), if_match, "the server config", backend.client.config.get, write)
     after = await backend.client.config.get()
     set_etag(response, after.etag)
     return ConfigOut(config=after.config)

@@ -41,6 +41,8 @@ from app.jobs.store import JobStore, StoredJob
 log = logging.getLogger("app.jobs")
 
 CancelHook = Callable[[], Awaitable[Any]]
+Claim = tuple[str, ...]
+"""What a job reserves while it runs, e.g. ("container", remote, project, name) for a name being created."""
 ErrorMapper = Callable[[BaseException], dict[str, Any] | None]
 
 
@@ -239,6 +241,7 @@ class _Active:
         self.done = asyncio.Event()
         self.save_lock = asyncio.Lock()
         self.last_persist = 0.0
+        self.claim: Claim | None = None
         self.flush: asyncio.TimerHandle | None = None
 
 
@@ -264,6 +267,7 @@ class JobRunner:
         """Shared objects job steps reach through `ctx.services` (set by the app before `start()`)."""
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._active: dict[str, _Active] = {}
+        self._claims: dict[Claim, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self._abandoning = False
@@ -284,6 +288,20 @@ class JobRunner:
     @property
     def accepting(self) -> bool:
         return self._accepting
+
+    def claim(self, key: Claim) -> str | None:
+        """Reserve `key` (e.g. a name being created) for a job about to be submitted with `claim=key`.
+        Returns None when reserved, else who holds it: the id of the unfinished job, or "" for a request that
+        reserved it and has not submitted its job yet. A reservation not passed to `submit` must be released."""
+        if key in self._claims:
+            return self._claims[key] or ""
+        self._claims[key] = None
+        return None
+
+    def release(self, key: Claim) -> None:
+        """Give up a reservation whose job was never submitted."""
+        if key in self._claims and self._claims[key] is None:
+            del self._claims[key]
 
     def unfinished_count(self, token_id: str) -> int:
         """Jobs of one token (by its id) that are queued or running in this process."""
@@ -376,10 +394,10 @@ class JobRunner:
 
     async def submit(self, kind: str, *, params: dict[str, Any] | None = None, remote: str | None = None,
                      project: str | None = None, resource: str | None = None, requested_by: str | None = None,
-                     request_id: str | None = None, token_id: str | None = None) -> Job:
+                     request_id: str | None = None, token_id: str | None = None, claim: Claim | None = None) -> Job:
         """Create a queued job of a registered kind and start it (as soon as its remote has a free slot).
         `requested_by` names the token that asks; `token_id` is its stable id, to which the job's params and
-        output belong."""
+        output belong. The job holds `claim` (reserved with `claim()` before) until it ends."""
         if not self._accepting:
             raise RunnerClosed("the gateway is shutting down")
         job_kind = self.kinds.get(kind)
@@ -389,6 +407,9 @@ class JobRunner:
         await self._store.insert(job, params=params, owner_id=self.owner_id,
                                  lease_until=time.time() + self.lease_seconds, request_id=request_id)
         active = _Active(job, job_kind, params, {})
+        if claim is not None:
+            active.claim = claim
+            self._claims[claim] = job.id
         self._track(active)
         active.task = self._spawn(self._run(active), name=f"job-{job.id}")
         return job.model_copy(deep=True)
@@ -669,6 +690,8 @@ class JobRunner:
         log.info("job %s (%s) %s", job.id, job.kind, status.value)
         active.done.set()
         self._active.pop(job.id, None)
+        if active.claim is not None:
+            self._claims.pop(active.claim, None)
         if self.on_finished is not None:
             try:
                 self.on_finished(job)

@@ -122,15 +122,25 @@ _BY_STATUS: dict[int, type[LXDError]] = {
 }
 
 # LXD 5.0 answers these with HTTP 500 although they are conflicts. This is the one place that knows it.
-_CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy")
+_CONFLICT_TEXT = ("already exists", "in use", "already running", "is busy", "non-reusable operation",
+                  "relies on this profile")
+# ... and these conflicts pass: another operation on the same object was under way (LXD 5.0 lets one update of
+# an instance run at a time, and fails a concurrent one with "A matching non-reusable operation has now succeeded").
+_BUSY_TEXT = ("is busy", "non-reusable operation")
 
 
-# LXD 5.0 also answers with HTTP 500 when a fingerprint prefix fits several objects: the request is at fault.
-_AMBIGUOUS = re.compile(r"more than one \w+ matches", re.I)
+# LXD 5.0 also answers with HTTP 500 when a fingerprint prefix fits several objects, and when a storage volume's
+# config has an unknown key or a bad value: the request is at fault.
+_REQUEST_AT_FAULT = re.compile(r"more than one \w+ matches|^invalid (option|value) for ", re.I)
 
 
 def _is_conflict(error: str) -> bool:
     return any(t in error.lower() for t in _CONFLICT_TEXT)
+
+
+def is_busy(exc: LXDError) -> bool:
+    """Whether LXD refused because another operation on the object was under way (worth trying again)."""
+    return any(t in exc.error.lower() for t in _BUSY_TEXT)
 
 
 def error_for(status: int, error: str, *, method: str = "", path: str = "",
@@ -140,7 +150,7 @@ def error_for(status: int, error: str, *, method: str = "", path: str = "",
     if cls is None:
         if status == 500 and _is_conflict(error):
             cls = Conflict
-        elif status == 500 and _AMBIGUOUS.search(error):
+        elif status == 500 and _REQUEST_AT_FAULT.search(error):
             cls = BadRequest
         elif status == 503:
             cls = LXDUnavailable

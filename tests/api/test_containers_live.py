@@ -172,6 +172,39 @@ async def test_console_websocket_attaches_and_detaches(gateway: tuple[str, int],
             raise AssertionError(f"unexpected frame {msg!r}")
 
 
+async def test_exec_and_console_sessions_are_audited(gateway: tuple[str, int], running: str) -> None:
+    host, _ = gateway
+    async with httpx.AsyncClient(base_url=f"http://{host}") as c:
+        seen = len((await c.get("/v1/audit", params={"limit": 1000})).json()["items"])
+    async with websockets.connect(f"ws://{host}/v1/containers/{running}/exec/ws") as ws:
+        await ws.send(json.dumps({"command": ["true"], "interactive": False}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 15)) == {"type": "exit", "exit_code": 0}
+    async with websockets.connect(f"ws://{host}/v1/containers/{running}/console") as ws:
+        await ws.send(json.dumps({"width": 80, "height": 24}))
+        with pytest.raises(TimeoutError):  # attached: nothing but console bytes
+            while isinstance(await asyncio.wait_for(ws.recv(), 1.0), bytes):
+                pass
+    missing = f"{PREFIX}-gone"
+    async with websockets.connect(f"ws://{host}/v1/containers/{missing}/exec/ws") as ws:
+        await ws.send(json.dumps({"command": ["sh"]}))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+    async with httpx.AsyncClient(base_url=f"http://{host}") as c:
+        for _ in range(50):  # each row is written when its session has ended on the gateway's side
+            items = (await c.get("/v1/audit", params={"limit": 1000})).json()["items"]
+            rows = [(e["method"], e["path"], e["status"], e["outcome"], e["token"], e["remote"], e["project"])
+                    for e in items[:len(items) - seen]]
+            if len(rows) == 3:
+                break
+            await asyncio.sleep(0.2)
+    assert sorted(rows) == sorted([
+        ("WEBSOCKET", f"/v1/containers/{running}/exec/ws", 101, "ok", "anonymous", "local", "default"),
+        ("WEBSOCKET", f"/v1/containers/{running}/console", 101, "ok", "anonymous", "local", "default"),
+        ("WEBSOCKET", f"/v1/containers/{missing}/exec/ws", 404, "refused", "anonymous", "local", "default"),
+    ]), rows
+
+
 async def test_events_websocket_passes_lifecycle_events(gateway: tuple[str, int], running: str) -> None:
     host, _ = gateway
     async with websockets.connect(f"ws://{host}/v1/events?type=lifecycle&project=default") as ws:

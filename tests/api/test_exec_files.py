@@ -3,6 +3,7 @@ the timeout, cancel kills the process; upload, download, directory listing, dele
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from app.harness.daemon import DaemonInfo
+from app.lxd.client import Client
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -99,3 +101,34 @@ async def test_files_upload_download_listing_delete(client: httpx.AsyncClient, r
     assert r.status_code == 422
     r = await client.get("/v1/containers/tex-none/files", params={"path": "/etc"})
     assert r.status_code == 404 and r.json()["type"].endswith("/container-not-found")
+
+
+async def test_file_requests_racing_the_containers_deletion_get_404_or_409_not_502(
+        client: httpx.AsyncClient, lxd_daemon: DaemonInfo) -> None:
+    """While a container is stopped and deleted LXD fails file calls with errors of its own (a reset connection,
+    "Instance storage pool not found"): the caller hears the container went away or stopped."""
+    prefix = unique("tfr")
+    answers: list[httpx.Response] = []
+    try:
+        for round_ in range(3):
+            name = f"{prefix}-{round_}"
+            await create(client, name)
+            async with Client.unix(lxd_daemon.socket_path) as lxd:
+
+                async def hammer(name: str = name) -> None:
+                    for i in range(300):
+                        r = await client.delete(f"/v1/containers/{name}/files", params={"path": f"/etc/x{i}"})
+                        answers.append(r)
+                        if r.status_code == 404 and r.json()["type"].endswith("/container-not-found"):
+                            return
+
+                async def remove(lxd: Client = lxd, name: str = name) -> None:
+                    await lxd.instances.set_state(name, "stop", force=True)
+                    await lxd.instances.delete(name)
+
+                await asyncio.gather(hammer(), remove())
+    finally:
+        await remove_all(lxd_daemon.socket_path, prefix)
+    bad = [r.text[:200] for r in answers if r.status_code not in (404, 409)]
+    assert not bad, bad
+    assert all(r.headers["content-type"].startswith(PROBLEM) for r in answers)

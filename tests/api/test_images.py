@@ -104,6 +104,22 @@ async def test_aliases_with_slashes(gw: httpx.AsyncClient, lxd: Client, lxd_daem
         await _drop_aliases(lxd, name)
 
 
+@pytest.mark.parametrize("name", ["..", ".", "lgw/../x", "lgw/./x", "lgw//x", "/lgw", "lgw/"])
+async def test_alias_name_that_lxd_would_normalise_into_another_path_is_refused(
+        gw: httpx.AsyncClient, lxd: Client, lxd_daemon: DaemonInfo, name: str) -> None:
+    before = {a.name for a in await lxd.images.aliases()}
+    r = await gw.post("/v1/images/aliases", json={"name": name, "target": lxd_daemon.image_fingerprint})
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "'..'" in r.json()["detail"]
+    encoded = "/".join(seg.replace(".", "%2E") for seg in name.split("/"))
+    r = await gw.delete(f"/v1/images/aliases/{encoded}")
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert {a.name for a in await lxd.images.aliases()} == before
+    assert (await gw.get(f"/v1/images/{lxd_daemon.image_fingerprint}")).status_code == 200
+
+
 async def test_find_local_hit_then_copy_from_the_source(gw: httpx.AsyncClient, lxd: Client,
                                                         lxd_daemon: DaemonInfo) -> None:
     r = await gw.post("/v1/images/find", params={"wait": 60}, json={"alias": "busybox", "sources": [SOURCE]})

@@ -137,3 +137,21 @@ async def test_verify_network_gives_a_profile_without_nic_a_bridge(tmp_path: Pat
         await _cleanup(lxd, name)
         if bridge in {n.name for n in await lxd.networks.list()}:
             await lxd.networks.delete(bridge)
+
+
+async def test_replacing_the_default_profile_in_use_without_its_root_disk_is_409(
+        client: httpx.AsyncClient, lxd: Client, lxd_daemon: DaemonInfo) -> None:
+    instance = f"lgw-i{secrets.token_hex(3)}"
+    before = (await client.get("/v1/profiles/default")).json()
+    try:
+        await lxd.instances.create(instance, image=lxd_daemon.image_alias)
+        r = await client.put("/v1/profiles/default", json={"description": before["description"],
+                                                           "config": before["config"], "devices": {}})
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "relies on" in r.json()["lxd_error"]
+        r = await client.patch("/v1/profiles/default", json={"devices": {"root": None}})
+        assert r.status_code == 409, r.text
+        assert (await client.get("/v1/profiles/default")).json()["devices"] == before["devices"]
+    finally:
+        await lxd.instances.delete(instance)

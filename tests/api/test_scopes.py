@@ -56,7 +56,8 @@ def routes(app: FastAPI) -> list[tuple[str, str, str, Scope]]:
 
 @pytest.fixture
 async def app(tmp_path: Path, lxd_daemon: DaemonInfo) -> AsyncIterator[FastAPI]:
-    application = create_app(make_settings(tmp_path, lxd_daemon, auth_enabled=True, rate_limit=""))
+    application = create_app(make_settings(tmp_path, lxd_daemon, auth_enabled=True, rate_limit="",
+                                          auth_failure_rate_limit=""))
     async with LifespanManager(application):
         yield application
 

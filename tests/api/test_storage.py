@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 import httpx
+import pytest
 
 from app.harness.daemon import DaemonInfo
 from app.lxd.client import Client
@@ -38,3 +39,15 @@ async def test_pools_and_volumes(client: httpx.AsyncClient, lxd_daemon: DaemonIn
                 for v in await lxd.storage.volumes(pool, vtype="custom"):
                     await lxd.storage.delete_volume(pool, v.name)
                 await lxd.storage.delete(pool)
+
+
+@pytest.mark.parametrize("config", [{"lgw.unknown": "1"}, {"size": "abc"}, {"security.shifted": "maybe"}])
+async def test_a_volume_with_a_config_lxd_refuses_is_400_not_502(client: httpx.AsyncClient, lxd_daemon: DaemonInfo,
+                                                                 config: dict[str, str]) -> None:
+    volume = f"lgw-v{secrets.token_hex(3)}"
+    r = await client.post("/v1/storage-pools/default/volumes", json={"name": volume, "config": config})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert next(iter(config)) in r.json()["lxd_error"]
+    async with Client.unix(lxd_daemon.socket_path) as lxd:
+        assert volume not in {v.name for v in await lxd.storage.volumes("default")}

@@ -198,3 +198,20 @@ def test_every_field_of_these_resources_has_a_description_and_an_example(schema:
             if "examples" not in prop and "example" not in prop and "$ref" not in prop:
                 lacking.append(f"{name}.{field}: example")
     assert not lacking, lacking
+
+
+def test_rate_limits_and_body_errors_are_documented_where_they_can_happen(schema: dict[str, Any]) -> None:
+    """Every route that takes a credential can answer 429 (the rate limits), every route with a body 400
+    (unreadable) and 413 (too large), and every route that can find LXD unreachable (503) can find it too slow
+    (504)."""
+    missing = []
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            codes = set(op.get("responses", {}))
+            if "401" in codes and "429" not in codes:
+                missing.append(f"{method.upper()} {path}: 429")
+            if "requestBody" in op and not {"400", "413"} <= codes:
+                missing.append(f"{method.upper()} {path}: 400/413")
+            if "503" in codes and "504" not in codes:
+                missing.append(f"{method.upper()} {path}: 504")
+    assert not missing, missing
