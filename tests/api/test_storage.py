@@ -41,7 +41,8 @@ async def test_pools_and_volumes(client: httpx.AsyncClient, lxd_daemon: DaemonIn
                 await lxd.storage.delete(pool)
 
 
-@pytest.mark.parametrize("config", [{"lgw.unknown": "1"}, {"size": "abc"}, {"security.shifted": "maybe"}])
+@pytest.mark.parametrize("config", [{"snapshots.expiry": "lgw-unknown"}, {"size": "abc"},
+                                    {"block.filesystem": "lgwfs"}])  # keys the policy lets a write token set
 async def test_a_volume_with_a_config_lxd_refuses_is_400_not_502(client: httpx.AsyncClient, lxd_daemon: DaemonInfo,
                                                                  config: dict[str, str]) -> None:
     volume = f"lgw-v{secrets.token_hex(3)}"

@@ -56,7 +56,8 @@ WAIT = 30  # seconds, for each step in the page
 
 # Schemes served inside the browser, never from the network: the page's data:/blob: URLs, and the resources of
 # Chromium's own start tab (chrome://new-tab-page-third-party, chrome://resources) before the first navigation.
-BROWSER_INTERNAL = ("data:", "blob:", "chrome://", "about:")
+# Chromium's own pages (the new-tab page asks chrome-untrusted:// for its parts): no network traffic.
+BROWSER_INTERNAL = ("data:", "blob:", "chrome://", "chrome-untrusted://", "about:")
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
