@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 ## Serve the gateway on LXDGW_BIND (127.0.0.1:8080); starts a local LXD under .lxd/ when none is found.
 run: $(STAMP)
 	@if [ -z "$$LXDGW_REMOTES" ]; then \
-	  sock=$$($(BIN)/python -m app.harness ensure-local --dir $(LOCAL_LXD)) || exit 1; \
+	  sock=$$($(BIN)/python -m app.locallxd ensure-local --dir $(LOCAL_LXD)) || exit 1; \
 	  echo "lxd-gateway: using the LXD socket $$sock"; \
 	  export LXD_SOCKET=$$sock; \
 	fi; exec $(BIN)/python -m app
@@ -28,8 +28,9 @@ run: $(STAMP)
 ## Every test: unit, integration (real private LXD daemons), API.
 test: $(STAMP)
 	$(BIN)/ruff check app tests bench
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
-	$(BIN)/python -m app.harness check-clean
+	$(BIN)/python -m app.locallxd check-clean
 
 ## Unit tests only, for quick iteration.
 test-quick: $(STAMP)
@@ -41,10 +42,11 @@ FUZZ_REQUESTS ?= 10000
 fuzz: $(STAMP)
 	FUZZ_EXPLORE=1 FUZZ_REQUESTS=$(FUZZ_REQUESTS) FUZZ_PER_OPERATION=25 \
 	  $(BIN)/python -m pytest -p no:cacheprovider -q -rA -s tests/api/test_fuzz.py
-	$(BIN)/python -m app.harness check-clean
+	$(BIN)/python -m app.locallxd check-clean
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench
+	$(BIN)/lint-imports
 
 ## Rewrite the committed OpenAPI document from the app.
 openapi: $(STAMP)
@@ -61,5 +63,5 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	-$(BIN)/python -m app.harness stop-local --dir $(LOCAL_LXD)
+	-$(BIN)/python -m app.locallxd stop-local --dir $(LOCAL_LXD)
 	rm -rf $(VENV) $(LOCAL_LXD) .pytest_cache .ruff_cache

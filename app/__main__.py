@@ -8,7 +8,7 @@ from typing import Any
 
 import uvicorn
 
-from app.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_protocol
+from app.http.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_protocol
 from app.logs import configure_logging
 from app.main import create_app
 from app.settings import Settings, SettingsError, load_settings
@@ -41,7 +41,11 @@ def main(argv: list[str]) -> int:
     except StartupError as exc:
         print(f"lxd-gateway: {exc}", file=sys.stderr)
         return 1
-    serve(settings)
+    try:
+        serve(settings)
+    except SettingsError as exc:
+        print(f"lxd-gateway: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

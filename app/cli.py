@@ -7,9 +7,9 @@ import datetime as dt
 import json
 import sys
 
-from app.core.policy import describe_rules, is_rule
-from app.core.tokens import Scope, TokenExists, TokenNotFound, TokenStore
 from app.settings import load_settings
+from app.store.tokens import Scope, TokenExists, TokenNotFound, TokenStore
+from app.tokens.policy import describe_rules, is_rule
 
 
 def _rule(value: str) -> str:

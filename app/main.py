@@ -7,48 +7,54 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from app.api.audit import AuditMiddleware
-from app.api.audit import router as audit_router
-from app.api.auth import TicketBook
-from app.api.certificates import router as certificates_router
-from app.api.container_exec import router as container_exec_router
-from app.api.container_files import router as container_files_router
-from app.api.containers import router as containers_router
-from app.api.docs import install_docs
-from app.api.events import router as events_router
-from app.api.health import router as health_router
-from app.api.images import router as images_router
-from app.api.jobs import router as jobs_router
-from app.api.limits import BodyLimitMiddleware, RateLimit
-from app.api.lxd_errors import install_lxd_error_handler
-from app.api.methods import MethodCheckMiddleware
-from app.api.metrics import router as metrics_router
-from app.api.networks import router as networks_router
-from app.api.open_streams import OpenStreams, StreamGuardMiddleware
-from app.api.openapi_docs import openapi_tags, problems_everywhere, websocket_paths
-from app.api.problems import Problem, install_problem_handlers
-from app.api.profiles import router as profiles_router
-from app.api.projects import router as projects_router
-from app.api.remotes import router as remotes_router
-from app.api.request_id import RequestIdMiddleware
-from app.api.server import router as server_router
-from app.api.snapshots import router as snapshots_router
-from app.api.storage import router as storage_router
-from app.api.tokens import router as tokens_router
-from app.core.operation_owners import OperationOwners
-from app.core.remote_store import persisted_remotes
-from app.core.remotes import RemoteRegistry, RemoteSpec
-from app.core.tokens import TokenStore
-from app.datadir import secure_data_dir
+from app.certificates.router import router as certificates_router
+from app.containers.router import router as containers_router
+from app.containers.router_exec import router as container_exec_router
+from app.containers.router_files import router as container_files_router
+from app.containers.router_snapshots import router as snapshots_router
+from app.events.router import router as events_router
+from app.health.router import router as health_router
+from app.health.router_metrics import router as metrics_router
+from app.http.auth import TicketBook
+from app.http.docs import install_docs
+from app.http.errors import Problem, install_problem_handlers
+from app.http.limits import BodyLimitMiddleware, RateLimit
+from app.http.lxd_errors import install_lxd_error_handler
+from app.http.methods import MethodCheckMiddleware
+from app.http.metrics import Metrics, MetricsMiddleware
+from app.http.open_streams import OpenStreams, StreamGuardMiddleware
+from app.http.openapi import openapi_tags, problems_everywhere, websocket_paths
+from app.http.owners import OperationOwners
+from app.http.request_id import RequestIdMiddleware
+from app.images.router import router as images_router
+from app.jobs.bus import JobBus
+from app.jobs.env import bind as bind_workflows
+from app.jobs.idempotency import Idempotency
+from app.jobs.router import router as jobs_router
+from app.jobs.runner import JobRunner
 from app.jobs.service import JobsService, load_extensions
-from app.metrics import Metrics, MetricsMiddleware
-from app.settings import Settings, load_settings
-from app.workflows import bind as bind_workflows
+from app.lxd.registry import RemoteRegistry, RemoteSpec
+from app.networks.router import router as networks_router
+from app.profiles.router import router as profiles_router
+from app.projects.router import router as projects_router
+from app.remotes.router import router as remotes_router
+from app.server.router import router as server_router
+from app.settings import Settings, SettingsError, load_settings
+from app.storage.router import router as storage_router
+from app.store.datadir import secure_data_dir
+from app.store.jobs import DB_NAME, SQLiteJobStore
+from app.store.remotes import persisted_remotes
+from app.store.tokens import TokenStore
+from app.tokens.audit import AuditMiddleware
+from app.tokens.audit import router as audit_router
+from app.tokens.policy import unknown_rules
+from app.tokens.router import router as tokens_router
 
 log = logging.getLogger("app")
 PUBLIC_PATHS = ("/livez", "/readyz", "/metrics")
@@ -78,8 +84,23 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
     ]
 
 
+def jobs_service(settings: Settings) -> JobsService:
+    """The job engine of this process on the embedded job database, tuned by `settings`."""
+    store = SQLiteJobStore(settings.data_dir / DB_NAME)
+    bus = JobBus(capacity=settings.job_subscriber_queue, history=settings.job_subscriber_queue)
+    runner = JobRunner(store, bus, concurrency_per_remote=settings.job_concurrency_per_remote,
+                       progress_interval=settings.job_progress_interval_seconds,
+                       lease_seconds=settings.job_lease_seconds, recovery_timeout=settings.job_recovery_timeout_seconds,
+                       retention=timedelta(days=settings.job_retention_days))
+    idem = Idempotency(store, owner_id=runner.owner_id, ttl=settings.idempotency_ttl_hours * 3600)
+    return JobsService(store=store, bus=bus, runner=runner, idempotency=idem,
+                       sse_heartbeat=settings.job_sse_heartbeat_seconds)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    if unknown := unknown_rules(settings.policy_allow):
+        raise SettingsError(f"invalid settings: LXDGW_POLICY_ALLOW: unknown policy rules: {', '.join(unknown)}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = RemoteRegistry(configured + persisted_remotes(settings.data_dir, {r.name for r in configured}),
                                   timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
-        jobs = JobsService.from_settings(settings)
+        jobs = jobs_service(settings)
         bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running

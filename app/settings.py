@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.core.policy import unknown_rules
 from app.lxd.discovery import discover_socket
 
 
@@ -140,15 +139,8 @@ class Settings(BaseSettings):
     max_jobs_per_token: int = Field(100, ge=0, description="unfinished jobs one token may have (429 above); 0: "
                                     "no limit")
     policy_allow: list[str] = Field(default_factory=list,
-                                    description="policy rules allowed for every caller beyond the allow-list")
-
-    @field_validator("policy_allow")
-    @classmethod
-    def _known_rules(cls, v: list[str]) -> list[str]:
-        unknown = unknown_rules(v)
-        if unknown:
-            raise ValueError(f"unknown policy rules: {', '.join(unknown)}")
-        return v
+                                    description="policy rules allowed for every caller beyond the allow-list (an "
+                                                "unknown rule stops the start)")
 
     @field_validator("bind")
     @classmethod

@@ -9,10 +9,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from app.datadir import MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, secure_data_dir
-from app.jobs.service import DB_NAME
-from app.jobs.store import SQLiteJobStore, StoreLocked
 from app.settings import Settings
+from app.store.datadir import MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, secure_data_dir
+from app.store.jobs import DB_NAME, SQLiteJobStore, StoreLocked
 
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 

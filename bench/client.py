@@ -13,7 +13,7 @@ Workloads, each the median of several rounds:
 
 Rounds are interleaved (each round runs every client once, in a rotating order). Raw httpx is the floor here:
 the same HTTP requests with no decoding beyond `json()`. The daemon, its `dir` pool and the busybox image are
-made by `app.harness.daemon` and removed at the end.
+made by `app.locallxd.daemon` and removed at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from app.harness.daemon import LocalDaemon, ensure_installed, image_tarball
+from app.locallxd.daemon import LocalDaemon, ensure_installed, image_tarball
 from app.lxd import Client
 from bench._table import RAW, Row, ms, ratio
 

@@ -45,8 +45,8 @@ from typing import Any
 import httpx
 import websockets
 
-from app.harness.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
-from app.harness.gateway import gateway_env, start_gateway
+from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
+from app.locallxd.gateway import gateway_env, start_gateway
 from bench import load
 from bench._table import RAW, Row, machine, ms, ratio, render
 from bench.client import Raw, interleaved, pylxd_cycle, threaded

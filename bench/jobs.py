@@ -33,8 +33,8 @@ import websockets
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
-from app.api.jobs_support import JobStarterDep
 from app.jobs import JobContext, job_kind
+from app.jobs.starter import JobStarterDep
 from bench._table import Row
 
 PROGRESS_EVENTS = 500

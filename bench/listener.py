@@ -1,5 +1,5 @@
 """What bounding connections costs: request throughput of a real gateway process under uvicorn's own HTTP protocols
-(httptools, h11) and under the guarded ones the gateway runs (app/listener.py: head size, head time, open
+(httptools, h11) and under the guarded ones the gateway runs (app/http/listener.py: head size, head time, open
 connections), on one private LXD daemon.
 
     .venv/bin/python -m bench.listener [--rounds N]
@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.harness.daemon import LocalDaemon, ensure_installed, free_port
-from app.harness.gateway import GatewayProcess, gateway_env, start_gateway
+from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port
+from app.locallxd.gateway import GatewayProcess, gateway_env, start_gateway
 
 SERVERS = {  # name -> (parser, guarded)
     "uvicorn httptools (unguarded)": ("httptools", False),

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import websockets
 
-from app.harness.daemon import LocalDaemon, ensure_installed, image_tarball
-from app.harness.gateway import running_gateway
+from app.locallxd.daemon import LocalDaemon, ensure_installed, image_tarball
+from app.locallxd.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 PART_OF = "gateway"

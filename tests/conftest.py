@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.harness.daemon import DaemonInfo, HarnessEnvironment, HarnessError, harness_environment
+from app.locallxd.daemon import DaemonInfo, HarnessEnvironment, HarnessError, harness_environment
 
 _ENV: list[HarnessEnvironment] = []
 

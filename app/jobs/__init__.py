@@ -1,7 +1,7 @@
 """Jobs: every long-running action of the gateway, persisted, streamed, cancellable, idempotent, recovered.
 
 Define a kind with `job_kind(...)` (see `app.jobs.kinds`); its step gets a `JobContext`. Start jobs from routes
-with `app.api.jobs_support.JobStarterDep`.
+with `app.jobs.starter.JobStarterDep`.
 """
 
 from app.jobs.kinds import (

@@ -32,11 +32,11 @@ from typing import Any
 
 import structlog
 
-from app.datadir import StorageFull
 from app.jobs.bus import JobBus
 from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, RollbackIncomplete, default_kinds
 from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
 from app.jobs.store import JobStore, StoredJob
+from app.store.datadir import StorageFull
 
 log = logging.getLogger("app.jobs")
 

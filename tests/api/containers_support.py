@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import GatewayProcess, gateway_env
-from app.harness.gateway import start_gateway as start
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import GatewayProcess, gateway_env
+from app.locallxd.gateway import start_gateway as start
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 

@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
-from app.api.jobs_support import JobStarterDep, job_responses
 from app.jobs import CancelPolicy, Job, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs.starter import JobStarterDep, job_responses
 
 
 async def recover_sleep(job: Job, ctx: JobContext) -> RecoveryOutcome:

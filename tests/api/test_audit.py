@@ -15,10 +15,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from websockets.exceptions import InvalidStatus
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import serving
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import serving
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 

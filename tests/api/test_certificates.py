@@ -7,12 +7,12 @@ from pathlib import Path
 import httpx
 from asgi_lifespan import LifespanManager
 
-from app.core.certificates import Certificate
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.certificates import TrustToken
 from app.lxd.client import Client
+from app.lxd.pem import Certificate
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 

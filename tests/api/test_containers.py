@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -19,7 +19,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from tests.api.streams import read_sse as read_sse_with_heartbeats
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -14,13 +14,12 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.harness.daemon import DaemonInfo
+from app.containers.jobs import CREATE_STEP, CREATED_STEP
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.jobs.service import DB_NAME
-from app.jobs.store import SQLiteJobStore
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, NotFound
 from app.main import create_app
-from app.workflows.containers import CREATE_STEP, CREATED_STEP
+from app.store.jobs import DB_NAME, SQLiteJobStore
 from tests.api.conftest import make_settings
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo, free_port
-from app.harness.gateway import ROOT, GatewayProcess, gateway_env, running_gateway, start_gateway
-from app.jobs.service import DB_NAME
+from app.locallxd.daemon import DaemonInfo, free_port
+from app.locallxd.gateway import ROOT, GatewayProcess, gateway_env, running_gateway, start_gateway
+from app.store.jobs import DB_NAME
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,11 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 from app.lxd.events import IDLE_LINGER
+from app.store.tokens import Scope
 from tests.api.containers_support import counting, unique
 from tests.api.secured_gateway import Gateway, secured_gateway
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 
 HERE = Path(__file__).resolve().parent

@@ -20,15 +20,14 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.core.container_service import remove_container
-from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.containers.jobs import CREATE_STEP
+from app.containers.service import remove_container
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.jobs.service import DB_NAME
-from app.jobs.store import SQLiteJobStore
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
 from app.lxd import Client, NotFound
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
-from app.workflows.containers import CREATE_STEP
+from app.store.jobs import DB_NAME, SQLiteJobStore
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ import pytest
 import websockets
 from asgi_lifespan import LifespanManager
 
-from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.harness.gateway import serving
-from app.harness.image import build_busybox_image
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.gateway import serving
+from app.locallxd.image import build_busybox_image
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 

@@ -43,9 +43,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.core.tokens import Scope, TokenStore
-from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.harness.gateway import running_gateway
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.gateway import running_gateway
+from app.store.tokens import Scope, TokenStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_FUZZED = [

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.harness.daemon import DaemonInfo, image_tarball
-from app.harness.relay import throttled_proxy
+from app.locallxd.daemon import DaemonInfo, image_tarball
+from app.locallxd.relay import throttled_proxy
 from app.lxd import Client, LXDError
 from app.lxd.images import Image
 from app.main import create_app

@@ -22,13 +22,13 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import running_gateway
-from app.harness.image import build_busybox_image
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import running_gateway
+from app.locallxd.image import build_busybox_image
 from app.lxd.client import Client
 from app.main import create_app
 from app.settings import ImageSourceSettings, Settings
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 SOURCE = "lgw-images"

@@ -21,12 +21,12 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import serving
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import serving
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 from tests.api.streams import read_sse
 

@@ -21,8 +21,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import serving
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import serving
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 from tests.api.streams import read_sse

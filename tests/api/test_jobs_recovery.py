@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import gateway_env
-from app.harness.gateway import start_gateway as start
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import gateway_env
+from app.locallxd.gateway import start_gateway as start
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 from asgi_lifespan import LifespanManager
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import GatewayProcess, running_gateway
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import GatewayProcess, running_gateway
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from app.core.tokens import Scope, TokenStore
-from app.harness.daemon import DaemonInfo
-from app.harness.gateway import running_gateway
+from app.locallxd.daemon import DaemonInfo
+from app.locallxd.gateway import running_gateway
+from app.store.tokens import Scope, TokenStore
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:

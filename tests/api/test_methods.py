@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 
 METHODS = ("get", "put", "post", "patch", "delete")

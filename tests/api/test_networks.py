@@ -6,7 +6,7 @@ import secrets
 
 import httpx
 
-from app.harness.daemon import DaemonInfo, pick_subnet
+from app.locallxd.daemon import DaemonInfo, pick_subnet
 from app.lxd.client import Client
 
 QUIET = {"ipv6.address": "none", "ipv4.nat": "false", "ipv4.firewall": "false", "ipv6.firewall": "false"}

@@ -17,11 +17,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 from tests.api.containers_support import counting, job_ends
 

@@ -13,9 +13,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 # (rule, config, devices, the key the problem names)

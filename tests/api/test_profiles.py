@@ -11,7 +11,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.harness.daemon import DaemonInfo, pick_subnet
+from app.locallxd.daemon import DaemonInfo, pick_subnet
 from app.lxd.client import Client
 from app.main import create_app
 from tests.api.conftest import make_settings

@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 from asgi_lifespan import LifespanManager
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 

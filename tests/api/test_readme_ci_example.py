@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.harness.gateway import running_gateway
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.gateway import running_gateway
 from app.lxd.client import Client
 
 ROOT = Path(__file__).resolve().parents[2]

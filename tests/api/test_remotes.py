@@ -9,7 +9,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 from app.main import create_app
 from tests.api.conftest import make_settings

@@ -15,9 +15,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
+from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 
 ADMIN = {

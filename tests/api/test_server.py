@@ -10,7 +10,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.harness.daemon import DaemonInfo, LocalDaemon, free_port
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, free_port
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 

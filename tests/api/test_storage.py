@@ -7,7 +7,7 @@ import secrets
 import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 
 

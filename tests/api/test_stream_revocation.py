@@ -24,8 +24,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.core.tokens import Scope
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
+from app.store.tokens import Scope
 from tests.api.containers_support import unique
 from tests.api.secured_gateway import Gateway, secured_gateway
 

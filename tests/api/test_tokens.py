@@ -13,9 +13,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.core.tokens import Scope, TokenStore
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
+from app.store.tokens import Scope, TokenStore
 from tests.api.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

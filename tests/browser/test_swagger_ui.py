@@ -42,8 +42,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from swagger_ui_bundle import swagger_ui_path
 
-from app.core.tokens import Scope, TokenStore
-from app.harness.daemon import DaemonInfo, ensure_binary, free_port
+from app.locallxd.daemon import DaemonInfo, ensure_binary, free_port
+from app.store.tokens import Scope, TokenStore
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

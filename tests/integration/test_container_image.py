@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo, free_port
-from app.harness.docker import private_docker
+from app.locallxd.daemon import DaemonInfo, free_port
+from app.locallxd.docker import private_docker
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_a_daemon_that_dies_is_revived_with_its_log_kept(tmp_path: Path) -> None
     import os
     import signal
 
-    from app.harness.daemon import HarnessEnvironment, LocalDaemon, image_tarball
+    from app.locallxd.daemon import HarnessEnvironment, LocalDaemon, image_tarball
 
     daemon = LocalDaemon()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.harness.daemon import free_port
+from app.locallxd.daemon import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -54,6 +54,6 @@ def test_make_run_serves_ready_gateway_with_local_lxd(tmp_path: Path) -> None:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(with_pg, signal.SIGKILL)
         log.close()
-        subprocess.run([sys.executable, "-m", "app.harness", "stop-local", "--dir", str(lxd_dir)], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "app.locallxd", "stop-local", "--dir", str(lxd_dir)], cwd=ROOT,
                        check=False, timeout=60)
         shutil.rmtree(lxd_dir, ignore_errors=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.certificates import Certificate
-from app.harness.daemon import ensure_binary
+from app.locallxd.daemon import ensure_binary
+from app.lxd.pem import Certificate
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import resource
 
 import pytest
 
-from app.listener import FD_RESERVE, ConnectionLimits, ensure_fd_room, refusal
+from app.http.listener import FD_RESERVE, ConnectionLimits, ensure_fd_room, refusal
 
 
 def fake_rlimit(monkeypatch: pytest.MonkeyPatch, soft: int, hard: int) -> list[tuple[int, int]]:

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.api.pagination import PageParams, decode_cursor, encode_cursor, paginate
-from app.api.problems import ProblemError
+from app.http.errors import ProblemError
+from app.http.pagination import PageParams, decode_cursor, encode_cursor, paginate
 
 
 @given(st.sets(st.text(min_size=1, max_size=8), max_size=40), st.integers(min_value=1, max_value=7))

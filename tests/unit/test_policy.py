@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.policy import Layer, Policy, PolicyViolation, is_rule, unknown_rules
+from app.tokens.policy import Layer, Policy, PolicyViolation, is_rule, unknown_rules
 
 DENY = Policy()
 MANAGED = {"lxdbr0": "bridge", "uplink": "physical", "lan": "macvlan"}

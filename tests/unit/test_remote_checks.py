@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.core.remotes import RemoteRegistry, RemoteSpec
+from app.lxd.registry import RemoteRegistry, RemoteSpec
 
 
 class _CountingClient:

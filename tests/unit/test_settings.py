@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from app.lxd.discovery import discover_socket
-from app.settings import RemoteSettings, Settings
+from app.main import create_app
+from app.settings import RemoteSettings, Settings, SettingsError
 
 
 def test_defaults() -> None:
@@ -57,8 +58,8 @@ def test_socket_discovery_order() -> None:
     assert discover_socket(env={}, exists=lambda p: False) == "/var/snap/lxd/common/lxd/unix.socket"
 
 
-def test_policy_allow_refuses_an_unknown_rule() -> None:
-    allowed = Settings(_env_file=None, policy_allow=["device.proxy", "profile:gpu"])  # type: ignore[call-arg]
-    assert allowed.policy_allow == ["device.proxy", "profile:gpu"]
-    with pytest.raises(ValidationError, match=r"security\.privilegd"):
-        Settings(_env_file=None, policy_allow=["security.privilegd"])  # type: ignore[call-arg]
+def test_policy_allow_refuses_an_unknown_rule(tmp_path: Path) -> None:
+    allowed = Settings(_env_file=None, data_dir=tmp_path, policy_allow=["device.proxy", "profile:gpu"])  # type: ignore[call-arg]
+    assert create_app(allowed) is not None
+    with pytest.raises(SettingsError, match=r"LXDGW_POLICY_ALLOW: unknown policy rules: security\.privilegd"):
+        create_app(Settings(_env_file=None, data_dir=tmp_path, policy_allow=["security.privilegd"]))  # type: ignore[call-arg]

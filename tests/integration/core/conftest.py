@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.harness.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
 from app.lxd import Client
 from tests.integration.cleanup import remove_instance  # noqa: F401 - re-exported to the tests here
 from tests.integration.cleanup import unique as shared_unique

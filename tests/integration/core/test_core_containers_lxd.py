@@ -8,8 +8,8 @@ import ipaddress
 
 import pytest
 
-from app.core.addresses import Scope
-from app.core.container_service import (
+from app.containers.addresses import Scope
+from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
     ContainerStartError,
@@ -27,9 +27,9 @@ from app.core.container_service import (
     update_container_config,
     update_container_profiles,
 )
-from app.core.containers import ContainerSpec, DeviceExistsError
-from app.core.images import ImageSource
-from app.harness.daemon import DaemonInfo
+from app.containers.spec import ContainerSpec, DeviceExistsError
+from app.images.search import ImageSource
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, LXDError, NotFound
 from tests.integration.core.conftest import remove_instance, unique
 

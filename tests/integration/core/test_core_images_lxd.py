@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from app.core.connection import ConnectionArgs, ServerSpec
-from app.core.images import SeriesError
-from app.core.images_service import ImageRemote, connect_image_remote, find_image
-from app.harness.daemon import DaemonInfo, free_port
+from app.images.search import SeriesError
+from app.images.service import ImageRemote, connect_image_remote, find_image
+from app.locallxd.daemon import DaemonInfo, free_port
 from app.lxd import Client, LXDError
+from app.lxd.servers import ConnectionArgs, ServerSpec
 from tests.integration.core.conftest import Throwaway, unique
 
 pytestmark = pytest.mark.integration

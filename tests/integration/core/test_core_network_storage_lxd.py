@@ -8,18 +8,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.core.network import NoUsableNicError, ipv6_refusal
-from app.core.network_service import (
+from app.locallxd.daemon import DaemonInfo, pick_subnet
+from app.lxd import Client, LXDError
+from app.networks.decisions import NoUsableNicError, ipv6_refusal
+from app.networks.service import (
     NetworkVerifyError,
     ensure_ipv4,
     local_bridge_name,
     nics_from_profile,
     verify_network_device,
 )
-from app.core.profiles_service import create_profile_with_config, has_profile
-from app.core.storage_service import StorageServiceError, create_pool, create_volume, ensure_default_storage
-from app.harness.daemon import DaemonInfo, pick_subnet
-from app.lxd import Client, LXDError
+from app.profiles.service import create_profile_with_config, has_profile
+from app.storage.service import StorageServiceError, create_pool, create_volume, ensure_default_storage
 from tests.integration.core.conftest import bridge_name, unique
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ import contextlib
 
 import pytest
 
-from app.core.profiles_service import has_profile
-from app.core.proxies_service import configure_proxies
-from app.core.server_service import enable_https_listener, update_server_config, use_project
-from app.core.service_support import cluster_supported, host_arch, server_facts, storage_supported
-from app.harness.daemon import free_port
+from app.jobs.progress import cluster_supported, host_arch, server_facts, storage_supported
+from app.locallxd.daemon import free_port
 from app.lxd import Client, LXDError
+from app.profiles.service import has_profile
+from app.server.proxies_service import configure_proxies
+from app.server.service import enable_https_listener, update_server_config, use_project
 from tests.integration.core.conftest import unique
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client
 from app.lxd.errors import LXDError
 from app.lxd.events import IDLE_LINGER

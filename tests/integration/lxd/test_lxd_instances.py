@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, Conflict, NotFound, OperationFailed, PreconditionFailed
 from tests.integration.cleanup import remove_instance, unique
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, LXDUnavailable
 
 pytestmark = pytest.mark.integration

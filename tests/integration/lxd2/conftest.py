@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client
 from tests.integration.cleanup import remove_instance, unique  # noqa: F401 - re-exported to the tests here
 

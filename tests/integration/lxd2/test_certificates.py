@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.certificates import Certificate
-from app.harness.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, NotFound
 from app.lxd.certificates import FingerprintMismatch, InvalidToken, TrustToken, enrol, fingerprint_of
+from app.lxd.pem import Certificate
 from tests.integration.lxd2.conftest import unique
 
 pytestmark = pytest.mark.integration

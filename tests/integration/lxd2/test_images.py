@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from app.harness.daemon import DaemonInfo, image_tarball
-from app.harness.image import build_busybox_image
-from app.harness.relay import throttled_proxy
+from app.locallxd.daemon import DaemonInfo, image_tarball
+from app.locallxd.image import build_busybox_image
+from app.locallxd.relay import throttled_proxy
 from app.lxd import Client, Conflict, LXDError, NotFound, OperationCancelled, Progress
 from app.lxd.images import Image
 from app.lxd.operations import Operation

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from app.harness.image import build_busybox_image
+from app.locallxd.image import build_busybox_image
 from app.lxd import Client, Progress
 from app.lxd.images import Image
 from tests.integration.lxd2.conftest import unique

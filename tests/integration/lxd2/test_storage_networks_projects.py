@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from app.harness.daemon import DaemonInfo, delete_bridge
+from app.locallxd.daemon import DaemonInfo, delete_bridge
 from app.lxd import Client, Conflict, NotFound, PreconditionFailed
 from tests.integration.lxd2.conftest import unique
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from app.core.certificates import Certificate, CertificateError, fingerprint_of_pem
+from app.lxd.pem import Certificate, CertificateError, fingerprint_of_pem
 
 FIXTURE_PEM = (Path(__file__).parent / "data" / "fixture-cert.pem").read_bytes()
 FIXTURE_FINGERPRINT = "1c5156027fe71cfd0f7db807123e6873879f0f9754e08eab151f224783b2bff0"

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.core.certificates import Certificate
-from app.core.connection import (
+from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
+from app.lxd.pem import Certificate
+from app.lxd.servers import (
     ConnectionSpecError,
     Protocol,
     ServerFacts,
@@ -25,7 +26,6 @@ from app.core.connection import (
     new_server_spec,
     simplestreams_server_spec,
 )
-from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
 
 CERT = Certificate.from_pem(b"cert-pem", b"key-pem")
 

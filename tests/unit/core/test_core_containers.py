@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.core.addresses import AddressType, Scope, address_scope, address_type, container_addresses
-from app.core.connection import simplestreams_server_spec
-from app.core.constraints import (
+from app.containers.addresses import AddressType, Scope, address_scope, address_type, container_addresses
+from app.containers.constraints import (
     Constraints,
     InstanceDraft,
     apply_constraints,
@@ -24,7 +23,7 @@ from app.core.constraints import (
     set_root_disk,
     size_suffix,
 )
-from app.core.containers import (
+from app.containers.spec import (
     Container,
     ContainerSpec,
     DeviceExistsError,
@@ -32,13 +31,13 @@ from app.core.containers import (
     build_create_request,
     filter_containers,
     merge_config,
-    normalise_arch,
     remove_failure_message,
     replace_profile,
     state_request,
     writable_instance,
 )
-from app.core.images import ImageSource
+from app.images.search import ImageSource
+from app.lxd.servers import normalise_arch, simplestreams_server_spec
 
 
 def test_s09_server_config_merge_keeps_other_keys() -> None:

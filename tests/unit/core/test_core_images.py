@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.core.connection import ServerSpec, image_remote_protocol, insecure_server_spec, simplestreams_server_spec
-from app.core.images import (
+from app.images.search import (
     ImageError,
     ImageNotFound,
     ImageProgress,
@@ -25,6 +24,7 @@ from app.core.images import (
     image_progress,
     remote_aliases,
 )
+from app.lxd.servers import ServerSpec, image_remote_protocol, insecure_server_spec, simplestreams_server_spec
 
 ARCH = "amd64"
 

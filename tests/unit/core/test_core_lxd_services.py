@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.connection import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
-from app.core.container_service import (
+from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
     ContainerStartError,
@@ -22,15 +21,16 @@ from app.core.container_service import (
     replace_container_profile,
     update_container_config,
 )
-from app.core.containers import ContainerSpec
-from app.core.images import ImageError, ImageSource
-from app.core.images_service import SimpleStreamsRemote, connect_image_remote, find_image
-from app.core.network import NoNicError
-from app.core.network_service import NetworkVerifyError, ensure_ipv4, verify_network_device
-from app.core.profiles_service import create_profile_with_config, has_profile
-from app.core.server_service import enable_https_listener, update_server_config, use_project, use_target
-from app.core.storage_service import create_pool, create_volume, ensure_default_storage
+from app.containers.spec import ContainerSpec
+from app.images.search import ImageError, ImageSource
+from app.images.service import SimpleStreamsRemote, connect_image_remote, find_image
 from app.lxd import Client, LXDError
+from app.lxd.servers import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
+from app.networks.decisions import NoNicError
+from app.networks.service import NetworkVerifyError, ensure_ipv4, verify_network_device
+from app.profiles.service import create_profile_with_config, has_profile
+from app.server.service import enable_https_listener, update_server_config, use_project, use_target
+from app.storage.service import create_pool, create_volume, ensure_default_storage
 from tests.unit.core.core_lxd_fake import Call, FakeLXD, error, fake_lxd, operation, sync
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.core.network import (
+from app.networks.decisions import (
     BRIDGE_CONFIG_FILE,
     SNAP_BRIDGE_CONFIG_FILE,
     BridgeConfigError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.proxies import ProxySettings, detect_proxies, proxy_config
+from app.server.proxies import ProxySettings, detect_proxies, proxy_config
 
 
 def test_detect_proxies_lower_case_first_then_upper() -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from app.core.tokens import Scope, TokenStore
+from app.store.tokens import Scope, TokenStore
 
 
 def test_revocation_by_another_process_in_the_same_timestamp_tick_is_seen(tmp_path: Path) -> None:

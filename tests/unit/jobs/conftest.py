@@ -10,7 +10,7 @@ import pytest
 from app.jobs.bus import JobBus
 from app.jobs.kinds import JobKinds
 from app.jobs.runner import JobRunner
-from app.jobs.store import SQLiteJobStore
+from app.store.jobs import SQLiteJobStore
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from app.jobs.idempotency import Idempotency, IdempotencyConflict, Replay, Reservation, fingerprint
-from app.jobs.store import SQLiteJobStore
+from app.store.jobs import SQLiteJobStore
 
 
 def test_fingerprint_ignores_wait_key_order_and_whitespace() -> None:

@@ -10,7 +10,7 @@ from app.jobs.bus import JobBus
 from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome
 from app.jobs.models import Job, JobStatus
 from app.jobs.runner import JobContext, JobFailure, JobRunner, problem_for
-from app.jobs.store import SQLiteJobStore
+from app.store.jobs import SQLiteJobStore
 
 
 class LXDOperationError(Exception):

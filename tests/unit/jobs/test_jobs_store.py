@@ -13,7 +13,8 @@ import aiosqlite
 import pytest
 
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.jobs.store import MIGRATIONS, SCHEMA_VERSION, JobFilter, SQLiteJobStore, StoreLocked
+from app.jobs.store import JobFilter, StoreLocked
+from app.store.jobs import MIGRATIONS, SCHEMA_VERSION, SQLiteJobStore
 
 
 def make_job(kind: str = "test.kind", status: JobStatus = JobStatus.queued, **kw: object) -> Job:
@@ -166,7 +167,7 @@ async def test_a_version_2_database_is_migrated_with_its_outputs_moved_apart(tmp
 
 async def test_a_version_2_database_gains_cleanups_and_keeps_its_jobs(tmp_path: Path) -> None:
     from app.jobs.models import JobCleanup
-    from app.jobs.store import MIGRATIONS
+    from app.store.jobs import MIGRATIONS
 
     path = tmp_path / "jobs.sqlite3"
     async with aiosqlite.connect(path) as db:  # as a gateway of schema version 2 left it

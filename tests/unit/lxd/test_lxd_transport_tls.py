@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from app.core.certificates import Certificate
+from app.lxd.pem import Certificate
 from app.lxd.transport import Transport
 
 

@@ -1,0 +1,1 @@
+"""Trusted certificates and trust tokens: routes."""

@@ -1,0 +1,407 @@
+"""Container jobs: create, delete, state actions, bulk remove, rename, copy, publish, snapshots.
+
+Each kind is a step coroutine over a `JobContext` whose `params` are the validated request body (plus the
+container `name` taken from the path). Each also says how a job that a dead gateway left `running` is settled from
+the state of the container itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from app.containers.service import (
+    ContainerCreateError,
+    ContainerRemoveError,
+    ContainerServiceError,
+    ContainerStartError,
+    CreateCancelled,
+    create_from_spec,
+    remove_container,
+)
+from app.containers.spec import ContainerSpec
+from app.containers.view import container_view, read_container
+from app.images.search import ImageError
+from app.jobs import (
+    CancelPolicy,
+    Job,
+    JobCancelled,
+    JobContext,
+    JobFailure,
+    RecoveryOutcome,
+    RollbackIncomplete,
+    job_kind,
+)
+from app.jobs.env import workflow_env
+from app.lxd.client import Client
+from app.lxd.errors import LXDError, NotFound
+from app.lxd.models import Progress
+from app.lxd.operations import Operation
+
+log = logging.getLogger("app.jobs.env")
+
+CREATE_STEP = "creating"
+CREATED_STEP = "created"
+ACTION_STATUS = {"start": "Running", "restart": "Running", "unfreeze": "Running", "stop": "Stopped",
+                 "freeze": "Frozen"}
+
+
+def _client(ctx: JobContext) -> Client:
+    return workflow_env(ctx).client(ctx.remote, ctx.project)
+
+
+async def _record(ctx: JobContext, op: Operation) -> None:
+    if op.id:
+        await ctx.record_operation(ctx.remote or "", op.id, op.state.status or "Success")
+
+
+async def _status(client: Client, name: str) -> str | None:
+    """The container's status, None when it does not exist."""
+    try:
+        return (await client.instances.state(name)).status
+    except NotFound:
+        return None
+
+
+async def _view(ctx: JobContext, client: Client, name: str) -> dict[str, Any]:
+    return container_view(await read_container(client, name), remote=ctx.remote or "",
+                          project=ctx.project or "default")
+
+
+# ------------------------------------------------------------------------------------------------ create
+
+
+async def _remove_made(ctx: JobContext, name: str) -> str | None:
+    """Remove the container `name` this job made (half-made or not); what was done, None when there was none.
+
+    Once the job has ended (a retried cleanup), a container made after that is someone else's and is left alone.
+    Raises `RollbackIncomplete` when LXD does not let it be removed (yet)."""
+    client = _client(ctx)
+    ended = ctx.job.finished_at
+    try:
+        if ended is not None:
+            made = (await client.instances.get(name)).created_at
+            if made is not None and made > ended:
+                return (f"container {name!r} was not removed: the one that exists now was created after this job "
+                        "ended")
+        await remove_container(client, name)
+    except NotFound:
+        return None
+    except (LXDError, ContainerServiceError, OSError) as exc:
+        reason = str(getattr(exc, "error", None) or exc) or type(exc).__name__
+        raise RollbackIncomplete(f"container {name!r} could not be removed yet ({reason}); its removal is retried "
+                                 "until it succeeds") from exc
+    return f"container {name!r} was removed"
+
+
+async def _rollback_create(ctx: JobContext) -> str | None:
+    """Remove the container this job (may have) created: once it sent LXD the create request, a container of that
+    name is its own (the name was free when the job was accepted)."""
+    if CREATE_STEP not in ctx.checkpoints:
+        return None
+    return await _remove_made(ctx, ctx.params["name"])
+
+
+def _spec_of(params: dict[str, Any]) -> ContainerSpec:
+    """The spec a create job was given (its params also carry the placement `target`)."""
+    return ContainerSpec.model_validate({k: v for k, v in params.items() if k != "target"})
+
+
+async def _recover_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    spec = _spec_of(ctx.params)
+    status = await _status(client, spec.name)
+    if status is not None and (status == "Running" or (not spec.start and CREATED_STEP in ctx.checkpoints)):
+        return RecoveryOutcome.succeeded(await _view(ctx, client, spec.name))
+    if status is not None and CREATE_STEP in ctx.checkpoints:
+        await remove_container(client, spec.name)
+        return RecoveryOutcome.failed("rolled-back", f"the gateway stopped while creating {spec.name!r}; the "
+                                      "unfinished container was removed")
+    return RecoveryOutcome.failed("rolled-back", f"the gateway stopped before {spec.name!r} was created; "
+                                  "nothing was left behind")
+
+
+@job_kind("container.create", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_create,
+          recover=_recover_create)
+async def create_container(ctx: JobContext) -> dict[str, Any]:
+    """Find (or copy) the image, create the container, start it; a failed start removes it again."""
+    env = workflow_env(ctx)
+    client = env.client(ctx.remote, ctx.project)
+    target = ctx.params.get("target")
+    spec = _spec_of(ctx.params)
+
+    async def step(name: str) -> None:
+        with contextlib.suppress(JobCancelled):  # the create itself stops at its next cancel check
+            await ctx.checkpoint(name)
+
+    try:
+        created = await create_from_spec(
+            client, spec, sources=env.image_sources(spec.image.sources), alias_template=env.settings
+            .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
+            progress=ctx.progress, cancel_check=lambda: ctx.cancel_requested, target=target,
+            on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status),
+            on_step=step, roll_back=False)
+    except CreateCancelled:
+        raise JobCancelled(ctx.job_id) from None
+    except ContainerStartError as exc:  # the job's rollback removes it; its `cleanup` says how that went
+        raise JobFailure("start-failed", f"container {spec.name!r} would not start: {exc}",
+                         lxd_error=str(exc)) from exc
+    except ImageError as exc:
+        raise JobFailure("image-not-found", str(exc)) from exc
+    except ContainerCreateError as exc:
+        raise JobFailure("create-failed", str(exc), lxd_error=str(exc.__cause__ or exc)) from exc
+    with contextlib.suppress(JobCancelled):
+        await ctx.checkpoint(CREATED_STEP)
+    view = await _view(ctx, client, spec.name)
+    view["image"] = {"fingerprint": created.image.fingerprint, "local": created.image.local}
+    if created.unknown_parents:
+        view["unknown_parents"] = created.unknown_parents
+    return view
+
+
+# ------------------------------------------------------------------------------------------------ delete
+
+
+async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    name = ctx.params["name"]
+    if await _status(client, name) is not None:
+        await remove_container(client, name)
+    return RecoveryOutcome.succeeded({"name": name, "deleted": True})
+
+
+@job_kind("container.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
+async def delete_container(ctx: JobContext) -> dict[str, Any]:
+    """Force-stop the container if it runs, delete it, retry a failed delete operation."""
+    name = ctx.params["name"]
+    await ctx.progress("deleting", None, f"Deleting container {name}")
+    try:
+        await remove_container(_client(ctx), name)
+    except ContainerRemoveError as exc:
+        raise JobFailure("delete-failed", str(exc), lxd_error=str(exc)) from exc
+    return {"name": name, "deleted": True}
+
+
+async def _recover_remove_many(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    names: list[str] = list(ctx.params["names"])
+    left = [n for n in names if await _status(client, n) is not None]
+    removed = [n for n in names if n not in left]
+    if left:
+        return RecoveryOutcome.failed("remove-failed", "the gateway stopped before removing: " + ", ".join(left),
+                                      removed=removed, failed=left)
+    return RecoveryOutcome.succeeded({"removed": removed, "failed": []})
+
+
+@job_kind("container.remove-many", cancel=CancelPolicy.INTERRUPT, recover=_recover_remove_many)
+async def remove_many(ctx: JobContext) -> dict[str, Any]:
+    """Remove each named container in turn; failures do not stop the others and are named in the result."""
+    client = _client(ctx)
+    names: list[str] = list(ctx.params["names"])
+    removed: list[str] = []
+    failed: list[dict[str, str]] = []
+    for i, name in enumerate(names):
+        await ctx.progress("removing", i * 100 // max(1, len(names)), f"Removing container {name}")
+        try:
+            await remove_container(client, name)
+        except (LXDError, ContainerServiceError) as exc:
+            failed.append({"name": name, "error": str(getattr(exc, "error", None) or exc)})
+        else:
+            removed.append(name)
+    result = {"removed": removed, "failed": [f["name"] for f in failed], "errors": failed}
+    if failed:
+        raise JobFailure("remove-failed", "failed to remove containers: " + ", ".join(result["failed"]),
+                         result=result, failed=result["failed"])
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ state actions
+
+
+def _action_kind(action: str) -> None:
+    async def recover(job: Job, ctx: JobContext) -> RecoveryOutcome:
+        client = _client(ctx)
+        name = ctx.params["name"]
+        status = await _status(client, name)
+        if status == ACTION_STATUS[action]:
+            return RecoveryOutcome.succeeded(await _view(ctx, client, name))
+        return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped during {action}; the container "
+                                      f"is {status or 'gone'}")
+
+    async def run(ctx: JobContext) -> dict[str, Any]:
+        client = _client(ctx)
+        name = ctx.params["name"]
+        force = bool(ctx.params.get("force", False))
+        timeout = int(ctx.params.get("timeout", 30))
+        await ctx.progress(action, None, f"{action.capitalize()} container {name}")
+        if action == "stop":
+            op = await client.instances.stop(name, timeout=timeout, force=force)
+        elif action == "restart":
+            op = await client.instances.set_state(name, "restart", timeout=timeout, force=force,
+                                                  wait_timeout=timeout + 30 if timeout > 0 else None)
+        else:
+            op = await client.instances.set_state(name, action, force=force)
+        await _record(ctx, op)
+        return await _view(ctx, client, name)
+
+    run.__doc__ = f"{action.capitalize()} the container (body: force, timeout)."
+    job_kind(f"container.{action}", cancel=CancelPolicy.INTERRUPT, recover=recover)(run)
+
+
+for _action in ACTION_STATUS:
+    _action_kind(_action)
+
+
+# ------------------------------------------------------------------------------------------------ rename, copy
+
+
+async def _recover_rename(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    old, new = ctx.params["name"], ctx.params["new_name"]
+    if await _status(client, new) is not None and await _status(client, old) is None:
+        return RecoveryOutcome.succeeded(await _view(ctx, client, new))
+    return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped before {old!r} was renamed")
+
+
+@job_kind("container.rename", cancel=CancelPolicy.INTERRUPT, recover=_recover_rename)
+async def rename_container(ctx: JobContext) -> dict[str, Any]:
+    """Rename a (stopped) container."""
+    client = _client(ctx)
+    old, new = ctx.params["name"], ctx.params["new_name"]
+    await ctx.progress("renaming", None, f"Renaming {old} to {new}")
+    await _record(ctx, await client.instances.rename(old, new))
+    await ctx.set_resource(f"/v1/containers/{new}")
+    return await _view(ctx, client, new)
+
+
+async def _rollback_copy(ctx: JobContext) -> str | None:
+    if CREATED_STEP not in ctx.checkpoints:
+        return None
+    return await _remove_made(ctx, ctx.params["new_name"])
+
+
+async def _recover_copy(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    new = ctx.params["new_name"]
+    status = await _status(client, new)
+    if status is not None and (status == "Running" or not ctx.params.get("start")):
+        return RecoveryOutcome.succeeded(await _view(ctx, client, new))
+    if status is not None and CREATE_STEP in ctx.checkpoints:
+        await remove_container(client, new)
+    return RecoveryOutcome.failed("rolled-back", f"the gateway stopped while copying to {new!r}; nothing was "
+                                  "left behind")
+
+
+@job_kind("container.copy", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_copy,
+          recover=_recover_copy)
+async def copy_container(ctx: JobContext) -> dict[str, Any]:
+    """Copy a container to a new one (its profiles kept), and start the copy when asked."""
+    client = _client(ctx)
+    src, new = ctx.params["name"], ctx.params["new_name"]
+    await ctx.progress("copying", None, f"Copying {src} to {new}")
+    await ctx.checkpoint(CREATE_STEP)
+    op = await client.instances.create(new, copy_from=src, instance_only=True)
+    await _record(ctx, op)
+    await ctx.checkpoint(CREATED_STEP)
+    if ctx.params.get("start"):
+        await ctx.progress("starting", None, f"Starting container {new}")
+        await _record(ctx, await client.instances.start(new))
+    return await _view(ctx, client, new)
+
+
+# ------------------------------------------------------------------------------------------------ publish
+
+
+async def _recover_publish(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    for alias in ctx.params.get("aliases") or []:
+        with contextlib.suppress(NotFound):
+            target = (await client.images.alias(alias)).target
+            return RecoveryOutcome.succeeded({"fingerprint": target, "aliases": ctx.params.get("aliases")})
+    return RecoveryOutcome.failed("gateway-restarted", "the gateway stopped while publishing; no image with the "
+                                  "requested aliases exists")
+
+
+@job_kind("container.publish", cancel=CancelPolicy.INTERRUPT, recover=_recover_publish)
+async def publish_container(ctx: JobContext) -> dict[str, Any]:
+    """Publish a stopped container as an image, with aliases."""
+    client = _client(ctx)
+    name = ctx.params["name"]
+    aliases: list[str] = list(ctx.params.get("aliases") or [])
+
+    pending: set[asyncio.Task[None]] = set()
+
+    def on_progress(p: Progress) -> None:
+        task = asyncio.ensure_future(ctx.progress(p.stage or "publishing", p.percent, p.text or None))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    await ctx.progress("publishing", None, f"Publishing {name}")
+    image = await client.images.publish(name, aliases=aliases, public=bool(ctx.params.get("public")),
+                                        on_progress=on_progress)
+    data = image.model_dump(mode="json") if hasattr(image, "model_dump") else {}
+    return {"fingerprint": data.get("fingerprint"), "aliases": aliases, "size": data.get("size"),
+            "public": data.get("public")}
+
+
+# ------------------------------------------------------------------------------------------------ snapshots
+
+
+async def _snapshot_names(client: Client, name: str) -> set[str]:
+    return {s.name.rsplit("/", 1)[-1] for s in await client.instances.snapshots(name)}
+
+
+async def _recover_snapshot_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    if snap in await _snapshot_names(client, name):
+        return RecoveryOutcome.succeeded({"container": name, "name": snap})
+    return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped before snapshot {snap!r} was taken")
+
+
+@job_kind("snapshot.create", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_create)
+async def create_snapshot(ctx: JobContext) -> dict[str, Any]:
+    """Take a snapshot of the container."""
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    await ctx.progress("snapshotting", None, f"Snapshot {snap} of {name}")
+    await _record(ctx, await client.instances.create_snapshot(name, snap,
+                                                              stateful=bool(ctx.params.get("stateful"))))
+    return {"container": name, "name": snap, "stateful": bool(ctx.params.get("stateful"))}
+
+
+async def _recover_snapshot_restore(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    await client.instances.restore_snapshot(name, snap)  # restoring again is harmless
+    return RecoveryOutcome.succeeded({"container": name, "restored": snap})
+
+
+@job_kind("snapshot.restore", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_restore)
+async def restore_snapshot(ctx: JobContext) -> dict[str, Any]:
+    """Restore the container to a snapshot."""
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    await ctx.progress("restoring", None, f"Restoring {name} to {snap}")
+    await _record(ctx, await client.instances.restore_snapshot(name, snap))
+    return {"container": name, "restored": snap}
+
+
+async def _recover_snapshot_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    if snap in await _snapshot_names(client, name):
+        await client.instances.delete_snapshot(name, snap)
+    return RecoveryOutcome.succeeded({"container": name, "deleted": snap})
+
+
+@job_kind("snapshot.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_delete)
+async def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
+    """Delete a snapshot."""
+    client = _client(ctx)
+    name, snap = ctx.params["name"], ctx.params["snapshot"]
+    await ctx.progress("deleting", None, f"Deleting snapshot {snap} of {name}")
+    await _record(ctx, await client.instances.delete_snapshot(name, snap))
+    return {"container": name, "deleted": snap}

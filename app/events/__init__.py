@@ -1,0 +1,1 @@
+"""LXD's event stream, per remote and project, with secrets redacted: routes."""

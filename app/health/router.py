@@ -1,0 +1,61 @@
+"""Liveness and readiness probes (no token needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from app.http.errors import problem_response, problem_responses
+from app.lxd.registry import RemoteRegistry
+
+router = APIRouter(tags=["operations"])
+
+
+class Liveness(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class RemoteReadiness(BaseModel):
+    name: str = Field(examples=["local"])
+    reachable: bool
+    error: str | None = Field(None, examples=[None])
+
+
+class StoreReadiness(BaseModel):
+    writable: bool
+    error: str | None = Field(None, examples=[None])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ok"])
+    remotes: list[RemoteReadiness]
+    store: StoreReadiness | None = Field(None, description="whether the job store (the data directory) can write")
+
+
+@router.get("/livez", summary="The process answers", response_model=Liveness, operation_id="livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Every remote is reachable and the job store can write", response_model=Readiness,
+            operation_id="readyz", responses=problem_responses(503))
+async def readyz(request: Request) -> Any:
+    registry: RemoteRegistry = request.app.state.remotes
+    names = [s.name for s in registry.specs()]
+    jobs = getattr(request.app.state, "jobs", None)
+    store_error, *results = await asyncio.gather(
+        jobs.store.check_writable() if jobs is not None else asyncio.sleep(0),
+        *(registry.check(n) for n in names))
+    remotes = [{"name": n, "reachable": err is None, "error": err} for n, err in zip(names, results, strict=True)]
+    store = {"writable": store_error is None, "error": store_error}
+    failing = [f"remote {r['name']!r} unreachable: {r['error']}" for r in remotes if not r["reachable"]]
+    if store_error is not None:
+        failing.append(f"the job store cannot write: {store_error}")
+    if failing:
+        return problem_response(503, path=request.url.path, detail="; ".join(failing), remotes=remotes,
+                                store=store)
+    return JSONResponse({"status": "ok", "remotes": remotes, "store": store})

@@ -1,0 +1,174 @@
+"""Who is calling: bearer tokens (or one-time tickets for browser websockets/SSE) and their scopes.
+
+Built on `HTTPConnection`, so the same dependency guards HTTP and websocket routes. Missing or bad credentials
+are 401 with `WWW-Authenticate: Bearer`; a missing scope is 403. On websockets the connection is closed with
+1008 instead (a websocket cannot carry a status before it is accepted).
+
+A ticket belongs to the token that asked for it (by the token's id): redeeming it checks that this token is still
+live, so a ticket dies with its token. Tickets open websockets and the routes marked with `TICKETS_ACCEPTED` (Server-
+Sent Events) only; `?ticket=` anywhere else is a 401.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Depends, WebSocketException
+from starlette.requests import HTTPConnection
+
+from app.http.errors import ProblemError
+from app.http.owners import acting_for
+from app.store.tokens import Scope, TokenRecord, TokenStore
+
+TICKET_TTL = 30.0
+TICKET_PREFIX = "lxdgwt_"
+TICKETS_ACCEPTED = {"x-accepts-ticket": True}
+"""`openapi_extra` of an HTTP route that streams (SSE) and so may be opened with `?ticket=`."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    name: str
+    scopes: frozenset[Scope]
+    remotes: tuple[str, ...] | None = None
+    projects: tuple[str, ...] | None = None
+    allow: frozenset[str] = frozenset()
+    authenticated: bool = True
+    token_id: str = "anonymous"
+    """The token's stable id (jobs, tickets and streams are bound to it, not to the name)."""
+
+    @classmethod
+    def from_record(cls, r: TokenRecord) -> Principal:
+        return cls(name=r.name, token_id=r.id, scopes=frozenset(r.effective_scopes()),
+                   remotes=tuple(r.remotes) if r.remotes is not None else None,
+                   projects=tuple(r.projects) if r.projects is not None else None, allow=frozenset(r.allow))
+
+    def has(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+    def allows_remote(self, remote: str) -> bool:
+        return self.remotes is None or remote in self.remotes
+
+    def allows_project(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
+
+
+# With authentication turned off every caller is this admin; the policy guard still applies (operator's default).
+ANONYMOUS_ADMIN = Principal(name="anonymous", scopes=frozenset(Scope), authenticated=False)
+
+
+@dataclass
+class TicketBook:
+    """One-time tickets (valid 30 s, single use) that stand in for a token where browsers cannot send headers."""
+
+    tokens: TokenStore
+    ttl: float = TICKET_TTL
+    _tickets: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    def issue(self, principal: Principal) -> tuple[str, float]:
+        now = time.monotonic()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[0] > now}
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(24)
+        self._tickets[ticket] = (now + self.ttl, principal)
+        return ticket, self.ttl
+
+    def redeem(self, ticket: str) -> Principal | None:
+        """The caller the ticket stands for, once; None when it is unknown, used, stale, or its token is gone."""
+        entry = self._tickets.pop(ticket, None)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        principal = entry[1]
+        if principal.authenticated and not self.tokens.is_live(principal.token_id):
+            return None
+        return principal
+
+
+def accepts_ticket(conn: HTTPConnection) -> bool:
+    """Whether `?ticket=` may stand for a token here: on websockets, and on GET routes marked `TICKETS_ACCEPTED`."""
+    if conn.scope["type"] == "websocket":
+        return True
+    route = conn.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    return conn.scope.get("method") == "GET" and extra.get("x-accepts-ticket") is True
+
+
+def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:
+    if conn.scope["type"] == "websocket":
+        return WebSocketException(code=1008, reason=detail[:120])
+    headers = {"WWW-Authenticate": 'Bearer realm="lxd-gateway"'} if status == 401 else None
+    return ProblemError(status, detail, headers=headers)
+
+
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+async def _unauthenticated(conn: HTTPConnection, detail: str) -> Exception:
+    """401 for a request without a valid credential; past the per-address limit of those, 429 (not audited, so
+    a flood of them cannot flood the audit trail)."""
+    try:
+        await conn.app.state.auth_failure_limit.hit(f"address:{client_address(conn)}")
+    except ProblemError as limited:
+        conn.scope.setdefault("state", {})["unaudited"] = True
+        if conn.scope["type"] == "websocket":
+            return WebSocketException(code=1008, reason=(limited.detail or "")[:120])
+        return limited
+    return _deny(conn, 401, detail)
+
+
+async def current_principal(conn: HTTPConnection) -> Principal:
+    """The caller, from `Authorization: Bearer` or (websockets, SSE) a one-time `?ticket=`."""
+    settings = conn.app.state.settings
+    if not settings.auth_enabled:
+        if "principal" not in conn.scope.setdefault("state", {}):
+            await conn.app.state.rate_limit.hit(f"address:{client_address(conn)}")
+            conn.scope["state"]["principal"] = ANONYMOUS_ADMIN
+        return ANONYMOUS_ADMIN
+    cached = conn.scope.get("state", {}).get("principal")
+    if cached is not None:
+        acting_for(cached.token_id)
+        return cached  # type: ignore[no-any-return]
+    header = conn.headers.get("authorization", "")
+    principal: Principal | None = None
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise await _unauthenticated(conn, "the Authorization header must be 'Bearer <token>'")
+        record = conn.app.state.tokens.authenticate(secret.strip())
+        if record is None:
+            raise await _unauthenticated(conn, "invalid, expired or revoked token")
+        principal = Principal.from_record(record)
+    elif ticket := conn.query_params.get("ticket"):
+        if not accepts_ticket(conn):
+            raise _deny(conn, 401, "a ticket opens websocket and event-stream routes only; send the token as "
+                                   "'Authorization: Bearer <token>'")
+        principal = conn.app.state.tickets.redeem(ticket)
+        if principal is None:
+            raise await _unauthenticated(conn, "invalid or expired ticket (or its token was revoked)")
+    else:
+        raise await _unauthenticated(conn, "a bearer token is required")
+    await conn.app.state.rate_limit.hit(principal.name)
+    conn.scope.setdefault("state", {})["principal"] = principal
+    acting_for(principal.token_id)
+    return principal
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller, who must hold `scope`."""
+
+    async def dependency(conn: HTTPConnection, principal: Principal = Depends(current_principal)) -> Principal:
+        if not principal.has(scope):
+            raise _deny(conn, 403, f"this token lacks the '{scope}' scope")
+        return principal
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+def token_store(conn: HTTPConnection) -> TokenStore:
+    return conn.app.state.tokens  # type: ignore[no-any-return]

@@ -1,0 +1,76 @@
+"""What each job does: the job kinds of the gateway, built on `app.core` and `app.lxd`, run by `app.jobs`.
+
+A job step finds the LXD clients and the settings through its context:
+
+    env = workflow_env(ctx)
+    client = env.client(ctx.remote, ctx.project)
+
+`bind(runner, remotes=..., settings=...)` makes them available; the application calls it at start-up, before the
+runner starts (recovery of jobs a dead gateway left needs them too). Importing a kind's module registers its kinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.http.lxd_outcomes import status_of, summary
+from app.http.owners import OperationOwners
+from app.jobs import JobContext, JobRunner, problem, register_error_mapper
+from app.lxd import errors as lxd_errors
+from app.lxd.client import Client
+from app.lxd.registry import RemoteRegistry
+from app.lxd.servers import ConnectionArgs, ServerSpec
+from app.settings import Settings
+
+SERVICE_KEY = "workflows"
+
+
+@dataclass
+class WorkflowEnv:
+    """The process-wide objects a job step uses."""
+
+    remotes: RemoteRegistry
+    settings: Settings
+    owners: OperationOwners = field(default_factory=OperationOwners)
+    """Which token started which LXD operation (exec jobs record theirs)."""
+
+    def client(self, remote: str | None, project: str | None) -> Client:
+        """The LXD client of `remote` (default remote when None) bound to `project`."""
+        client = self.remotes.get(remote)
+        if project and project != client.project:
+            client = client.with_project(project)
+        return client
+
+    def image_sources(self, names: list[str] | None = None) -> list[ServerSpec]:
+        """The configured image servers (those named, in the order given; all, in search order, when None)."""
+        by_name = {s.name: s for s in self.settings.image_sources}
+        chosen = [by_name[n] for n in names if n in by_name] if names else list(self.settings.image_sources)
+        return [ServerSpec(host=s.url, name=s.name, protocol=s.protocol,
+                           connection=ConnectionArgs(server_cert=s.certificate.read_text()) if s.certificate
+                           else None)
+                for s in chosen]
+
+
+def bind(runner: JobRunner, *, remotes: RemoteRegistry, settings: Settings,
+         owners: OperationOwners | None = None) -> WorkflowEnv:
+    """Make the LXD clients and settings available to the jobs of `runner`."""
+    env = WorkflowEnv(remotes=remotes, settings=settings, owners=owners or OperationOwners())
+    runner.services[SERVICE_KEY] = env
+    return env
+
+
+def workflow_env(ctx: JobContext) -> WorkflowEnv:
+    env = ctx.services.get(SERVICE_KEY)
+    if not isinstance(env, WorkflowEnv):
+        raise RuntimeError("the workflows are not bound to this job runner (call app.jobs.env.bind at start-up)")
+    return env
+
+
+@register_error_mapper
+def lxd_problem(exc: BaseException) -> dict[str, Any] | None:
+    """A job that failed on an LXD error: its problem keeps LXD's own message in `lxd_error`."""
+    if not isinstance(exc, lxd_errors.LXDError):
+        return None
+    status, slug = status_of(exc)
+    return problem(slug, f"{summary(status)}: {exc.error}", status=status, lxd_error=exc.error)

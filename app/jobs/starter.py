@@ -1,0 +1,170 @@
+"""What resource routes use to start jobs and answer per the contract.
+
+    @router.post("/v1/containers", status_code=202, response_model=Job, responses=job_responses(404, 409))
+    async def create_container(spec: ContainerSpec, jobs: JobStarterDep) -> Response:
+        async def precheck() -> None:          # answered at once, before any job exists
+            if await name_taken(spec.name):
+                raise ProblemError(409, f"container {spec.name!r} exists")
+        return await jobs.start("container.create", params=spec.model_dump(mode="json"),
+                                resource=f"/v1/containers/{spec.name}", remote="local", project="default",
+                                precheck=precheck)
+
+The route itself requires its scope (e.g. `Depends(require(Scope.write))`). The starter reads `?wait=` (integer
+0 to 300, else 422) and `Idempotency-Key` (scoped to the calling token), and answers `202` with the job and
+`Location: /v1/jobs/{id}`, or `200` with the finished job when it ends within the wait. A replay answers the first
+job with `Idempotent-Replayed: true`; the same key with a different request is a 409 problem. Idempotency keys,
+the per-token job limit and the job itself belong to the calling token's id (not its name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from app.http.auth import Principal, current_principal
+from app.http.errors import ProblemError, problem_responses
+from app.http.request_id import current_request_id
+from app.jobs.access import Viewer
+from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
+from app.jobs.models import Job
+from app.jobs.runner import Claim, RunnerClosed
+from app.jobs.service import JobsService
+from app.store.tokens import Scope
+
+WAIT_DESCRIPTION = ("seconds to wait for the job to end (0 to 300): when it ends within the wait the answer is "
+                    "200 with the finished job, otherwise 202 with the job as it is")
+
+WaitQuery = Annotated[int, Query(ge=0, le=300, description=WAIT_DESCRIPTION)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255,
+           description="the same key and request within 24 h answer the same job; a different request is 409"),
+]
+
+
+def get_jobs(request: Request) -> JobsService:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+JobsDep = Annotated[JobsService, Depends(get_jobs)]
+
+
+def viewer_of(principal: Principal) -> Viewer:
+    """The caller as the jobs subsystem sees it: token id, admin or not, remote and project limits."""
+    return Viewer(token_id=principal.token_id, admin=principal.has(Scope.admin), remotes=principal.remotes,
+                  projects=principal.projects)
+
+
+def job_response(job: Job, viewer: Viewer, *, replayed: bool = False) -> JSONResponse:
+    """200 with an ended job, 202 with `Location` otherwise; the job as `viewer` may see it."""
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(viewer.render(job), status_code=200 if job.ended else 202, headers=headers)
+
+
+def job_responses(*problem_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a route that starts a job (use with `status_code=202, response_model=Job`)."""
+    headers = {
+        "Location": {"description": "/v1/jobs/{id}", "schema": {"type": "string"}},
+        "Idempotent-Replayed": {"description": "`true` when this answers an earlier request with the same "
+                                               "Idempotency-Key", "schema": {"type": "string"}},
+    }
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"model": Job, "description": "the job ended within `wait`", "headers": headers},
+        202: {"model": Job, "description": "the job was started (or is still running after `wait`)",
+              "headers": headers},
+    }
+    responses.update(problem_responses(409, 422, 503, *problem_codes))
+    return responses
+
+
+class JobStarter:
+    """Starts one job for the current request; get it with `JobStarterDep`."""
+
+    def __init__(self, request: Request, service: JobsService, wait: int, idempotency_key: str | None,
+                 principal: Principal) -> None:
+        self.request = request
+        self.principal = principal
+        self.service = service
+        self.wait = wait
+        self.idempotency_key = idempotency_key
+
+    async def start(self, kind: str, *, params: dict[str, Any] | None = None, resource: str | None = None,
+                    remote: str | None = None, project: str | None = None,
+                    precheck: Callable[[], Awaitable[None]] | None = None, upload: bool = False,
+                    claim: Claim | None = None, claimed: str = "", claimed_slug: str = "conflict") -> JSONResponse:
+        """Check, start and answer. `precheck` runs after the idempotency check (so a replay is never refused by
+        it) and before the job exists; a `ProblemError` it raises is the answer. `claim` reserves something until
+        the job ends (e.g. a name being created): while another request or unfinished job holds it the answer is
+        409 (`claimed_slug`) at once, "`claimed` is being created", naming the job. With `upload=True` the body is not
+        read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`."""
+        svc = self.service
+        caller = self.principal.token_id  # idempotency keys and the job limit belong to the token, by its id
+        viewer = viewer_of(self.principal)
+        reservation = None
+        if self.idempotency_key is not None:
+            sha = self.request.headers.get("content-sha256")
+            if upload and not sha:
+                raise ProblemError(400, "an upload with an Idempotency-Key needs a Content-SHA256 header",
+                                   slug="content-sha256-required")
+            body = None if upload else await self.request.body()
+            fp = fingerprint(self.request.method, self.request.url.path, self.request.query_params.multi_items(),
+                             body, content_sha256=sha)
+            try:
+                outcome = await svc.idempotency.begin(caller, self.idempotency_key, fp)
+            except IdempotencyConflict:
+                raise ProblemError(409, "this Idempotency-Key was used for a different request",
+                                   slug="idempotency-conflict") from None
+            if isinstance(outcome, Replay):
+                job = await svc.runner.wait(outcome.job_id, self.wait)
+                if job is None:
+                    raise ProblemError(409, "this Idempotency-Key answers a job that no longer exists",
+                                       slug="idempotency-conflict")
+                return job_response(job, viewer, replayed=True)
+            reservation = outcome
+        claimed_here = False
+        try:
+            if claim is not None:
+                holder = svc.runner.claim(claim)
+                if holder is not None:
+                    by = f"job {holder}" if holder else "another request"
+                    raise ProblemError(409, f"{claimed} is being created by {by}", slug=claimed_slug,
+                                       job_id=holder or None)
+                claimed_here = True
+            limit = self.request.app.state.settings.max_jobs_per_token
+            if limit and svc.runner.unfinished_count(caller) >= limit:
+                raise ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
+                                   slug="too-many-jobs", headers={"Retry-After": "5"})
+            if precheck is not None:
+                await precheck()
+            try:
+                job = await svc.runner.submit(kind, params=params, remote=remote, project=project,
+                                              resource=resource, requested_by=self.principal.name,
+                                              request_id=current_request_id(), token_id=caller, claim=claim)
+            except RunnerClosed:
+                raise ProblemError(503, "the gateway is shutting down; retry shortly", slug="shutting-down",
+                                   headers={"Retry-After": "5"}) from None
+        except BaseException:
+            if claimed_here and claim is not None:
+                svc.runner.release(claim)
+            if reservation is not None:
+                await svc.idempotency.release(reservation)
+            raise
+        if reservation is not None:
+            await svc.idempotency.complete(reservation, job.id)
+        if self.wait:
+            job = await svc.runner.wait(job.id, self.wait) or job
+        return job_response(job, viewer)
+
+
+async def job_starter(request: Request, service: JobsDep,
+                      principal: Annotated[Principal, Depends(current_principal)], wait: WaitQuery = 0,
+                      idempotency_key: IdempotencyKeyHeader = None) -> JobStarter:
+    return JobStarter(request, service, wait, idempotency_key, principal)
+
+
+JobStarterDep = Annotated[JobStarter, Depends(job_starter)]

@@ -1,0 +1,1 @@
+"""Profiles: routes and the profile service."""

@@ -1,0 +1,230 @@
+"""`/v1/profiles`: LXD profiles (list, create, read with ETag, replace, merge-patch, delete), their NICs, and the
+root-disk and network checks containers of a profile rely on."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, Response
+from pydantic import BaseModel, Field
+
+from app.http.auth import Principal
+from app.http.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
+from app.http.errors import ProblemError, problem_responses
+from app.http.etag import Admin, Reader, Writer, edit, merge_patch, service_problem, set_etag
+from app.http.pagination import Page, PageDep, paginate
+from app.lxd.errors import NotFound
+from app.lxd.profiles import Profile
+from app.networks.decisions import NetworkConfigError
+from app.networks.service import nics_from_profile, verify_network_device
+from app.storage.service import StorageServiceError, ensure_default_storage
+from app.store.tokens import Scope
+from app.tokens.guard import as_sent, enforce, enforce_profile
+from app.tokens.redact import redact_secret_config
+
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+ProfileName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE, examples=["web"])]
+CONFIG_EXAMPLE = {"limits.cpu": "2", "user.team": "web"}
+DEVICES_EXAMPLE = {"eth0": {"type": "nic", "nictype": "bridged", "parent": "lxdbr0", "name": "eth0"}}
+
+
+class ProfileBody(BaseModel):
+    """What a PUT replaces: description, config and devices."""
+
+    description: str = Field("", description="free text", examples=["web servers"])
+    config: Config = Field(default_factory=dict, description="LXD instance config keys", examples=[CONFIG_EXAMPLE])
+    devices: Devices = Field(default_factory=dict, description="devices by name", examples=[DEVICES_EXAMPLE])
+
+
+class ProfileCreate(ProfileBody):
+    name: str = Field(pattern=NAME_PATTERN, description=NAME_RULE, examples=["web"])
+
+
+class ProfilePatch(BaseModel):
+    """A JSON merge patch (RFC 7396): `null` removes a config key or a device."""
+
+    description: str | None = Field(None, description="new description (absent: unchanged)", examples=["web"])
+    config: dict[ConfigKey, str | None] | None = Field(None, description="keys to set; `null` removes one",
+                                                       examples=[{"limits.cpu": "4", "user.team": None}])
+    devices: dict[DeviceName, dict[ConfigKey, str | None] | None] | None = Field(
+        None, description="devices to add or merge; `null` removes one", examples=[{"eth1": None}])
+
+
+class ProfileOut(BaseModel):
+    name: str = Field(description="the profile's name", examples=["web"])
+    description: str = Field("", description="free text", examples=["web servers"])
+    config: dict[str, str] = Field(default_factory=dict, description="LXD instance config keys",
+                                   examples=[CONFIG_EXAMPLE])
+    devices: dict[str, dict[str, str]] = Field(default_factory=dict, description="devices by name",
+                                               examples=[DEVICES_EXAMPLE])
+    used_by: list[str] = Field(default_factory=list, description="LXD URLs of the instances using it",
+                               examples=[["/1.0/instances/web1"]])
+    project: str = Field("", description="the LXD project", examples=["default"])
+
+    @classmethod
+    def of(cls, p: Profile, reader: Principal | None = None) -> ProfileOut:
+        """The profile; for a `reader` without `write`, secret config values are redacted."""
+        config = p.config if reader is None or reader.has(Scope.write) else redact_secret_config(p.config)
+        return cls(name=p.name, description=p.description, config=config, devices=p.devices, used_by=p.used_by,
+                   project=p.project)
+
+
+class Nic(BaseModel):
+    name: str = Field(description="the device name", examples=["eth0"])
+    hwaddr: str = Field(description="its MAC address (a new one when the profile sets none; not written back)",
+                        examples=["00:16:3e:4a:10:9c"])
+    device: dict[str, str] = Field(description="the NIC device, `hwaddr` included",
+                                   examples=[{"type": "nic", "nictype": "bridged", "parent": "lxdbr0",
+                                              "hwaddr": "00:16:3e:4a:10:9c"}])
+
+
+class StorageEnsured(BaseModel):
+    changed: bool = Field(description="whether a root disk was added", examples=[True])
+    pool: str | None = Field(description="the pool of the root disk added (null: the profile had one)",
+                             examples=["default"])
+
+
+class NetworkVerified(BaseModel):
+    bridge: str = Field(description="the network containers of the profile attach to", examples=["lxdbr0"])
+    created_bridge: bool = Field(description="whether the bridge was created", examples=[False])
+    added_nic: str | None = Field(description="the NIC device added to the profile (null: none)", examples=["eth0"])
+
+
+def _key(backend: BackendDep, name: str) -> tuple[str, ...]:
+    return (backend.remote, backend.project, "profile", name)
+
+
+async def _get(backend: BackendDep, name: str) -> Profile:
+    return await backend.client.profiles.get(name)
+
+
+@router.get("", summary="List profiles", response_model=Page[ProfileOut], operation_id="profiles-list",
+            responses=problem_responses(400, 401, 403, 404, 422, 503))
+async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
+    profiles = await backend.client.profiles.list()
+    return paginate([ProfileOut.of(p, reader) for p in profiles], page, key=lambda p: p.name,
+                    filters={"remote": backend.remote, "project": backend.project})
+
+
+@router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
+             operation_id="profiles-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
+async def create_profile(body: ProfileCreate, backend: BackendDep, request: Request, response: Response,
+                         principal: Writer) -> Any:
+    enforce(request, principal, config=body.config, devices=body.devices)
+    if body.name in await backend.client.profiles.names():
+        raise ProblemError(409, f"profile {body.name!r} exists", slug="exists")
+    await enforce_profile(request, backend, config=body.config, devices=body.devices)
+    p = await backend.client.profiles.create(body.name, config=body.config, devices=body.devices,
+                                             description=body.description)
+    set_etag(response, p.etag)
+    response.headers["Location"] = f"/v1/profiles/{p.name}"
+    return ProfileOut.of(p)
+
+
+@router.get("/{name}", summary="A profile, with its ETag", response_model=ProfileOut, operation_id="profiles-get",
+            responses=problem_responses(401, 403, 404, 422, 503))
+async def get_profile(name: ProfileName, backend: BackendDep, response: Response, reader: Reader) -> Any:
+    p = await _get(backend, name)
+    set_etag(response, p.etag)
+    return ProfileOut.of(p, reader)
+
+
+@router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
+            operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
+async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
+                          response: Response, principal: Writer, if_match: IfMatch = None) -> Any:
+    enforce(request, principal, config=body.config, devices=body.devices)
+
+    async def write(current: Profile) -> None:
+        await enforce_profile(request, backend, config=body.config, devices=body.devices)
+        await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
+
+    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
+    p = await _get(backend, name)
+    set_etag(response, p.etag)
+    return ProfileOut.of(p)
+
+
+@router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
+              response_model=ProfileOut, operation_id="profiles-patch",
+              responses=problem_responses(401, 403, 404, 412, 422, 503))
+async def patch_profile(name: ProfileName, backend: BackendDep, request: Request, response: Response,
+                        principal: Writer, if_match: IfMatch = None,
+                        patch: ProfilePatch = Body(openapi_examples={"merge": {
+                            "summary": "set one key, remove another and a device",
+                            "value": {"config": {"limits.cpu": "4", "user.team": None}, "devices": {"eth1": None}}}},
+                            media_type="application/merge-patch+json")) -> Any:
+    given = patch.model_dump(exclude_unset=True)
+    config, devices = as_sent(given.get("config"), given.get("devices"))
+    enforce(request, principal, config=config, devices=devices)
+
+    async def write(current: Profile) -> None:
+        merged = merge_patch(current.writable(), given)
+        merged.setdefault("config", {})
+        merged.setdefault("devices", {})
+        merged["description"] = merged.get("description") or ""
+        await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"])
+        await backend.client.profiles.update(name, merged, etag=current.etag)
+
+    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
+    p = await _get(backend, name)
+    set_etag(response, p.etag)
+    return ProfileOut.of(p)
+
+
+@router.delete("/{name}", summary="Delete a profile (409 while instances use it)", status_code=204,
+               operation_id="profiles-delete", responses=problem_responses(401, 403, 404, 409, 422, 503))
+async def delete_profile(name: ProfileName, backend: BackendDep, _: Writer) -> Response:
+    current = await _get(backend, name)
+    if current.used_by:
+        raise ProblemError(409, f"profile {name!r} is in use by {len(current.used_by)} instance(s)",
+                           slug="in-use", used_by=current.used_by)
+    await backend.client.profiles.delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/nics", summary="The profile's NIC devices, each with a MAC address",
+            response_model=Page[Nic], operation_id="profiles-nics",
+            responses=problem_responses(400, 401, 403, 404, 422, 503))
+async def profile_nics(name: ProfileName, backend: BackendDep, page: PageDep, _: Reader) -> Any:
+    nics = await nics_from_profile(backend.client, name)
+    items = [Nic(name=k, hwaddr=v.get("hwaddr", ""), device=dict(v)) for k, v in nics.items()]
+    return paginate(items, page, key=lambda n: n.name,
+                    filters={"remote": backend.remote, "project": backend.project, "profile": name})
+
+
+@router.post("/{name}/ensure-storage", summary="Give the profile a root disk unless it has one",
+             response_model=StorageEnsured, operation_id="profiles-ensure-storage",
+             description="The disk goes on the `default` pool, else on the first pool; with no pool at all a `dir` "
+                         "pool `default` is created first. A profile with a device mounted at `/` is left as it is.",
+             responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
+async def ensure_storage(name: ProfileName, backend: BackendDep, _: Admin) -> StorageEnsured:
+    try:
+        pool = await ensure_default_storage(backend.client, name)
+    except StorageServiceError as exc:
+        raise service_problem(exc, slug="storage") from None
+    return StorageEnsured(changed=pool is not None, pool=pool)
+
+
+@router.post("/{name}/verify-network", summary="Check the profile's NICs are usable (or give it one)",
+             response_model=NetworkVerified, operation_id="profiles-verify-network",
+             description="The first NIC (by name) that is bridged or macvlan, or sits on a bridge or macvlan "
+                         "network, wins; IPv6-only networks are refused. A profile with no NIC on a standalone "
+                         "server gets the bridge of the `bridge_name` setting (created when missing) and an `ethN` "
+                         "NIC on it. 409 `network-unusable` when no NIC is usable.",
+             responses=problem_responses(401, 403, 404, 409, 422, 503))
+async def verify_network(name: ProfileName, backend: BackendDep, request: Request, _: Admin) -> NetworkVerified:
+    settings = request.app.state.settings
+    await _get(backend, name)  # 404 before anything else
+    try:
+        v = await verify_network_device(backend.client, name, bridge=settings.bridge_name, nat=settings.bridge_nat,
+                                        bridge_config=settings.bridge_config)
+    except NotFound:
+        raise
+    except NetworkConfigError as exc:
+        problem = service_problem(exc, slug="network-unusable")
+        if problem.status in (404, 409, 400):
+            problem = ProblemError(409, str(exc), slug="network-unusable", lxd_error=problem.lxd_error)
+        raise problem from None
+    return NetworkVerified(bridge=v.bridge, created_bridge=v.created_bridge, added_nic=v.added_nic)

@@ -1,0 +1,1 @@
+"""LXD projects: routes."""

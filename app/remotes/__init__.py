@@ -1,0 +1,1 @@
+"""The LXD endpoints the gateway fronts: routes to list, add (by trust token) and remove them."""

@@ -1,0 +1,1 @@
+"""The LXD server: routes (config, HTTPS listener, certificate, proxies) and their services."""

@@ -1,0 +1,1 @@
+"""Storage pools and custom volumes: routes and the storage service."""

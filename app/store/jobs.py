@@ -1,0 +1,512 @@
+"""The embedded job database: `JobStore` (app.jobs.store) on SQLite, with idempotency keys and the audit trail.
+
+The SQLite store keeps `<data_dir>/jobs.sqlite3` in WAL mode with one writer connection (writes are serialised by
+a lock; rows that must be unique are written in `BEGIN IMMEDIATE` transactions) and one reader connection. The schema
+carries its version (`PRAGMA user_version`) and is migrated forward at open. An exclusive lock file next to the
+database makes sure one gateway process at a time uses it, so every unfinished job found at start-up belongs to a
+dead process. Rows carry `owner_id` and `lease_until` so that a shared store for several replicas can claim the jobs
+of a replica whose lease ran out, without any change in the callers.
+
+A job's captured output (`stdout`/`stderr` of its result) lives in its own table, `job_outputs`: listings read only
+the small columns of `jobs` and never load an output (they know only that there is one, `has_output`). Each row also
+keeps the id of the token that started it (`token_id`), to which its params and output belong.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from app.jobs.models import Job, JobStatus, rfc3339, split_output
+from app.jobs.store import IdempotencyRecord, JobFilter, ListedJob, StoredJob, StoreLocked
+from app.store.datadir import FILE_MODE, MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, private_file
+
+DB_NAME = "jobs.sqlite3"
+"""The job database's file name in the data directory."""
+SCHEMA_VERSION = 4
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        position     INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        remote       TEXT,
+        project      TEXT,
+        resource     TEXT,
+        requested_by TEXT,
+        request_id   TEXT,
+        created_at   TEXT NOT NULL,
+        started_at   TEXT,
+        finished_at  TEXT,
+        progress     TEXT NOT NULL DEFAULT '{}',
+        operations   TEXT NOT NULL DEFAULT '[]',
+        result       TEXT,
+        error        TEXT,
+        params       TEXT NOT NULL DEFAULT '{}',
+        checkpoints  TEXT NOT NULL DEFAULT '{}',
+        seq          INTEGER NOT NULL DEFAULT 0,
+        owner_id     TEXT,
+        lease_until  REAL
+    );
+    CREATE INDEX jobs_status ON jobs (status, position);
+    CREATE INDEX jobs_kind ON jobs (kind, position);
+    CREATE INDEX jobs_resource ON jobs (resource, position);
+    CREATE INDEX jobs_finished ON jobs (finished_at);
+    CREATE TABLE idempotency (
+        scope        TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        fingerprint  TEXT NOT NULL,
+        job_id       TEXT,
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL,
+        owner_id     TEXT,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_expires ON idempotency (expires_at);
+    """,
+    2: """
+    CREATE TABLE audit (
+        position     INTEGER PRIMARY KEY AUTOINCREMENT,
+        time         TEXT NOT NULL,
+        token        TEXT,
+        remote       TEXT,
+        project      TEXT,
+        method       TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        resource     TEXT,
+        job_id       TEXT,
+        status       INTEGER NOT NULL,
+        outcome      TEXT NOT NULL,
+        request_id   TEXT
+    );
+    CREATE INDEX audit_time ON audit (time);
+    """,
+    # Output apart from the job row (listings never read it); the token a job belongs to.
+    3: """
+    ALTER TABLE jobs ADD COLUMN token_id TEXT;
+    ALTER TABLE jobs ADD COLUMN has_output INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE job_outputs (
+        job_id       TEXT PRIMARY KEY,
+        output       TEXT NOT NULL
+    );
+    INSERT INTO job_outputs (job_id, output)
+        SELECT id, json_set('{}', '$.stdout', json_extract(result, '$.stdout'),
+                            '$.stderr', json_extract(result, '$.stderr'))
+        FROM jobs WHERE json_type(result, '$.stdout') IS NOT NULL OR json_type(result, '$.stderr') IS NOT NULL;
+    UPDATE jobs SET result = json_remove(result, '$.stdout', '$.stderr'), has_output = 1
+        WHERE id IN (SELECT job_id FROM job_outputs);
+    CREATE INDEX jobs_scope ON jobs (project, remote, position);
+    """,
+    # What a failed or cancelled job still has to undo (retried until done).
+    4: """
+    ALTER TABLE jobs ADD COLUMN cleanup TEXT;
+    CREATE INDEX jobs_cleanup ON jobs (position) WHERE cleanup IS NOT NULL;
+    """,
+}
+
+_LIST_COLUMNS = ("position, id, kind, status, remote, project, resource, requested_by, created_at, started_at, "
+                 "finished_at, progress, operations, result, error, token_id, has_output, cleanup")
+"""What a listing reads: never params, checkpoints or output."""
+_COLUMNS = ("jobs.position, jobs.id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+            "started_at, finished_at, progress, operations, result, error, params, checkpoints, seq, owner_id, "
+            "lease_until, token_id, has_output, cleanup, job_outputs.output AS output")
+_FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+def _row_to_job(row: aiosqlite.Row, *, output: str | None = None) -> Job:
+    result = json.loads(row["result"]) if row["result"] is not None else None
+    if output is not None:
+        result = {**(result if isinstance(result, dict) else {}), **json.loads(output)}
+    return Job(
+        id=row["id"], kind=row["kind"], status=JobStatus(row["status"]), remote=row["remote"],
+        project=row["project"], resource=row["resource"], requested_by=row["requested_by"],
+        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+        progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]), result=result,
+        error=json.loads(row["error"]) if row["error"] is not None else None, token_id=row["token_id"],
+        cleanup=json.loads(row["cleanup"]) if row["cleanup"] is not None else None,
+    )
+
+
+def _row_to_stored(row: aiosqlite.Row) -> StoredJob:
+    job = _row_to_job(row, output=row["output"])
+    return StoredJob(job=job, params=json.loads(row["params"]), checkpoints=json.loads(row["checkpoints"]),
+                     seq=row["seq"], position=row["position"], owner_id=row["owner_id"],
+                     lease_until=row["lease_until"], request_id=row["request_id"])
+
+
+class SQLiteJobStore:
+    """The embedded store: `<data_dir>/jobs.sqlite3`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._write_lock = asyncio.Lock()
+        self._full: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating or migrating) the database. Raises `StoreLocked` when another process uses it,
+        `StorageFull` when its device is full, sqlite3/OS errors for a corrupt or unusable file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"another gateway process uses the job database {self.path}; "
+                              "run one process per data directory") from None
+        self._lock_fd = fd
+        try:
+            with self._storage_errors():
+                private_file(self.path)  # SQLite gives its -wal and -shm files the database's mode
+                self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+                self._writer.row_factory = aiosqlite.Row
+                await self._writer.execute("PRAGMA journal_mode=WAL")
+                await self._writer.execute("PRAGMA synchronous=NORMAL")
+                await self._writer.execute("PRAGMA busy_timeout=5000")
+                await self._migrate()
+                self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+                self._reader.row_factory = aiosqlite.Row
+                await self._reader.execute("PRAGMA busy_timeout=5000")
+                await self._reader.execute("PRAGMA query_only=1")
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chmod(f"{self.path}{suffix}", FILE_MODE)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def check(self) -> None:
+        """Read every page (`PRAGMA quick_check`) and write once: raises what a corrupt database or a full device
+        raises (sqlite3.DatabaseError, `StorageFull`)."""
+        async with self._r.execute("PRAGMA quick_check") as cur:
+            rows = [r[0] for r in await cur.fetchall()]
+        if rows != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(r) for r in rows[:3]))
+        await self._probe_write()
+
+    async def _probe_write(self) -> None:
+        if free_bytes(self.path.parent) < MIN_FREE_BYTES:
+            raise StorageFull(self.path.parent, "no space left on device")
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                await w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await w.execute("ROLLBACK")
+                raise
+
+    async def check_writable(self) -> str | None:
+        """None when the store can write; else why not (the device is full, the last write failed...)."""
+        try:
+            if self._full is not None or free_bytes(self.path.parent) < MIN_FREE_BYTES:
+                await self._probe_write()
+        except StorageFull as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"the job database {self.path} cannot be written: {exc}"
+        return None
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn a write refused for lack of space into `StorageFull` (and remember it until a write succeeds)."""
+        try:
+            yield
+        except StorageFull as exc:
+            self._full = exc.reason
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            io_error = isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 10
+            if not (is_storage_full(exc) or (io_error and free_bytes(self.path.parent) < MIN_FREE_BYTES)):
+                raise
+            self._full = str(exc)
+            raise StorageFull(self.path.parent, str(exc)) from exc
+        self._full = None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection, alone, with a full device turned into `StorageFull`."""
+        async with self._write_lock:
+            with self._storage_errors():
+                yield self._w
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def _migrate(self) -> None:
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute("PRAGMA user_version") as cur:
+                    row = await cur.fetchone()
+                version = int(row[0]) if row else 0
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(f"job database {self.path} has schema version {version}, newer than this "
+                                       f"gateway's ({SCHEMA_VERSION}); upgrade the gateway")
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[v].split(";"):
+                        if statement.strip():
+                            await w.execute(statement)
+                    await w.execute(f"PRAGMA user_version={v}")
+                await w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
+                raise
+
+    @property
+    def _w(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise RuntimeError("job store is not open")
+        return self._writer
+
+    @property
+    def _r(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("job store is not open")
+        return self._reader
+
+    async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        async with self._writing() as w:
+            cur = await w.execute(sql, args)
+            count = cur.rowcount
+            await cur.close()
+            return count
+
+    async def _write_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Several writes in one transaction; the row count of each."""
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                counts = []
+                for sql, args in statements:
+                    cur = await w.execute(sql, args)
+                    counts.append(cur.rowcount)
+                    await cur.close()
+                await w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
+                raise
+            return counts
+
+    @staticmethod
+    def _result_writes(job: Job) -> tuple[str | None, int, list[tuple[str, tuple[Any, ...]]]]:
+        """The result column without output, `has_output`, and the writes that keep `job_outputs` in step."""
+        rest, output = split_output(job.result)
+        result = _dumps(rest) if rest is not None else None
+        if output is None:
+            return result, 0, [("DELETE FROM job_outputs WHERE job_id=?", (job.id,))]
+        return result, 1, [("INSERT OR REPLACE INTO job_outputs (job_id, output) VALUES (?, ?)",
+                            (job.id, _dumps(output)))]
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
+                     request_id: str | None = None) -> None:
+        result, has_output, output_writes = self._result_writes(job)
+        await self._write_all([(
+            "INSERT INTO jobs (id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+            "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until, token_id, "
+            "has_output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job.id, job.kind, job.status.value, job.remote, job.project, job.resource, job.requested_by,
+             request_id, _ts(job.created_at), _ts(job.started_at), _ts(job.finished_at),
+             _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]), result,
+             _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until,
+             job.token_id, has_output),
+        ), *(output_writes if has_output else [])])
+
+    async def save(self, job: Job, *, seq: int) -> None:
+        result, has_output, output_writes = self._result_writes(job)
+        await self._write_all([(
+            "UPDATE jobs SET status=?, started_at=?, finished_at=?, progress=?, operations=?, result=?, error=?, "
+            "resource=?, has_output=?, cleanup=?, seq=MAX(seq, ?) WHERE id=?",
+            (job.status.value, _ts(job.started_at), _ts(job.finished_at), _dumps(job.progress.model_dump()),
+             _dumps([o.model_dump() for o in job.lxd_operations]), result,
+             _dumps(job.error) if job.error is not None else None, job.resource, has_output,
+             _dumps(job.cleanup.model_dump(mode="json")) if job.cleanup is not None else None, seq, job.id),
+        ), *output_writes])
+
+    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
+        await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
+                          "WHERE id=?", (step, _dumps(data), job_id))
+
+    async def pending_cleanups(self) -> list[StoredJob]:
+        """Ended jobs whose undoing could not be done yet (`cleanup.status` is `pending`), oldest first."""
+        async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE cleanup IS NOT NULL AND "
+                                   "json_extract(cleanup, '$.status')='pending' ORDER BY jobs.position") as cur:
+            rows = await cur.fetchall()
+        return [_row_to_stored(r) for r in rows]
+
+    async def get(self, job_id: str) -> Job | None:
+        stored = await self.load(job_id)
+        return stored.job if stored else None
+
+    async def load(self, job_id: str) -> StoredJob | None:
+        async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE jobs.id=?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return _row_to_stored(row) if row else None
+
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
+                   remotes: tuple[str, ...] | None = None,
+                   projects: tuple[str, ...] | None = None) -> list[ListedJob]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, allowed in (("remote", remotes), ("project", projects)):
+            if allowed is not None:
+                if not allowed:
+                    return []
+                where.append(f"{column} IN ({','.join('?' * len(allowed))})")
+                args.extend(allowed)
+        if flt.status:
+            where.append(f"status IN ({','.join('?' * len(flt.status))})")
+            args.extend(flt.status)
+        for column in ("kind", "resource", "remote", "project"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if before is not None:
+            where.append("position<?")
+            args.append(before)
+        sql = f"SELECT {_LIST_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY position DESC LIMIT ?"
+        args.append(limit)
+        async with self._r.execute(sql, tuple(args)) as cur:
+            rows = await cur.fetchall()
+        return [ListedJob(_row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
+
+    async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
+        # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
+        # whatever its lease says. A shared store would claim only rows whose lease ran out.
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE status IN ('queued', 'running') "
+                                     "ORDER BY jobs.position") as cur:
+                    rows = await cur.fetchall()
+                await w.execute("UPDATE jobs SET owner_id=?, lease_until=? WHERE status IN ('queued', 'running')",
+                                (owner_id, lease_until))
+                await w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
+                raise
+        claimed = [_row_to_stored(r) for r in rows]
+        for s in claimed:
+            s.owner_id, s.lease_until = owner_id, lease_until
+        return claimed
+
+    async def renew_leases(self, owner_id: str, lease_until: float) -> None:
+        await self._write("UPDATE jobs SET lease_until=? WHERE owner_id=? AND status IN ('queued', 'running')",
+                          (lease_until, owner_id))
+
+    async def prune(self, finished_before: datetime) -> int:
+        old = ("finished_at IS NOT NULL AND finished_at<? AND status IN ('succeeded', 'failed', 'cancelled')",
+               (rfc3339(finished_before),))
+        counts = await self._write_all([
+            (f"DELETE FROM job_outputs WHERE job_id IN (SELECT id FROM jobs WHERE {old[0]})", old[1]),
+            (f"DELETE FROM jobs WHERE {old[0]}", old[1]),
+        ])
+        return counts[1]
+
+    # -- idempotency --------------------------------------------------------------------------------------------
+
+    async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,
+                                  ttl: float) -> tuple[IdempotencyRecord, bool]:
+        """Return the live record for (scope, key) and whether this call created it.
+
+        An expired record, or a reservation left without a job by a dead process, is replaced.
+        """
+        async with self._writing() as w:
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                async with w.execute("SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id "
+                                     "FROM idempotency WHERE scope=? AND key=?", (scope, key)) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    record = IdempotencyRecord(*tuple(row))
+                    stale = record.expires_at <= now or (record.job_id is None and record.owner_id != owner_id)
+                    if not stale:
+                        await w.execute("COMMIT")
+                        return record, False
+                    await w.execute("DELETE FROM idempotency WHERE scope=? AND key=?", (scope, key))
+                record = IdempotencyRecord(scope, key, fingerprint, None, now, now + ttl, owner_id)
+                await w.execute("INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, "
+                                "owner_id) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                                (scope, key, fingerprint, now, now + ttl, owner_id))
+                await w.execute("COMMIT")
+                return record, True
+            except BaseException:
+                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
+                    await w.execute("ROLLBACK")
+                raise
+
+    async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None:
+        await self._write("UPDATE idempotency SET job_id=? WHERE scope=? AND key=?", (job_id, scope, key))
+
+    async def idempotency_release(self, scope: str, key: str) -> None:
+        await self._write("DELETE FROM idempotency WHERE scope=? AND key=? AND job_id IS NULL", (scope, key))
+
+    async def idempotency_prune(self, now: float | None = None) -> int:
+        return await self._write("DELETE FROM idempotency WHERE expires_at<=?", (now or time.time(),))
+
+    # -- audit --------------------------------------------------------------------------------------------------
+
+    _AUDIT_COLUMNS = ("time", "token", "remote", "project", "method", "path", "resource", "job_id", "status",
+                      "outcome", "request_id")
+
+    async def audit_append(self, entry: dict[str, Any]) -> None:
+        cols = self._AUDIT_COLUMNS
+        await self._write(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                          tuple(entry.get(c) for c in cols))
+
+    async def audit_list(self, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT position, {', '.join(self._AUDIT_COLUMNS)} FROM audit"
+        args: tuple[Any, ...] = ()
+        if before is not None:
+            sql += " WHERE position < ?"
+            args = (before,)
+        sql += " ORDER BY position DESC LIMIT ?"
+        async with self._r.execute(sql, (*args, limit)) as cur:
+            return [dict(row) for row in await cur.fetchall()]
+
+    async def audit_prune(self, before: datetime) -> int:
+        return await self._write("DELETE FROM audit WHERE time < ?", (rfc3339(before),))

@@ -1,0 +1,107 @@
+"""The policy guard at the HTTP edge: a 403 problem naming the refused key and the rule that would allow it, before
+LXD is asked to change anything.
+
+What a caller may do beyond the allow-list (app.tokens.policy) is the union of the operator's `LXDGW_POLICY_ALLOW`
+and the calling token's own `allow` list. Two steps: `enforce` checks what the request itself carries (no LXD
+needed, answered first); `enforce_expanded` and `enforce_profile` read LXD (the profiles named, the networks it
+manages) and check the definition LXD would actually run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from starlette.requests import HTTPConnection
+
+from app.http.auth import Principal
+from app.http.deps import Backend
+from app.http.errors import ProblemError
+from app.lxd.errors import NotFound
+from app.tokens.policy import Layer, Policy, PolicyViolation
+
+Devices = Mapping[str, Mapping[str, object] | None]
+
+
+def policy_for(conn: HTTPConnection, principal: Principal) -> Policy:
+    return Policy.of([*conn.app.state.settings.policy_allow, *principal.allow])
+
+
+def _refuse(v: PolicyViolation) -> ProblemError:
+    return ProblemError(403, v.message, slug="policy", title="Forbidden by policy", key=v.key, rule=v.rule)
+
+
+def as_sent(config: Mapping[str, object | None] | None,
+            devices: Mapping[str, Mapping[str, object | None] | None] | None) -> tuple[dict[str, object],
+                                                                                     dict[str, dict[str, object]]]:
+    """What a merge patch sets: no removed keys or devices, and no untyped device (a merge into an existing
+    device, checked once merged)."""
+    return ({k: v for k, v in (config or {}).items() if v is not None},
+            {name: {k: v for k, v in dev.items() if v is not None} for name, dev in (devices or {}).items()
+             if dev is not None and dev.get("type") is not None})
+
+
+def enforce(conn: HTTPConnection, principal: Principal, *, config: Mapping[str, object | None] | None = None,
+            devices: Devices | None = None) -> None:
+    """What a request itself carries (container create/patch/device add, profile create/update/patch)."""
+    try:
+        policy_for(conn, principal).check_instance(config, devices)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
+
+
+async def managed_networks(b: Backend) -> dict[str, str]:
+    """The networks LXD manages (name -> type), as seen from the request's project."""
+    return {n.name: n.type for n in await b.client.networks.list() if n.managed}
+
+
+async def profile_layers(b: Backend, names: Sequence[str], where: str) -> list[Layer]:
+    """The profiles named, read from LXD in the request's project; an unknown one is a 422 naming it."""
+    layers = []
+    for i, name in enumerate(names):
+        try:
+            p = await b.client.profiles.get(name)
+        except NotFound:
+            message = f"no profile {name!r} in project {b.project!r}"
+            raise ProblemError(422, f"{where}.{i}: {message}", slug="validation",
+                               errors=[{"field": f"{where}.{i}", "message": message}]) from None
+        layers.append(Layer(config=p.config, devices=p.devices, profile=name, project=p.project or b.project))
+    return layers
+
+
+async def enforce_expanded(conn: HTTPConnection, b: Backend, *, profiles: Sequence[str], layers: Iterable[Layer],
+                           where: str = "body.profiles") -> None:
+    """The instance LXD would run: `profiles` (read from LXD) with `layers` (the instance's own) laid over them."""
+    policy = policy_for(conn, b.principal)
+    expanded = [*await profile_layers(b, profiles, where), *layers]
+    managed = await managed_networks(b)
+    try:
+        policy.check_expanded(expanded, managed)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
+
+
+async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[str, object | None] | None,
+                          devices: Devices | None) -> None:
+    """A profile's whole content after an edit, as untrusted: a `profile:` rule never covers editing it."""
+    enforce(conn, b.principal, config=config, devices=devices)
+    managed = await managed_networks(b)
+    try:
+        policy_for(conn, b.principal).check_instance(config, devices, managed)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
+
+
+def enforce_volume(conn: HTTPConnection, principal: Principal, config: Mapping[str, object | None] | None) -> None:
+    """A custom storage volume's config."""
+    try:
+        policy_for(conn, principal).check_volume_config(config)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
+
+
+def enforce_image_server(conn: HTTPConnection, principal: Principal, server: str | None,
+                         configured: Iterable[str]) -> None:
+    try:
+        policy_for(conn, principal).check_image_server(server, configured)
+    except PolicyViolation as v:
+        raise _refuse(v) from None
