@@ -22,7 +22,7 @@ from app.store.datadir import StorageFull, is_storage_full
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://lxd-gateway.dev/problems/"
-log = logging.getLogger("app.api")
+log = logging.getLogger("app.http")
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",

@@ -1,4 +1,4 @@
-"""What each job does: the job kinds of the gateway, built on `app.core` and `app.lxd`, run by `app.jobs`.
+"""What job steps reach: the LXD clients of the remotes, the image sources and the settings, bound to the runner.
 
 A job step finds the LXD clients and the settings through its context:
 
