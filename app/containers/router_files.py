@@ -6,6 +6,7 @@ chunks.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -154,15 +155,21 @@ async def put_file(
 @router.delete("", operation_id="files-delete", summary="Delete a file", status_code=204, dependencies=WRITE,
                responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
 async def delete_file(name: ContainerName, path: FilePath, b: BackendDep) -> Response:
-    """Delete a file or an empty directory."""
+    """Delete a file or an empty directory (never the root directory)."""
+    if posixpath.normpath("/" + path.lstrip("/")) == "/":
+        raise ProblemError(422, "query.path: the container's root directory cannot be deleted", slug="validation",
+                           errors=[{"field": "query.path", "message": "the root directory cannot be deleted"}])
     await require_container(b, name)
     try:
-        await b.client.files.delete(name, path)
+        try:
+            await b.client.files.delete(name, path)
+        except LXDError as exc:
+            if isinstance(exc, NotFound | BadRequest):
+                raise
+            raise await _under_way(b, name, exc) from None
     except NotFound:
         raise ProblemError(404, f"no file {path!r} in container {name!r}", slug="file-not-found") from None
-    except BadRequest as exc:
+    except LXDError as exc:  # refused by the container's file system (in use, a mount point, not empty...)
         raise ProblemError(409, f"cannot delete {path!r}: {exc.error}", slug="file-in-use",
                            lxd_error=exc.error) from None
-    except LXDError as exc:
-        raise await _under_way(b, name, exc) from None
     return Response(status_code=204)

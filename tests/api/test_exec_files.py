@@ -103,6 +103,17 @@ async def test_files_upload_download_listing_delete(client: httpx.AsyncClient, r
     assert r.status_code == 404 and r.json()["type"].endswith("/container-not-found")
 
 
+async def test_deleting_the_root_directory_or_a_mount_point_is_a_client_error_not_502(
+        client: httpx.AsyncClient, running: str) -> None:
+    for root in ("/", "//", "/.", "/proc/.."):
+        r = await client.delete(f"/v1/containers/{running}/files", params={"path": root})
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, (root, r.text)
+    r = await client.delete(f"/v1/containers/{running}/files", params={"path": "/proc"})  # a busy mount point
+    assert r.status_code == 409 and r.json()["type"].endswith("/file-in-use"), r.text
+    r = await client.get(f"/v1/containers/{running}/files", params={"path": "/proc"})
+    assert r.status_code == 200  # still there
+
+
 async def test_file_requests_racing_the_containers_deletion_get_404_or_409_not_502(
         client: httpx.AsyncClient, lxd_daemon: DaemonInfo) -> None:
     """While a container is stopped and deleted LXD fails file calls with errors of its own (a reset connection,
