@@ -34,14 +34,14 @@ from app.http.deps import (
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import edit, merge_patch
 from app.http.pagination import Page, PageDep, paginate
+from app.http.redact import redact_secret_config
 from app.jobs import Job
 from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Instance
 from app.store.tokens import Scope
-from app.tokens.guard import as_sent, enforce, enforce_expanded
+from app.tokens.guard import as_sent, enforce, enforce_container, enforce_expanded
 from app.tokens.policy import Layer
-from app.tokens.redact import redact_secret_config
 
 router = APIRouter(prefix="/v1/containers", tags=["containers"])
 
@@ -426,12 +426,14 @@ async def delete_container(name: ContainerName, b: BackendDep, jobs: JobStarterD
 
 
 def _action_route(action: Literal["start", "stop", "restart", "freeze", "unfreeze"]) -> None:
-    async def run_action(name: ContainerName, b: BackendDep, jobs: JobStarterDep,
+    async def run_action(name: ContainerName, request: Request, b: BackendDep, jobs: JobStarterDep,
                          body: Annotated[ActionBody | None, Body()] = None) -> JSONResponse:
         opts = body or ActionBody()
 
         async def precheck() -> None:
             await require_container(b, name)
+            if action in ("start", "restart"):  # it runs the definition: the caller must be allowed it
+                await enforce_container(request, b, name)
 
         return await jobs.start(f"container.{action}", params={"name": name, **opts.model_dump()},
                                 resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,

@@ -30,6 +30,7 @@ from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import LXDError
 from app.lxd.exec import OutputStream
 from app.store.tokens import Scope
+from app.tokens.guard import enforce_container
 
 router = APIRouter(prefix="/v1/containers", tags=["exec"])
 
@@ -84,6 +85,7 @@ async def exec_command(name: ContainerName, body: Annotated[ExecBody, Body()], r
 
     async def precheck() -> None:
         await require_container(b, name)
+        await enforce_container(request, b, name)
         state = await b.client.instances.state(name)
         if state.status != "Running":
             raise ProblemError(409, f"container {name!r} is {state.status or 'not running'}",
@@ -137,6 +139,7 @@ async def _first_frame(ws: WebSocket, name: str, b: Backend) -> StartFrame | Non
         return None
     try:
         await require_container(b, name)
+        await enforce_container(ws, b, name)
     except ProblemError as p:
         await _refuse(ws, p.status, p.detail or "")
         return None

@@ -20,6 +20,7 @@ from app.http.deps import Backend, BackendDep, ContainerName
 from app.http.errors import ProblemError, problem_responses
 from app.http.pagination import PageDep, PageParams, paginate
 from app.lxd.errors import BadRequest, LXDError, NotFound
+from app.tokens.guard import enforce_container
 
 router = APIRouter(prefix="/v1/containers/{name}/files", tags=["files"])
 
@@ -110,10 +111,11 @@ class FileDownload(Response):
                                                                                  "format": "binary"}},
                                          "application/json": {"schema": DirListing.model_json_schema()}}},
                        **problem_responses(400, 401, 403, 404, 409, 422, 503)})
-async def get_file(name: ContainerName, path: FilePath, b: BackendDep, page: PageDep) -> Response:
+async def get_file(name: ContainerName, path: FilePath, request: Request, b: BackendDep, page: PageDep) -> Response:
     """Streamed; a directory answers its entries, sorted by name and paginated. It needs `write`, as every file
     (`/etc/shadow`, keys) is readable through it, and a `write` token could read them by exec anyway."""
     await require_container(b, name)
+    await enforce_container(request, b, name)
     return FileDownload(b, name, path, page, {"name": name, "path": path, "remote": b.remote,
                                                       "project": b.project})
 
@@ -131,6 +133,7 @@ async def put_file(
 ) -> Written:
     """The body is streamed to LXD as it arrives (overwrites an existing file)."""
     await require_container(b, name)
+    await enforce_container(request, b, name)
     digest = hashlib.sha256()
     size = 0
 
@@ -154,12 +157,13 @@ async def put_file(
 
 @router.delete("", operation_id="files-delete", summary="Delete a file", status_code=204, dependencies=WRITE,
                responses=problem_responses(400, 401, 403, 404, 409, 422, 503))
-async def delete_file(name: ContainerName, path: FilePath, b: BackendDep) -> Response:
+async def delete_file(name: ContainerName, path: FilePath, request: Request, b: BackendDep) -> Response:
     """Delete a file or an empty directory (never the root directory)."""
     if posixpath.normpath("/" + path.lstrip("/")) == "/":
         raise ProblemError(422, "query.path: the container's root directory cannot be deleted", slug="validation",
                            errors=[{"field": "query.path", "message": "the root directory cannot be deleted"}])
     await require_container(b, name)
+    await enforce_container(request, b, name)
     try:
         try:
             await b.client.files.delete(name, path)

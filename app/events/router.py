@@ -26,22 +26,27 @@ from app.containers.router_exec import WsBackend
 from app.http.auth import Principal, require
 from app.http.errors import ProblemError, deny_websocket
 from app.http.owners import OperationOwners
+from app.http.redact import REDACTED
 from app.lxd.errors import LXDError
 from app.store.tokens import Scope
-from app.tokens.redact import REDACTED
 
 router = APIRouter(tags=["events"])
 
 LXD_TYPES = {"lifecycle", "operation"}
-SECRET_KEY = re.compile(r"secret|password", re.I)
+SECRET_KEY = re.compile(r"secret|password|token", re.I)
+# An operation's websocket secrets: `fds` of an exec, `control`/`fs`/`criu` of a migration (copy, move). Whoever
+# holds one can join the operation's websocket on LXD, a migration's carries the container's file system.
+WEBSOCKET_SECRETS = ("fds", "control", "fs", "criu")
 
 
 def _scrub(value: Any) -> Any:
-    """`value` without secrets: every websocket secret under `fds`, every value of a key naming a secret."""
+    """`value` without secrets: every operation websocket secret, every value of a key naming a secret."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if key == "fds" and isinstance(item, dict):
+            if key in WEBSOCKET_SECRETS and isinstance(item, str) and item:
+                out[key] = REDACTED
+            elif key == "fds" and isinstance(item, dict):
                 out[key] = dict.fromkeys(item, REDACTED)
             elif SECRET_KEY.search(str(key)) and item is not None and not isinstance(item, bool):
                 out[key] = REDACTED

@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 from app.http.auth import Principal, current_principal
 from app.http.errors import ProblemError
 from app.lxd.client import Client
+from app.lxd.errors import NotFound
 from app.lxd.registry import RemoteRegistry, RemoteSpec, UnknownRemote
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]$|^[A-Za-z]$"
@@ -98,3 +99,29 @@ ContainerName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE,
 
 IfMatch = Annotated[str | None, Header(alias="If-Match", description="the ETag from a previous GET; 412 when it "
                                        "no longer matches", examples=['"3f2a..."'])]
+
+
+def _own(feature: str) -> object:
+    """A dependency: 403 when the caller is limited to projects that exclude `default`, and the request's project
+    shares `feature` (`profiles`, `images`, `storage.volumes`) with `default` (LXD's `features.<feature>` off): a
+    change there would land in `default`."""
+
+    async def own(b: BackendDep) -> None:
+        limited = b.principal.projects
+        if limited is None or b.project == "default" or "default" in limited:
+            return
+        try:
+            project = await b.client.projects.get(b.project)
+        except NotFound:
+            return  # the route answers 404 for the project
+        if project.config.get(f"features.{feature}", "false").lower() != "true":
+            raise ProblemError(403, f"project {b.project!r} shares its {feature} with project 'default', which this "
+                               "token may not change", slug="shared-with-default")
+
+    own.__name__ = f"own_{feature.replace('.', '_')}"
+    return Depends(own)
+
+
+OwnProfiles = Annotated[None, _own("profiles")]
+OwnImages = Annotated[None, _own("images")]
+OwnVolumes = Annotated[None, _own("storage.volumes")]

@@ -8,6 +8,7 @@ started it (bound by the token's id, never its name) and to admin tokens; everyo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class Viewer:
     """Remotes the caller may use; None means all."""
     projects: tuple[str, ...] | None = None
     """Projects the caller may use; None means all."""
+    hide: Callable[[Any], Any] | None = None
+    """What of a job's result this caller may not see (e.g. secret config values for a read-only token), applied to
+    every result it is shown."""
 
     def sees(self, remote: str | None, project: str | None) -> bool:
         """Whether a job on this remote and project exists for the caller."""
@@ -49,6 +53,8 @@ class Viewer:
         if not full:
             body["result"] = omit_output(body["result"], had_output=had_output)
         body["params"] = params if full else None
+        if self.hide is not None:
+            body["result"] = self.hide(body["result"])
         return body
 
 

@@ -49,9 +49,14 @@ class JobEvent:
             return self
         if self.type == "output":
             return None
-        if split_output(self.job.get("result"))[1] is None:
+        result = self.job.get("result")
+        if split_output(result)[1] is not None:
+            result = omit_output(result)
+        if viewer.hide is not None:
+            result = viewer.hide(result)
+        if result is self.job.get("result"):
             return self
-        return replace(self, job={**self.job, "result": omit_output(self.job["result"])})
+        return replace(self, job={**self.job, "result": result})
 
     @property
     def weight(self) -> int:

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 
 from app.http.auth import Principal, current_principal
 from app.http.errors import ProblemError, problem_responses
+from app.http.redact import redact_results
 from app.http.request_id import current_request_id
 from app.jobs.access import Viewer
 from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
@@ -55,7 +56,7 @@ JobsDep = Annotated[JobsService, Depends(get_jobs)]
 def viewer_of(principal: Principal) -> Viewer:
     """The caller as the jobs subsystem sees it: token id, admin or not, remote and project limits."""
     return Viewer(token_id=principal.token_id, admin=principal.has(Scope.admin), remotes=principal.remotes,
-                  projects=principal.projects)
+                  projects=principal.projects, hide=None if principal.has(Scope.write) else redact_results)
 
 
 def job_response(job: Job, viewer: Viewer, *, replayed: bool = False) -> JSONResponse:

@@ -7,7 +7,7 @@ synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the sa
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pydantic import Field
 
@@ -32,6 +32,19 @@ class Profile(Resource, Tagged):
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""
         return {"config": self.config, "description": self.description, "devices": self.devices}
+
+    def instances(self) -> list[tuple[str, str]]:
+        """The instances (and snapshots' instances) that use this profile, as (project, name), from `used_by`."""
+        found: list[tuple[str, str]] = []
+        for url in self.used_by:
+            parts = urlsplit(url)
+            segments = parts.path.split("/")
+            if len(segments) >= 4 and segments[:3] == ["", "1.0", "instances"]:
+                project = parse_qs(parts.query).get("project", ["default"])[0]
+                entry = (project, unquote(segments[3]))
+                if entry not in found:
+                    found.append(entry)
+        return found
 
 
 def _p(name: str) -> str:

@@ -12,10 +12,10 @@ from app.http.deps import BackendDep, Config
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader
 from app.http.pagination import Page, PageDep, paginate
+from app.http.redact import redact_secret_config
 from app.lxd.networks import Network
 from app.networks.service import ensure_ipv4
 from app.store.tokens import Scope
-from app.tokens.redact import redact_secret_config
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"])
 

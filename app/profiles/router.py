@@ -9,10 +9,21 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.http.auth import Principal
-from app.http.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey, DeviceName, Devices, IfMatch
+from app.http.deps import (
+    NAME_PATTERN,
+    NAME_RULE,
+    BackendDep,
+    Config,
+    ConfigKey,
+    DeviceName,
+    Devices,
+    IfMatch,
+    OwnProfiles,
+)
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader, Writer, edit, merge_patch, service_problem, set_etag
 from app.http.pagination import Page, PageDep, paginate
+from app.http.redact import redact_secret_config
 from app.lxd.errors import NotFound
 from app.lxd.profiles import Profile
 from app.networks.decisions import NetworkConfigError
@@ -20,7 +31,6 @@ from app.networks.service import nics_from_profile, verify_network_device
 from app.storage.service import StorageServiceError, ensure_default_storage
 from app.store.tokens import Scope
 from app.tokens.guard import as_sent, enforce, enforce_profile
-from app.tokens.redact import redact_secret_config
 
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
@@ -109,7 +119,8 @@ async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> A
 
 @router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
              operation_id="profiles-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_profile(body: ProfileCreate, backend: BackendDep, request: Request, response: Response,
+async def create_profile(body: ProfileCreate, backend: BackendDep,
+                         _own: OwnProfiles, request: Request, response: Response,
                          principal: Writer) -> Any:
     enforce(request, principal, config=body.config, devices=body.devices)
     if body.name in await backend.client.profiles.names():
@@ -132,12 +143,13 @@ async def get_profile(name: ProfileName, backend: BackendDep, response: Response
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
             operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
-async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
+async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep,
+                          _own: OwnProfiles, request: Request,
                           response: Response, principal: Writer, if_match: IfMatch = None) -> Any:
     enforce(request, principal, config=body.config, devices=body.devices)
 
     async def write(current: Profile) -> None:
-        await enforce_profile(request, backend, config=body.config, devices=body.devices)
+        await enforce_profile(request, backend, config=body.config, devices=body.devices, current=current)
         await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
 
     await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
@@ -149,7 +161,7 @@ async def replace_profile(name: ProfileName, body: ProfileBody, backend: Backend
 @router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
               response_model=ProfileOut, operation_id="profiles-patch",
               responses=problem_responses(401, 403, 404, 412, 422, 503))
-async def patch_profile(name: ProfileName, backend: BackendDep, request: Request, response: Response,
+async def patch_profile(name: ProfileName, backend: BackendDep, _own: OwnProfiles, request: Request, response: Response,
                         principal: Writer, if_match: IfMatch = None,
                         patch: ProfilePatch = Body(openapi_examples={"merge": {
                             "summary": "set one key, remove another and a device",
@@ -164,7 +176,8 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
         merged.setdefault("config", {})
         merged.setdefault("devices", {})
         merged["description"] = merged.get("description") or ""
-        await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"])
+        await enforce_profile(request, backend, config=merged["config"], devices=merged["devices"],
+                              current=current)
         await backend.client.profiles.update(name, merged, etag=current.etag)
 
     await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
@@ -175,7 +188,7 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
 
 @router.delete("/{name}", summary="Delete a profile (409 while instances use it)", status_code=204,
                operation_id="profiles-delete", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def delete_profile(name: ProfileName, backend: BackendDep, _: Writer) -> Response:
+async def delete_profile(name: ProfileName, backend: BackendDep, _own: OwnProfiles, _: Writer) -> Response:
     current = await _get(backend, name)
     if current.used_by:
         raise ProblemError(409, f"profile {name!r} is in use by {len(current.used_by)} instance(s)",

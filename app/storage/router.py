@@ -7,12 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from app.http.deps import BackendDep, Config
+from app.http.deps import BackendDep, Config, OwnVolumes
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader, Writer, service_problem
 from app.http.pagination import Page, PageDep, paginate
+from app.http.redact import redact_secret_config
 from app.lxd.storage import StoragePool, StorageVolume
 from app.storage.service import StorageServiceError, create_pool, create_volume
+from app.store.tokens import Scope
 from app.tokens.guard import enforce_volume
 
 router = APIRouter(prefix="/v1/storage-pools", tags=["storage"])
@@ -33,9 +35,10 @@ class PoolOut(BaseModel):
                                examples=[["/1.0/profiles/default"]])
 
     @classmethod
-    def of(cls, p: StoragePool) -> PoolOut:
-        return cls(name=p.name, driver=p.driver, description=p.description, status=p.status, config=p.config,
-                   used_by=p.used_by)
+    def of(cls, p: StoragePool, *, secrets: bool = True) -> PoolOut:
+        """`secrets=False` (a read-only caller): values of keys naming a password, secret or token are redacted."""
+        return cls(name=p.name, driver=p.driver, description=p.description, status=p.status,
+                   config=p.config if secrets else redact_secret_config(p.config), used_by=p.used_by)
 
 
 class PoolCreate(BaseModel):
@@ -71,7 +74,9 @@ class VolumeCreate(BaseModel):
             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_pools(backend: BackendDep, page: PageDep, _: Reader) -> Any:
     pools = await backend.client.storage.list()
-    return paginate([PoolOut.of(p) for p in pools], page, key=lambda p: p.name, filters={"remote": backend.remote})
+    secrets = backend.principal.has(Scope.write)
+    return paginate([PoolOut.of(p, secrets=secrets) for p in pools], page, key=lambda p: p.name,
+                    filters={"remote": backend.remote})
 
 
 @router.post("", summary="Create a storage pool", status_code=201, response_model=PoolOut,
@@ -107,7 +112,8 @@ async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Re
 
 @router.post("/{pool}/volumes", summary="Create a custom volume", status_code=201, response_model=VolumeOut,
              operation_id="storage-volumes-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, request: Request,
+async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep,
+                                _own: OwnVolumes, request: Request,
                                 response: Response, principal: Writer) -> Any:
     enforce_volume(request, principal, body.config)
     await backend.client.storage.get(pool)  # 404 for a missing pool
@@ -123,6 +129,7 @@ async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: Bac
 
 @router.delete("/{pool}/volumes/{volume}", summary="Delete a custom volume", status_code=204,
                operation_id="storage-volumes-delete", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def delete_volume(pool: PoolName, volume: VolumeName, backend: BackendDep, _: Writer) -> Response:
+async def delete_volume(pool: PoolName, volume: VolumeName, backend: BackendDep,
+                        _own: OwnVolumes, _: Writer) -> Response:
     await backend.client.storage.delete_volume(pool, volume)
     return Response(status_code=204)

@@ -17,6 +17,7 @@ from app.http.auth import Principal
 from app.http.deps import Backend
 from app.http.errors import ProblemError
 from app.lxd.errors import NotFound
+from app.lxd.profiles import Profile
 from app.tokens.policy import Layer, Policy, PolicyViolation
 
 Devices = Mapping[str, Mapping[str, object] | None]
@@ -80,15 +81,49 @@ async def enforce_expanded(conn: HTTPConnection, b: Backend, *, profiles: Sequen
         raise _refuse(v) from None
 
 
+async def enforce_container(conn: HTTPConnection, b: Backend, name: str) -> None:
+    """A container as LXD runs it now (its profiles read from LXD, its own config and devices over them), before
+    the caller runs something in it, reads or writes its files or starts it: a token may not use a container whose
+    definition it could not have made (a privileged one another token's rule allowed, say)."""
+    try:
+        inst = await b.client.instances.get(name)
+    except NotFound:
+        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
+    await enforce_expanded(conn, b, profiles=inst.profiles, where="container.profiles",
+                           layers=[Layer(config=inst.config, devices=inst.devices, lxd_written=True)])
+
+
 async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[str, object | None] | None,
-                          devices: Devices | None) -> None:
-    """A profile's whole content after an edit, as untrusted: a `profile:` rule never covers editing it."""
+                          devices: Devices | None, current: Profile | None = None) -> None:
+    """A profile's whole content after an edit, as untrusted: a `profile:` rule never covers editing it. With
+    `current` (the profile as LXD holds it), also every container that uses it, as LXD would run it with the new
+    content: an edit that removes what masked another profile's forbidden key is refused too."""
     enforce(conn, b.principal, config=config, devices=devices)
     managed = await managed_networks(b)
+    policy = policy_for(conn, b.principal)
     try:
-        policy_for(conn, b.principal).check_instance(config, devices, managed)
+        policy.check_instance(config, devices, managed)
     except PolicyViolation as v:
         raise _refuse(v) from None
+    if current is None:
+        return
+    edited = Layer(config=config or {}, devices=devices or {})  # untrusted, whatever rules name the profile
+    for project, name in current.instances():
+        if project != b.project:
+            continue
+        try:
+            inst = await b.client.instances.get(name)
+        except NotFound:
+            continue  # gone meanwhile
+        layers = [edited if p == current.name else (await profile_layers(b, [p], "profiles"))[0]
+                  for p in inst.profiles]
+        try:
+            policy.check_expanded([*layers, Layer(config=inst.config, devices=inst.devices, lxd_written=True)],
+                                  managed)
+        except PolicyViolation as v:
+            raise ProblemError(403, f"container {name!r} uses profile {current.name!r}, and with this edit it would "
+                               f"run with what the policy refuses: {v.message}", slug="policy",
+                               title="Forbidden by policy", key=v.key, rule=v.rule) from None
 
 
 def enforce_volume(conn: HTTPConnection, principal: Principal, config: Mapping[str, object | None] | None) -> None:

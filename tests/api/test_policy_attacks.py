@@ -386,8 +386,10 @@ async def test_nic_on_the_managed_bridge_works_and_host_interfaces_do_not(world:
     assert r.status_code == 201, r.text
 
 
-async def test_custom_volume_with_idmap_shifting_is_refused(world: World) -> None:
-    """`security.shifted` on a custom volume lets containers of other idmaps share (and own) its files."""
+async def test_custom_volume_with_idmap_shifting_is_refused(worlds: dict[str, World]) -> None:
+    """`security.shifted` on a custom volume lets containers of other idmaps share (and own) its files. (The other
+    project shares its volumes with `default`: see the test after this one.)"""
+    world = worlds["default"]
     name = f"{PREFIX}-v{secrets.token_hex(3)}"
     path = "/v1/storage-pools/default/volumes"
     try:
@@ -407,3 +409,92 @@ async def test_custom_volume_with_idmap_shifting_is_refused(world: World) -> Non
         for vol in (name, f"{name}s"):
             with suppress(NotFound):
                 await world.lxd.storage.delete_volume("default", vol)
+
+
+async def test_a_token_limited_to_a_project_cannot_change_what_it_shares_with_default(
+        worlds: dict[str, World]) -> None:
+    """The other project has no images or volumes of its own (LXD's `features.images`/`features.storage.volumes`
+    off): through it, a token limited to it would change `default`'s."""
+    world, default = worlds["other-project"], worlds["default"]
+    h = world.token()
+    volume = f"{PREFIX}-s{secrets.token_hex(3)}"
+    images_before = [i.fingerprint for i in await default.lxd.images.list()]
+    async with counting(world.app.state.remotes.get("local")) as log:
+        r = await world.call("POST", "/v1/storage-pools/default/volumes", h, json={"name": volume})
+        assert r.status_code == 403 and r.json()["type"].endswith("/shared-with-default"), r.text
+        r = await world.call("DELETE", f"/v1/images/{images_before[0]}", h)
+        assert r.status_code == 403 and r.json()["type"].endswith("/shared-with-default"), r.text
+        r = await world.call("POST", "/v1/images/aliases", h, json={"name": f"{PREFIX}-a", "target": images_before[0]})
+        assert r.status_code == 403, r.text
+    assert log.mutating == []
+    assert [i.fingerprint for i in await default.lxd.images.list()] == images_before
+    assert volume not in {v.name for v in await default.lxd.storage.volumes("default", vtype="custom")}
+    # its own profiles are its own: changing them is fine
+    r = await world.call("PATCH", "/v1/profiles/default", h, json={"config": {"user.team": "p2"}})
+    assert r.status_code == 200, r.text
+
+
+async def test_editing_a_profile_that_masks_a_forbidden_profile_is_refused(world: World) -> None:
+    """A profile made outside the gateway is privileged; a second one masks it (the last value wins), so a container
+    with both passes. Removing the mask would make that container privileged: refused."""
+    base = await world.profile({"security.privileged": "true"}, {})
+    h = world.token()
+    mask = f"{PREFIX}-m{secrets.token_hex(3)}"
+    r = await world.call("POST", "/v1/profiles", h, json={"name": mask, "config": {"security.privileged": "false"}})
+    assert r.status_code == 201, r.text
+    world.profiles.append(mask)
+    name = f"{PREFIX}-{secrets.token_hex(3)}"
+    r = await world.call("POST", "/v1/containers", h, params={"wait": 120},
+                         json={"name": name, "image": IMAGE, "profiles": ["default", base, mask], "start": False})
+    assert (await job_ends(world.c, r))["status"] == "succeeded"
+    before = (await world.lxd.profiles.get(mask)).config
+    r = await world.call("PATCH", f"/v1/profiles/{mask}", h, json={"config": {"security.privileged": None}})
+    refused(r, "security.privileged")
+    assert name in r.json()["detail"], r.text
+    r = await world.call("PUT", f"/v1/profiles/{mask}", h, json={"description": "", "config": {}, "devices": {}})
+    refused(r, "security.privileged")
+    assert (await world.lxd.profiles.get(mask)).config == before
+    r = await world.call("PATCH", f"/v1/profiles/{mask}", h, json={"config": {"user.team": "ci"}})
+    assert r.status_code == 200, r.text  # an edit that keeps the mask is fine
+
+
+async def test_a_write_token_cannot_exec_in_or_touch_the_files_of_a_container_it_could_not_have_made(
+        world: World) -> None:
+    """Another token (allowed by a rule) made a privileged container: root in it is root on the host."""
+    name = f"{PREFIX}-{secrets.token_hex(3)}"
+    await world.lxd.instances.create(name, image="busybox", config={"security.privileged": "true"})
+    await world.lxd.instances.set_state(name, "start")
+    h = world.token()
+    async with counting(world.app.state.remotes.get("local")) as log:
+        refused(await world.call("POST", f"/v1/containers/{name}/exec", h, json={"command": ["id"]}),
+                "security.privileged")
+        refused(await world.call("GET", f"/v1/containers/{name}/files", h, params={"path": "/etc/hostname"}),
+                "security.privileged")
+        refused(await world.call("PUT", f"/v1/containers/{name}/files", h, params={"path": "/root/x"},
+                                 content=b"x"), "security.privileged")
+        refused(await world.call("POST", f"/v1/containers/{name}/restart", h), "security.privileged")
+    assert log.mutating == []
+    r = await world.call("POST", f"/v1/containers/{name}/exec", world.token("security.privileged"),
+                         json={"command": ["true"]}, params={"wait": 60})
+    assert (await job_ends(world.c, r))["status"] == "succeeded"
+    r = await world.call("POST", f"/v1/containers/{name}/stop", h, json={"force": True}, params={"wait": 60})
+    assert (await job_ends(world.c, r))["status"] == "succeeded"  # stopping it gives nothing away
+
+
+async def test_a_read_token_does_not_see_secret_config_in_job_results(worlds: dict[str, World]) -> None:
+    world = worlds["default"]
+    writer, reader = world.token(), world.token(scope=Scope.read)
+    name = f"{PREFIX}-{secrets.token_hex(3)}"
+    r = await world.call("POST", "/v1/containers", writer, params={"wait": 120},
+                         json={"name": name, "image": IMAGE, "start": False,
+                               "config": {"environment.API_KEY": "s3cret-value", "user.team": "ci"}})
+    job = await job_ends(world.c, r)
+    assert job["status"] == "succeeded" and job["result"]["config"]["environment.API_KEY"] == "s3cret-value"
+    got = (await world.call("GET", f"/v1/jobs/{job['id']}", reader)).json()
+    listed = (await world.call("GET", "/v1/jobs", reader, params={"kind": "container.create", "limit": 1000})).json()
+    shown = [got, *[j for j in listed["items"] if j["id"] == job["id"]]]
+    assert len(shown) == 2
+    for j in shown:
+        assert j["result"]["config"]["environment.API_KEY"] == "[redacted]", j
+        assert j["result"]["config"]["user.team"] == "ci"
+        assert "s3cret-value" not in str(j)
