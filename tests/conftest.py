@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.locallxd.daemon import DaemonInfo, HarnessEnvironment, HarnessError, harness_environment
+from app.locallxd.daemon import DaemonInfo, HarnessError
+from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 _ENV: list[HarnessEnvironment] = []
 

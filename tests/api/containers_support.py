@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import GatewayProcess, gateway_env
-from app.locallxd.gateway import start_gateway as start
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
+from tests.support.gateway import GatewayProcess, gateway_env
+from tests.support.gateway import start_gateway as start
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = {"alias": "busybox"}

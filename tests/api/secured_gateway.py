@@ -14,12 +14,12 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import serving
 from app.lxd.client import Client
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 from tests.api.containers_support import IMAGE, remove_all
+from tests.support.gateway import serving
 
 
 @dataclass

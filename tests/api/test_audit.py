@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from websockets.exceptions import InvalidStatus
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import serving
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.api.conftest import make_settings
+from tests.support.gateway import serving
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from app.locallxd.daemon import DaemonInfo, free_port
-from app.locallxd.gateway import ROOT, GatewayProcess, gateway_env, running_gateway, start_gateway
 from app.store.jobs import DB_NAME
+from tests.support.gateway import ROOT, GatewayProcess, gateway_env, running_gateway, start_gateway
 
 pytestmark = pytest.mark.integration
 

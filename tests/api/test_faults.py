@@ -21,10 +21,10 @@ import websockets
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.locallxd.gateway import serving
 from app.locallxd.image import build_busybox_image
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
+from tests.support.gateway import serving
 
 pytestmark = pytest.mark.integration
 

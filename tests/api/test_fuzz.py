@@ -44,8 +44,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.locallxd.gateway import running_gateway
 from app.store.tokens import Scope, TokenStore
+from tests.support.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_FUZZED = [

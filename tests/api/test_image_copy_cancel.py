@@ -15,12 +15,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.daemon import DaemonInfo, image_tarball
-from app.locallxd.relay import throttled_proxy
 from app.lxd import Client, LXDError
 from app.lxd.images import Image
 from app.main import create_app
 from app.settings import ImageSourceSettings
 from tests.api.conftest import make_settings
+from tests.support.relay import throttled_proxy
 
 pytestmark = pytest.mark.integration
 

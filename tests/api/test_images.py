@@ -23,13 +23,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import running_gateway
 from app.locallxd.image import build_busybox_image
 from app.lxd.client import Client
 from app.main import create_app
 from app.settings import ImageSourceSettings, Settings
 from app.store.tokens import Scope
 from tests.api.conftest import make_settings
+from tests.support.gateway import running_gateway
 
 SOURCE = "lgw-images"
 

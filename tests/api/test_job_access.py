@@ -22,13 +22,13 @@ from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import serving
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.api.conftest import make_settings
 from tests.api.streams import read_sse
+from tests.support.gateway import serving
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

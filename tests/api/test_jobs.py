@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import serving
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 from tests.api.streams import read_sse
+from tests.support.gateway import serving
 
 PROBLEM = "application/problem+json"
 EXTENSION = "jobs_test_extension"

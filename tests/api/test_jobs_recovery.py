@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import gateway_env
-from app.locallxd.gateway import start_gateway as start
+from tests.support.gateway import gateway_env
+from tests.support.gateway import start_gateway as start
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import GatewayProcess, running_gateway
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.api.conftest import make_settings
+from tests.support.gateway import GatewayProcess, running_gateway
 
 
 async def _client(tmp_path: Path, daemon: DaemonInfo, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 
 from app.locallxd.daemon import DaemonInfo
-from app.locallxd.gateway import running_gateway
 from app.store.tokens import Scope, TokenStore
+from tests.support.gateway import running_gateway
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:

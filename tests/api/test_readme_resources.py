@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.locallxd.gateway import running_gateway
 from app.lxd.client import Client
+from tests.support.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## Images, profiles, certificates, server, remotes, storage, networks, projects"

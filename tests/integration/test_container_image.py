@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.locallxd.daemon import DaemonInfo, free_port
-from app.locallxd.docker import private_docker
+from tests.support.docker import private_docker
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")

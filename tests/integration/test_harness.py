@@ -70,7 +70,8 @@ def test_a_daemon_that_dies_is_revived_with_its_log_kept(tmp_path: Path) -> None
     import os
     import signal
 
-    from app.locallxd.daemon import HarnessEnvironment, LocalDaemon, image_tarball
+    from app.locallxd.daemon import LocalDaemon, image_tarball
+    from tests.support.lxd_env import HarnessEnvironment
 
     daemon = LocalDaemon()
     try:

@@ -16,11 +16,11 @@ import pytest
 
 from app.locallxd.daemon import DaemonInfo, image_tarball
 from app.locallxd.image import build_busybox_image
-from app.locallxd.relay import throttled_proxy
 from app.lxd import Client, Conflict, LXDError, NotFound, OperationCancelled, Progress
 from app.lxd.images import Image
 from app.lxd.operations import Operation
 from tests.integration.lxd2.conftest import remove_instance, unique
+from tests.support.relay import throttled_proxy
 
 pytestmark = pytest.mark.integration
 

@@ -122,7 +122,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+            while not server.started:
                 await asyncio.sleep(0.02)
         yield f"127.0.0.1:{port}"
     finally:
