@@ -4,112 +4,44 @@ websocket server on a unix socket. Covers what the real LXD cannot be made to do
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from http import HTTPStatus
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.server import ServerConnection, unix_serve
 
 from app.lxd import Client, LXDTimeout, LXDUnavailable, NotCancellable, OperationFailed, OperationVanished
+from app.lxd.models import RUNNING
 from app.lxd.transport import Transport
+from tests.fakes.lxd import Call, FakeLXD, async_answer
 
 
-def envelope(kind: str, metadata: Any, **kw: Any) -> dict[str, Any]:
-    return {"type": kind, "status": "", "status_code": 200 if kind == "sync" else 100, "operation": "",
-            "error_code": 0, "error": "", "metadata": metadata, **kw}
+def created(fake: FakeLXD, then: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> Any:
+    """`POST /1.0/instances`: a new running operation (after `then(op)`, when given)."""
 
+    async def answer(_call: Call) -> httpx.Response:
+        op = fake.op(str(uuid.uuid4()), RUNNING)
+        if then is not None:
+            await then(op)
+        return async_answer(op)
 
-class FakeLXD:
-    """Just enough of LXD: `GET /1.0`, `POST /1.0/instances` (async), operations, `/wait`, events."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.sock = str(tmp / "fake.sock")
-        self.ops: dict[str, dict[str, Any]] = {}
-        self.gone: set[str] = set()
-        self.conns: list[ServerConnection] = []
-        self.requests: list[tuple[str, str]] = []
-        self.accept_events = True
-        self.may_cancel = False
-        self.wait_answers: list[dict[str, Any] | None] = []  # scripted `/wait` bodies (HTTP 200); None: finish
-        self.on_create: Any = None
-
-    def op(self, op_id: str, code: int, err: str = "", **md: Any) -> dict[str, Any]:
-        status = {103: "Running", 200: "Success", 400: "Failure", 401: "Cancelled"}[code]
-        o = {"id": op_id, "class": "task", "status": status, "status_code": code, "err": err, "metadata": md,
-             "may_cancel": self.may_cancel, "resources": {"instances": ["/1.0/instances/c1"]}}
-        self.ops[op_id] = o
-        return o
-
-    async def emit(self, op: dict[str, Any]) -> None:
-        msg = json.dumps({"type": "operation", "timestamp": "2024-01-01T00:00:00Z", "project": "default",
-                          "metadata": op})
-        for c in list(self.conns):
-            await c.send(msg)
-
-    async def _ws(self, ws: ServerConnection) -> None:
-        self.conns.append(ws)
-        try:
-            await ws.wait_closed()
-        finally:
-            self.conns.remove(ws)
-
-    def _process(self, conn: ServerConnection, request: Any) -> Any:
-        if not self.accept_events:
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "events down\n")
-        return None
-
-    async def handler(self, request: httpx.Request) -> httpx.Response:
-        path, method = request.url.path, request.method
-        self.requests.append((method, path))
-        if path == "/1.0":
-            return httpx.Response(200, json=envelope("sync", {"api_extensions": ["instances"],
-                                                              "environment": {"server": "lxd"}}))
-        if method == "POST" and path == "/1.0/instances":
-            op = self.op(str(uuid.uuid4()), 103)
-            if self.on_create is not None:
-                await self.on_create(op)
-            return httpx.Response(202, json=envelope("async", op, operation=f"/1.0/operations/{op['id']}"))
-        if path.startswith("/1.0/operations/"):
-            parts = path.split("/")
-            op_id = parts[3]
-            if op_id in self.gone or op_id not in self.ops:
-                return httpx.Response(404, json={"type": "error", "error": "Operation not found",
-                                                 "error_code": 404, "metadata": None})
-            if method == "DELETE":
-                self.ops[op_id] = self.op(op_id, 401)
-                await self.emit(self.ops[op_id])
-                return httpx.Response(200, json=envelope("sync", {}))
-            if len(parts) == 5 and parts[4] == "wait":
-                if self.wait_answers:
-                    answer = self.wait_answers.pop(0)
-                    if answer is None:  # finish now
-                        answer = envelope("sync", self.op(op_id, 200))
-                    return httpx.Response(200, json=answer)
-                return httpx.Response(200, json=envelope("sync", self.ops[op_id]))
-            return httpx.Response(200, json=envelope("sync", self.ops[op_id]))
-        return httpx.Response(404, json={"type": "error", "error": "not found", "error_code": 404})
-
-    def gets(self, op_id: str) -> int:
-        return self.requests.count(("GET", f"/1.0/operations/{op_id}"))
+    return answer
 
 
 @pytest.fixture
 async def fake(tmp_path: Path) -> AsyncIterator[FakeLXD]:
-    f = FakeLXD(tmp_path)
-    async with unix_serve(f._ws, f.sock, process_request=f._process):
+    f = FakeLXD(str(tmp_path / "fake.sock"))
+    f.on("POST", "/1.0/instances", created(f))
+    async with f.serving():
         yield f
 
 
 @pytest.fixture
 async def client(fake: FakeLXD) -> AsyncIterator[Client]:
-    t = Transport("http://lxd", uds=fake.sock, http_transport=httpx.MockTransport(fake.handler))
-    async with Client(t) as c:
+    async with fake.client() as c:
         yield c
 
 
@@ -149,7 +81,7 @@ async def test_retention_race_final_event_before_the_answer(client: Client, fake
         await until(lambda: client.events.bus().recent(op["id"]) is not None)
         fake.gone.add(op["id"])  # LXD forgot it (5 s retention): GET now answers 404
 
-    fake.on_create = finish_and_forget
+    fake.on("POST", "/1.0/instances", created(fake, then=finish_and_forget))
     op = await client.mutate("POST", "/1.0/instances", json={}, timeout=5)
     assert op.done and op.state.status_code == 200
 
@@ -180,7 +112,7 @@ async def test_wait_polls_when_events_are_down_and_reads_error_bodies_under_200(
     fake.wait_answers = [timeout_body, None]
     state = await op.wait(10)
     assert state.status_code == 200
-    assert fake.requests.count(("GET", f"/1.0/operations/{op.id}/wait")) == 2
+    assert fake.count("GET", f"/1.0/operations/{op.id}/wait") == 2
 
 
 async def test_failure_as_error_body_under_200_is_a_failure(client: Client, fake: FakeLXD) -> None:
@@ -204,7 +136,7 @@ async def test_cancel_refused_when_not_cancellable(client: Client, fake: FakeLXD
     op = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
     with pytest.raises(NotCancellable):
         await op.cancel()
-    assert ("DELETE", f"/1.0/operations/{op.id}") not in fake.requests
+    assert fake.count("DELETE", f"/1.0/operations/{op.id}") == 0
 
 
 async def test_cancelling_the_awaiting_task_cancels_the_operation(client: Client, fake: FakeLXD) -> None:
@@ -215,7 +147,7 @@ async def test_cancelling_the_awaiting_task_cancels_the_operation(client: Client
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert ("DELETE", f"/1.0/operations/{op.id}") in fake.requests
+    assert fake.count("DELETE", f"/1.0/operations/{op.id}") > 0
 
 
 async def test_progress_iterator(client: Client, fake: FakeLXD) -> None:
