@@ -16,7 +16,7 @@ import pytest
 from app.locallxd.daemon import DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
-pytest_plugins = ["tests.fakes.lxd_respx", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients"]
 
 _ENV: list[HarnessEnvironment] = []
 

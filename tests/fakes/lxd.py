@@ -44,6 +44,7 @@ class Call:
     params: dict[str, str]
     headers: dict[str, str]
     body: Any
+    request: httpx.Request | None = None  # the raw request (read), for what the fields above leave out
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,6 +76,11 @@ def async_answer(op: dict[str, Any]) -> httpx.Response:
     return httpx.Response(202, json={
         "type": "async", "status": STATUS[CREATED], "status_code": CREATED,
         "operation": f"/1.0/operations/{op['id']}", "error_code": 0, "error": "", "metadata": op})
+
+
+def async_op(op_id: str, **metadata: Any) -> httpx.Response:
+    """The 202 answer that starts the operation `op_id`, still running."""
+    return async_answer(op_state(op_id, RUNNING, **metadata))
 
 
 def operation(status_code: int = SUCCESS, err: str = "", **metadata: Any) -> httpx.Response:
@@ -137,11 +143,13 @@ class FakeLXD:
         return self.count("GET", f"/1.0/operations/{op_id}")
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
         try:
-            body = json.loads(request.content) if request.content else None
+            body = json.loads(content) if content else None
         except (ValueError, UnicodeDecodeError):
-            body = request.content
-        call = Call(request.method, request.url.path, dict(request.url.params), dict(request.headers), body)
+            body = content
+        call = Call(request.method, request.url.path, dict(request.url.params), dict(request.headers), body,
+                    request)
         self.calls.append(call)
         route = self.routes.get(call.key)
         if route is None:
