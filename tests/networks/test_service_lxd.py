@@ -1,15 +1,12 @@
-"""§16 networking, storage and profile scenarios against the real private LXD, on profiles, bridges and pools of
-the tests' own (unique `lgw` names, removed afterwards)."""
+"""§16 networking scenarios against the real private LXD, on profiles and bridges of the tests' own (unique `lgw`
+names, removed afterwards)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
 from app.locallxd.daemon import DaemonInfo, pick_subnet
-from app.lxd import Client, LXDError
+from app.lxd import Client
 from app.networks.decisions import NoUsableNicError, ipv6_refusal
 from app.networks.service import (
     NetworkVerifyError,
@@ -18,30 +15,9 @@ from app.networks.service import (
     nics_from_profile,
     verify_network_device,
 )
-from app.profiles.service import create_profile_with_config, has_profile
-from app.storage.service import StorageServiceError, create_pool, create_volume, ensure_default_storage
-from tests.support.lxd_clients import bridge_name, unique
+from tests.support.lxd_clients import bridge_name, profile
 
 NO_FIREWALL = {"ipv4.firewall": "false", "ipv6.firewall": "false"}
-
-
-@pytest.fixture
-async def cleanup(core_client: Client) -> AsyncIterator[dict[str, list[str]]]:
-    made: dict[str, list[str]] = {"profiles": [], "networks": []}
-    yield made
-    for p in made["profiles"]:
-        with contextlib.suppress(LXDError):
-            await core_client.profiles.delete(p)
-    for n in made["networks"]:
-        with contextlib.suppress(LXDError):
-            await core_client.networks.delete(n)
-
-
-async def profile(client: Client, made: dict[str, list[str]], devices: dict[str, dict[str, str]]) -> str:
-    name = unique("lgwp")
-    await client.profiles.create(name, devices=devices)
-    made["profiles"].append(name)
-    return name
 
 
 async def ipv6_network(client: Client, made: dict[str, list[str]]) -> str:
@@ -51,19 +27,6 @@ async def ipv6_network(client: Client, made: dict[str, list[str]]) -> str:
                                                "ipv4.firewall": "false", "ipv6.firewall": "false"})
     made["networks"].append(name)
     return name
-
-
-async def test_s11_s12_has_profile_and_create_with_config(core_client: Client,
-                                                          cleanup: dict[str, list[str]]) -> None:
-    name = unique("lgwp")
-    assert await has_profile(core_client, "default")
-    assert not await has_profile(core_client, name)
-    await create_profile_with_config(core_client, name, {"boot.autostart": "false"})
-    cleanup["profiles"].append(name)
-    assert await has_profile(core_client, name)
-    assert not await has_profile(core_client, name.upper())
-    got = await core_client.profiles.get(name)
-    assert got.config == {"boot.autostart": "false"} and got.devices == {}
 
 
 async def test_s37_nics_from_profile_fill_missing_macs(core_client: Client, lxd_daemon: DaemonInfo) -> None:
@@ -156,30 +119,3 @@ async def test_s36_ensure_ipv4(core_client: Client, cleanup: dict[str, list[str]
     assert cfg["ipv4.address"] == subnet and cfg["ipv4.nat"] == "false"
     assert await ensure_ipv4(core_client, name, nat=False, address=pick_subnet()) is False
     assert (await core_client.networks.get(name)).config["ipv4.address"] == subnet
-
-
-async def test_s49_create_pool_and_volume(core_client: Client) -> None:
-    pool, volume = unique("lgwpool"), unique("vol")
-    await create_pool(core_client, pool, "dir", {})
-    try:
-        await create_volume(core_client, pool, volume, {})
-        vol = await core_client.storage.volume(pool, volume)
-        assert vol.name == volume and vol.type == "custom"
-        with pytest.raises(StorageServiceError, match=f'^creating storage pool volume "{volume}": '):
-            await create_volume(core_client, pool, volume, {})
-        with pytest.raises(StorageServiceError, match=f'^creating storage pool "{pool}": '):
-            await create_pool(core_client, pool, "dir", {})
-    finally:
-        with contextlib.suppress(LXDError):
-            await core_client.storage.delete_volume(pool, volume)
-        await core_client.storage.delete(pool)
-
-
-async def test_s50_ensure_default_storage(core_client: Client, cleanup: dict[str, list[str]]) -> None:
-    bare = await profile(core_client, cleanup, {})
-    assert await ensure_default_storage(core_client, bare) == "default"
-    assert (await core_client.profiles.get(bare)).devices["root"] == {"type": "disk", "path": "/",
-                                                                       "pool": "default"}
-    assert await ensure_default_storage(core_client, bare) is None
-    assert await ensure_default_storage(core_client, "default") is None
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
-from app.lxd import Client
+from app.lxd import Client, LXDError
 from tests.support.cleanup import remove_instance  # noqa: F401 - re-exported to the tests here
 from tests.support.cleanup import unique as shared_unique
 
@@ -85,3 +86,23 @@ async def until(cond: object, timeout: float = 10.0) -> None:
             return
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def cleanup(core_client: Client) -> AsyncIterator[dict[str, list[str]]]:
+    """Profiles and networks a test made (it appends their names), deleted after it."""
+    made: dict[str, list[str]] = {"profiles": [], "networks": []}
+    yield made
+    for p in made["profiles"]:
+        with contextlib.suppress(LXDError):
+            await core_client.profiles.delete(p)
+    for n in made["networks"]:
+        with contextlib.suppress(LXDError):
+            await core_client.networks.delete(n)
+
+
+async def profile(client: Client, made: dict[str, list[str]], devices: dict[str, dict[str, str]]) -> str:
+    name = unique("lgwp")
+    await client.profiles.create(name, devices=devices)
+    made["profiles"].append(name)
+    return name
