@@ -25,23 +25,23 @@ run: $(STAMP)
 	  export LXD_SOCKET=$$sock; \
 	fi; exec $(BIN)/python -m app
 
-## Every test: unit, integration (real private LXD daemons), API.
+## Every test: the quick ones and the `lxd` ones (real private LXD daemons, gateway processes).
 test: $(STAMP)
 	$(BIN)/ruff check app tests bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
 	$(BIN)/python -m app.locallxd check-clean
 
-## Unit tests only, for quick iteration.
+## The tests that need no LXD (not marked `lxd`), for quick iteration.
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit
+	$(BIN)/python -m pytest -p no:cacheprovider -q -m "not lxd" tests
 
 ## Fuzz the API with new draws: 10,000 schemathesis requests (per operation, then stateful scenarios) against a
 ## gateway on a private LXD; FUZZ_REQUESTS=n for another count.
 FUZZ_REQUESTS ?= 10000
 fuzz: $(STAMP)
 	FUZZ_EXPLORE=1 FUZZ_REQUESTS=$(FUZZ_REQUESTS) FUZZ_PER_OPERATION=25 \
-	  $(BIN)/python -m pytest -p no:cacheprovider -q -rA -s tests/api/test_fuzz.py
+	  $(BIN)/python -m pytest -p no:cacheprovider -q -rA -s tests/http/test_fuzz_live.py
 	$(BIN)/python -m app.locallxd check-clean
 
 lint: $(STAMP)

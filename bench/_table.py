@@ -2,7 +2,7 @@
 
 A row is one figure: what is measured (`measure`), through what (`via`), its median, its ratio to the raw LXD
 socket measured in the same run (when there is one), and how many rounds the median is over. `MEASURES` fixes
-which rows exist and in what order; `tests/unit/test_readme_bench.py` checks the README's table against it.
+which rows exist and in what order; `tests/docs/test_readme_bench.py` checks the README's table against it.
 """
 
 from __future__ import annotations

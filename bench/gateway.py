@@ -46,11 +46,11 @@ import httpx
 import websockets
 
 from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
-from app.locallxd.gateway import gateway_env, start_gateway
 from bench import load
 from bench._table import RAW, Row, machine, ms, ratio, render
 from bench.client import Raw, interleaved, pylxd_cycle, threaded
 from bench.jobs import raise_fd_limit
+from tests.support.gateway import gateway_env, start_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5

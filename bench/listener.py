@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port
-from app.locallxd.gateway import GatewayProcess, gateway_env, start_gateway
+from tests.support.gateway import GatewayProcess, gateway_env, start_gateway
 
 SERVERS = {  # name -> (parser, guarded)
     "uvicorn httptools (unguarded)": ("httptools", False),

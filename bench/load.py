@@ -24,7 +24,7 @@ import httpx
 import websockets
 
 from app.locallxd.daemon import LocalDaemon, ensure_installed, image_tarball
-from app.locallxd.gateway import running_gateway
+from tests.support.gateway import running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 PART_OF = "gateway"

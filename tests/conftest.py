@@ -1,7 +1,8 @@
-"""Shared fixtures: the real private LXD daemons every integration and API test runs against.
+"""Shared fixtures: the real private LXD daemons the `lxd` tests run against.
 
 `lxd_env` starts them once per session (installing LXD when missing) and tears them down at the end, even when
-tests fail. When LXD cannot start, the tests that need it fail: they never skip.
+tests fail. When LXD cannot start, the tests that need it fail: they never skip. Every test that uses them is
+marked `lxd` at collection, so `pytest -m "not lxd"` runs the quick tests alone.
 """
 
 from __future__ import annotations
@@ -12,9 +13,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.locallxd.daemon import DaemonInfo, HarnessEnvironment, HarnessError, harness_environment
+from app.locallxd.daemon import DaemonInfo, HarnessError
+from tests.support.lxd_env import HarnessEnvironment, harness_environment
+
+pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients"]
 
 _ENV: list[HarnessEnvironment] = []
+
+
+LXD_FIXTURES = {"lxd_env", "throwaway"}  # the session's private daemons; a module's own throwaway daemon
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `lxd` every test that needs a real LXD through its fixtures (tests that start a daemon of their own
+    carry the mark themselves)."""
+    for item in items:
+        if LXD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lxd)
 
 
 @pytest.fixture(scope="session")

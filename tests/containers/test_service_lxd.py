@@ -1,0 +1,199 @@
+"""§16 container scenarios against the real private LXD: create and start, a failed start leaves nothing,
+a cancelled create rolls back, removal of running and stopped containers, listing, config, profiles, disks."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from app.containers.addresses import Scope
+from app.containers.service import (
+    ContainerCreateError,
+    ContainerRemoveError,
+    ContainerStartError,
+    CreateCancelled,
+    add_disk,
+    container_addresses_of,
+    container_profiles,
+    create_from_spec,
+    get_container,
+    list_alive_containers,
+    list_containers,
+    remove_container,
+    remove_containers,
+    replace_container_profile,
+    update_container_config,
+    update_container_profiles,
+)
+from app.containers.spec import ContainerSpec, DeviceExistsError
+from app.images.search import ImageSource
+from app.locallxd.daemon import DaemonInfo
+from app.lxd import Client, LXDError, NotFound
+from tests.support.lxd_clients import remove_instance, unique
+
+
+def spec(name: str, **kw: object) -> ContainerSpec:
+    return ContainerSpec.model_validate({"name": name, "image": {"alias": "busybox"}, **kw})
+
+
+async def test_s28_create_from_spec_creates_and_starts(core_client: Client) -> None:
+    name = unique("c")
+    steps: list[str | None] = []
+
+    async def progress(stage: str | None, percent: int | None, message: str | None) -> None:
+        steps.append(message)
+
+    try:
+        made = await create_from_spec(core_client, spec(name, metadata={"owner": "me"}, autostart=False),
+                                      progress=progress)
+        assert made.container.name == name and made.container.data["status"] == "Running"
+        assert made.container.metadata("owner") == "me" and made.image.local
+        assert steps[0] == "Creating container spec" and "Container started" in steps
+    finally:
+        await remove_instance(core_client, name)
+
+
+async def test_s30_create_operation_failure_is_reported_and_leaves_nothing(core_client: Client) -> None:
+    # LXD validates a disk's source when the create operation runs: the operation ends in failure.
+    name = unique("c")
+    bad = spec(name, devices={"data": {"type": "disk", "source": f"/nonexistent/{name}", "path": "/mnt/data"}})
+    try:
+        with pytest.raises(ContainerCreateError, match=r"^container creation failed: .*Missing source path"):
+            await create_from_spec(core_client, bad)
+        assert not await core_client.instances.exists(name)
+    finally:
+        await remove_instance(core_client, name)
+
+
+async def test_s29_failed_start_leaves_no_container_and_raises_the_start_error(core_client: Client) -> None:
+    name = unique("c")
+    bad = spec(name, devices={"eth9": {"type": "nic", "nictype": "bridged", "parent": "lgwmissing0"}})
+    try:
+        with pytest.raises(ContainerStartError):
+            await create_from_spec(core_client, bad)
+        assert not await core_client.instances.exists(name)
+    finally:
+        await remove_instance(core_client, name)
+
+
+async def test_cancelled_create_rolls_back(core_client: Client, lxd_daemon: DaemonInfo) -> None:
+    name = unique("c")
+    calls = []
+
+    def cancel_after_create() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # the first check is before the create, the second right after it
+
+    try:
+        with pytest.raises(CreateCancelled):
+            await create_from_spec(core_client, spec(name), image=ImageSource(lxd_daemon.image_fingerprint),
+                                   cancel_check=cancel_after_create)
+        assert not await core_client.instances.exists(name)
+    finally:
+        await remove_instance(core_client, name)
+
+
+async def test_create_refused_by_lxd(core_client: Client) -> None:
+    name = unique("c")
+    with pytest.raises(LXDError, match=r"doesn.t exist"):
+        await create_from_spec(core_client, spec(name, profiles=[unique("no-such-profile")]))
+    assert not await core_client.instances.exists(name)
+
+
+async def test_acquisition_error_is_annotated(core_client: Client) -> None:
+    with pytest.raises(Exception, match=r"^acquiring LXD image: "):
+        await create_from_spec(core_client, ContainerSpec.model_validate(
+            {"name": unique("c"), "image": {"alias": unique("missing")}}))
+
+
+async def test_s31_remove_stopped_and_running(core_client: Client) -> None:
+    stopped, running = unique("c"), unique("c")
+    await core_client.instances.create(stopped, image="busybox")
+    await core_client.instances.create(running, image="busybox", start=True)
+    try:
+        await remove_containers(core_client, [stopped, running])
+        assert not await core_client.instances.exists(stopped)
+        assert not await core_client.instances.exists(running)
+    finally:
+        await remove_instance(core_client, stopped)
+        await remove_instance(core_client, running)
+
+
+async def test_remove_of_a_missing_container_fails_at_the_state_read(core_client: Client) -> None:
+    with pytest.raises(NotFound):
+        await remove_container(core_client, unique("gone"))
+    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: ") as err:
+        await remove_containers(core_client, [missing := unique("gone")])
+    assert err.value.failed == [missing]
+
+
+async def test_s25_s26_list_by_prefix_status_and_alive(core_client: Client) -> None:
+    prefix = unique("lst") + "-"
+    a, b = prefix + "a", prefix + "b"
+    await core_client.instances.create(a, image="busybox", start=True)
+    await core_client.instances.create(b, image="busybox")
+    try:
+        running = await list_containers(core_client, prefix, ["Running"])
+        assert [c.name for c in running] == [a]
+        assert [c.name for c in await list_containers(core_client, prefix, ["Running", "Stopped"])] == [a, b]
+        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [a, b]
+        await core_client.instances.freeze(a)
+        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [b]
+        assert await list_containers(core_client, prefix + "zz") == []
+    finally:
+        await remove_instance(core_client, a)
+        await remove_instance(core_client, b)
+
+
+async def test_s10_s13_config_profiles_and_disks(core_client: Client) -> None:
+    name, p1, p2 = unique("c"), unique("lgwp"), unique("lgwp")
+    await core_client.instances.create(name, image="busybox")
+    await core_client.profiles.create(p1)
+    await core_client.profiles.create(p2)
+    try:
+        await update_container_config(core_client, name, {"user.key1": "val1"})
+        await update_container_config(core_client, name, {"user.key2": "val2"})
+        c, _ = await get_container(core_client, name)
+        assert c.metadata("key1") == "val1" and c.metadata("key2") == "val2"
+
+        await update_container_profiles(core_client, name, ["default", p1])
+        assert await container_profiles(core_client, name) == ["default", p1]
+        assert await replace_container_profile(core_client, name, p1, p2) == ["default", p2]
+        assert await container_profiles(core_client, name) == ["default", p2]
+        await replace_container_profile(core_client, name, p2, "")
+        assert await container_profiles(core_client, name) == ["default"]
+
+        await add_disk(core_client, name, "data", "/mnt/data", "/tmp", read_only=True)
+        c, _ = await get_container(core_client, name)
+        assert c.data["devices"]["data"] == {"type": "disk", "path": "/mnt/data", "source": "/tmp",
+                                             "readonly": "true"}
+        with pytest.raises(DeviceExistsError, match=f'container "{name}" already has a device "data"'):
+            await add_disk(core_client, name, "data", "/mnt/other", "/tmp")
+    finally:
+        await remove_instance(core_client, name)
+        for p in (p1, p2):
+            await core_client.profiles.delete(p)
+
+
+async def test_s27_addresses_skip_loopback_and_link_local(core_client: Client, lxd_daemon: DaemonInfo) -> None:
+    name = unique("c")
+    net = ipaddress.ip_network(lxd_daemon.subnet, strict=False)
+    addr = str(net.network_address + 77)
+    await core_client.instances.create(name, image="busybox", start=True)
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        found = []
+        while addr not in [a.value for a in found]:  # the container may still be bringing eth0 up
+            assert asyncio.get_running_loop().time() < deadline, found
+            await core_client.exec.run(name, ["ip", "link", "set", "eth0", "up"])
+            await core_client.exec.run(name, ["ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", "eth0"])
+            found = await container_addresses_of(core_client, name)
+            if addr not in [a.value for a in found]:
+                await asyncio.sleep(0.2)
+        assert all(a.scope not in (Scope.LINK_LOCAL, Scope.MACHINE_LOCAL) for a in found)
+        assert all(a.interface != "lo" for a in found)
+        assert await container_addresses_of(core_client, name, skip_interfaces=["eth0"]) == []
+    finally:
+        await remove_instance(core_client, name)

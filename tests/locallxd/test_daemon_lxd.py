@@ -1,0 +1,92 @@
+"""The harness's daemons are real and usable: raw httpx over the unix socket and over HTTPS."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.locallxd.daemon import DaemonInfo
+
+pytestmark = pytest.mark.lxd
+
+
+def _wait(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    assert body["type"] == "async", body
+    done = client.get(f"{body['operation']}/wait", params={"timeout": 60}, timeout=70).json()
+    assert done["type"] == "sync", done
+    assert done["metadata"]["status_code"] == 200, done["metadata"]
+    return done["metadata"]
+
+
+def test_container_lifecycle_over_unix_socket(lxd_daemon: DaemonInfo) -> None:
+    name = f"h-{uuid.uuid4().hex[:8]}"
+    transport = httpx.HTTPTransport(uds=lxd_daemon.socket_path)
+    with httpx.Client(transport=transport, base_url="http://lxd", timeout=30) as c:
+        _wait(c, c.post("/1.0/instances", json={"name": name, "type": "container",
+                                                "source": {"type": "image", "alias": "busybox"}}).json())
+        _wait(c, c.put(f"/1.0/instances/{name}/state", json={"action": "start", "timeout": 30}).json())
+        assert c.get(f"/1.0/instances/{name}/state").json()["metadata"]["status"] == "Running"
+        op = _wait(c, c.post(f"/1.0/instances/{name}/exec", json={
+            "command": ["echo", "hello"], "wait-for-websocket": False, "record-output": True,
+            "interactive": False}).json())
+        assert op["metadata"]["return"] == 0
+        stdout_url = op["metadata"]["output"]["1"]
+        assert c.get(stdout_url).text == "hello\n"
+        _wait(c, c.put(f"/1.0/instances/{name}/state", json={"action": "stop", "timeout": 30}).json())
+        assert c.get(f"/1.0/instances/{name}/state").json()["metadata"]["status"] == "Stopped"
+        _wait(c, c.delete(f"/1.0/instances/{name}").json())
+        assert c.get(f"/1.0/instances/{name}").status_code == 404
+
+
+def test_https_listener_with_client_certificate(lxd_daemon: DaemonInfo) -> None:
+    ctx = ssl.create_default_context(cafile=lxd_daemon.server_cert)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(lxd_daemon.client_cert, lxd_daemon.client_key)
+    with httpx.Client(base_url=lxd_daemon.https_url, verify=ctx, timeout=10) as c:
+        info = c.get("/1.0").json()["metadata"]
+        assert info["auth"] == "trusted"
+        assert info["environment"]["certificate_fingerprint"] == lxd_daemon.server_fingerprint
+    # Without the client certificate the same server treats us as untrusted.
+    anon = ssl.create_default_context(cafile=lxd_daemon.server_cert)
+    anon.check_hostname = False
+    with httpx.Client(base_url=lxd_daemon.https_url, verify=anon, timeout=10) as c:
+        assert c.get("/1.0").json()["metadata"]["auth"] == "untrusted"
+
+
+def test_image_server_serves_public_image(image_server: DaemonInfo) -> None:
+    ctx = ssl.create_default_context(cafile=image_server.server_cert)
+    ctx.check_hostname = False
+    with httpx.Client(base_url=image_server.https_url, verify=ctx, timeout=10) as c:
+        images = c.get("/1.0/images").json()["metadata"]
+        assert f"/1.0/images/{image_server.image_fingerprint}" in images
+
+
+def test_a_daemon_that_dies_is_revived_with_its_log_kept(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from app.locallxd.daemon import LocalDaemon, image_tarball
+    from tests.support.lxd_env import HarnessEnvironment
+
+    daemon = LocalDaemon()
+    try:
+        daemon.start()
+        info = daemon.prepare(image_tarball=image_tarball(), https=False)
+        env = HarnessEnvironment(main=info, image_server=info, daemons=[daemon])
+        assert env.revive() == []
+        assert daemon.proc is not None
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        daemon.proc.wait(10)
+        assert env.revive() == [str(daemon.dir)]
+        with httpx.Client(transport=httpx.HTTPTransport(uds=info.socket_path), base_url="http://lxd") as c:
+            aliases = c.get("/1.0/images/aliases").json()["metadata"]
+        assert "/1.0/images/aliases/busybox" in aliases  # the same daemon, its state kept
+        assert Path(f"test-artifacts/lxd-{daemon.dir.name}.log").exists()
+    finally:
+        daemon.stop()
+        Path(f"test-artifacts/lxd-{daemon.dir.name}.log").unlink(missing_ok=True)
