@@ -97,7 +97,8 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
                           devices: Devices | None, current: Profile | None = None) -> None:
     """A profile's whole content after an edit, as untrusted: a `profile:` rule never covers editing it. With
     `current` (the profile as LXD holds it), also every container that uses it, as LXD would run it with the new
-    content: an edit that removes what masked another profile's forbidden key is refused too."""
+    content: an edit that removes what masked another profile's forbidden key is refused too. (A container already
+    beyond the caller's policy is not the caller's to use, and is left out.)"""
     enforce(conn, b.principal, config=config, devices=devices)
     managed = await managed_networks(b)
     policy = policy_for(conn, b.principal)
@@ -115,10 +116,14 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
             inst = await b.client.instances.get(name)
         except NotFound:
             continue  # gone meanwhile
-        layers = [edited if p == current.name else (await profile_layers(b, [p], "profiles"))[0]
-                  for p in inst.profiles]
+        own = Layer(config=inst.config, devices=inst.devices, lxd_written=True)
+        layers = await profile_layers(b, inst.profiles, "profiles")
         try:
-            policy.check_expanded([*layers, Layer(config=inst.config, devices=inst.devices, lxd_written=True)],
+            policy.check_expanded([*layers, own], managed)
+        except PolicyViolation:
+            continue  # already beyond this caller's policy: it cannot use that container (see enforce_container)
+        try:
+            policy.check_expanded([edited if layer.profile == current.name else layer for layer in layers] + [own],
                                   managed)
         except PolicyViolation as v:
             raise ProblemError(403, f"container {name!r} uses profile {current.name!r}, and with this edit it would "
