@@ -8,7 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, Address, container_addresses
 from app.containers.spec import (
@@ -21,13 +20,13 @@ from app.containers.spec import (
     merge_config,
     remove_failure_message,
     replace_profile,
-    state_request,
     writable_instance,
 )
 from app.images.search import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_error
-from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, if_match, report, server_facts
+from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report, server_facts
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, OperationVanished
+from app.lxd.models import Instance
 from app.lxd.operations import Operation
 from app.lxd.servers import ServerSpec, is_not_found
 from app.networks.decisions import DEFAULT_BRIDGE, needs_bridge_ipv4
@@ -62,22 +61,22 @@ class ContainerRemoveError(ContainerServiceError):
         self.failed = list(failed)
 
 
-def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
-
-
 def _err(exc: BaseException) -> str:
     return str(getattr(exc, "error", None) or exc)
 
 
 async def get_container(client: Client, name: str) -> tuple[Container, str | None]:
     """The container as LXD describes it, and its ETag."""
-    env = await client.request("GET", _p(name))
-    return Container(dict(env.metadata or {})), env.etag
+    inst = await client.instances.get(name)
+    return Container(_data(inst)), inst.etag
+
+
+def _data(inst: Instance) -> dict[str, Any]:
+    return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 async def _put(client: Client, name: str, data: Mapping[str, Any], etag: str | None) -> None:
-    await client.mutate("PUT", _p(name), json=writable_instance(data), headers=if_match(etag))
+    await client.instances.update(name, writable_instance(data), etag=etag)
 
 
 # --------------------------------------------------------------------------------------------- create
@@ -115,7 +114,7 @@ async def resolve_image(client: Client, spec: ContainerSpec, *, sources: Sequenc
 
 async def start_container(client: Client, name: str, *, on_operation: OperationHook | None = None) -> None:
     """Start a container and wait until it has started (`{action: start, timeout: -1}`, no ETag)."""
-    op = await client.mutate("PUT", f"{_p(name)}/state", json=state_request("start"), wait=False)
+    op = await client.instances.start(name, timeout=-1, wait=False)
     await _followed(op, on_operation)
 
 
@@ -204,8 +203,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         await on_step("creating")
     created = False
     try:
-        op = await client.mutate("POST", "/1.0/instances", json=request.body, wait=False,
-                                 params={"target": target} if target else None)
+        op = await client.instances.create_from(request.instance, target=target, wait=False)
         created = True
         try:
             await _followed(op, on_operation)
@@ -248,15 +246,13 @@ async def remove_container(client: Client, name: str, *, attempts: int = DELETE_
     LXD refuses outright is not retried; a delete whose operation fails is retried (`attempts` in all,
     `retry_delay` seconds apart), then fails with "attempt count exceeded: <last error>".
     """
-    env = await client.request("GET", f"{_p(name)}/state")
-    state = env.metadata or {}
-    if state.get("status_code") != STOPPED:
-        await client.mutate("PUT", f"{_p(name)}/state", json=state_request("stop", force=True),
-                            headers=if_match(env.etag))
+    state = await client.instances.state(name)
+    if state.status_code != STOPPED:
+        await client.instances.set_state(name, "stop", force=True, timeout=-1, etag=state.etag)
     last: BaseException | None = None
     for attempt in range(attempts):
         try:
-            op = await client.mutate("DELETE", _p(name), wait=False)
+            op = await client.instances.delete(name, wait=False)
         except LXDError as exc:
             if is_not_found(exc):
                 return
@@ -290,8 +286,7 @@ async def remove_containers(client: Client, names: Iterable[str], **kw: Any) -> 
 
 
 async def _instances(client: Client) -> list[dict[str, Any]]:
-    env = await client.request("GET", "/1.0/instances", params={"recursion": 1})
-    return [dict(i) for i in env.metadata or []]
+    return [_data(i) for i in await client.instances.list(recursion=1)]
 
 
 async def list_containers(client: Client, prefix: str = "", statuses: Sequence[str] = ()) -> list[Container]:
@@ -308,8 +303,8 @@ async def list_alive_containers(client: Client, prefix: str = "") -> list[Contai
 async def container_addresses_of(client: Client, name: str,
                                  skip_interfaces: Iterable[str] = DEFAULT_SKIPPED_INTERFACES) -> list[Address]:
     """The container's usable addresses: none on `skip_interfaces`, no loopback, no link-local."""
-    env = await client.request("GET", f"{_p(name)}/state")
-    return container_addresses(env.metadata or {}, skip_interfaces)
+    state = await client.instances.state(name)
+    return container_addresses(state.model_dump(mode="json", exclude_unset=True), skip_interfaces)
 
 
 async def container_profiles(client: Client, name: str) -> list[str]:
@@ -335,8 +330,7 @@ async def update_container_profiles(client: Client, name: str, profiles: Sequenc
         raise ContainerServiceError(f'failed to get "{name}": {_err(exc)}') from exc
     container.data["profiles"] = list(profiles)
     try:
-        op = await client.mutate("PUT", _p(name), json=writable_instance(container.data), headers=if_match(etag),
-                                 wait=False)
+        op = await client.instances.update(name, writable_instance(container.data), etag=etag, wait=False)
     except LXDError as exc:
         raise ContainerServiceError(f'failed to update "{name}" with profiles: {_err(exc)}') from exc
     try:
@@ -354,8 +348,7 @@ async def replace_container_profile(client: Client, name: str, old: str, new: st
     profiles = replace_profile(container.data.get("profiles") or [], old, new)
     container.data["profiles"] = profiles
     try:
-        op = await client.mutate("PUT", _p(name), json=writable_instance(container.data), headers=if_match(etag),
-                                 wait=False)
+        op = await client.instances.update(name, writable_instance(container.data), etag=etag, wait=False)
     except LXDError as exc:
         raise ContainerServiceError(f'failed to update container "{name}": {_err(exc)}') from exc
     await op.wait()

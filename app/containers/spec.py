@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.containers.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.images.search import ImageSource
+from app.lxd.models import InstanceCreate
 from app.lxd.servers import normalise_arch
 from app.networks.decisions import InterfaceSpec, devices_from_interface_info
 
@@ -56,7 +57,7 @@ def status_of(instance: Mapping[str, Any]) -> str:
 
 
 class Container:
-    """Read helpers over an LXD instance as `GET /1.0/instances/<name>` returns it (the dict is shared)."""
+    """Read helpers over an LXD instance as LXD describes it (the dict is shared)."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -163,12 +164,12 @@ WRITABLE_INSTANCE_KEYS = ("architecture", "config", "devices", "ephemeral", "pro
 
 
 def writable_instance(instance: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an instance that `PUT /1.0/instances/<name>` takes."""
+    """The part of an instance that an instance update (PUT) takes."""
     return {k: instance[k] for k in WRITABLE_INSTANCE_KEYS if k in instance}
 
 
 def state_request(action: str, *, force: bool = False, timeout: int = -1, stateful: bool = False) -> dict[str, Any]:
-    """The body of `PUT /1.0/instances/<name>/state`."""
+    """The body of an instance state change."""
     return {"action": action, "timeout": timeout, "force": force, "stateful": stateful}
 
 
@@ -264,28 +265,25 @@ class ContainerSpec(BaseModel):
 
 @dataclass(frozen=True)
 class CreateRequest:
-    """The body of `POST /1.0/instances`, and the NIC parents whose subnet is unknown (reported back)."""
+    """The instance create request, and the NIC parents whose subnet is unknown (reported back)."""
 
-    body: dict[str, Any]
+    instance: InstanceCreate
     unknown_parents: list[str]
 
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.instance.body()
 
-def create_body(draft: InstanceDraft, source: ImageSource) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": draft.name, "type": "container", "profiles": draft.profiles, "config": draft.config,
-        "devices": draft.devices, "ephemeral": draft.ephemeral, "source": source.create_source(),
-    }
-    if draft.architecture:
-        body["architecture"] = draft.architecture
-    if draft.instance_type:
-        body["instance_type"] = draft.instance_type
-    if draft.description:
-        body["description"] = draft.description
-    return body
+
+def create_body(draft: InstanceDraft, source: ImageSource) -> InstanceCreate:
+    return InstanceCreate(name=draft.name, profiles=draft.profiles, config=draft.config, devices=draft.devices,
+                          ephemeral=draft.ephemeral, source=source.create_source(),
+                          architecture=draft.architecture or None, instance_type=draft.instance_type or None,
+                          description=draft.description or None)
 
 
 def build_create_request(spec: ContainerSpec, source: ImageSource, server_version: str) -> CreateRequest:
     """The instance create request for `spec` from the resolved image, with its constraints applied."""
     draft, unknown = spec.draft()
     apply_constraints(draft, server_version, spec.constraints)
-    return CreateRequest(body=create_body(draft, source), unknown_parents=unknown)
+    return CreateRequest(instance=create_body(draft, source), unknown_parents=unknown)

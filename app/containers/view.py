@@ -6,32 +6,31 @@ Shared by the job results and the HTTP routes, so that a job's `result` and `GET
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
 from app.containers.spec import Container, status_of
 from app.lxd.client import Client
+from app.lxd.models import Instance
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
 
 
-def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
+def _data(inst: Instance) -> dict[str, Any]:
+    return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 async def read_container(client: Client, name: str) -> dict[str, Any]:
     """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`."""
-    env = await client.request("GET", _p(name), params={"recursion": 1})
-    data = dict(env.metadata or {})
-    if not isinstance(data.get("state"), dict):
-        data["state"] = (await client.request("GET", f"{_p(name)}/state")).metadata or {}
-    data["_etag"] = env.etag
+    inst = await client.instances.get(name, recursion=1)
+    if inst.state is None:
+        inst.state = await client.instances.state(name)
+    data = _data(inst)
+    data["_etag"] = inst.etag
     return data
 
 
 async def list_with_state(client: Client) -> list[dict[str, Any]]:
     """Every container of the client's project with its live state, in one call."""
-    env = await client.request("GET", "/1.0/instances", params={"recursion": 2})
-    return [dict(i) for i in env.metadata or [] if (i or {}).get("type", "container") == "container"]
+    return [_data(i) for i in await client.instances.list(recursion=2) if i.type == "container"]
 
 
 def addresses_of(data: dict[str, Any]) -> list[dict[str, str]]:

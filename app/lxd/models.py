@@ -141,6 +141,7 @@ class Instance(Tagged):
     last_used_at: datetime | None = None
     location: str = ""
     project: str = ""
+    state: InstanceState | None = None
 
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""
@@ -165,8 +166,8 @@ class NetworkState(LXDModel):
     type: str = ""
 
 
-class InstanceState(LXDModel):
-    """`GET /1.0/instances/<name>/state`."""
+class InstanceState(Tagged):
+    """`GET /1.0/instances/<name>/state`; `etag` is what to pass back as If-Match on a state change."""
 
     status: str = ""
     status_code: int = 0
@@ -182,6 +183,28 @@ class InstanceState(LXDModel):
             out += [a.address for a in net.addresses
                     if a.family == "inet" and (not global_only or a.scope == "global")]
         return out
+
+
+class InstanceCreate(LXDModel):
+    """The body of an instance create (`Instances.create_from`); fields left unset are not sent."""
+
+    name: str
+    type: str = "container"
+    profiles: list[str] | None = None
+    config: dict[str, str] | None = None
+    devices: dict[str, dict[str, str]] | None = None
+    ephemeral: bool | None = None
+    source: dict[str, Any] = Field(default_factory=lambda: {"type": "none"})
+    architecture: str | None = None
+    instance_type: str | None = None
+    description: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The request body: every field given (or defaulted for `name`, `type`, `source`), in LXD's names."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+Instance.model_rebuild()
 
 
 class Snapshot(LXDModel):

@@ -268,8 +268,8 @@ class Operations:
         params: dict[str, str] = {"recursion": "1"}
         if all_projects:
             params["all-projects"] = "true"
-        else:
-            params["project"] = project or self._client.project
+        elif scope := project or self._client.project:
+            params["project"] = scope
         env = await self._client.request("GET", "/1.0/operations", params=params, scoped=False)
         out: list[OperationState] = []
         for items in (env.metadata or {}).values():

@@ -63,8 +63,12 @@ class Profiles:
     async def create(self, name: str, *, config: dict[str, str] | None = None,
                      devices: dict[str, dict[str, str]] | None = None, description: str = "",
                      project: str | None = None) -> Profile:
-        """Create a profile; `Conflict` when it exists."""
-        body = {"name": name, "config": config or {}, "devices": devices or {}, "description": description}
+        """Create a profile; `Conflict` when it exists. `devices` and `description` are sent only when given."""
+        body: dict[str, Any] = {"name": name, "config": dict(config or {})}
+        if devices:
+            body["devices"] = devices
+        if description:
+            body["description"] = description
         await self._client.mutate("POST", "/1.0/profiles", json=body, project=project)
         return await self.get(name, project=project)
 

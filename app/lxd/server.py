@@ -31,6 +31,11 @@ class Server:
                     self._extensions = frozenset(self._info.api_extensions)
         return self._info
 
+    async def ping(self) -> None:
+        """`GET /1.0` on the long-call pool (a probe must not queue behind a burst of short calls); the answer is
+        not cached. Raises the `LXDError` of a failure."""
+        await self._client.request("GET", "/1.0", scoped=False, long=True)
+
     @property
     def cached(self) -> ServerInfo | None:
         return self._info

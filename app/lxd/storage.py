@@ -59,6 +59,11 @@ class Storage:
 
     # ------------------------------------------------------------------------------------------ pools
 
+    async def names(self) -> list[str]:
+        """The pool names, in the server's order."""
+        env = await self._client.request("GET", "/1.0/storage-pools", scoped=False)
+        return [str(u).split("?", 1)[0].rsplit("/", 1)[-1] for u in env.metadata or []]
+
     async def list(self, *, target: str | None = None) -> list[StoragePool]:
         env = await self._client.request("GET", "/1.0/storage-pools", params=with_target(target, {"recursion": 1}),
                                          scoped=False)

@@ -18,7 +18,6 @@ from app.networks.service import (
     nics_from_profile,
     verify_network_device,
 )
-from app.profiles.service import create_profile_with_config, has_profile
 from app.storage.service import StorageServiceError, create_pool, create_volume, ensure_default_storage
 from tests.integration.core.conftest import bridge_name, unique
 
@@ -58,13 +57,12 @@ async def ipv6_network(client: Client, made: dict[str, list[str]]) -> str:
 async def test_s11_s12_has_profile_and_create_with_config(core_client: Client,
                                                           cleanup: dict[str, list[str]]) -> None:
     name = unique("lgwp")
-    assert await has_profile(core_client, "default")
-    assert not await has_profile(core_client, name)
-    await create_profile_with_config(core_client, name, {"boot.autostart": "false"})
+    names = await core_client.profiles.names()
+    assert "default" in names and name not in names
+    got = await core_client.profiles.create(name, config={"boot.autostart": "false"})
     cleanup["profiles"].append(name)
-    assert await has_profile(core_client, name)
-    assert not await has_profile(core_client, name.upper())
-    got = await core_client.profiles.get(name)
+    names = await core_client.profiles.names()
+    assert name in names and name.upper() not in names
     assert got.config == {"boot.autostart": "false"} and got.devices == {}
 
 

@@ -11,7 +11,6 @@ import pytest
 from app.jobs.progress import cluster_supported, host_arch, server_facts, storage_supported
 from app.locallxd.daemon import free_port
 from app.lxd import Client, LXDError
-from app.profiles.service import has_profile
 from app.server.proxies_service import configure_proxies
 from app.server.service import enable_https_listener, update_server_config, use_project
 from tests.integration.core.conftest import unique
@@ -87,8 +86,8 @@ async def test_s8_use_project_scopes_later_calls(core_client: Client) -> None:
     try:
         scoped = use_project(core_client, project)
         await scoped.profiles.create(profile)
-        assert await has_profile(scoped, profile)
-        assert not await has_profile(core_client, profile)
+        assert profile in await scoped.profiles.names()
+        assert profile not in await core_client.profiles.names()
         await scoped.profiles.delete(profile)
     finally:
         await core_client.projects.delete(project)

@@ -28,7 +28,6 @@ from app.lxd import Client, LXDError
 from app.lxd.servers import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
 from app.networks.decisions import NoNicError
 from app.networks.service import NetworkVerifyError, ensure_ipv4, verify_network_device
-from app.profiles.service import create_profile_with_config, has_profile
 from app.server.service import enable_https_listener, update_server_config, use_project, use_target
 from app.storage.service import create_pool, create_volume, ensure_default_storage
 from tests.unit.core.core_lxd_fake import Call, FakeLXD, error, fake_lxd, operation, sync
@@ -54,7 +53,7 @@ async def test_s7_use_target_good_member_and_error_passed_through(lxd: tuple[Fak
     targeted, facts = await use_target(client, "node1")
     assert fake.requests("GET", "/1.0")[-1].params["target"] == "node1" and facts.clustered
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
-    await has_profile(targeted, "default")
+    assert "default" in await targeted.profiles.names()
     assert fake.requests("GET", "/1.0/profiles")[-1].params == {"project": "default", "target": "node1"}
     fake.on("GET", "/1.0", lambda c: error("not a cluster member", 400) if c.params.get("target") else
             sync(fake.server_info))
@@ -66,7 +65,7 @@ async def test_s7_use_target_good_member_and_error_passed_through(lxd: tuple[Fak
 async def test_s8_use_project_adds_the_project(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
-    await has_profile(use_project(client, "my-project"), "default")
+    assert "default" in await use_project(client, "my-project").profiles.names()
     assert fake.requests("GET", "/1.0/profiles")[-1].params["project"] == "my-project"
 
 
@@ -120,9 +119,12 @@ async def test_s14_https_listener_errors(lxd: tuple[FakeLXD, Client]) -> None:
 async def test_s11_s12_profiles(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default", "/1.0/profiles/custom"]))
-    assert await has_profile(client, "default") and not await has_profile(client, "unknown")
+    names = await client.profiles.names()
+    assert "default" in names and "unknown" not in names
     fake.on("POST", "/1.0/profiles", sync({}))
-    await create_profile_with_config(client, "custom", {"boot.autostart": "false"})
+    fake.on("GET", "/1.0/profiles/custom", sync({"name": "custom", "config": {"boot.autostart": "false"}}))
+    created = await client.profiles.create("custom", config={"boot.autostart": "false"})
+    assert created.config == {"boot.autostart": "false"}
     assert fake.requests("POST", "/1.0/profiles")[0].body == {"name": "custom",
                                                               "config": {"boot.autostart": "false"}}
 
