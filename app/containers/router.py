@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers import jobs as _container_kinds  # noqa: F401  (registers the container job kinds)
-from app.containers.spec import ALIVE_STATUSES, ContainerSpec, status_of
+from app.containers.spec import ContainerSpec, status_of
 from app.containers.view import addresses_of, container_view, list_with_state, read_container
 from app.http.auth import require
 from app.http.deps import (
@@ -37,7 +37,7 @@ from app.http.pagination import Page, PageDep, paginate
 from app.jobs import Job
 from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import LXDError, NotFound
-from app.lxd.models import Instance
+from app.lxd.models import ALIVE_STATUSES, Instance
 from app.store.tokens import Scope
 from app.tokens.guard import as_sent, enforce, enforce_expanded
 from app.tokens.policy import Layer

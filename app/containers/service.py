@@ -11,7 +11,6 @@ from typing import Any
 
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, Address, container_addresses
 from app.containers.spec import (
-    STOPPED,
     Container,
     ContainerSpec,
     alive_containers,
@@ -23,10 +22,10 @@ from app.containers.spec import (
     writable_instance,
 )
 from app.images.search import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_error
-from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report, server_facts
+from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, OperationVanished
-from app.lxd.models import Instance
+from app.lxd.models import Instance, StatusCode
 from app.lxd.operations import Operation
 from app.lxd.servers import ServerSpec, is_not_found
 from app.networks.decisions import DEFAULT_BRIDGE, needs_bridge_ipv4
@@ -186,7 +185,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
             raise  # the target LXD itself is gone or slow: not an image problem
         except Exception as exc:
             raise acquisition_error(exc) from exc
-    facts = await server_facts(client)
+    facts = await client.server_info()
     request = build_create_request(spec, image, facts.version)
     ensured = False
     if needs_bridge_ipv4(request.unknown_parents, facts.network_api, bridge):
@@ -247,7 +246,7 @@ async def remove_container(client: Client, name: str, *, attempts: int = DELETE_
     `retry_delay` seconds apart), then fails with "attempt count exceeded: <last error>".
     """
     state = await client.instances.state(name)
-    if state.status_code != STOPPED:
+    if state.status_code != StatusCode.STOPPED:
         await client.instances.set_state(name, "stop", force=True, timeout=-1, etag=state.etag)
     last: BaseException | None = None
     for attempt in range(attempts):

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.containers.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.images.search import ImageSource
-from app.lxd.models import InstanceCreate
-from app.lxd.servers import normalise_arch
+from app.lxd.models import ALIVE_STATUSES, InstanceCreate, StatusCode, normalise_arch
 from app.networks.decisions import InterfaceSpec, devices_from_interface_info
 
 log = logging.getLogger(__name__)
@@ -29,13 +28,6 @@ AUTOSTART_KEY = "boot.autostart"
 MIB = 1 << 20
 MAX_MEM_MIB = 2**32 - 1
 
-STATUS_CODES = {
-    100: "Operation created", 101: "Started", 102: "Stopped", 103: "Running", 104: "Cancelling", 105: "Pending",
-    106: "Starting", 107: "Stopping", 108: "Aborting", 109: "Freezing", 110: "Frozen", 111: "Thawed",
-    112: "Error", 113: "Ready", 200: "Success", 400: "Failure", 401: "Cancelled",
-}
-STOPPED = 102
-ALIVE_STATUSES = ("Starting", "Started", "Running", "Stopping", "Stopped")
 
 _NAME = r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
 
@@ -50,10 +42,7 @@ class DeviceExistsError(ContainerError):
 
 def status_of(instance: Mapping[str, Any]) -> str:
     """An instance's status name, from its `status_code` (or its `status` when it has no code)."""
-    code = instance.get("status_code")
-    if code in STATUS_CODES:
-        return STATUS_CODES[code]
-    return instance.get("status") or ""
+    return StatusCode.label_of(instance.get("status_code"), instance.get("status") or "")
 
 
 class Container:

@@ -24,7 +24,7 @@ from app.images.search import (
     ImageSource,
     image_progress,
 )
-from app.jobs.progress import PROVISIONING, ProgressFn, report, server_facts
+from app.jobs.progress import PROVISIONING, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Progress
@@ -273,7 +273,7 @@ async def find_image(client: Client, *, series: str | None = None, alias: str | 
         raise ValueError("give exactly one of series or alias")
     await report(progress, PROVISIONING, None, ACQUIRING_MESSAGE)
     if series is not None:
-        arch = arch or (await server_facts(client)).host_arch
+        arch = arch or (await client.server_info()).host_arch
         search = ImageSearch.for_series(series, arch, sources, alias_template)
     else:
         assert alias is not None

@@ -7,8 +7,7 @@ connect. Specs are immutable: the builder methods return a new spec and never ch
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -34,26 +33,6 @@ class Protocol(StrEnum):
 
 class ConnectionSpecError(ValueError):
     """A server spec or address cannot be used."""
-
-
-_ARCHES = [
-    (re.compile(r"amd64|x86_64"), "amd64"),
-    (re.compile(r"i?[3-9]86"), "i386"),
-    (re.compile(r"(arm$)|(armv.*)"), "armhf"),
-    (re.compile(r"aarch64"), "arm64"),
-    (re.compile(r"ppc64|ppc64el|ppc64le"), "ppc64el"),
-    (re.compile(r"s390x"), "s390x"),
-    (re.compile(r"riscv64|risc$|risc-[vV]64"), "riscv64"),
-]
-
-
-def normalise_arch(arch: str) -> str:
-    """The canonical name of an architecture: x86_64 → amd64, aarch64 → arm64, armv7l → armhf, …"""
-    arch = arch.strip()
-    for pattern, name in _ARCHES:
-        if pattern.search(arch):
-            return name
-    return arch
 
 
 @dataclass(frozen=True)
@@ -208,43 +187,3 @@ def is_not_found(error: BaseException | str | None) -> bool:
     if status == 404:
         return True
     return str(error).lower() == "not found"
-
-
-@dataclass(frozen=True)
-class ServerFacts:
-    """What `GET /1.0` says about a server, as the rest of the core uses it."""
-
-    name: str
-    clustered: bool
-    certificate: str
-    host_arch: str
-    supported_arches: tuple[str, ...]
-    version: str
-    extensions: frozenset[str]
-
-    @property
-    def network_api(self) -> bool:
-        return "network" in self.extensions
-
-    @property
-    def cluster_supported(self) -> bool:
-        return "clustering" in self.extensions
-
-    @property
-    def storage_supported(self) -> bool:
-        return "storage" in self.extensions
-
-    @classmethod
-    def from_server_info(cls, info: Mapping[str, Any]) -> ServerFacts:
-        """Facts from the metadata of `GET /1.0`. An unnamed standalone server is called "none"."""
-
-        env = info.get("environment") or {}
-        clustered = bool(env.get("server_clustered"))
-        name = env.get("server_name") or ""
-        if not name and not clustered:
-            name = "none"
-        host_arch = normalise_arch(env.get("kernel_architecture") or "")
-        arches = tuple(normalise_arch(a) for a in env.get("architectures") or ()) or (host_arch,)
-        return cls(name=name, clustered=clustered, certificate=env.get("certificate") or "", host_arch=host_arch,
-                   supported_arches=arches, version=env.get("server_version") or "",
-                   extensions=frozenset(info.get("api_extensions") or ()))

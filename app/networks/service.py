@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.jobs.progress import server_facts
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.networks.decisions import (
@@ -145,7 +144,7 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
     and an `ethN` NIC on it is added to the profile; on a cluster that is refused.
     Errors name the profile: `profile "<name>": ...`.
     """
-    facts = await server_facts(client)
+    facts = await client.server_info()
     p = await client.profiles.get(profile)
     data = p.model_dump()
     action = verify_network_action(data, facts.network_api, facts.clustered)

@@ -6,13 +6,12 @@ import logging
 from collections.abc import Mapping
 
 from app.containers.spec import merge_config
-from app.jobs.progress import server_facts
 from app.lxd.client import Client
+from app.lxd.models import ServerInfo
 from app.lxd.servers import (
     DEFAULT_HTTPS_LISTENER,
     HTTPS_ADDRESS_KEY,
     IPV4_HTTPS_LISTENER,
-    ServerFacts,
     is_ipv6_unsupported,
 )
 
@@ -56,11 +55,11 @@ def use_project(client: Client, project: str) -> Client:
     return client.with_project(project)
 
 
-async def use_target(client: Client, member: str) -> tuple[Client, ServerFacts]:
+async def use_target(client: Client, member: str) -> tuple[Client, ServerInfo]:
     """A client bound to cluster member `member` and that member's facts (read from that member).
 
     An error from that request (e.g. "not a cluster member") is raised unchanged.
     """
     targeted = client.with_target(member)
-    facts = await server_facts(targeted, refresh=True)
+    facts = await targeted.server_info(refresh=True)
     return targeted, facts

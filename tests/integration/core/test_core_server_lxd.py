@@ -8,7 +8,6 @@ import contextlib
 
 import pytest
 
-from app.jobs.progress import cluster_supported, host_arch, server_facts, storage_supported
 from app.locallxd.daemon import free_port
 from app.lxd import Client, LXDError
 from app.server.proxies_service import configure_proxies
@@ -19,12 +18,11 @@ pytestmark = pytest.mark.integration
 
 
 async def test_s5_s6_server_facts(core_client: Client) -> None:
-    facts = await server_facts(core_client)
-    assert facts.name and not facts.clustered and facts.version
-    assert facts.host_arch in facts.supported_arches
-    assert await storage_supported(core_client) and facts.network_api
-    assert await host_arch(core_client) == facts.host_arch
-    assert await cluster_supported(core_client) == ("clustering" in facts.extensions)
+    facts = await core_client.server_info()
+    assert facts.name_or_none and not facts.clustered and facts.version
+    assert facts.host_arch and facts.host_arch in facts.supported_arches
+    assert facts.storage_supported and facts.network_api
+    assert facts.cluster_supported == ("clustering" in facts.extensions)
 
 
 async def test_s9_update_server_config_merges(throwaway_client: Client) -> None:

@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import pytest
 
 from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
+from app.lxd.models import ServerInfo
 from app.lxd.pem import Certificate
 from app.lxd.servers import (
     ConnectionSpecError,
     Protocol,
-    ServerFacts,
     ServerSpec,
     cloud_images_daily_spec,
     cloud_images_releases_spec,
@@ -173,19 +173,19 @@ def _info(name: str = "", clustered: bool = False, extensions: list[str] | None 
 
 
 def test_s05_server_name() -> None:
-    assert ServerFacts.from_server_info(_info("nuc8")).name == "nuc8"
+    assert ServerInfo.model_validate(_info("nuc8")).name_or_none == "nuc8"
 
 
 def test_s05_unnamed_standalone_server_is_none() -> None:
-    assert ServerFacts.from_server_info(_info("")).name == "none"
+    assert ServerInfo.model_validate(_info("")).name_or_none == "none"
 
 
 def test_s05_unnamed_cluster_member_stays_empty() -> None:
-    assert ServerFacts.from_server_info(_info("", clustered=True)).name == ""
+    assert ServerInfo.model_validate(_info("", clustered=True)).name_or_none == ""
 
 
 def test_s05_server_facts() -> None:
-    facts = ServerFacts.from_server_info(_info("n", extensions=["network", "clustering"]))
+    facts = ServerInfo.model_validate(_info("n", extensions=["network", "clustering"]))
     assert facts.host_arch == "amd64"
     assert facts.supported_arches == ("amd64", "i386")
     assert facts.version == "5.21.1"
@@ -196,12 +196,12 @@ def test_s05_server_facts() -> None:
 def test_s05_supported_arches_default_to_host_arch() -> None:
     info = _info("n")
     info["environment"]["architectures"] = []
-    assert ServerFacts.from_server_info(info).supported_arches == ("amd64",)
+    assert ServerInfo.model_validate(info).supported_arches == ("amd64",)
 
 
 def test_s06_storage_supported() -> None:
-    assert ServerFacts.from_server_info(_info("n", extensions=["storage"])).storage_supported
-    assert not ServerFacts.from_server_info(_info("n", extensions=["network"])).storage_supported
+    assert ServerInfo.model_validate(_info("n", extensions=["storage"])).storage_supported
+    assert not ServerInfo.model_validate(_info("n", extensions=["network"])).storage_supported
 
 
 def test_s14_https_listener_addresses() -> None:

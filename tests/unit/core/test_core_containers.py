@@ -37,7 +37,8 @@ from app.containers.spec import (
     writable_instance,
 )
 from app.images.search import ImageSource
-from app.lxd.servers import normalise_arch, simplestreams_server_spec
+from app.lxd.models import normalise_arch
+from app.lxd.servers import simplestreams_server_spec
 
 
 def test_s09_server_config_merge_keeps_other_keys() -> None:

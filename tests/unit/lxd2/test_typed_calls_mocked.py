@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from app.lxd import Client
-from app.lxd.models import InstanceCreate
+from app.lxd.models import InstanceCreate, StatusCode
 from app.lxd.transport import Transport
 from tests.unit.lxd2.conftest import Fake, async_op, op_state, server_info, sync
 
@@ -118,3 +118,10 @@ async def test_unscoped_client_sends_no_project(fake: Fake) -> None:
     async with Client(t, project=None) as public:
         got = await public.images.alias("jammy/amd64")
     assert got.target == "fp1" and got.type == "container" and _params(alias) == {}
+
+
+def test_one_status_table_names_lxd_codes() -> None:
+    assert StatusCode(102).label == "Stopped" and StatusCode.CREATED.label == "Operation created"
+    assert StatusCode.label_of(112) == "Error" and StatusCode.label_of(999, "Odd") == "Odd"
+    assert StatusCode.label_of(None, "Running") == "Running"
+    assert StatusCode.SUCCESS.final and not StatusCode.RUNNING.final
