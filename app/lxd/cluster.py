@@ -10,7 +10,6 @@ from pydantic import Field
 
 from app.lxd.errors import LXDError
 from app.lxd.models import Tagged
-from app.lxd.operations import Operation
 from app.lxd.resource import Resource
 
 if TYPE_CHECKING:
@@ -71,11 +70,3 @@ class Cluster:
     async def member(self, name: str) -> ClusterMember:
         env = await self._client.request("GET", _m(name), scoped=False)
         return ClusterMember.from_envelope(env)
-
-    async def member_state(self, name: str, action: str, *, mode: str | None = None,
-                           wait: bool = True) -> Operation:
-        """`evacuate` or `restore` a member (`mode`: how instances move, on servers that support it)."""
-        body: dict[str, Any] = {"action": action}
-        if mode:
-            body["mode"] = mode
-        return await self._client.mutate("POST", f"{_m(name)}/state", json=body, wait=wait)

@@ -29,7 +29,7 @@ class Instances:
 
     async def list(self, *, recursion: int = 1, filter: str | None = None, all_projects: bool = False,
                    instance_type: str | None = None, project: str | None = None) -> list[Instance]:
-        """Instances as objects (`recursion=2` adds state and snapshots, kept as extra fields)."""
+        """Instances as objects (`recursion=2` adds the typed `state`, and snapshots kept as an extra field)."""
         params: dict[str, Any] = {"recursion": max(1, recursion)}
         if filter:
             params["filter"] = filter

@@ -284,15 +284,6 @@ class InstanceState(Tagged):
     processes: int = 0
     network: dict[str, NetworkState] | None = None
 
-    def ipv4(self, global_only: bool = True) -> list[str]:
-        out: list[str] = []
-        for name, net in (self.network or {}).items():
-            if name == "lo":
-                continue
-            out += [a.address for a in net.addresses
-                    if a.family == "inet" and (not global_only or a.scope == "global")]
-        return out
-
 
 class InstanceCreate(LXDModel):
     """The body of an instance create (`Instances.create_from`); fields left unset are not sent."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from app.lxd.errors import ExtensionMissing
 from app.lxd.models import ServerInfo
 
 if TYPE_CHECKING:
@@ -63,10 +62,6 @@ class Server:
     async def has_extension(self, name: str) -> bool:
         await self.info()
         return name in self._extensions
-
-    async def require_extension(self, name: str) -> None:
-        if not await self.has_extension(name):
-            raise ExtensionMissing(f"the server lacks the API extension {name!r}")
 
     async def header_prefix(self) -> str:
         """"X-LXD-" or "X-Incus-": file and image headers follow the backend."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
@@ -11,20 +9,13 @@ from app.lxd.models import ServerInfo
 from app.lxd.pem import Certificate
 from app.lxd.servers import (
     ConnectionSpecError,
-    Protocol,
     ServerSpec,
-    cloud_images_daily_spec,
-    cloud_images_releases_spec,
     ensure_host_port,
     ensure_https,
     https_listener_addresses,
     image_remote_protocol,
-    image_server_specs,
-    insecure_server_spec,
     is_ipv6_unsupported,
     is_not_found,
-    new_server_spec,
-    simplestreams_server_spec,
 )
 
 CERT = Certificate.from_pem(b"cert-pem", b"key-pem")
@@ -88,82 +79,6 @@ def test_s04_empty_image_remote_protocol() -> None:
 @pytest.mark.parametrize("protocol", ["lxd", "simplestreams"])
 def test_s04_known_image_remote_protocols(protocol: str) -> None:
     assert image_remote_protocol(ServerSpec(host="https://x", protocol=protocol)) == protocol
-
-
-def test_s04_new_server_spec_forces_https_and_carries_certs() -> None:
-    spec = new_server_spec("http://lxd.example", "server-pem", CERT)
-    assert spec.host == "https://lxd.example"
-    assert spec.name == "" and spec.protocol == ""
-    assert spec.connection is not None
-    assert (spec.connection.server_cert, spec.connection.client_cert, spec.connection.client_key) == (
-        "server-pem", "cert-pem", "key-pem")
-    assert spec.connection.insecure_skip_verify is False
-    spec.validate()
-
-
-def test_s04_new_server_spec_needs_a_client_certificate() -> None:
-    with pytest.raises(ConnectionSpecError):
-        new_server_spec("h", "server-pem", None)  # type: ignore[arg-type]
-
-
-def test_s04_insecure_spec() -> None:
-    spec = insecure_server_spec("lxd.example")
-    assert spec.host == "https://lxd.example"
-    assert spec.connection is not None and spec.connection.insecure_skip_verify
-    assert spec.connection.client_cert == ""
-
-
-def test_s04_simplestreams_spec_has_no_connection_args() -> None:
-    spec = simplestreams_server_spec("images", "http://images.example")
-    assert (spec.name, spec.host, spec.protocol, spec.connection) == (
-        "images", "https://images.example", Protocol.SIMPLESTREAMS, None)
-
-
-def test_s04_builders_copy_and_create_args_lazily() -> None:
-    base = simplestreams_server_spec("images", "images.example")
-    built = base.with_proxy("http://proxy:3128").with_skip_get_server(True).with_client_certificate(CERT)
-    assert base.connection is None
-    assert built.connection is not None
-    assert built.connection.proxy == "http://proxy:3128"
-    assert built.connection.skip_get_server is True
-    assert built.connection.client_cert == "cert-pem"
-    other = built.with_skip_get_server(False)
-    assert built.connection.skip_get_server is True and other.connection.skip_get_server is False
-    marker = object()
-    assert base.with_http_client(marker).connection.http_client is marker
-
-
-def test_s04_validate_accepts_every_constructed_spec() -> None:
-    for spec in (new_server_spec("h", "", CERT), insecure_server_spec("h"), simplestreams_server_spec("n", "h"),
-                 cloud_images_releases_spec(), cloud_images_daily_spec()):
-        spec.validate()
-
-
-def test_s04_validate_refuses_a_hand_built_spec_without_host() -> None:
-    with pytest.raises(ConnectionSpecError):
-        ServerSpec(host="").validate()
-
-
-def test_s04_cloud_images_specs() -> None:
-    rel, daily = cloud_images_releases_spec(), cloud_images_daily_spec()
-    assert (rel.name, rel.host, rel.protocol) == (
-        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/releases", "simplestreams")
-    assert (daily.name, daily.host, daily.protocol) == (
-        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/daily", "simplestreams")
-
-
-def test_s04_cloud_images_specs_with_configured_host() -> None:
-    rel = cloud_images_releases_spec("http://mirror.example/ubuntu/", name="mirror")
-    assert (rel.name, rel.host) == ("mirror", "https://mirror.example/ubuntu/releases")
-    assert cloud_images_daily_spec("mirror.example").host == "https://mirror.example/daily"
-
-
-def test_s04_image_server_specs_from_settings() -> None:
-    sources = [SimpleNamespace(name="a", url="https://a.example/releases", protocol="simplestreams"),
-               SimpleNamespace(name="b", url="b.example:8443", protocol="lxd")]
-    specs = image_server_specs(sources)
-    assert [(s.name, s.host, s.protocol) for s in specs] == [
-        ("a", "https://a.example/releases", "simplestreams"), ("b", "https://b.example:8443", "lxd")]
 
 
 def _info(name: str = "", clustered: bool = False, extensions: list[str] | None = None) -> dict:

@@ -38,7 +38,7 @@ from app.containers.spec import (
 )
 from app.images.search import ImageSource
 from app.lxd.models import normalise_arch
-from app.lxd.servers import simplestreams_server_spec
+from app.lxd.servers import Protocol, ServerSpec
 
 
 def test_s09_server_config_merge_keeps_other_keys() -> None:
@@ -240,7 +240,7 @@ def test_s28_create_request_body() -> None:
 
 
 def test_s28_create_request_from_a_remote_image() -> None:
-    remote = simplestreams_server_spec("images", "images.example")
+    remote = ServerSpec(host="https://images.example", name="images", protocol=Protocol.SIMPLESTREAMS)
     body = build_create_request(_spec(ephemeral=True), ImageSource("fp1", remote), "5.0.0").body
     assert body["ephemeral"] is True
     assert body["source"] == {"type": "image", "mode": "pull", "server": "https://images.example",
