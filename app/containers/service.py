@@ -13,9 +13,7 @@ from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, Address, contai
 from app.containers.spec import (
     Container,
     ContainerSpec,
-    alive_containers,
     build_create_request,
-    filter_containers,
     merge_config,
     remove_failure_message,
     replace_profile,
@@ -282,21 +280,6 @@ async def remove_containers(client: Client, names: Iterable[str], **kw: Any) -> 
 
 
 # --------------------------------------------------------------------------------------------- read
-
-
-async def _instances(client: Client) -> list[dict[str, Any]]:
-    return [_data(i) for i in await client.instances.list(recursion=1)]
-
-
-async def list_containers(client: Client, prefix: str = "", statuses: Sequence[str] = ()) -> list[Container]:
-    """Containers whose name starts with `prefix` and (when given) whose status is one of `statuses`, in the
-    server's order."""
-    return [Container(dict(i)) for i in filter_containers(await _instances(client), prefix, statuses)]
-
-
-async def list_alive_containers(client: Client, prefix: str = "") -> list[Container]:
-    """Containers starting, started, running, stopping or stopped (not frozen, errored, ...)."""
-    return [Container(dict(i)) for i in alive_containers(await _instances(client), prefix)]
 
 
 async def container_addresses_of(client: Client, name: str,

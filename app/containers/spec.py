@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.containers.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.images.search import ImageSource
-from app.lxd.models import ALIVE_STATUSES, InstanceCreate, StatusCode, normalise_arch
+from app.lxd.models import InstanceCreate, StatusCode, normalise_arch
 from app.networks.decisions import InterfaceSpec, devices_from_interface_info
 
 log = logging.getLogger(__name__)
@@ -111,22 +111,6 @@ def memory_mib_of(value: str) -> int:
         log.debug("cannot read limits.memory %r", value)
         return 0
     return min(n, MAX_MEM_MIB)
-
-
-def filter_containers(instances: Iterable[Mapping[str, Any]], prefix: str = "",
-                      statuses: Sequence[str] = ()) -> list[Mapping[str, Any]]:
-    """Instances whose name starts with `prefix` and, when statuses are given, whose status is one of them.
-
-    The server's order is kept; status names match exactly ("Running", "Stopped", …).
-    """
-    wanted = set(statuses)
-    return [i for i in instances
-            if (i.get("name") or "").startswith(prefix) and (not wanted or status_of(i) in wanted)]
-
-
-def alive_containers(instances: Iterable[Mapping[str, Any]], prefix: str = "") -> list[Mapping[str, Any]]:
-    """Instances that are starting, started, running, stopping or stopped (not frozen, errored, …)."""
-    return filter_containers(instances, prefix, ALIVE_STATUSES)
 
 
 def replace_profile(profiles: Sequence[str], old: str, new: str) -> list[str]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from typing import Any
 
 import pytest
 
 from app.containers.addresses import Scope
+from app.containers.listing import select
 from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
@@ -19,8 +21,6 @@ from app.containers.service import (
     container_profiles,
     create_from_spec,
     get_container,
-    list_alive_containers,
-    list_containers,
     remove_container,
     remove_containers,
     replace_container_profile,
@@ -28,6 +28,7 @@ from app.containers.service import (
     update_container_profiles,
 )
 from app.containers.spec import ContainerSpec, DeviceExistsError
+from app.containers.view import list_with_state
 from app.images.search import ImageSource
 from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client, LXDError, NotFound
@@ -137,13 +138,16 @@ async def test_s25_s26_list_by_prefix_status_and_alive(core_client: Client) -> N
     await core_client.instances.create(a, image="busybox", start=True)
     await core_client.instances.create(b, image="busybox")
     try:
-        running = await list_containers(core_client, prefix, ["Running"])
-        assert [c.name for c in running] == [a]
-        assert [c.name for c in await list_containers(core_client, prefix, ["Running", "Stopped"])] == [a, b]
-        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [a, b]
+        def names(listed: list[dict[str, Any]]) -> list[str]:
+            return sorted(i["name"] for i in listed)
+
+        listed = await list_with_state(core_client)
+        assert names(select(listed, prefix, ["Running"])) == [a]
+        assert names(select(listed, prefix, ["Running", "Stopped"])) == [a, b]
+        assert names(select(listed, prefix, alive=True)) == [a, b]
         await core_client.instances.freeze(a)
-        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [b]
-        assert await list_containers(core_client, prefix + "zz") == []
+        assert names(select(await list_with_state(core_client), prefix, alive=True)) == [b]
+        assert select(listed, prefix + "zz") == []
     finally:
         await remove_instance(core_client, a)
         await remove_instance(core_client, b)

@@ -23,13 +23,12 @@ from app.containers.constraints import (
     set_root_disk,
     size_suffix,
 )
+from app.containers.listing import select
 from app.containers.spec import (
     Container,
     ContainerSpec,
     DeviceExistsError,
-    alive_containers,
     build_create_request,
-    filter_containers,
     merge_config,
     remove_failure_message,
     replace_profile,
@@ -153,25 +152,31 @@ def _inst(name: str, code: int) -> dict[str, Any]:
 def test_s25_filter_by_prefix_and_statuses() -> None:
     instances = [_inst("prefix-c1", 106), _inst("prefix-c2", 102), _inst("prefix-c3", 101),
                  _inst("not-prefix-c4", 102)]
-    kept = filter_containers(instances, "prefix", ["Starting", "Stopped"])
+    kept = select(instances, "prefix", ["Starting", "Stopped"])
     assert [i["name"] for i in kept] == ["prefix-c1", "prefix-c2"]
 
 
 def test_s25_filter_without_statuses_or_prefix() -> None:
     instances = [_inst("b", 103), _inst("a", 110)]
-    assert [i["name"] for i in filter_containers(instances)] == ["b", "a"]
-    assert filter_containers(instances, "", ["running"]) == []
+    assert [i["name"] for i in select(instances)] == ["b", "a"]
+    assert select(instances, "", ["running"]) == []
 
 
 def test_s25_filter_uses_status_text_when_there_is_no_code() -> None:
-    assert filter_containers([{"name": "x", "status": "Running"}], "", ["Running"]) == [
+    assert select([{"name": "x", "status": "Running"}], "", ["Running"]) == [
         {"name": "x", "status": "Running"}]
 
 
 def test_s26_alive_containers() -> None:
     instances = [_inst("c1", 106), _inst("c2", 102), _inst("c3", 103), _inst("c4", 110), _inst("c5", 112),
                  _inst("c6", 101), _inst("c7", 107), _inst("c8", 109)]
-    assert [i["name"] for i in alive_containers(instances)] == ["c1", "c2", "c3", "c6", "c7"]
+    assert [i["name"] for i in select(instances, alive=True)] == ["c1", "c2", "c3", "c6", "c7"]
+    assert [i["name"] for i in select(instances, "", ["Running", "Frozen"], alive=True)] == ["c3"]
+
+
+def test_s26_live_state_decides_over_the_instance_status() -> None:
+    listed = [{"name": "c1", "status_code": 102, "state": {"status_code": 103}}, {"name": "c2", "status_code": 103}]
+    assert [i["name"] for i in select(listed, "", ["Running"])] == ["c1", "c2"]
 
 
 STATE = {"network": {
@@ -382,7 +387,7 @@ def test_s50_pick_root_pool() -> None:
 def test_s54_list_by_namespace_prefix() -> None:
     prefix = "juju-06f00d-"
     names = [f"{prefix}0", f"{prefix}1", "juju-06f00e-0", "other", f"x{prefix}2", "juju-06f00d", f"{prefix[:-1]}"]
-    kept = filter_containers([{"name": n, "status_code": 103} for n in names], prefix)
+    kept = select([{"name": n, "status_code": 103} for n in names], prefix)
     assert [i["name"] for i in kept] == [f"{prefix}0", f"{prefix}1"]
 
 
