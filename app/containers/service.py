@@ -1,23 +1,17 @@
-"""Containers on an LXD server: create from a spec and start (removing it again when the start fails), remove
-one or many (forced stop, delete with retries), list and filter, addresses, config, profiles and disks."""
+"""Containers on an LXD server: create from a spec and start (removing it again when the start fails), and remove
+one (forced stop, delete with retries)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, Address, container_addresses
 from app.containers.spec import (
-    Container,
     ContainerSpec,
     build_create_request,
-    merge_config,
-    remove_failure_message,
-    replace_profile,
-    writable_instance,
 )
 from app.images.search import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_error
 from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report
@@ -62,20 +56,6 @@ def _err(exc: BaseException) -> str:
     return str(getattr(exc, "error", None) or exc)
 
 
-async def get_container(client: Client, name: str) -> tuple[Container, str | None]:
-    """The container as LXD describes it, and its ETag."""
-    inst = await client.instances.get(name)
-    return Container(_data(inst)), inst.etag
-
-
-def _data(inst: Instance) -> dict[str, Any]:
-    return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-async def _put(client: Client, name: str, data: Mapping[str, Any], etag: str | None) -> None:
-    await client.instances.update(name, writable_instance(data), etag=etag)
-
-
 # --------------------------------------------------------------------------------------------- create
 
 
@@ -89,7 +69,7 @@ StepHook = Callable[[str], Awaitable[None]]
 class CreatedContainer:
     """A container made by `create_from_spec`: it, the image it came from, and NIC parents of unknown subnet."""
 
-    container: Container
+    container: Instance
     image: ImageSource
     unknown_parents: list[str] = field(default_factory=list)
     ensured_ipv4: bool = False
@@ -225,7 +205,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     except asyncio.CancelledError:
         await roll_back_if(created, "a cancel")
         raise
-    container, _ = await get_container(client, spec.name)
+    container = await client.instances.get(spec.name)
     await report(progress, "running", 100, "Container started" if spec.start else "Container created")
     return CreatedContainer(container=container, image=image, unknown_parents=request.unknown_parents,
                             ensured_ipv4=ensured)
@@ -263,90 +243,3 @@ async def remove_container(client: Client, name: str, *, attempts: int = DELETE_
         if attempt + 1 < attempts:
             await sleep(retry_delay)
     raise ContainerRemoveError(f"attempt count exceeded: {_err(last) if last else 'delete failed'}", [name])
-
-
-async def remove_containers(client: Client, names: Iterable[str], **kw: Any) -> None:
-    """Remove each container in order; the failures do not stop the others and are reported together:
-    `failed to remove containers: c1, c2` (`.failed` lists them)."""
-    failed: list[str] = []
-    for name in names:
-        try:
-            await remove_container(client, name, **kw)
-        except Exception as exc:
-            log.warning("removing container %s failed: %s", name, exc)
-            failed.append(name)
-    if failed:
-        raise ContainerRemoveError(remove_failure_message(failed), failed)
-
-
-# --------------------------------------------------------------------------------------------- read
-
-
-async def container_addresses_of(client: Client, name: str,
-                                 skip_interfaces: Iterable[str] = DEFAULT_SKIPPED_INTERFACES) -> list[Address]:
-    """The container's usable addresses: none on `skip_interfaces`, no loopback, no link-local."""
-    state = await client.instances.state(name)
-    return container_addresses(state.model_dump(mode="json", exclude_unset=True), skip_interfaces)
-
-
-async def container_profiles(client: Client, name: str) -> list[str]:
-    container, _ = await get_container(client, name)
-    return list(container.data.get("profiles") or [])
-
-
-# --------------------------------------------------------------------------------------------- update
-
-
-async def update_container_config(client: Client, name: str, config: Mapping[str, str]) -> None:
-    """Merge `config` into the container's config (kept keys untouched), written back under its ETag."""
-    container, etag = await get_container(client, name)
-    container.data["config"] = merge_config(container.data.get("config"), config)
-    await _put(client, name, container.data, etag)
-
-
-async def update_container_profiles(client: Client, name: str, profiles: Sequence[str]) -> None:
-    """Set the container's whole profile list (order kept); every profile must exist."""
-    try:
-        container, etag = await get_container(client, name)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to get "{name}": {_err(exc)}') from exc
-    container.data["profiles"] = list(profiles)
-    try:
-        op = await client.instances.update(name, writable_instance(container.data), etag=etag, wait=False)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to update "{name}" with profiles: {_err(exc)}') from exc
-    try:
-        await op.wait()
-    except LXDError as exc:
-        raise ContainerServiceError(f"update failed: {_err(exc)}") from exc
-
-
-async def replace_container_profile(client: Client, name: str, old: str, new: str) -> list[str]:
-    """Replace profile `old` by `new` (no `old`: append `new`; no `new`: remove `old`); the new list."""
-    try:
-        container, etag = await get_container(client, name)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to get container "{name}": {_err(exc)}') from exc
-    profiles = replace_profile(container.data.get("profiles") or [], old, new)
-    container.data["profiles"] = profiles
-    try:
-        op = await client.instances.update(name, writable_instance(container.data), etag=etag, wait=False)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to update container "{name}": {_err(exc)}') from exc
-    await op.wait()
-    return profiles
-
-
-async def add_disk(client: Client, name: str, device: str, path: str, source: str, *, pool: str = "",
-                   read_only: bool = False) -> Container:
-    """Add a disk device to a container (`DeviceExistsError` when the name is taken), written under its ETag."""
-    container, etag = await get_container(client, name)
-    container.add_disk(device, path, source, pool, read_only)
-    await _put(client, name, container.data, etag)
-    return container
-
-
-async def write_container(client: Client, container: Container) -> None:
-    """Write a modified container definition back (no ETag: the last writer wins)."""
-    await _put(client, container.name, container.data, None)
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -113,41 +113,9 @@ def memory_mib_of(value: str) -> int:
     return min(n, MAX_MEM_MIB)
 
 
-def replace_profile(profiles: Sequence[str], old: str, new: str) -> list[str]:
-    """Profiles with `old` replaced by `new`: no `old` appends `new`; no `new` removes `old` (first match only)."""
-    out = list(profiles)
-    if not old:
-        out.append(new)
-        return out
-    if old in out:
-        i = out.index(old)
-        if new:
-            out[i] = new
-        else:
-            del out[i]
-    return out
-
-
 def merge_config(current: Mapping[str, str] | None, updates: Mapping[str, str] | None) -> dict[str, str]:
     """`current` with `updates` laid over it; keys not in `updates` are kept."""
     return {**(current or {}), **(updates or {})}
-
-
-WRITABLE_INSTANCE_KEYS = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
-
-
-def writable_instance(instance: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an instance that an instance update (PUT) takes."""
-    return {k: instance[k] for k in WRITABLE_INSTANCE_KEYS if k in instance}
-
-
-def state_request(action: str, *, force: bool = False, timeout: int = -1, stateful: bool = False) -> dict[str, Any]:
-    """The body of an instance state change."""
-    return {"action": action, "timeout": timeout, "force": force, "stateful": stateful}
-
-
-def remove_failure_message(failed: Sequence[str]) -> str:
-    return "failed to remove containers: " + ", ".join(failed)
 
 
 MetadataKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]

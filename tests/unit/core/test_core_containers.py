@@ -30,13 +30,9 @@ from app.containers.spec import (
     DeviceExistsError,
     build_create_request,
     merge_config,
-    remove_failure_message,
-    replace_profile,
-    state_request,
-    writable_instance,
 )
 from app.images.search import ImageSource
-from app.lxd.models import normalise_arch
+from app.lxd.models import Instance, normalise_arch
 from app.lxd.servers import Protocol, ServerSpec
 
 
@@ -49,24 +45,10 @@ def test_s09_server_config_merge_keeps_other_keys() -> None:
 def test_s10_container_config_update_body() -> None:
     instance = {"name": "c1", "status": "Running", "architecture": "x86_64", "config": {"a": "1"}, "devices": {},
                 "ephemeral": False, "profiles": ["default"], "stateful": False, "description": ""}
-    body = writable_instance({**instance, "config": merge_config(instance["config"], {"key1": "val1"})})
+    inst = Instance.model_validate(instance)
+    body = {**inst.writable(), "config": merge_config(inst.config, {"key1": "val1"})}
     assert body == {"architecture": "x86_64", "config": {"a": "1", "key1": "val1"}, "devices": {},
                     "ephemeral": False, "profiles": ["default"], "stateful": False, "description": ""}
-
-
-def test_s13_replace_profile() -> None:
-    assert replace_profile(["default", "juju-default", "old"], "old", "new") == ["default", "juju-default", "new"]
-
-
-@pytest.mark.parametrize(("profiles", "old", "new", "expected"), [
-    (["a"], "", "b", ["a", "b"]),
-    (["a", "b"], "", "b", ["a", "b", "b"]),
-    (["a", "old", "old"], "old", "", ["a", "old"]),
-    (["a"], "missing", "new", ["a"]),
-    (["old", "x", "old"], "old", "new", ["new", "x", "old"]),
-])
-def test_s13_replace_add_remove_profile(profiles: list[str], old: str, new: str, expected: list[str]) -> None:
-    assert replace_profile(profiles, old, new) == expected
 
 
 LXD_CONTAINER: dict[str, Any] = {
@@ -296,16 +278,6 @@ def test_s28_invalid_specs(bad: dict[str, Any]) -> None:
 def test_s28_same_value_in_config_and_field_is_accepted() -> None:
     spec = _spec(config={"user.k": "v"}, metadata={"k": "v"})
     assert spec.apply_constraints("5.0").config == {"user.k": "v"}
-
-
-def test_s28_start_and_stop_bodies() -> None:
-    assert state_request("start") == {"action": "start", "timeout": -1, "force": False, "stateful": False}
-    assert state_request("stop", force=True) == {"action": "stop", "timeout": -1, "force": True, "stateful": False}
-
-
-def test_s33_s34_remove_failure_message() -> None:
-    assert remove_failure_message(["c1", "c2"]) == "failed to remove containers: c1, c2"
-    assert remove_failure_message(["c2"]) == "failed to remove containers: c2"
 
 
 CONS = Constraints(mem_mib=2046, cores=4, instance_type="t2.micro")

@@ -6,29 +6,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from app.containers.jobs import remove_many
 from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
     ContainerStartError,
     create_from_spec,
     remove_container,
-    remove_containers,
-    replace_container_profile,
-    update_container_config,
 )
 from app.containers.spec import ContainerSpec
 from app.images.search import ImageError, ImageSource
 from app.images.service import SimpleStreamsRemote, connect_image_remote, find_image
+from app.jobs.env import SERVICE_KEY, WorkflowEnv
+from app.jobs.runner import JobFailure
 from app.lxd import Client, LXDError
+from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
 from app.networks.decisions import NoNicError
 from app.networks.service import NetworkVerifyError, ensure_ipv4, verify_network_device
 from app.server.service import enable_https_listener, update_server_config, use_project, use_target
+from app.settings import Settings
 from app.storage.service import create_pool, create_volume, ensure_default_storage
 from tests.unit.core.core_lxd_fake import Call, FakeLXD, error, fake_lxd, operation, sync
 
@@ -136,7 +139,10 @@ async def test_s10_update_container_config_puts_with_the_etag(lxd: tuple[FakeLXD
     fake, client = lxd
     fake.on("GET", "/1.0/instances/c1", sync(instance("c1"), etag="c1-etag"))
     fake.on("PUT", "/1.0/instances/c1", operation())
-    await update_container_config(client, "c1", {"key1": "val1"})
+    # what PATCH /v1/containers/{name} does: read with the ETag, write the merged definition back under it
+    inst = await client.instances.get("c1")
+    await client.instances.update("c1", {**inst.writable(), "config": {**inst.config, "key1": "val1"}},
+                                  etag=inst.etag)
     put = fake.requests("PUT", "/1.0/instances/c1")[0]
     assert put.body["config"] == {"key1": "val1"} and put.headers["if-match"] == '"c1-etag"'
 
@@ -146,8 +152,22 @@ async def test_s13_replace_profile(lxd: tuple[FakeLXD, Client]) -> None:
     fake.on("GET", "/1.0/instances/c1", sync(instance("c1", profiles=["default", "juju-default", "old"]),
                                              etag="e"))
     fake.on("PUT", "/1.0/instances/c1", operation())
-    await replace_container_profile(client, "c1", "old", "new")
-    assert fake.requests("PUT", "/1.0/instances/c1")[0].body["profiles"] == ["default", "juju-default", "new"]
+    inst = await client.instances.get("c1")
+    profiles = [("new" if p == "old" else p) for p in inst.profiles]
+    await client.instances.update("c1", {**inst.writable(), "profiles": profiles}, etag=inst.etag)
+    put = fake.requests("PUT", "/1.0/instances/c1")[0]
+    assert put.body["profiles"] == ["default", "juju-default", "new"] and put.headers["if-match"] == '"e"'
+
+
+def _job_context(client: Client, **params: Any) -> Any:
+    """A job step's context whose LXD client is `client` (the container.* steps reach LXD through it)."""
+    env = WorkflowEnv(remotes=cast(RemoteRegistry, None), settings=cast(Settings, None))
+    env.client = lambda remote, project: client  # type: ignore[method-assign]
+
+    async def progress(*_: Any) -> None:
+        return None
+
+    return SimpleNamespace(services={SERVICE_KEY: env}, params=params, progress=progress, remote=None, project=None)
 
 
 def _spec(name: str = "c1", **kw: Any) -> ContainerSpec:
@@ -221,7 +241,7 @@ async def test_s31_forced_stop_with_the_etag_then_delete(lxd: tuple[FakeLXD, Cli
     fake.on("PUT", "/1.0/instances/c2/state", operation())
     for n in ("c1", "c2"):
         fake.on("DELETE", f"/1.0/instances/{n}", operation())
-    await remove_containers(client, ["c1", "c2"])
+    await remove_many(_job_context(client, names=["c1", "c2"]))
     stop = fake.requests("PUT", "/1.0/instances/c2/state")[0]
     assert stop.body == {"action": "stop", "timeout": -1, "force": True, "stateful": False}
     assert stop.headers["if-match"] == '"c2-etag"' and fake.requests("PUT", "/1.0/instances/c1/state") == []
@@ -242,25 +262,28 @@ async def test_s33_refused_deletes_are_not_retried_and_are_aggregated(lxd: tuple
     fake.on("DELETE", "/1.0/instances/c1", error("deletion failed"))
     fake.on("DELETE", "/1.0/instances/c2", error("deletion failed"))
     fake.on("DELETE", "/1.0/instances/c3", operation())
-    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: c1, c2$") as err:
-        await remove_containers(client, ["c1", "c2", "c3"])
-    assert err.value.failed == ["c1", "c2"]
+    with pytest.raises(JobFailure, match=r"^failed to remove containers: c1, c2$") as err:
+        await remove_many(_job_context(client, names=["c1", "c2", "c3"]))
+    assert err.value.extra["failed"] == ["c1", "c2"] and err.value.result["removed"] == ["c3"]
     assert [len(fake.requests("DELETE", f"/1.0/instances/{n}")) for n in ("c1", "c2", "c3")] == [1, 1, 1]
 
 
-async def test_s34_failed_delete_operations_are_retried_three_times(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s34_failed_delete_operations_are_retried_three_times(lxd: tuple[FakeLXD, Client],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     fake, client = lxd
     slept: list[float] = []
 
     async def sleep(s: float) -> None:
         slept.append(s)
 
+    monkeypatch.setitem(remove_container.__kwdefaults__, "sleep", sleep)
+
     for n in ("c1", "c2"):
         fake.on("GET", f"/1.0/instances/{n}/state", sync({"status_code": 102}))
     fake.on("DELETE", "/1.0/instances/c1", operation(400, "busy"), operation())
     fake.on("DELETE", "/1.0/instances/c2", operation(400, "busy"))
-    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: c2$"):
-        await remove_containers(client, ["c1", "c2"], sleep=sleep)
+    with pytest.raises(JobFailure, match=r"^failed to remove containers: c2$"):
+        await remove_many(_job_context(client, names=["c1", "c2"]))
     assert len(fake.requests("DELETE", "/1.0/instances/c1")) == 2
     assert len(fake.requests("DELETE", "/1.0/instances/c2")) == 3
     assert slept == [2.0, 2.0, 2.0]
