@@ -172,8 +172,3 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
     except NetworkConfigError as exc:
         raise NetworkVerifyError(f'profile "{profile}": {exc}') from exc
     return NetworkVerification(bridge=found)
-
-
-async def local_bridge_name(client: Client, profile: str = DEFAULT_PROFILE) -> str:
-    """The bridge containers of `profile` attach to, found as `verify_network_device` finds it (changing nothing)."""
-    return (await verify_network_device(client, profile, create=False)).bridge

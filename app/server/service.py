@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from app.containers.spec import merge_config
 from app.lxd.client import Client
-from app.lxd.models import ServerInfo
 from app.lxd.servers import (
     DEFAULT_HTTPS_LISTENER,
     HTTPS_ADDRESS_KEY,
@@ -48,18 +47,3 @@ async def enable_https_listener(client: Client, address: str | None = None, *, p
     fallback = IPV4_HTTPS_LISTENER + suffix
     await update_server_config(client, {HTTPS_ADDRESS_KEY: fallback})
     return fallback
-
-
-def use_project(client: Client, project: str) -> Client:
-    """A client whose every later call carries `?project=<project>` (sharing the connections of `client`)."""
-    return client.with_project(project)
-
-
-async def use_target(client: Client, member: str) -> tuple[Client, ServerInfo]:
-    """A client bound to cluster member `member` and that member's facts (read from that member).
-
-    An error from that request (e.g. "not a cluster member") is raised unchanged.
-    """
-    targeted = client.with_target(member)
-    facts = await targeted.server_info(refresh=True)
-    return targeted, facts

@@ -150,19 +150,20 @@ async def test_s10_s13_config_profiles_and_disks(core_client: Client) -> None:
     await core_client.profiles.create(p2)
     try:
         # as PATCH /v1/containers/{name} writes: the whole definition, merged, under the ETag read
-        async def write(**changes: Any) -> Instance:
+        async def write(config: dict[str, str] | None = None, **changes: Any) -> Instance:
             inst = await core_client.instances.get(name)
-            await core_client.instances.update(name, {**inst.writable(), **changes}, etag=inst.etag)
+            body = {**inst.writable(), **changes, "config": {**inst.config, **(config or {})}}
+            await core_client.instances.update(name, body, etag=inst.etag)
             return await core_client.instances.get(name)
 
         await write(config={"user.key1": "val1"})
-        c = await write(config={**(await core_client.instances.get(name)).config, "user.key2": "val2"})
+        c = await write(config={"user.key2": "val2"})
         assert c.config["user.key1"] == "val1" and c.config["user.key2"] == "val2"
         assert (await write(profiles=["default", p1])).profiles == ["default", p1]
         assert (await write(profiles=["default", p2])).profiles == ["default", p2]
         assert (await write(profiles=["default"])).profiles == ["default"]
         stale = await core_client.instances.get(name)
-        await write(description="changed")
+        await write(config={"user.key3": "changed"})
         with pytest.raises(PreconditionFailed):
             await core_client.instances.update(name, stale.writable(), etag=stale.etag)
     finally:

@@ -11,7 +11,7 @@ import pytest
 from app.locallxd.daemon import free_port
 from app.lxd import Client, LXDError
 from app.server.proxies_service import configure_proxies
-from app.server.service import enable_https_listener, update_server_config, use_project
+from app.server.service import enable_https_listener, update_server_config
 from tests.integration.core.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ async def test_s8_use_project_scopes_later_calls(core_client: Client) -> None:
     project, profile = unique("lgwproj"), unique("lgwp")
     await core_client.projects.create(project)
     try:
-        scoped = use_project(core_client, project)
+        scoped = core_client.with_project(project)
         await scoped.profiles.create(profile)
         assert profile in await scoped.profiles.names()
         assert profile not in await core_client.profiles.names()

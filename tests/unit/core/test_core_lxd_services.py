@@ -30,7 +30,7 @@ from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
 from app.networks.decisions import NoNicError
 from app.networks.service import NetworkVerifyError, ensure_ipv4, verify_network_device
-from app.server.service import enable_https_listener, update_server_config, use_project, use_target
+from app.server.service import enable_https_listener, update_server_config
 from app.settings import Settings
 from app.storage.service import create_pool, create_volume, ensure_default_storage
 from tests.unit.core.core_lxd_fake import Call, FakeLXD, error, fake_lxd, operation, sync
@@ -50,10 +50,11 @@ def instance(name: str, status: str = "Stopped", code: int = 102, **kw: Any) -> 
 # ---------------------------------------------------------------------------------------------- server
 
 
-async def test_s7_use_target_good_member_and_error_passed_through(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s7_with_target_good_member_and_error_passed_through(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.server_info["environment"]["server_clustered"] = True
-    targeted, facts = await use_target(client, "node1")
+    targeted = client.with_target("node1")
+    facts = await targeted.server_info()
     assert fake.requests("GET", "/1.0")[-1].params["target"] == "node1" and facts.clustered
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
     assert "default" in await targeted.profiles.names()
@@ -61,14 +62,14 @@ async def test_s7_use_target_good_member_and_error_passed_through(lxd: tuple[Fak
     fake.on("GET", "/1.0", lambda c: error("not a cluster member", 400) if c.params.get("target") else
             sync(fake.server_info))
     with pytest.raises(LXDError) as err:
-        await use_target(client, "bad-node")
+        await client.with_target("bad-node").server_info()
     assert err.value.error == "not a cluster member"
 
 
-async def test_s8_use_project_adds_the_project(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s8_with_project_adds_the_project(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
-    assert "default" in await use_project(client, "my-project").profiles.names()
+    assert "default" in await client.with_project("my-project").profiles.names()
     assert fake.requests("GET", "/1.0/profiles")[-1].params["project"] == "my-project"
 
 
