@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import Field
 
 from app.lxd.errors import LXDError
 from app.lxd.models import Tagged
-from app.lxd.resource import Resource
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI
 
 
 class ClusterInfo(Resource):
@@ -44,11 +41,8 @@ def _m(name: str) -> str:
     return f"/1.0/cluster/members/{quote(name, safe='')}"
 
 
-class Cluster:
+class Cluster(SubAPI):
     """`client.cluster`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def info(self) -> ClusterInfo:
         env = await self._client.request("GET", "/1.0/cluster", scoped=False)

@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from app.lxd.envelope import decode
-from app.lxd.errors import LXDTimeout, NotFound, OperationFailed
+from app.lxd.errors import LXDTimeout, OperationFailed
 from app.lxd.models import Instance, InstanceCreate, InstanceState, Snapshot
 from app.lxd.operations import Operation
-from app.lxd.resource import if_match, with_target
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import SubAPI, found, if_match, list_params, object_path, with_target
 
 
 def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
+    return object_path("instances", name)
 
 
-class Instances:
+class Instances(SubAPI):
     """`client.instances`. Methods that run an LXD operation wait for it unless `wait=False`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     # ------------------------------------------------------------------------------------------ read
 
     async def list(self, *, recursion: int = 1, filter: str | None = None, all_projects: bool = False,
                    instance_type: str | None = None, project: str | None = None) -> list[Instance]:
         """Instances as objects (`recursion=2` adds the typed `state`, and snapshots kept as an extra field)."""
-        params: dict[str, Any] = {"recursion": max(1, recursion)}
-        if filter:
-            params["filter"] = filter
-        if all_projects:
-            params["all-projects"] = "true"
-        if instance_type:
-            params["instance-type"] = instance_type
+        params = list_params(filter=filter, all_projects=all_projects, recursion=max(1, recursion),
+                             **{"instance-type": instance_type})
         env = await self._client.request("GET", "/1.0/instances", params=params, project=project)
         return [Instance.model_validate(i) for i in env.metadata or []]
 
@@ -52,11 +41,7 @@ class Instances:
         return Instance.from_envelope(env)
 
     async def exists(self, name: str, *, project: str | None = None) -> bool:
-        try:
-            await self.get(name, project=project)
-        except NotFound:
-            return False
-        return True
+        return await found(self.get(name, project=project))
 
     async def state(self, name: str, *, project: str | None = None) -> InstanceState:
         """The live state, with its ETag in `.etag` (for `set_state(etag=)`)."""

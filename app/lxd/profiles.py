@@ -6,17 +6,13 @@ synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import Field
 
 from app.lxd.models import Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, object_path
 
 
 class Profile(Resource, Tagged):
@@ -35,14 +31,11 @@ class Profile(Resource, Tagged):
 
 
 def _p(name: str) -> str:
-    return f"/1.0/profiles/{quote(name, safe='')}"
+    return object_path("profiles", name)
 
 
-class Profiles:
+class Profiles(SubAPI):
     """`client.profiles`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def list(self, *, all_projects: bool = False, project: str | None = None) -> list[Profile]:
         params: dict[str, Any] = {"recursion": 1}
