@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.containers.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.images.search import ImageSource
-from app.lxd.models import InstanceCreate, StatusCode, normalise_arch
+from app.lxd.models import InstanceCreate, StatusCode
 from app.networks.decisions import InterfaceSpec, devices_from_interface_info
 
 log = logging.getLogger(__name__)
@@ -32,64 +32,14 @@ MAX_MEM_MIB = 2**32 - 1
 _NAME = r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
 
 
-class ContainerError(ValueError):
-    """A container definition that cannot be used as asked."""
-
-
-class DeviceExistsError(ContainerError):
-    """The container already has a device of that name."""
-
-
 def status_of(instance: Mapping[str, Any]) -> str:
     """An instance's status name, from its `status_code` (or its `status` when it has no code)."""
     return StatusCode.label_of(instance.get("status_code"), instance.get("status") or "")
 
 
-class Container:
-    """Read helpers over an LXD instance as LXD describes it (the dict is shared)."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-    @property
-    def name(self) -> str:
-        return self.data.get("name", "")
-
-    @property
-    def config(self) -> dict[str, str]:
-        return self.data.get("config") or {}
-
-    def metadata(self, key: str) -> str:
-        """The user metadata `key` (config `user.<key>`), "" when unset."""
-        return self.config.get(USER_NAMESPACE + key, "")
-
-    def all_metadata(self) -> dict[str, str]:
-        return {k[len(USER_NAMESPACE):]: v for k, v in self.config.items() if k.startswith(USER_NAMESPACE)}
-
-    def arch(self) -> str:
-        return normalise_arch(self.data.get("architecture") or "")
-
-    def cpus(self) -> int:
-        """The leading integer of `limits.cpu` ("2" → 2, "0-3" → 0); 0 when unset or unreadable."""
-        return cpus_of(self.config.get("limits.cpu", ""))
-
-    def memory_mib(self) -> int:
-        """`limits.memory` in whole MiB; 0 when unset or not a size (e.g. a percentage)."""
-        return memory_mib_of(self.config.get("limits.memory", ""))
-
-    def add_disk(self, name: str, path: str, source: str, pool: str = "", read_only: bool = False) -> None:
-        """Add a disk device to this definition (not saved); a taken device name is refused."""
-        devices = self.data.get("devices")
-        if devices is None:
-            devices = self.data["devices"] = {}
-        if name in devices:
-            raise DeviceExistsError(f'container "{self.name}" already has a device "{name}"')
-        dev = {"path": path, "source": source, "type": "disk"}
-        if pool:
-            dev["pool"] = pool
-        if read_only:
-            dev["readonly"] = "true"
-        devices[name] = dev
+def user_metadata(config: Mapping[str, str]) -> dict[str, str]:
+    """The user metadata in an instance config: each `user.<key>` as `<key>`."""
+    return {k[len(USER_NAMESPACE):]: v for k, v in config.items() if k.startswith(USER_NAMESPACE)}
 
 
 def cpus_of(value: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
-from app.containers.spec import Container, status_of
+from app.containers.spec import cpus_of, memory_mib_of, status_of, user_metadata
 from app.lxd.client import Client
 from app.lxd.models import Instance
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
@@ -50,20 +50,20 @@ def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[str, Any]:
     """The `Container` of the API for an instance read with `read_container` or `list_with_state`."""
-    c = Container(data)
+    config = data.get("config") or {}
     state = data.get("state") or {}
     status = status_of(state) if state.get("status_code") else status_of(data)
     return {
-        "name": c.name,
+        "name": data.get("name", ""),
         "status": status,
         "status_code": state.get("status_code") or data.get("status_code") or 0,
         "architecture": data.get("architecture") or "",
-        "cpus": c.cpus(),
-        "memory_mib": c.memory_mib(),
+        "cpus": cpus_of(config.get("limits.cpu", "")),
+        "memory_mib": memory_mib_of(config.get("limits.memory", "")),
         "profiles": list(data.get("profiles") or []),
-        "config": dict(c.config),
+        "config": dict(config),
         "devices": dict(data.get("devices") or {}),
-        "metadata": c.all_metadata(),
+        "metadata": user_metadata(config),
         "addresses": addresses_of(data),
         "interfaces": interfaces_of(data),
         "description": data.get("description") or "",
