@@ -10,7 +10,7 @@ from typing import Any
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
 from app.containers.spec import cpus_of, memory_mib_of, status_of, user_metadata
 from app.lxd.client import Client
-from app.lxd.models import Instance
+from app.lxd.models import Instance, InstanceState
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
 
 
@@ -36,7 +36,8 @@ async def list_with_state(client: Client) -> list[dict[str, Any]]:
 def addresses_of(data: dict[str, Any]) -> list[dict[str, str]]:
     """Usable addresses: no loopback, no link-local, nothing on the LXD bridge itself."""
     return [{"address": a.value, "family": a.family, "scope": str(a.scope) or "global", "interface": a.interface}
-            for a in container_addresses(data.get("state") or {}, DEFAULT_SKIPPED_INTERFACES)]
+            for a in container_addresses(InstanceState.model_validate(data.get("state") or {}),
+                                         DEFAULT_SKIPPED_INTERFACES)]
 
 
 def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:

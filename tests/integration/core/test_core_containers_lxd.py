@@ -184,12 +184,12 @@ async def test_s27_addresses_skip_loopback_and_link_local(core_client: Client, l
             assert asyncio.get_running_loop().time() < deadline, found
             await core_client.exec.run(name, ["ip", "link", "set", "eth0", "up"])
             await core_client.exec.run(name, ["ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", "eth0"])
-            found = container_addresses((await core_client.instances.state(name)).model_dump(mode="json"))
+            found = container_addresses(await core_client.instances.state(name))
             if addr not in [a.value for a in found]:
                 await asyncio.sleep(0.2)
         assert all(a.scope not in (Scope.LINK_LOCAL, Scope.MACHINE_LOCAL) for a in found)
         assert all(a.interface != "lo" for a in found)
-        state = (await core_client.instances.state(name)).model_dump(mode="json")
+        state = await core_client.instances.state(name)
         assert container_addresses(state, skip_interfaces=["eth0"]) == []
     finally:
         await remove_instance(core_client, name)

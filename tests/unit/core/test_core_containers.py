@@ -33,7 +33,7 @@ from app.containers.spec import (
     user_metadata,
 )
 from app.images.search import ImageSource
-from app.lxd.models import Instance, normalise_arch
+from app.lxd.models import Instance, InstanceState, normalise_arch
 from app.lxd.servers import Protocol, ServerSpec
 
 
@@ -158,20 +158,20 @@ STATE = {"network": {
 
 
 def test_s27_container_addresses() -> None:
-    addrs = container_addresses(STATE)
+    addrs = container_addresses(InstanceState.model_validate(STATE))
     assert [(a.value, a.type, a.scope, a.interface) for a in addrs] == [
         ("10.0.8.173", AddressType.IPV4, Scope.CLOUD_LOCAL, "eth0")]
     assert addrs[0].family == "inet"
 
 
 def test_s27_container_addresses_empty_and_custom_bridge() -> None:
-    assert container_addresses({}) == []
+    assert container_addresses(InstanceState()) == []
     assert container_addresses(None) == []
-    assert container_addresses({"network": None}) == []
+    assert container_addresses(InstanceState(network=None)) == []
     state = {"network": {"gwbr1": {"addresses": [{"address": "10.9.0.1"}]},
                          "eth1": {"addresses": [{"address": "2001:db8::5"}, {"address": "240.1.2.3"}]},
                          "eth0": {"addresses": [{"address": "8.8.8.8"}]}}}
-    assert [(a.value, a.scope) for a in container_addresses(state, ("gwbr1",))] == [
+    assert [(a.value, a.scope) for a in container_addresses(InstanceState.model_validate(state), ("gwbr1",))] == [
         ("8.8.8.8", Scope.PUBLIC), ("2001:db8::5", Scope.PUBLIC), ("240.1.2.3", Scope.FAN_LOCAL)]
 
 
