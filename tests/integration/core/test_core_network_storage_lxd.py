@@ -53,7 +53,7 @@ async def ipv6_network(client: Client, made: dict[str, list[str]]) -> str:
     return name
 
 
-async def test_s11_s12_has_profile_and_create_with_config(core_client: Client,
+async def test_s11_s12_profile_names_and_create_with_config(core_client: Client,
                                                           cleanup: dict[str, list[str]]) -> None:
     name = unique("lgwp")
     names = await core_client.profiles.names()

@@ -78,7 +78,7 @@ async def test_configure_proxies_does_nothing_when_lxd_is_unreachable(tmp_path: 
         assert await configure_proxies(c, http="http://p:1") is None
 
 
-async def test_s8_use_project_scopes_later_calls(core_client: Client) -> None:
+async def test_s8_with_project_scopes_later_calls(core_client: Client) -> None:
     project, profile = unique("lgwproj"), unique("lgwp")
     await core_client.projects.create(project)
     try:
