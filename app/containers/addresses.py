@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from app.lxd.models import InstanceState
 
 DEFAULT_SKIPPED_INTERFACES = ("lxdbr0", "lxcbr0")
 
@@ -90,23 +91,22 @@ def make_address(value: str, interface: str = "") -> Address:
     return Address(value=value, type=address_type(value), scope=address_scope(value), interface=interface)
 
 
-def container_addresses(state: Mapping[str, Any] | None,
+def container_addresses(state: InstanceState | None,
                         skip_interfaces: Iterable[str] = DEFAULT_SKIPPED_INTERFACES) -> list[Address]:
     """The usable addresses in an LXD instance state: none on the skipped bridges, no loopback, no link-local.
 
     Interfaces are visited in name order, addresses in LXD's order, so the result is deterministic.
     """
-    network = (state or {}).get("network") or {}
+    network = (state.network if state is not None else None) or {}
     skipped = set(skip_interfaces)
     out: list[Address] = []
     for name in sorted(network):
         if name in skipped:
             continue
-        for entry in (network[name] or {}).get("addresses") or ():
-            value = entry.get("address") or ""
-            if not value:
+        for entry in network[name].addresses:
+            if not entry.address:
                 continue
-            addr = make_address(value, name)
+            addr = make_address(entry.address, name)
             if addr.scope in (Scope.LINK_LOCAL, Scope.MACHINE_LOCAL):
                 continue
             out.append(addr)

@@ -37,15 +37,15 @@ from app.jobs import (
 from app.jobs.env import workflow_env
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
-from app.lxd.models import Progress
+from app.lxd.models import Progress, StatusCode
 from app.lxd.operations import Operation
 
 log = logging.getLogger("app.jobs.env")
 
 CREATE_STEP = "creating"
 CREATED_STEP = "created"
-ACTION_STATUS = {"start": "Running", "restart": "Running", "unfreeze": "Running", "stop": "Stopped",
-                 "freeze": "Frozen"}
+ACTION_STATUS = {"start": StatusCode.RUNNING, "restart": StatusCode.RUNNING, "unfreeze": StatusCode.RUNNING,
+                 "stop": StatusCode.STOPPED, "freeze": StatusCode.FROZEN}
 
 
 def _client(ctx: JobContext) -> Client:
@@ -225,7 +225,7 @@ def _action_kind(action: str) -> None:
         client = _client(ctx)
         name = ctx.params["name"]
         status = await _status(client, name)
-        if status == ACTION_STATUS[action]:
+        if status == ACTION_STATUS[action].label:
             return RecoveryOutcome.succeeded(await _view(ctx, client, name))
         return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped during {action}; the container "
                                       f"is {status or 'gone'}")

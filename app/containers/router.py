@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers import jobs as _container_kinds  # noqa: F401  (registers the container job kinds)
-from app.containers.spec import ALIVE_STATUSES, ContainerSpec, status_of
+from app.containers.listing import select
+from app.containers.spec import ContainerSpec
 from app.containers.view import addresses_of, container_view, list_with_state, read_container
 from app.http.auth import require
 from app.http.deps import (
@@ -272,12 +273,7 @@ async def list_containers(
 ) -> dict[str, Any]:
     """Containers sorted by name, with their live state, `{items, next_cursor}`."""
     await ensure_project(b)
-    wanted = set(status or ())
-    if alive:
-        wanted = wanted & set(ALIVE_STATUSES) if wanted else set(ALIVE_STATUSES)
-    items = [i for i in await list_with_state(b.client)
-             if (i.get("name") or "").startswith(prefix)
-             and (not (status or alive) or status_of(i.get("state") or i) in wanted)]
+    items = select(await list_with_state(b.client), prefix, status or (), alive)
     filters = {"prefix": prefix, "status": sorted(status or []), "alive": alive, "remote": b.remote,
                "project": b.project}
     page_ = paginate(items, page, key=lambda i: str(i.get("name")), filters=filters)

@@ -1,33 +1,23 @@
-"""Containers on an LXD server: create from a spec and start (removing it again when the start fails), remove
-one or many (forced stop, delete with retries), list and filter, addresses, config, profiles and disks."""
+"""Containers on an LXD server: create from a spec and start (removing it again when the start fails), and remove
+one (forced stop, delete with retries)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
-from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, Address, container_addresses
 from app.containers.spec import (
-    STOPPED,
-    Container,
     ContainerSpec,
-    alive_containers,
     build_create_request,
-    filter_containers,
-    merge_config,
-    remove_failure_message,
-    replace_profile,
-    state_request,
-    writable_instance,
 )
 from app.images.search import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_error
-from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, if_match, report, server_facts
+from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, OperationVanished
+from app.lxd.models import Instance, StatusCode
 from app.lxd.operations import Operation
 from app.lxd.servers import ServerSpec, is_not_found
 from app.networks.decisions import DEFAULT_BRIDGE, needs_bridge_ipv4
@@ -62,22 +52,8 @@ class ContainerRemoveError(ContainerServiceError):
         self.failed = list(failed)
 
 
-def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
-
-
 def _err(exc: BaseException) -> str:
     return str(getattr(exc, "error", None) or exc)
-
-
-async def get_container(client: Client, name: str) -> tuple[Container, str | None]:
-    """The container as LXD describes it, and its ETag."""
-    env = await client.request("GET", _p(name))
-    return Container(dict(env.metadata or {})), env.etag
-
-
-async def _put(client: Client, name: str, data: Mapping[str, Any], etag: str | None) -> None:
-    await client.mutate("PUT", _p(name), json=writable_instance(data), headers=if_match(etag))
 
 
 # --------------------------------------------------------------------------------------------- create
@@ -93,7 +69,7 @@ StepHook = Callable[[str], Awaitable[None]]
 class CreatedContainer:
     """A container made by `create_from_spec`: it, the image it came from, and NIC parents of unknown subnet."""
 
-    container: Container
+    container: Instance
     image: ImageSource
     unknown_parents: list[str] = field(default_factory=list)
     ensured_ipv4: bool = False
@@ -115,7 +91,7 @@ async def resolve_image(client: Client, spec: ContainerSpec, *, sources: Sequenc
 
 async def start_container(client: Client, name: str, *, on_operation: OperationHook | None = None) -> None:
     """Start a container and wait until it has started (`{action: start, timeout: -1}`, no ETag)."""
-    op = await client.mutate("PUT", f"{_p(name)}/state", json=state_request("start"), wait=False)
+    op = await client.instances.start(name, timeout=-1, wait=False)
     await _followed(op, on_operation)
 
 
@@ -187,7 +163,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
             raise  # the target LXD itself is gone or slow: not an image problem
         except Exception as exc:
             raise acquisition_error(exc) from exc
-    facts = await server_facts(client)
+    facts = await client.server_info()
     request = build_create_request(spec, image, facts.version)
     ensured = False
     if needs_bridge_ipv4(request.unknown_parents, facts.network_api, bridge):
@@ -204,8 +180,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
         await on_step("creating")
     created = False
     try:
-        op = await client.mutate("POST", "/1.0/instances", json=request.body, wait=False,
-                                 params={"target": target} if target else None)
+        op = await client.instances.create_from(request.instance, target=target, wait=False)
         created = True
         try:
             await _followed(op, on_operation)
@@ -230,7 +205,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     except asyncio.CancelledError:
         await roll_back_if(created, "a cancel")
         raise
-    container, _ = await get_container(client, spec.name)
+    container = await client.instances.get(spec.name)
     await report(progress, "running", 100, "Container started" if spec.start else "Container created")
     return CreatedContainer(container=container, image=image, unknown_parents=request.unknown_parents,
                             ensured_ipv4=ensured)
@@ -248,15 +223,13 @@ async def remove_container(client: Client, name: str, *, attempts: int = DELETE_
     LXD refuses outright is not retried; a delete whose operation fails is retried (`attempts` in all,
     `retry_delay` seconds apart), then fails with "attempt count exceeded: <last error>".
     """
-    env = await client.request("GET", f"{_p(name)}/state")
-    state = env.metadata or {}
-    if state.get("status_code") != STOPPED:
-        await client.mutate("PUT", f"{_p(name)}/state", json=state_request("stop", force=True),
-                            headers=if_match(env.etag))
+    state = await client.instances.state(name)
+    if state.status_code != StatusCode.STOPPED:
+        await client.instances.set_state(name, "stop", force=True, timeout=-1, etag=state.etag)
     last: BaseException | None = None
     for attempt in range(attempts):
         try:
-            op = await client.mutate("DELETE", _p(name), wait=False)
+            op = await client.instances.delete(name, wait=False)
         except LXDError as exc:
             if is_not_found(exc):
                 return
@@ -270,108 +243,3 @@ async def remove_container(client: Client, name: str, *, attempts: int = DELETE_
         if attempt + 1 < attempts:
             await sleep(retry_delay)
     raise ContainerRemoveError(f"attempt count exceeded: {_err(last) if last else 'delete failed'}", [name])
-
-
-async def remove_containers(client: Client, names: Iterable[str], **kw: Any) -> None:
-    """Remove each container in order; the failures do not stop the others and are reported together:
-    `failed to remove containers: c1, c2` (`.failed` lists them)."""
-    failed: list[str] = []
-    for name in names:
-        try:
-            await remove_container(client, name, **kw)
-        except Exception as exc:
-            log.warning("removing container %s failed: %s", name, exc)
-            failed.append(name)
-    if failed:
-        raise ContainerRemoveError(remove_failure_message(failed), failed)
-
-
-# --------------------------------------------------------------------------------------------- read
-
-
-async def _instances(client: Client) -> list[dict[str, Any]]:
-    env = await client.request("GET", "/1.0/instances", params={"recursion": 1})
-    return [dict(i) for i in env.metadata or []]
-
-
-async def list_containers(client: Client, prefix: str = "", statuses: Sequence[str] = ()) -> list[Container]:
-    """Containers whose name starts with `prefix` and (when given) whose status is one of `statuses`, in the
-    server's order."""
-    return [Container(dict(i)) for i in filter_containers(await _instances(client), prefix, statuses)]
-
-
-async def list_alive_containers(client: Client, prefix: str = "") -> list[Container]:
-    """Containers starting, started, running, stopping or stopped (not frozen, errored, ...)."""
-    return [Container(dict(i)) for i in alive_containers(await _instances(client), prefix)]
-
-
-async def container_addresses_of(client: Client, name: str,
-                                 skip_interfaces: Iterable[str] = DEFAULT_SKIPPED_INTERFACES) -> list[Address]:
-    """The container's usable addresses: none on `skip_interfaces`, no loopback, no link-local."""
-    env = await client.request("GET", f"{_p(name)}/state")
-    return container_addresses(env.metadata or {}, skip_interfaces)
-
-
-async def container_profiles(client: Client, name: str) -> list[str]:
-    container, _ = await get_container(client, name)
-    return list(container.data.get("profiles") or [])
-
-
-# --------------------------------------------------------------------------------------------- update
-
-
-async def update_container_config(client: Client, name: str, config: Mapping[str, str]) -> None:
-    """Merge `config` into the container's config (kept keys untouched), written back under its ETag."""
-    container, etag = await get_container(client, name)
-    container.data["config"] = merge_config(container.data.get("config"), config)
-    await _put(client, name, container.data, etag)
-
-
-async def update_container_profiles(client: Client, name: str, profiles: Sequence[str]) -> None:
-    """Set the container's whole profile list (order kept); every profile must exist."""
-    try:
-        container, etag = await get_container(client, name)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to get "{name}": {_err(exc)}') from exc
-    container.data["profiles"] = list(profiles)
-    try:
-        op = await client.mutate("PUT", _p(name), json=writable_instance(container.data), headers=if_match(etag),
-                                 wait=False)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to update "{name}" with profiles: {_err(exc)}') from exc
-    try:
-        await op.wait()
-    except LXDError as exc:
-        raise ContainerServiceError(f"update failed: {_err(exc)}") from exc
-
-
-async def replace_container_profile(client: Client, name: str, old: str, new: str) -> list[str]:
-    """Replace profile `old` by `new` (no `old`: append `new`; no `new`: remove `old`); the new list."""
-    try:
-        container, etag = await get_container(client, name)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to get container "{name}": {_err(exc)}') from exc
-    profiles = replace_profile(container.data.get("profiles") or [], old, new)
-    container.data["profiles"] = profiles
-    try:
-        op = await client.mutate("PUT", _p(name), json=writable_instance(container.data), headers=if_match(etag),
-                                 wait=False)
-    except LXDError as exc:
-        raise ContainerServiceError(f'failed to update container "{name}": {_err(exc)}') from exc
-    await op.wait()
-    return profiles
-
-
-async def add_disk(client: Client, name: str, device: str, path: str, source: str, *, pool: str = "",
-                   read_only: bool = False) -> Container:
-    """Add a disk device to a container (`DeviceExistsError` when the name is taken), written under its ETag."""
-    container, etag = await get_container(client, name)
-    container.add_disk(device, path, source, pool, read_only)
-    await _put(client, name, container.data, etag)
-    return container
-
-
-async def write_container(client: Client, container: Container) -> None:
-    """Write a modified container definition back (no ETag: the last writer wins)."""
-    await _put(client, container.name, container.data, None)
-

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.containers.constraints import Constraints, InstanceDraft, apply_constraints, parse_byte_size
 from app.images.search import ImageSource
-from app.lxd.servers import normalise_arch
+from app.lxd.models import InstanceCreate, StatusCode
 from app.networks.decisions import InterfaceSpec, devices_from_interface_info
 
 log = logging.getLogger(__name__)
@@ -28,78 +28,18 @@ AUTOSTART_KEY = "boot.autostart"
 MIB = 1 << 20
 MAX_MEM_MIB = 2**32 - 1
 
-STATUS_CODES = {
-    100: "Operation created", 101: "Started", 102: "Stopped", 103: "Running", 104: "Cancelling", 105: "Pending",
-    106: "Starting", 107: "Stopping", 108: "Aborting", 109: "Freezing", 110: "Frozen", 111: "Thawed",
-    112: "Error", 113: "Ready", 200: "Success", 400: "Failure", 401: "Cancelled",
-}
-STOPPED = 102
-ALIVE_STATUSES = ("Starting", "Started", "Running", "Stopping", "Stopped")
 
 _NAME = r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
 
 
-class ContainerError(ValueError):
-    """A container definition that cannot be used as asked."""
-
-
-class DeviceExistsError(ContainerError):
-    """The container already has a device of that name."""
-
-
 def status_of(instance: Mapping[str, Any]) -> str:
     """An instance's status name, from its `status_code` (or its `status` when it has no code)."""
-    code = instance.get("status_code")
-    if code in STATUS_CODES:
-        return STATUS_CODES[code]
-    return instance.get("status") or ""
+    return StatusCode.label_of(instance.get("status_code"), instance.get("status") or "")
 
 
-class Container:
-    """Read helpers over an LXD instance as `GET /1.0/instances/<name>` returns it (the dict is shared)."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-
-    @property
-    def name(self) -> str:
-        return self.data.get("name", "")
-
-    @property
-    def config(self) -> dict[str, str]:
-        return self.data.get("config") or {}
-
-    def metadata(self, key: str) -> str:
-        """The user metadata `key` (config `user.<key>`), "" when unset."""
-        return self.config.get(USER_NAMESPACE + key, "")
-
-    def all_metadata(self) -> dict[str, str]:
-        return {k[len(USER_NAMESPACE):]: v for k, v in self.config.items() if k.startswith(USER_NAMESPACE)}
-
-    def arch(self) -> str:
-        return normalise_arch(self.data.get("architecture") or "")
-
-    def cpus(self) -> int:
-        """The leading integer of `limits.cpu` ("2" → 2, "0-3" → 0); 0 when unset or unreadable."""
-        return cpus_of(self.config.get("limits.cpu", ""))
-
-    def memory_mib(self) -> int:
-        """`limits.memory` in whole MiB; 0 when unset or not a size (e.g. a percentage)."""
-        return memory_mib_of(self.config.get("limits.memory", ""))
-
-    def add_disk(self, name: str, path: str, source: str, pool: str = "", read_only: bool = False) -> None:
-        """Add a disk device to this definition (not saved); a taken device name is refused."""
-        devices = self.data.get("devices")
-        if devices is None:
-            devices = self.data["devices"] = {}
-        if name in devices:
-            raise DeviceExistsError(f'container "{self.name}" already has a device "{name}"')
-        dev = {"path": path, "source": source, "type": "disk"}
-        if pool:
-            dev["pool"] = pool
-        if read_only:
-            dev["readonly"] = "true"
-        devices[name] = dev
+def user_metadata(config: Mapping[str, str]) -> dict[str, str]:
+    """The user metadata in an instance config: each `user.<key>` as `<key>`."""
+    return {k[len(USER_NAMESPACE):]: v for k, v in config.items() if k.startswith(USER_NAMESPACE)}
 
 
 def cpus_of(value: str) -> int:
@@ -123,57 +63,9 @@ def memory_mib_of(value: str) -> int:
     return min(n, MAX_MEM_MIB)
 
 
-def filter_containers(instances: Iterable[Mapping[str, Any]], prefix: str = "",
-                      statuses: Sequence[str] = ()) -> list[Mapping[str, Any]]:
-    """Instances whose name starts with `prefix` and, when statuses are given, whose status is one of them.
-
-    The server's order is kept; status names match exactly ("Running", "Stopped", …).
-    """
-    wanted = set(statuses)
-    return [i for i in instances
-            if (i.get("name") or "").startswith(prefix) and (not wanted or status_of(i) in wanted)]
-
-
-def alive_containers(instances: Iterable[Mapping[str, Any]], prefix: str = "") -> list[Mapping[str, Any]]:
-    """Instances that are starting, started, running, stopping or stopped (not frozen, errored, …)."""
-    return filter_containers(instances, prefix, ALIVE_STATUSES)
-
-
-def replace_profile(profiles: Sequence[str], old: str, new: str) -> list[str]:
-    """Profiles with `old` replaced by `new`: no `old` appends `new`; no `new` removes `old` (first match only)."""
-    out = list(profiles)
-    if not old:
-        out.append(new)
-        return out
-    if old in out:
-        i = out.index(old)
-        if new:
-            out[i] = new
-        else:
-            del out[i]
-    return out
-
-
 def merge_config(current: Mapping[str, str] | None, updates: Mapping[str, str] | None) -> dict[str, str]:
     """`current` with `updates` laid over it; keys not in `updates` are kept."""
     return {**(current or {}), **(updates or {})}
-
-
-WRITABLE_INSTANCE_KEYS = ("architecture", "config", "devices", "ephemeral", "profiles", "stateful", "description")
-
-
-def writable_instance(instance: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an instance that `PUT /1.0/instances/<name>` takes."""
-    return {k: instance[k] for k in WRITABLE_INSTANCE_KEYS if k in instance}
-
-
-def state_request(action: str, *, force: bool = False, timeout: int = -1, stateful: bool = False) -> dict[str, Any]:
-    """The body of `PUT /1.0/instances/<name>/state`."""
-    return {"action": action, "timeout": timeout, "force": force, "stateful": stateful}
-
-
-def remove_failure_message(failed: Sequence[str]) -> str:
-    return "failed to remove containers: " + ", ".join(failed)
 
 
 MetadataKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -264,28 +156,25 @@ class ContainerSpec(BaseModel):
 
 @dataclass(frozen=True)
 class CreateRequest:
-    """The body of `POST /1.0/instances`, and the NIC parents whose subnet is unknown (reported back)."""
+    """The instance create request, and the NIC parents whose subnet is unknown (reported back)."""
 
-    body: dict[str, Any]
+    instance: InstanceCreate
     unknown_parents: list[str]
 
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.instance.body()
 
-def create_body(draft: InstanceDraft, source: ImageSource) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": draft.name, "type": "container", "profiles": draft.profiles, "config": draft.config,
-        "devices": draft.devices, "ephemeral": draft.ephemeral, "source": source.create_source(),
-    }
-    if draft.architecture:
-        body["architecture"] = draft.architecture
-    if draft.instance_type:
-        body["instance_type"] = draft.instance_type
-    if draft.description:
-        body["description"] = draft.description
-    return body
+
+def create_body(draft: InstanceDraft, source: ImageSource) -> InstanceCreate:
+    return InstanceCreate(name=draft.name, profiles=draft.profiles, config=draft.config, devices=draft.devices,
+                          ephemeral=draft.ephemeral, source=source.create_source(),
+                          architecture=draft.architecture or None, instance_type=draft.instance_type or None,
+                          description=draft.description or None)
 
 
 def build_create_request(spec: ContainerSpec, source: ImageSource, server_version: str) -> CreateRequest:
     """The instance create request for `spec` from the resolved image, with its constraints applied."""
     draft, unknown = spec.draft()
     apply_constraints(draft, server_version, spec.constraints)
-    return CreateRequest(body=create_body(draft, source), unknown_parents=unknown)
+    return CreateRequest(instance=create_body(draft, source), unknown_parents=unknown)

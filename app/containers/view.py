@@ -6,38 +6,38 @@ Shared by the job results and the HTTP routes, so that a job's `result` and `GET
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
-from app.containers.spec import Container, status_of
+from app.containers.spec import cpus_of, memory_mib_of, status_of, user_metadata
 from app.lxd.client import Client
+from app.lxd.models import Instance, InstanceState
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
 
 
-def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
+def _data(inst: Instance) -> dict[str, Any]:
+    return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 async def read_container(client: Client, name: str) -> dict[str, Any]:
     """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`."""
-    env = await client.request("GET", _p(name), params={"recursion": 1})
-    data = dict(env.metadata or {})
-    if not isinstance(data.get("state"), dict):
-        data["state"] = (await client.request("GET", f"{_p(name)}/state")).metadata or {}
-    data["_etag"] = env.etag
+    inst = await client.instances.get(name, recursion=1)
+    if inst.state is None:
+        inst.state = await client.instances.state(name)
+    data = _data(inst)
+    data["_etag"] = inst.etag
     return data
 
 
 async def list_with_state(client: Client) -> list[dict[str, Any]]:
     """Every container of the client's project with its live state, in one call."""
-    env = await client.request("GET", "/1.0/instances", params={"recursion": 2})
-    return [dict(i) for i in env.metadata or [] if (i or {}).get("type", "container") == "container"]
+    return [_data(i) for i in await client.instances.list(recursion=2) if i.type == "container"]
 
 
 def addresses_of(data: dict[str, Any]) -> list[dict[str, str]]:
     """Usable addresses: no loopback, no link-local, nothing on the LXD bridge itself."""
     return [{"address": a.value, "family": a.family, "scope": str(a.scope) or "global", "interface": a.interface}
-            for a in container_addresses(data.get("state") or {}, DEFAULT_SKIPPED_INTERFACES)]
+            for a in container_addresses(InstanceState.model_validate(data.get("state") or {}),
+                                         DEFAULT_SKIPPED_INTERFACES)]
 
 
 def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,20 +51,20 @@ def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[str, Any]:
     """The `Container` of the API for an instance read with `read_container` or `list_with_state`."""
-    c = Container(data)
+    config = data.get("config") or {}
     state = data.get("state") or {}
     status = status_of(state) if state.get("status_code") else status_of(data)
     return {
-        "name": c.name,
+        "name": data.get("name", ""),
         "status": status,
         "status_code": state.get("status_code") or data.get("status_code") or 0,
         "architecture": data.get("architecture") or "",
-        "cpus": c.cpus(),
-        "memory_mib": c.memory_mib(),
+        "cpus": cpus_of(config.get("limits.cpu", "")),
+        "memory_mib": memory_mib_of(config.get("limits.memory", "")),
         "profiles": list(data.get("profiles") or []),
-        "config": dict(c.config),
+        "config": dict(config),
         "devices": dict(data.get("devices") or {}),
-        "metadata": c.all_metadata(),
+        "metadata": user_metadata(config),
         "addresses": addresses_of(data),
         "interfaces": interfaces_of(data),
         "description": data.get("description") or "",

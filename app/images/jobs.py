@@ -18,7 +18,7 @@ from app.images.search import ImageError, ImageSource, alias_for, image_progress
 from app.images.service import copy_remote_image, find_image
 from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, RecoveryOutcome, job_kind
 from app.jobs.env import workflow_env
-from app.jobs.progress import PROVISIONING, host_arch
+from app.jobs.progress import PROVISIONING
 from app.lxd.client import Client
 from app.lxd.errors import NotFound, OperationCancelled
 from app.lxd.images import Image
@@ -88,7 +88,7 @@ async def find(ctx: JobContext) -> dict[str, Any]:
         return {"fingerprint": found.fingerprint, "source": source_name, "alias": found.alias, "local": False,
                 "copied": False}
     if series is not None:
-        local_alias = alias_for(series, arch or await host_arch(client), settings.image_alias_template)
+        local_alias = alias_for(series, arch or (await client.server_info()).host_arch, settings.image_alias_template)
     else:
         local_alias = p.get("local_alias") or str(alias)
     downloads: list[Operation] = []

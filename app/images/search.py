@@ -103,15 +103,6 @@ def _wire_protocol(protocol: str) -> str:
     return Protocol.LXD.value if protocol in (Protocol.LXD, Protocol.INCUS) else protocol
 
 
-def copy_image_request(source: ImageSource, aliases: Sequence[str], auto_update: bool = False,
-                       public: bool = False) -> dict[str, Any]:
-    """The body of `POST /1.0/images` pulling `source` into the local store under `aliases`."""
-    if source.server is None:
-        raise ImageError("the image is already local")
-    src = source.create_source()
-    return {"source": src, "aliases": [{"name": a} for a in aliases], "auto_update": auto_update, "public": public}
-
-
 class ImageSearch:
     """The rules of an image search; the caller does the LXD calls and reports each outcome here.
 

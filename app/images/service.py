@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -23,10 +22,9 @@ from app.images.search import (
     ImageError,
     ImageSearch,
     ImageSource,
-    copy_image_request,
     image_progress,
 )
-from app.jobs.progress import PROVISIONING, ProgressFn, report, server_facts
+from app.jobs.progress import PROVISIONING, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Progress
@@ -79,7 +77,7 @@ class LXDImageRemote:
         self.client = Client.https(spec.host, client_cert="", client_key="",
                                    server_fingerprint=fingerprint_of_pem(cert) if cert else None,
                                    insecure=bool(args and args.insecure_skip_verify),
-                                   proxy=args.proxy if args else None, timeout=timeout)
+                                   proxy=args.proxy if args else None, project=None, timeout=timeout)
 
     async def connect(self) -> LXDImageRemote:
         await self.client.server_info(refresh=True)
@@ -87,17 +85,16 @@ class LXDImageRemote:
 
     async def alias_target(self, alias: str, image_type: str = IMAGE_TYPE_CONTAINER) -> str | None:
         try:
-            env = await self.client.request("GET", f"/1.0/images/aliases/{quote(alias, safe='')}", scoped=False)
+            entry = await self.client.images.alias(alias)
         except NotFound:
             return None
-        entry = env.metadata or {}
-        if (entry.get("type") or IMAGE_TYPE_CONTAINER) != image_type:
+        if (entry.type or IMAGE_TYPE_CONTAINER) != image_type:
             return None
-        return str(entry.get("target") or "") or None
+        return entry.target or None
 
     async def image(self, fingerprint: str) -> dict[str, Any]:
-        env = await self.client.request("GET", f"/1.0/images/{quote(fingerprint, safe='')}", scoped=False)
-        return dict(env.metadata or {})
+        image = await self.client.images.get(fingerprint)
+        return image.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -276,7 +273,7 @@ async def find_image(client: Client, *, series: str | None = None, alias: str | 
         raise ValueError("give exactly one of series or alias")
     await report(progress, PROVISIONING, None, ACQUIRING_MESSAGE)
     if series is not None:
-        arch = arch or (await server_facts(client)).host_arch
+        arch = arch or (await client.server_info()).host_arch
         search = ImageSearch.for_series(series, arch, sources, alias_template)
     else:
         assert alias is not None
@@ -317,8 +314,13 @@ async def copy_remote_image(client: Client, source: ImageSource, aliases: Sequen
     `ImageCopyError("image copy failed: <LXD's error>")`; cancelling the awaiting task cancels the download.
     `on_operation` is handed LXD's download operation as soon as it exists (to record it, or to cancel it).
     """
-    body = copy_image_request(source, aliases, auto_update=auto_update)
-    op = await client.mutate("POST", "/1.0/images", json=body, wait=False)
+    if source.server is None:
+        raise ImageError("the image is already local")
+    src = source.create_source()
+    op = cast(Operation, await client.images.copy(
+        server=src["server"], fingerprint=src["fingerprint"], protocol=src["protocol"],
+        certificate=src.get("certificate"), secret=src.get("secret"), aliases=list(aliases), auto_update=auto_update,
+        wait=False))
     if on_operation is not None:
         await on_operation(op)
 

@@ -20,18 +20,14 @@ import re
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import Field
 
 from app.lxd.errors import Forbidden, LXDError, LXDUnavailable, NotFound
 from app.lxd.models import OperationState, Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, object_path
 
 NO_EXPIRY = "0001-01-01T00:00:00Z"
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", re.S)
@@ -100,14 +96,11 @@ def fingerprint_of(pem: str | bytes) -> str:
 
 
 def _c(fingerprint: str) -> str:
-    return f"/1.0/certificates/{quote(fingerprint, safe='')}"
+    return object_path("certificates", fingerprint)
 
 
-class Certificates:
+class Certificates(SubAPI):
     """`client.certificates`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def list(self) -> list[TrustedCertificate]:
         env = await self._client.request("GET", "/1.0/certificates", params={"recursion": 1}, scoped=False)

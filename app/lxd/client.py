@@ -35,11 +35,14 @@ from app.lxd.transport import Transport
 
 
 class Client:
-    """An asyncio LXD (or Incus) client for one endpoint and default project. No I/O until the first call."""
+    """An asyncio LXD (or Incus) client for one endpoint and default project. No I/O until the first call.
 
-    def __init__(self, transport: Transport, *, project: str = "default") -> None:
+    `project=None` makes an unscoped client: no `?project=` at all (public image servers)."""
+
+    def __init__(self, transport: Transport, *, project: str | None = "default") -> None:
         self.transport = transport
         self.project = project
+        self.target: str | None = None
         self.server = Server(self)
         self.operations = Operations(self)
         self.events = Events(self)
@@ -59,15 +62,28 @@ class Client:
     def with_project(self, project: str) -> Client:
         """A client whose calls default to `project`, sharing this one's connections, server facts and events
         streams. Closing it does nothing; closing this client closes both."""
+        child = self._child(project)
+        child.target = self.target
+        child.server = (self._parent or self).server if self.target is None else self.server
+        return child
+
+    def with_target(self, member: str) -> Client:
+        """A client bound to cluster member `member`: every request carries `?target=<member>`. It shares this
+        one's connections and events streams, has server facts of its own (those of `member`); closing it does
+        nothing."""
+        child = self._child(self.project)
+        child.target = member
+        return child
+
+    def _child(self, project: str | None) -> Client:
         child = Client(self.transport, project=project)
         root = self._parent or self
         child._parent = root
-        child.server = root.server
         child.events._buses = root.events._buses
         return child
 
     @classmethod
-    def unix(cls, path: str | None = None, *, project: str = "default", timeout: float = 30.0,
+    def unix(cls, path: str | None = None, *, project: str | None = "default", timeout: float = 30.0,
              **transport_kw: Any) -> Client:
         """A client on a unix socket; `path=None` discovers it (see `app.lxd.discovery`)."""
         sock = discover_socket(path)
@@ -76,7 +92,7 @@ class Client:
     @classmethod
     def https(cls, url: str, *, client_cert: str, client_key: str, server_cert: str | None = None,
               server_fingerprint: str | None = None, insecure: bool = False, proxy: str | None = None,
-              project: str = "default", timeout: float = 30.0, **transport_kw: Any) -> Client:
+              project: str | None = "default", timeout: float = 30.0, **transport_kw: Any) -> Client:
         """A client over HTTPS with a client certificate; pin the server by `server_cert` or `server_fingerprint`."""
         return cls(Transport(url, client_cert=client_cert, client_key=client_key, server_cert=server_cert,
                              server_fingerprint=server_fingerprint, insecure=insecure, proxy=proxy,
@@ -103,8 +119,11 @@ class Client:
 
     def _params(self, params: Mapping[str, Any] | None, project: str | None, scoped: bool) -> dict[str, Any]:
         out = dict(params or {})
-        if scoped and "all-projects" not in out:
-            out.setdefault("project", project or self.project)
+        scope = project or self.project
+        if scoped and scope and "all-projects" not in out:
+            out.setdefault("project", scope)
+        if self.target:
+            out.setdefault("target", self.target)
         return out
 
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,

@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import Field
 
 from app.lxd.errors import LXDError
 from app.lxd.models import Tagged
-from app.lxd.operations import Operation
-from app.lxd.resource import Resource
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI
 
 
 class ClusterInfo(Resource):
@@ -45,11 +41,8 @@ def _m(name: str) -> str:
     return f"/1.0/cluster/members/{quote(name, safe='')}"
 
 
-class Cluster:
+class Cluster(SubAPI):
     """`client.cluster`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def info(self) -> ClusterInfo:
         env = await self._client.request("GET", "/1.0/cluster", scoped=False)
@@ -71,11 +64,3 @@ class Cluster:
     async def member(self, name: str) -> ClusterMember:
         env = await self._client.request("GET", _m(name), scoped=False)
         return ClusterMember.from_envelope(env)
-
-    async def member_state(self, name: str, action: str, *, mode: str | None = None,
-                           wait: bool = True) -> Operation:
-        """`evacuate` or `restore` a member (`mode`: how instances move, on servers that support it)."""
-        body: dict[str, Any] = {"action": action}
-        if mode:
-            body["mode"] = mode
-        return await self._client.mutate("POST", f"{_m(name)}/state", json=body, wait=wait)

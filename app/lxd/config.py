@@ -5,13 +5,10 @@ In a cluster some keys (such as `core.https_address`) are member-local: pass `ta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, with_target
 
 
 class ServerConfig(Resource):
@@ -21,11 +18,8 @@ class ServerConfig(Resource):
     etag: str | None = None
 
 
-class Config:
+class Config(SubAPI):
     """`client.config`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def get(self, *, target: str | None = None) -> ServerConfig:
         env = await self._client.request("GET", "/1.0", params={"target": target} if target else None,
@@ -35,16 +29,17 @@ class Config:
     async def replace(self, config: dict[str, Any], *, etag: str | None = None,
                       target: str | None = None) -> Operation:
         """PUT: the whole config becomes `config` (keys left out are unset)."""
-        op = await self._client.mutate("PUT", "/1.0", json={"config": config}, headers=if_match(etag),
-                                       params={"target": target} if target else None)
-        await self._client.server.info(refresh=True)
-        return op
+        return await self._write("PUT", config, etag, target)
 
     async def patch(self, config: dict[str, Any], *, etag: str | None = None,
                     target: str | None = None) -> Operation:
         """PATCH: merge `config` in; a key set to "" is unset."""
-        op = await self._client.mutate("PATCH", "/1.0", json={"config": config}, headers=if_match(etag),
-                                       params={"target": target} if target else None)
+        return await self._write("PATCH", config, etag, target)
+
+    async def _write(self, method: str, config: dict[str, Any], etag: str | None, target: str | None) -> Operation:
+        """Send `config` (with If-Match of `etag`), then re-read the server's facts, which the config may change."""
+        op = await self._client.mutate(method, "/1.0", json={"config": config}, headers=if_match(etag),
+                                       params=with_target(target))
         await self._client.server.info(refresh=True)
         return op
 

@@ -35,10 +35,6 @@ class Envelope:
         return self.operation.rstrip("/").rsplit("/", 1)[-1] if self.operation else ""
 
 
-def operation_id_of(url: str) -> str:
-    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-
-
 def decode(response: httpx.Response, method: str = "", path: str = "") -> Envelope:
     """The envelope of a fully read response; raises the `LXDError` subclass for an `error` body."""
     method = method or response.request.method

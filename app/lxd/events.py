@@ -272,11 +272,6 @@ class EventBus:
         self._subs.add(sub)
         return sub
 
-    async def drop(self) -> None:
-        """Close the current websocket (the reader reconnects); used by tests and on suspected stalls."""
-        if self._ws is not None:
-            await self._ws.close()
-
     async def aclose(self) -> None:
         self._closed = True
         if self._release_timer is not None:

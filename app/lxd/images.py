@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -32,10 +32,7 @@ from app.lxd.envelope import decode
 from app.lxd.errors import Conflict, LXDError, NotFound
 from app.lxd.models import Progress, Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, found, given, if_match, list_params, object_path
 
 CHUNK = 1 << 16
 
@@ -103,7 +100,7 @@ def alias_path(name: str) -> str:
 
 
 def image_path(fingerprint: str) -> str:
-    return f"/1.0/images/{quote(fingerprint, safe='')}"
+    return object_path("images", fingerprint)
 
 
 async def _file_chunks(path: Path, sent: list[int], total: int | None,
@@ -301,21 +298,14 @@ def _disposition_names(value: str) -> tuple[str, str]:
     return name, filename
 
 
-class Images:
+class Images(SubAPI):
     """`client.images`. Methods that run an LXD operation wait for it unless `wait=False`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     # ------------------------------------------------------------------------------------------ read
 
     async def list(self, *, filter: str | None = None, all_projects: bool = False,
                    project: str | None = None) -> list[Image]:
-        params: dict[str, Any] = {"recursion": 1}
-        if filter:
-            params["filter"] = filter
-        if all_projects:
-            params["all-projects"] = "true"
+        params = list_params(filter=filter, all_projects=all_projects)
         env = await self._client.request("GET", "/1.0/images", params=params, project=project)
         return [Image.model_validate(i) for i in env.metadata or []]
 
@@ -328,11 +318,7 @@ class Images:
         return await self.get((await self.alias(alias, project=project)).target, project=project)
 
     async def exists(self, fingerprint: str, *, project: str | None = None) -> bool:
-        try:
-            await self.get(fingerprint, project=project)
-        except NotFound:
-            return False
-        return True
+        return await found(self.get(fingerprint, project=project))
 
     async def update(self, fingerprint: str, body: dict[str, Any], *, etag: str | None = None,
                      project: str | None = None) -> Operation:
@@ -469,19 +455,10 @@ class Images:
             raise ValueError("copy needs an alias or a fingerprint")
         source: dict[str, Any] = {"type": "image", "mode": "pull", "server": server,
                                   "protocol": protocol or await self._client.server.image_protocol()}
-        if alias:
-            source["alias"] = alias
-        if fingerprint:
-            source["fingerprint"] = fingerprint
-        if certificate:
-            source["certificate"] = certificate
-        if secret:
-            source["secret"] = secret
-        if image_type:
-            source["image_type"] = image_type
+        source |= given(alias=alias, fingerprint=fingerprint, certificate=certificate, secret=secret,
+                        image_type=image_type)
         body: dict[str, Any] = {"source": source, "public": public, "auto_update": auto_update}
-        if aliases:
-            body["aliases"] = [{"name": a} for a in aliases]
+        body |= given(aliases=[{"name": a} for a in aliases or ()])
         params = {"target": target} if target else None
         op = await self._client.mutate("POST", "/1.0/images", json=body, params=params, project=project, wait=False)
         if not wait:
@@ -503,14 +480,8 @@ class Images:
         source: dict[str, Any] = {"type": "snapshot" if snapshot else "instance",
                                   "name": f"{instance}/{snapshot}" if snapshot else instance}
         body: dict[str, Any] = {"source": source, "public": public}
-        if properties:
-            body["properties"] = properties
-        if compression_algorithm:
-            body["compression_algorithm"] = compression_algorithm
-        if expires_at:
-            body["expires_at"] = expires_at
-        if aliases:
-            body["aliases"] = [{"name": a} for a in aliases]
+        body |= given(properties=properties, compression_algorithm=compression_algorithm, expires_at=expires_at,
+                      aliases=[{"name": a} for a in aliases or ()])
         op = await self._client.mutate("POST", "/1.0/images", json=body, project=project, wait=False)
         if not wait:
             return op

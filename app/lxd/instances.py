@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from app.lxd.envelope import decode
-from app.lxd.errors import LXDTimeout, NotFound, OperationFailed
-from app.lxd.models import Instance, InstanceState, Snapshot
+from app.lxd.errors import LXDTimeout, OperationFailed
+from app.lxd.models import Instance, InstanceCreate, InstanceState, Snapshot
 from app.lxd.operations import Operation
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import SubAPI, found, if_match, list_params, object_path, with_target
 
 
 def _p(name: str) -> str:
-    return f"/1.0/instances/{quote(name, safe='')}"
+    return object_path("instances", name)
 
 
-class Instances:
+class Instances(SubAPI):
     """`client.instances`. Methods that run an LXD operation wait for it unless `wait=False`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     # ------------------------------------------------------------------------------------------ read
 
     async def list(self, *, recursion: int = 1, filter: str | None = None, all_projects: bool = False,
                    instance_type: str | None = None, project: str | None = None) -> list[Instance]:
-        """Instances as objects (`recursion=2` adds state and snapshots, kept as extra fields)."""
-        params: dict[str, Any] = {"recursion": max(1, recursion)}
-        if filter:
-            params["filter"] = filter
-        if all_projects:
-            params["all-projects"] = "true"
-        if instance_type:
-            params["instance-type"] = instance_type
+        """Instances as objects (`recursion=2` adds the typed `state`, and snapshots kept as an extra field)."""
+        params = list_params(filter=filter, all_projects=all_projects, recursion=max(1, recursion),
+                             **{"instance-type": instance_type})
         env = await self._client.request("GET", "/1.0/instances", params=params, project=project)
         return [Instance.model_validate(i) for i in env.metadata or []]
 
@@ -43,21 +33,20 @@ class Instances:
         env = await self._client.request("GET", "/1.0/instances", project=project)
         return [u.rsplit("/", 1)[-1].split("?", 1)[0] for u in env.metadata or []]
 
-    async def get(self, name: str, *, project: str | None = None) -> Instance:
-        """The instance, with its ETag in `.etag`."""
-        env = await self._client.request("GET", _p(name), project=project)
+    async def get(self, name: str, *, recursion: int = 0, project: str | None = None) -> Instance:
+        """The instance, with its ETag in `.etag`; `recursion=1` asks for its live `state` too (servers that do not
+        send it leave `state` None)."""
+        params = {"recursion": recursion} if recursion else None
+        env = await self._client.request("GET", _p(name), params=params, project=project)
         return Instance.from_envelope(env)
 
     async def exists(self, name: str, *, project: str | None = None) -> bool:
-        try:
-            await self.get(name, project=project)
-        except NotFound:
-            return False
-        return True
+        return await found(self.get(name, project=project))
 
     async def state(self, name: str, *, project: str | None = None) -> InstanceState:
+        """The live state, with its ETag in `.etag` (for `set_state(etag=)`)."""
         env = await self._client.request("GET", f"{_p(name)}/state", project=project)
-        return InstanceState.model_validate(env.metadata)
+        return InstanceState.from_envelope(env)
 
     # ------------------------------------------------------------------------------------------ create
 
@@ -108,8 +97,14 @@ class Instances:
                                        wait=wait or (start and not one_step), timeout=timeout)
         if start and not one_step:
             created = name or self.created_name(op)
-            return await self.start(created, project=project, wait=wait, timeout=timeout)
+            return await self.start(created, project=project, wait=wait, wait_timeout=timeout)
         return op
+
+    async def create_from(self, body: InstanceCreate, *, target: str | None = None, project: str | None = None,
+                          wait: bool = True, timeout: float | None = None) -> Operation:
+        """Create the instance `body` describes, as it is (`target` places it on a cluster member)."""
+        return await self._client.mutate("POST", "/1.0/instances", json=body.body(), params=with_target(target),
+                                         project=project, wait=wait, timeout=timeout)
 
     @staticmethod
     def created_name(op: Operation) -> str:
@@ -122,15 +117,13 @@ class Instances:
     async def update(self, name: str, body: dict[str, Any], *, etag: str | None = None, project: str | None = None,
                      wait: bool = True, timeout: float | None = None) -> Operation:
         """PUT (replace). With `etag`, LXD refuses with `PreconditionFailed` if the instance changed since."""
-        headers = {"If-Match": f'"{etag}"'} if etag else None
-        return await self._client.mutate("PUT", _p(name), json=body, headers=headers, project=project, wait=wait,
+        return await self._client.mutate("PUT", _p(name), json=body, headers=if_match(etag), project=project, wait=wait,
                                          timeout=timeout)
 
     async def patch(self, name: str, body: dict[str, Any], *, etag: str | None = None,
                     project: str | None = None, timeout: float | None = None) -> Operation:
         """PATCH (merge); a key set to "" is unset."""
-        headers = {"If-Match": f'"{etag}"'} if etag else None
-        return await self._client.mutate("PATCH", _p(name), json=body, headers=headers, project=project,
+        return await self._client.mutate("PATCH", _p(name), json=body, headers=if_match(etag), project=project,
                                          timeout=timeout)
 
     async def rename(self, name: str, new_name: str, *, project: str | None = None, wait: bool = True,
@@ -146,18 +139,22 @@ class Instances:
     # ------------------------------------------------------------------------------------------ state
 
     async def set_state(self, name: str, action: str, *, timeout: int | None = None, force: bool = False,
-                        stateful: bool = False, project: str | None = None, wait: bool = True,
-                        wait_timeout: float | None = None) -> Operation:
-        """`PUT .../state`: start, stop, restart, freeze, unfreeze. Note: stop with `timeout=0` kills."""
+                        stateful: bool = False, etag: str | None = None, project: str | None = None,
+                        wait: bool = True, wait_timeout: float | None = None) -> Operation:
+        """`PUT .../state`: start, stop, restart, freeze, unfreeze. Note: stop with `timeout=0` kills.
+
+        With `etag` (of `state()`), LXD refuses with `PreconditionFailed` if the state changed since."""
         body: dict[str, Any] = {"action": action, "force": force, "stateful": stateful}
         if timeout is not None:
             body["timeout"] = timeout
-        return await self._client.mutate("PUT", f"{_p(name)}/state", json=body, project=project, wait=wait,
-                                         timeout=wait_timeout)
+        return await self._client.mutate("PUT", f"{_p(name)}/state", json=body, headers=if_match(etag),
+                                         project=project, wait=wait, timeout=wait_timeout)
 
-    async def start(self, name: str, *, project: str | None = None, wait: bool = True,
-                    timeout: float | None = None) -> Operation:
-        return await self.set_state(name, "start", project=project, wait=wait, wait_timeout=timeout)
+    async def start(self, name: str, *, timeout: int | None = None, project: str | None = None, wait: bool = True,
+                    wait_timeout: float | None = None) -> Operation:
+        """Start it; `timeout` is LXD's own (sent only when given, `-1` = none), `wait_timeout` ours."""
+        return await self.set_state(name, "start", timeout=timeout, project=project, wait=wait,
+                                    wait_timeout=wait_timeout)
 
     async def stop(self, name: str, *, timeout: int = 30, force: bool = False, then_force: bool = True,
                    project: str | None = None) -> Operation:

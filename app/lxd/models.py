@@ -2,14 +2,78 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from enum import IntEnum
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-# Operation status codes (shared/api/status_code.go). Final when >= 200.
-CREATED, STARTED, STOPPED, RUNNING, CANCELLING, PENDING = 100, 101, 102, 103, 104, 105
-SUCCESS, FAILURE, CANCELLED = 200, 400, 401
+
+class StatusCode(IntEnum):
+    """LXD's status codes of operations and instances (shared/api/status_code.go); `label` is LXD's name."""
+
+    CREATED = 100
+    STARTED = 101
+    STOPPED = 102
+    RUNNING = 103
+    CANCELLING = 104
+    PENDING = 105
+    STARTING = 106
+    STOPPING = 107
+    ABORTING = 108
+    FREEZING = 109
+    FROZEN = 110
+    THAWED = 111
+    ERROR = 112
+    READY = 113
+    SUCCESS = 200
+    FAILURE = 400
+    CANCELLED = 401
+
+    @property
+    def label(self) -> str:
+        return "Operation created" if self is StatusCode.CREATED else self.name.capitalize()
+
+    @property
+    def final(self) -> bool:
+        """An operation in this status has ended."""
+        return self >= 200
+
+    @classmethod
+    def label_of(cls, code: int | None, fallback: str = "") -> str:
+        """The name of `code`, or `fallback` for a code this table does not know."""
+        if code is None:
+            return fallback
+        try:
+            return cls(code).label
+        except ValueError:
+            return fallback
+
+
+ALIVE_STATUSES = tuple(c.label for c in (StatusCode.STARTING, StatusCode.STARTED, StatusCode.RUNNING,
+                                         StatusCode.STOPPING, StatusCode.STOPPED))
+"""The statuses of an instance that is starting, started, running, stopping or stopped (not frozen, errored...)."""
+
+
+_ARCHES = [
+    (re.compile(r"amd64|x86_64"), "amd64"),
+    (re.compile(r"i?[3-9]86"), "i386"),
+    (re.compile(r"(arm$)|(armv.*)"), "armhf"),
+    (re.compile(r"aarch64"), "arm64"),
+    (re.compile(r"ppc64|ppc64el|ppc64le"), "ppc64el"),
+    (re.compile(r"s390x"), "s390x"),
+    (re.compile(r"riscv64|risc$|risc-[vV]64"), "riscv64"),
+]
+
+
+def normalise_arch(arch: str) -> str:
+    """The canonical name of an architecture: x86_64 → amd64, aarch64 → arm64, armv7l → armhf, …"""
+    arch = arch.strip()
+    for pattern, name in _ARCHES:
+        if pattern.search(arch):
+            return name
+    return arch
 
 
 class LXDModel(BaseModel):
@@ -27,6 +91,7 @@ class ServerEnvironment(LXDModel):
     certificate: str = ""
     certificate_fingerprint: str = ""
     kernel_version: str = ""
+    kernel_architecture: str = ""
     project: str = "default"
 
 
@@ -41,6 +106,50 @@ class ServerInfo(LXDModel):
     public: bool = False
     config: dict[str, Any] = Field(default_factory=dict)
     environment: ServerEnvironment = Field(default_factory=ServerEnvironment)
+
+    @property
+    def name_or_none(self) -> str:
+        """The server's name; an unnamed standalone server is called "none" (a cluster member stays "")."""
+        env = self.environment
+        return env.server_name or ("" if env.server_clustered else "none")
+
+    @property
+    def clustered(self) -> bool:
+        return self.environment.server_clustered
+
+    @property
+    def certificate(self) -> str:
+        return self.environment.certificate
+
+    @property
+    def version(self) -> str:
+        return self.environment.server_version
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        return frozenset(self.api_extensions)
+
+    @property
+    def host_arch(self) -> str:
+        """The normalised kernel architecture (amd64, arm64, ...)."""
+        return normalise_arch(self.environment.kernel_architecture)
+
+    @property
+    def supported_arches(self) -> tuple[str, ...]:
+        """The normalised architectures the server runs (the host's when it lists none)."""
+        return tuple(normalise_arch(a) for a in self.environment.architectures) or (self.host_arch,)
+
+    @property
+    def network_api(self) -> bool:
+        return "network" in self.api_extensions
+
+    @property
+    def cluster_supported(self) -> bool:
+        return "clustering" in self.api_extensions
+
+    @property
+    def storage_supported(self) -> bool:
+        return "storage" in self.api_extensions
 
 
 class OperationState(LXDModel):
@@ -61,7 +170,7 @@ class OperationState(LXDModel):
 
     @property
     def final(self) -> bool:
-        return self.status_code >= 200
+        return self.status_code >= StatusCode.SUCCESS
 
 
 class Progress(LXDModel):
@@ -141,6 +250,7 @@ class Instance(Tagged):
     last_used_at: datetime | None = None
     location: str = ""
     project: str = ""
+    state: InstanceState | None = None
 
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""
@@ -165,8 +275,8 @@ class NetworkState(LXDModel):
     type: str = ""
 
 
-class InstanceState(LXDModel):
-    """`GET /1.0/instances/<name>/state`."""
+class InstanceState(Tagged):
+    """`GET /1.0/instances/<name>/state`; `etag` is what to pass back as If-Match on a state change."""
 
     status: str = ""
     status_code: int = 0
@@ -174,14 +284,27 @@ class InstanceState(LXDModel):
     processes: int = 0
     network: dict[str, NetworkState] | None = None
 
-    def ipv4(self, global_only: bool = True) -> list[str]:
-        out: list[str] = []
-        for name, net in (self.network or {}).items():
-            if name == "lo":
-                continue
-            out += [a.address for a in net.addresses
-                    if a.family == "inet" and (not global_only or a.scope == "global")]
-        return out
+
+class InstanceCreate(LXDModel):
+    """The body of an instance create (`Instances.create_from`); fields left unset are not sent."""
+
+    name: str
+    type: str = "container"
+    profiles: list[str] | None = None
+    config: dict[str, str] | None = None
+    devices: dict[str, dict[str, str]] | None = None
+    ephemeral: bool | None = None
+    source: dict[str, Any] = Field(default_factory=lambda: {"type": "none"})
+    architecture: str | None = None
+    instance_type: str | None = None
+    description: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The request body: every field given (or defaulted for `name`, `type`, `source`), in LXD's names."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+Instance.model_rebuild()
 
 
 class Snapshot(LXDModel):

@@ -6,18 +6,14 @@ Network calls are synchronous on LXD 5.0 and asynchronous on newer LXD; both are
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import Field
 
 from app.lxd.errors import BadRequest, Conflict
 from app.lxd.models import NetworkAddress, Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match, with_target
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, object_path, with_target
 
 
 class Network(Resource, Tagged):
@@ -55,14 +51,11 @@ class NetworkLease(Resource):
 
 
 def _p(name: str) -> str:
-    return f"/1.0/networks/{quote(name, safe='')}"
+    return object_path("networks", name)
 
 
-class Networks:
+class Networks(SubAPI):
     """`client.networks`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def list(self, *, all_projects: bool = False, project: str | None = None,
                    target: str | None = None) -> list[Network]:

@@ -25,7 +25,7 @@ from app.lxd.errors import (
     OperationVanished,
     operation_error,
 )
-from app.lxd.models import SUCCESS, OperationState, Progress
+from app.lxd.models import OperationState, Progress, StatusCode
 
 if TYPE_CHECKING:
     from app.lxd.client import Client
@@ -56,7 +56,7 @@ class Operation:
     def completed(cls, client: Client, metadata: Any) -> Operation:
         """A synchronous answer presented as an operation that has already succeeded."""
         md = metadata if isinstance(metadata, dict) else {"value": metadata}
-        return cls(client, OperationState(id="", status="Success", status_code=SUCCESS, metadata=md))
+        return cls(client, OperationState(id="", status="Success", status_code=StatusCode.SUCCESS, metadata=md))
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -143,7 +143,7 @@ class Operation:
 
     def _raise_if_failed(self) -> OperationState:
         st = self._state
-        if st.status_code == SUCCESS or not st.final:
+        if st.status_code == StatusCode.SUCCESS or not st.final:
             return st
         raise operation_error(st)
 
@@ -268,8 +268,8 @@ class Operations:
         params: dict[str, str] = {"recursion": "1"}
         if all_projects:
             params["all-projects"] = "true"
-        else:
-            params["project"] = project or self._client.project
+        elif scope := project or self._client.project:
+            params["project"] = scope
         env = await self._client.request("GET", "/1.0/operations", params=params, scoped=False)
         out: list[OperationState] = []
         for items in (env.metadata or {}).values():

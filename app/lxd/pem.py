@@ -17,7 +17,7 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -129,12 +129,6 @@ class Certificate:
     def fingerprint(self) -> str:
         """Lowercase hex sha256 of the DER, as LXD computes it."""
         return fingerprint_of_der(self.x509().public_bytes(serialization.Encoding.DER))
-
-    def write_cert_pem(self, out: IO[bytes]) -> None:
-        out.write(self.cert_pem)
-
-    def write_key_pem(self, out: IO[bytes]) -> None:
-        out.write(self.key_pem)
 
     def as_create_request(self) -> dict[str, Any]:
         """The body of `POST /1.0/certificates` that adds this certificate to LXD's trust store."""

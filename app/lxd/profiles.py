@@ -6,17 +6,14 @@ synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import Field
 
 from app.lxd.models import Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, object_path
 
 
 class Profile(Resource, Tagged):
@@ -48,14 +45,11 @@ class Profile(Resource, Tagged):
 
 
 def _p(name: str) -> str:
-    return f"/1.0/profiles/{quote(name, safe='')}"
+    return object_path("profiles", name)
 
 
-class Profiles:
+class Profiles(SubAPI):
     """`client.profiles`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def list(self, *, all_projects: bool = False, project: str | None = None) -> list[Profile]:
         params: dict[str, Any] = {"recursion": 1}
@@ -76,8 +70,12 @@ class Profiles:
     async def create(self, name: str, *, config: dict[str, str] | None = None,
                      devices: dict[str, dict[str, str]] | None = None, description: str = "",
                      project: str | None = None) -> Profile:
-        """Create a profile; `Conflict` when it exists."""
-        body = {"name": name, "config": config or {}, "devices": devices or {}, "description": description}
+        """Create a profile; `Conflict` when it exists. `devices` and `description` are sent only when given."""
+        body: dict[str, Any] = {"name": name, "config": dict(config or {})}
+        if devices:
+            body["devices"] = devices
+        if description:
+            body["description"] = description
         await self._client.mutate("POST", "/1.0/profiles", json=body, project=project)
         return await self.get(name, project=project)
 

@@ -6,17 +6,13 @@ calls default to another project while sharing the connections and the events st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
 from pydantic import Field
 
 from app.lxd.models import Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, object_path
 
 
 class Project(Resource, Tagged):
@@ -29,14 +25,11 @@ class Project(Resource, Tagged):
 
 
 def _p(name: str) -> str:
-    return f"/1.0/projects/{quote(name, safe='')}"
+    return object_path("projects", name)
 
 
-class Projects:
+class Projects(SubAPI):
     """`client.projects`."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
 
     async def list(self) -> list[Project]:
         env = await self._client.request("GET", "/1.0/projects", params={"recursion": 1}, scoped=False)

@@ -114,8 +114,7 @@ class RemoteRegistry:
 
     async def _check(self, name: str, timeout: float) -> str | None:
         try:
-            # On the long-call pool: a probe must not queue behind a burst of short calls.
-            await asyncio.wait_for(self.get(name).request("GET", "/1.0", scoped=False, long=True), timeout)
+            await asyncio.wait_for(self.get(name).server.ping(), timeout)
             result = None
         except TimeoutError:
             result = f"no answer within {timeout:g}s"

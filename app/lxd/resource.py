@@ -1,13 +1,55 @@
 """What the resource modules (images, profiles, storage, networks, projects, certificates, cluster) share: a model
-base that reads LXD's `null` lists and maps as empty, and the If-Match and `target=` helpers."""
+base that reads LXD's `null` lists and maps as empty, the sub-API base, paths, and the If-Match, `target=`, list
+and request-body helpers."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pydantic import model_validator
 
+from app.lxd.errors import NotFound
 from app.lxd.models import LXDModel
+
+if TYPE_CHECKING:
+    from app.lxd.client import Client
+
+
+class SubAPI:
+    """A part of the client (`client.images`, `client.profiles`, ...): it sends its requests through `_client`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+
+def object_path(collection: str, name: str) -> str:
+    """The URL path of one object of an LXD collection (`"profiles"`, `"storage-pools"`, ...), name quoted."""
+    return f"/1.0/{collection}/{quote(name, safe='')}"
+
+
+async def found(read: Awaitable[Any]) -> bool:
+    """Whether the object `read` fetches exists: its `NotFound` means no, any other error is raised."""
+    try:
+        await read
+    except NotFound:
+        return False
+    return True
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are set: None, "" and empty collections (and False) are left out of a request body."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def list_params(*, filter: str | None = None, all_projects: bool = False, recursion: int = 1,
+                **extra: Any) -> dict[str, Any]:
+    """The query of a collection read: `recursion`, an optional `filter`, `all-projects`, and the `extra` given."""
+    params: dict[str, Any] = {"recursion": recursion, **given(filter=filter)}
+    if all_projects:
+        params["all-projects"] = "true"
+    return params | given(**extra)
 
 
 class Resource(LXDModel):

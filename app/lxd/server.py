@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from app.lxd.errors import ExtensionMissing
 from app.lxd.models import ServerInfo
 
 if TYPE_CHECKING:
@@ -30,6 +29,11 @@ class Server:
                     self._info = ServerInfo.model_validate(env.metadata or {})
                     self._extensions = frozenset(self._info.api_extensions)
         return self._info
+
+    async def ping(self) -> None:
+        """`GET /1.0` on the long-call pool (a probe must not queue behind a burst of short calls); the answer is
+        not cached. Raises the `LXDError` of a failure."""
+        await self._client.request("GET", "/1.0", scoped=False, long=True)
 
     @property
     def cached(self) -> ServerInfo | None:
@@ -58,10 +62,6 @@ class Server:
     async def has_extension(self, name: str) -> bool:
         await self.info()
         return name in self._extensions
-
-    async def require_extension(self, name: str) -> None:
-        if not await self.has_extension(name):
-            raise ExtensionMissing(f"the server lacks the API extension {name!r}")
 
     async def header_prefix(self) -> str:
         """"X-LXD-" or "X-Incus-": file and image headers follow the backend."""

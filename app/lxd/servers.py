@@ -1,23 +1,17 @@
 """How to reach an LXD server or an image server: server specs and address normalisation.
 
 A `ServerSpec` names a host, the protocol spoken there (`lxd` or `simplestreams`) and the TLS material used to
-connect. Specs are immutable: the builder methods return a new spec and never change the one they were called on.
+connect. Specs are immutable.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from app.lxd.pem import Certificate
-
 DEFAULT_PORT = 8443
-CLOUD_IMAGES_HOST = "https://cloud-images.ubuntu.com"
 IPV6_UNSUPPORTED_MESSAGE = "socket: address family not supported by protocol"
 HTTPS_ADDRESS_KEY = "core.https_address"
 DEFAULT_HTTPS_LISTENER = "[::]"
@@ -34,26 +28,6 @@ class Protocol(StrEnum):
 
 class ConnectionSpecError(ValueError):
     """A server spec or address cannot be used."""
-
-
-_ARCHES = [
-    (re.compile(r"amd64|x86_64"), "amd64"),
-    (re.compile(r"i?[3-9]86"), "i386"),
-    (re.compile(r"(arm$)|(armv.*)"), "armhf"),
-    (re.compile(r"aarch64"), "arm64"),
-    (re.compile(r"ppc64|ppc64el|ppc64le"), "ppc64el"),
-    (re.compile(r"s390x"), "s390x"),
-    (re.compile(r"riscv64|risc$|risc-[vV]64"), "riscv64"),
-]
-
-
-def normalise_arch(arch: str) -> str:
-    """The canonical name of an architecture: x86_64 → amd64, aarch64 → arm64, armv7l → armhf, …"""
-    arch = arch.strip()
-    for pattern, name in _ARCHES:
-        if pattern.search(arch):
-            return name
-    return arch
 
 
 @dataclass(frozen=True)
@@ -77,81 +51,6 @@ class ServerSpec:
     name: str = ""
     protocol: str = ""
     connection: ConnectionArgs | None = field(default=None)
-
-    def _with(self, **changes: Any) -> ServerSpec:
-        args = dataclasses.replace(self.connection or ConnectionArgs(), **changes)
-        return dataclasses.replace(self, connection=args)
-
-    def with_proxy(self, proxy: str | None) -> ServerSpec:
-        return self._with(proxy=proxy)
-
-    def with_client_certificate(self, cert: Certificate) -> ServerSpec:
-        if cert is None:
-            raise ConnectionSpecError("a client certificate is required")
-        return self._with(client_cert=_text(cert.cert_pem), client_key=_text(cert.key_pem))
-
-    def with_skip_get_server(self, skip: bool) -> ServerSpec:
-        return self._with(skip_get_server=skip)
-
-    def with_http_client(self, client: Any) -> ServerSpec:
-        return self._with(http_client=client)
-
-    def with_name(self, name: str) -> ServerSpec:
-        return dataclasses.replace(self, name=name)
-
-    def with_protocol(self, protocol: str) -> ServerSpec:
-        return dataclasses.replace(self, protocol=protocol)
-
-    def validate(self) -> None:
-        """Every spec the constructors can build is valid, so this never raises for them.
-
-        A spec built by hand is checked only for what would make any connection impossible: an empty host.
-        """
-        if not self.host:
-            raise ConnectionSpecError("server spec has no host")
-
-
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def new_server_spec(host: str, server_cert: str, client_cert: Certificate) -> ServerSpec:
-    """A spec for a full LXD API over HTTPS, pinning `server_cert` and authenticating with `client_cert`."""
-    if client_cert is None:
-        raise ConnectionSpecError("a client certificate is required")
-    return ServerSpec(host=ensure_https(host), connection=ConnectionArgs(
-        server_cert=server_cert, client_cert=_text(client_cert.cert_pem), client_key=_text(client_cert.key_pem)))
-
-
-def insecure_server_spec(host: str) -> ServerSpec:
-    """A spec with no client certificate that does not verify the server's certificate."""
-    return ServerSpec(host=ensure_https(host), connection=ConnectionArgs(insecure_skip_verify=True))
-
-
-def simplestreams_server_spec(name: str, host: str) -> ServerSpec:
-    """A simplestreams image server; it has no connection arguments until a builder adds some."""
-    return ServerSpec(host=ensure_https(host), name=name, protocol=Protocol.SIMPLESTREAMS)
-
-
-def cloud_images_releases_spec(base: str = CLOUD_IMAGES_HOST, name: str | None = None) -> ServerSpec:
-    """The released Ubuntu cloud images (`<base>/releases`). The name defaults to the host, as for daily."""
-    base = ensure_https(base).rstrip("/")
-    return simplestreams_server_spec(name if name is not None else _hostname(base), f"{base}/releases")
-
-
-def cloud_images_daily_spec(base: str = CLOUD_IMAGES_HOST, name: str | None = None) -> ServerSpec:
-    """The daily Ubuntu cloud images (`<base>/daily`); by default named like the releases server."""
-    base = ensure_https(base).rstrip("/")
-    return simplestreams_server_spec(name if name is not None else _hostname(base), f"{base}/daily")
-
-
-def image_server_specs(sources: Sequence[Any]) -> list[ServerSpec]:
-    """Specs for configured image sources (objects with `name`, `url`, `protocol`), in search order."""
-    return [ServerSpec(host=ensure_https(s.url), name=s.name, protocol=str(s.protocol)) for s in sources]
-
-
-def _hostname(url: str) -> str:
-    return urlsplit(url).hostname or url
 
 
 def image_remote_protocol(spec: ServerSpec) -> Protocol:
@@ -208,43 +107,3 @@ def is_not_found(error: BaseException | str | None) -> bool:
     if status == 404:
         return True
     return str(error).lower() == "not found"
-
-
-@dataclass(frozen=True)
-class ServerFacts:
-    """What `GET /1.0` says about a server, as the rest of the core uses it."""
-
-    name: str
-    clustered: bool
-    certificate: str
-    host_arch: str
-    supported_arches: tuple[str, ...]
-    version: str
-    extensions: frozenset[str]
-
-    @property
-    def network_api(self) -> bool:
-        return "network" in self.extensions
-
-    @property
-    def cluster_supported(self) -> bool:
-        return "clustering" in self.extensions
-
-    @property
-    def storage_supported(self) -> bool:
-        return "storage" in self.extensions
-
-    @classmethod
-    def from_server_info(cls, info: Mapping[str, Any]) -> ServerFacts:
-        """Facts from the metadata of `GET /1.0`. An unnamed standalone server is called "none"."""
-
-        env = info.get("environment") or {}
-        clustered = bool(env.get("server_clustered"))
-        name = env.get("server_name") or ""
-        if not name and not clustered:
-            name = "none"
-        host_arch = normalise_arch(env.get("kernel_architecture") or "")
-        arches = tuple(normalise_arch(a) for a in env.get("architectures") or ()) or (host_arch,)
-        return cls(name=name, clustered=clustered, certificate=env.get("certificate") or "", host_arch=host_arch,
-                   supported_arches=arches, version=env.get("server_version") or "",
-                   extensions=frozenset(info.get("api_extensions") or ()))

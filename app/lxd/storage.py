@@ -5,17 +5,14 @@ Pool and volume calls are synchronous on LXD 5.0 and asynchronous on newer LXD; 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import Field
 
 from app.lxd.models import Tagged
 from app.lxd.operations import Operation
-from app.lxd.resource import Resource, if_match, with_target
-
-if TYPE_CHECKING:
-    from app.lxd.client import Client
+from app.lxd.resource import Resource, SubAPI, if_match, list_params, object_path, with_target
 
 
 class StoragePool(Resource, Tagged):
@@ -44,20 +41,22 @@ class StorageVolume(Resource, Tagged):
 
 
 def _pool(name: str) -> str:
-    return f"/1.0/storage-pools/{quote(name, safe='')}"
+    return object_path("storage-pools", name)
 
 
 def _vol(pool: str, name: str, vtype: str) -> str:
     return f"{_pool(pool)}/volumes/{quote(vtype, safe='')}/{quote(name, safe='')}"
 
 
-class Storage:
+class Storage(SubAPI):
     """`client.storage`: pools (`list`, `get`, `create`, ...) and their volumes (`volumes`, `create_volume`, ...)."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-
     # ------------------------------------------------------------------------------------------ pools
+
+    async def names(self) -> list[str]:
+        """The pool names, in the server's order."""
+        env = await self._client.request("GET", "/1.0/storage-pools", scoped=False)
+        return [str(u).split("?", 1)[0].rsplit("/", 1)[-1] for u in env.metadata or []]
 
     async def list(self, *, target: str | None = None) -> list[StoragePool]:
         env = await self._client.request("GET", "/1.0/storage-pools", params=with_target(target, {"recursion": 1}),
@@ -99,11 +98,7 @@ class Storage:
                       all_projects: bool = False, project: str | None = None,
                       target: str | None = None) -> list[StorageVolume]:
         """Volumes of a pool (of one type: `custom`, `container`, `virtual-machine`, `image`; all when None)."""
-        params: dict[str, Any] = {"recursion": 1}
-        if filter:
-            params["filter"] = filter
-        if all_projects:
-            params["all-projects"] = "true"
+        params = list_params(filter=filter, all_projects=all_projects)
         path = f"{_pool(pool)}/volumes" + (f"/{quote(vtype, safe='')}" if vtype else "")
         env = await self._client.request("GET", path, params=with_target(target, params), project=project)
         return [StorageVolume.model_validate(v) for v in env.metadata or []]

@@ -10,27 +10,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.jobs.progress import server_facts
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.networks.decisions import (
     DEFAULT_BRIDGE,
     DEFAULT_PROFILE,
-    IPv6NotSupportedError,
     NetworkAction,
     NetworkConfigError,
-    NoUsableNicError,
     bridge_network_request,
     generate_mac,
     ipv4_update,
-    is_usable_nic,
     nic_devices,
-    nic_network_name,
-    no_usable_nic_message,
     profile_with_default_nic,
     verify_network_action,
     verify_nics_with_config_file,
-    verify_no_ipv6,
+    verify_nics_with_networks,
 )
 from app.networks.decisions import nics_from_profile as _nics_from_profile
 
@@ -80,32 +74,18 @@ async def ensure_ipv4(client: Client, network: str, *, nat: bool = True, address
 
 
 async def _verify_nics_with_api(client: Client, nics: Mapping[str, Mapping[str, str]]) -> str:
-    """The network of the first usable NIC (NICs in name order, each network fetched when reached)."""
-    checked: list[str] = []
-    ipv6_error: IPv6NotSupportedError | None = None
+    """The network of the first usable NIC (NICs in name order, each network fetched when the decision reaches
+    it: `verify_nics_with_networks` names the one it lacks)."""
     fetched: dict[str, dict[str, Any]] = {}
-    for name in sorted(nics):
-        nic = nics[name]
-        checked.append(name)
-        net_name = nic_network_name(nic)
-        if not net_name:
-            continue
-        if net_name not in fetched:
-            try:
-                fetched[net_name] = await _network(client, net_name)
-            except LXDError as exc:
-                raise NetworkVerifyError(f'retrieving network "{net_name}": {_err(exc)}') from exc
-        network = fetched[net_name]
+    while True:
         try:
-            verify_no_ipv6(network)
-        except IPv6NotSupportedError as exc:
-            ipv6_error = exc
-            continue
-        if is_usable_nic(nic, network):
-            return net_name
-    if ipv6_error is not None:
-        raise ipv6_error
-    raise NoUsableNicError(no_usable_nic_message(checked))
+            return verify_nics_with_networks(nics, fetched)
+        except KeyError as missing:
+            net_name = str(missing.args[0])
+        try:
+            fetched[net_name] = await _network(client, net_name)
+        except LXDError as exc:
+            raise NetworkVerifyError(f'retrieving network "{net_name}": {_err(exc)}') from exc
 
 
 async def ensure_default_networking(client: Client, profile: Mapping[str, Any], etag: str | None, *,
@@ -145,7 +125,7 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
     and an `ethN` NIC on it is added to the profile; on a cluster that is refused.
     Errors name the profile: `profile "<name>": ...`.
     """
-    facts = await server_facts(client)
+    facts = await client.server_info()
     p = await client.profiles.get(profile)
     data = p.model_dump()
     action = verify_network_action(data, facts.network_api, facts.clustered)
@@ -173,8 +153,3 @@ async def verify_network_device(client: Client, profile: str = DEFAULT_PROFILE, 
     except NetworkConfigError as exc:
         raise NetworkVerifyError(f'profile "{profile}": {exc}') from exc
     return NetworkVerification(bridge=found)
-
-
-async def local_bridge_name(client: Client, profile: str = DEFAULT_PROFILE) -> str:
-    """The bridge containers of `profile` attach to, found as `verify_network_device` finds it (changing nothing)."""
-    return (await verify_network_device(client, profile, create=False)).bridge

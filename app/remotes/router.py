@@ -38,7 +38,7 @@ class RemoteOut(BaseModel):
     protocol: str = Field(description="`unix` or `https`", examples=["unix"])
     default: bool = Field(description="used when a request names no remote", examples=[True])
     project: str = Field(description="the default project on it", examples=["default"])
-    reachable: bool = Field(description="whether it answered `GET /1.0` just now", examples=[True])
+    reachable: bool = Field(description="whether its server endpoint answered just now", examples=[True])
     backend: str | None = Field(description="`lxd` or `incus` (null when unreachable)", examples=["lxd"])
     version: str | None = Field(description="the server version (null when unreachable)", examples=["5.0.2"])
     error: str | None = Field(None, description="why it is unreachable", examples=[None])

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field
 from app.http.deps import BackendDep, ConfigKey, IfMatch
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader, edit, set_etag
-from app.jobs.progress import server_facts
 from app.lxd.config import ServerConfig
 from app.lxd.pem import fingerprint_of_pem
 from app.server.proxies_service import configure_proxies
@@ -88,10 +87,10 @@ class ProxiesOut(BaseModel):
             responses=problem_responses(401, 403, 404, 422, 503))
 async def get_server(backend: BackendDep, response: Response, _: Reader) -> ServerOut:
     info = await backend.client.server_info(refresh=True)
-    facts = await server_facts(backend.client)
+    facts = info
     set_etag(response, (await backend.client.config.get()).etag)
     env = info.environment
-    return ServerOut(name=facts.name, backend=env.server or "lxd", version=facts.version,
+    return ServerOut(name=facts.name_or_none, backend=env.server or "lxd", version=facts.version,
                      api_version=info.api_version, api_extensions=sorted(facts.extensions),
                      host_arch=facts.host_arch, architectures=list(facts.supported_arches), clustered=facts.clustered,
                      storage_supported=facts.storage_supported,

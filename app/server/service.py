@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 from app.containers.spec import merge_config
-from app.jobs.progress import server_facts
 from app.lxd.client import Client
 from app.lxd.servers import (
     DEFAULT_HTTPS_LISTENER,
     HTTPS_ADDRESS_KEY,
     IPV4_HTTPS_LISTENER,
-    ServerFacts,
     is_ipv6_unsupported,
 )
 
@@ -21,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 async def update_server_config(client: Client, config: Mapping[str, str] | None) -> None:
-    """Merge `config` into the server's config: `GET /1.0`, then `PUT /1.0` of the whole merged config with
+    """Merge `config` into the server's config: read it, then replace the whole merged config with
     `If-Match` of the ETag read. Keys not given are kept; an empty value is sent as given."""
     current = await client.config.get()
     merged = merge_config({k: str(v) for k, v in current.config.items()}, dict(config or {}))
@@ -50,37 +47,3 @@ async def enable_https_listener(client: Client, address: str | None = None, *, p
     fallback = IPV4_HTTPS_LISTENER + suffix
     await update_server_config(client, {HTTPS_ADDRESS_KEY: fallback})
     return fallback
-
-
-def use_project(client: Client, project: str) -> Client:
-    """A client whose every later call carries `?project=<project>` (sharing the connections of `client`)."""
-    return client.with_project(project)
-
-
-class TargetedClient(Client):
-    """A client bound to one cluster member: every request carries `?target=<member>`.
-
-    It shares the connections and event streams of the client it came from; closing it does nothing.
-    """
-
-    def __init__(self, parent: Client, target: str) -> None:
-        super().__init__(parent.transport, project=parent.project)
-        root = parent._parent or parent
-        self._parent = root
-        self.events._buses = root.events._buses
-        self.target = target
-
-    def _params(self, params: Mapping[str, Any] | None, project: str | None, scoped: bool) -> dict[str, Any]:
-        out = super()._params(params, project, scoped)
-        out.setdefault("target", self.target)
-        return out
-
-
-async def use_target(client: Client, member: str) -> tuple[TargetedClient, ServerFacts]:
-    """A client bound to cluster member `member` and that member's facts (`GET /1.0?target=<member>`).
-
-    An error from that request (e.g. "not a cluster member") is raised unchanged.
-    """
-    targeted = TargetedClient(client, member)
-    facts = await server_facts(targeted, refresh=True)
-    return targeted, facts

@@ -34,11 +34,6 @@ async def create_volume(client: Client, pool: str, name: str, config: Mapping[st
         raise StorageServiceError(f'creating storage pool volume "{name}": {_err(exc)}') from exc
 
 
-async def pool_names(client: Client) -> list[str]:
-    env = await client.request("GET", "/1.0/storage-pools", scoped=False)
-    return [str(u).split("?", 1)[0].rsplit("/", 1)[-1] for u in env.metadata or []]
-
-
 async def ensure_default_storage(client: Client, profile: str = DEFAULT_PROFILE) -> str | None:
     """Give `profile` a root disk unless a device of it is already mounted at `/` (then nothing is sent).
 
@@ -48,7 +43,7 @@ async def ensure_default_storage(client: Client, profile: str = DEFAULT_PROFILE)
     p = await client.profiles.get(profile)
     if has_root_disk(p.devices):
         return None
-    pool = pick_root_pool(await pool_names(client))
+    pool = pick_root_pool(await client.storage.names())
     if pool is None:
         body = default_pool_request()
         await client.storage.create(body["name"], body["driver"])

@@ -73,7 +73,8 @@ class RemoteStore:
         return self.data_dir / CERT_DIR / name
 
     def write_identity(self, name: str, cert: Certificate) -> tuple[str, str]:
-        """Write the client certificate and key made for remote `name`; their paths."""
+        """Write the client certificate and key made for remote `name` (both must be there); their paths."""
+        cert.validate()
         directory = self.cert_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)

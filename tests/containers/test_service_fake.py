@@ -6,30 +6,32 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from app.containers.jobs import remove_many
 from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
     ContainerStartError,
     create_from_spec,
     remove_container,
-    remove_containers,
-    replace_container_profile,
-    update_container_config,
 )
 from app.containers.spec import ContainerSpec
 from app.images.search import ImageError, ImageSource
-from app.images.service import SimpleStreamsRemote, connect_image_remote, find_image
+from app.images.service import SimpleStreamsRemote, connect_image_remote, copy_remote_image, find_image
+from app.jobs.env import SERVICE_KEY, WorkflowEnv
+from app.jobs.runner import JobFailure
 from app.lxd import Client, LXDError
+from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import IPV6_UNSUPPORTED_MESSAGE, ServerSpec
 from app.networks.decisions import NoNicError
 from app.networks.service import NetworkVerifyError, ensure_ipv4, verify_network_device
-from app.profiles.service import create_profile_with_config, has_profile
-from app.server.service import enable_https_listener, update_server_config, use_project, use_target
+from app.server.service import enable_https_listener, update_server_config
+from app.settings import Settings
 from app.storage.service import create_pool, create_volume, ensure_default_storage
 from tests.fakes.lxd import Call, FakeLXD, error, fake_lxd, operation, sync
 
@@ -48,25 +50,26 @@ def instance(name: str, status: str = "Stopped", code: int = 102, **kw: Any) -> 
 # ---------------------------------------------------------------------------------------------- server
 
 
-async def test_s7_use_target_good_member_and_error_passed_through(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s7_with_target_good_member_and_error_passed_through(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.server_info["environment"]["server_clustered"] = True
-    targeted, facts = await use_target(client, "node1")
+    targeted = client.with_target("node1")
+    facts = await targeted.server_info()
     assert fake.requests("GET", "/1.0")[-1].params["target"] == "node1" and facts.clustered
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
-    await has_profile(targeted, "default")
+    assert "default" in await targeted.profiles.names()
     assert fake.requests("GET", "/1.0/profiles")[-1].params == {"project": "default", "target": "node1"}
     fake.on("GET", "/1.0", lambda c: error("not a cluster member", 400) if c.params.get("target") else
             sync(fake.server_info))
     with pytest.raises(LXDError) as err:
-        await use_target(client, "bad-node")
+        await client.with_target("bad-node").server_info()
     assert err.value.error == "not a cluster member"
 
 
-async def test_s8_use_project_adds_the_project(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s8_with_project_adds_the_project(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default"]))
-    await has_profile(use_project(client, "my-project"), "default")
+    assert "default" in await client.with_project("my-project").profiles.names()
     assert fake.requests("GET", "/1.0/profiles")[-1].params["project"] == "my-project"
 
 
@@ -120,9 +123,12 @@ async def test_s14_https_listener_errors(lxd: tuple[FakeLXD, Client]) -> None:
 async def test_s11_s12_profiles(lxd: tuple[FakeLXD, Client]) -> None:
     fake, client = lxd
     fake.on("GET", "/1.0/profiles", sync(["/1.0/profiles/default", "/1.0/profiles/custom"]))
-    assert await has_profile(client, "default") and not await has_profile(client, "unknown")
+    names = await client.profiles.names()
+    assert "default" in names and "unknown" not in names
     fake.on("POST", "/1.0/profiles", sync({}))
-    await create_profile_with_config(client, "custom", {"boot.autostart": "false"})
+    fake.on("GET", "/1.0/profiles/custom", sync({"name": "custom", "config": {"boot.autostart": "false"}}))
+    created = await client.profiles.create("custom", config={"boot.autostart": "false"})
+    assert created.config == {"boot.autostart": "false"}
     assert fake.requests("POST", "/1.0/profiles")[0].body == {"name": "custom",
                                                               "config": {"boot.autostart": "false"}}
 
@@ -134,7 +140,10 @@ async def test_s10_update_container_config_puts_with_the_etag(lxd: tuple[FakeLXD
     fake, client = lxd
     fake.on("GET", "/1.0/instances/c1", sync(instance("c1"), etag="c1-etag"))
     fake.on("PUT", "/1.0/instances/c1", operation())
-    await update_container_config(client, "c1", {"key1": "val1"})
+    # what PATCH /v1/containers/{name} does: read with the ETag, write the merged definition back under it
+    inst = await client.instances.get("c1")
+    await client.instances.update("c1", {**inst.writable(), "config": {**inst.config, "key1": "val1"}},
+                                  etag=inst.etag)
     put = fake.requests("PUT", "/1.0/instances/c1")[0]
     assert put.body["config"] == {"key1": "val1"} and put.headers["if-match"] == '"c1-etag"'
 
@@ -144,8 +153,22 @@ async def test_s13_replace_profile(lxd: tuple[FakeLXD, Client]) -> None:
     fake.on("GET", "/1.0/instances/c1", sync(instance("c1", profiles=["default", "juju-default", "old"]),
                                              etag="e"))
     fake.on("PUT", "/1.0/instances/c1", operation())
-    await replace_container_profile(client, "c1", "old", "new")
-    assert fake.requests("PUT", "/1.0/instances/c1")[0].body["profiles"] == ["default", "juju-default", "new"]
+    inst = await client.instances.get("c1")
+    profiles = [("new" if p == "old" else p) for p in inst.profiles]
+    await client.instances.update("c1", {**inst.writable(), "profiles": profiles}, etag=inst.etag)
+    put = fake.requests("PUT", "/1.0/instances/c1")[0]
+    assert put.body["profiles"] == ["default", "juju-default", "new"] and put.headers["if-match"] == '"e"'
+
+
+def _job_context(client: Client, **params: Any) -> Any:
+    """A job step's context whose LXD client is `client` (the container.* steps reach LXD through it)."""
+    env = WorkflowEnv(remotes=cast(RemoteRegistry, None), settings=cast(Settings, None))
+    env.client = lambda remote, project: client  # type: ignore[method-assign]
+
+    async def progress(*_: Any) -> None:
+        return None
+
+    return SimpleNamespace(services={SERVICE_KEY: env}, params=params, progress=progress, remote=None, project=None)
 
 
 def _spec(name: str = "c1", **kw: Any) -> ContainerSpec:
@@ -219,7 +242,7 @@ async def test_s31_forced_stop_with_the_etag_then_delete(lxd: tuple[FakeLXD, Cli
     fake.on("PUT", "/1.0/instances/c2/state", operation())
     for n in ("c1", "c2"):
         fake.on("DELETE", f"/1.0/instances/{n}", operation())
-    await remove_containers(client, ["c1", "c2"])
+    await remove_many(_job_context(client, names=["c1", "c2"]))
     stop = fake.requests("PUT", "/1.0/instances/c2/state")[0]
     assert stop.body == {"action": "stop", "timeout": -1, "force": True, "stateful": False}
     assert stop.headers["if-match"] == '"c2-etag"' and fake.requests("PUT", "/1.0/instances/c1/state") == []
@@ -240,25 +263,28 @@ async def test_s33_refused_deletes_are_not_retried_and_are_aggregated(lxd: tuple
     fake.on("DELETE", "/1.0/instances/c1", error("deletion failed"))
     fake.on("DELETE", "/1.0/instances/c2", error("deletion failed"))
     fake.on("DELETE", "/1.0/instances/c3", operation())
-    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: c1, c2$") as err:
-        await remove_containers(client, ["c1", "c2", "c3"])
-    assert err.value.failed == ["c1", "c2"]
+    with pytest.raises(JobFailure, match=r"^failed to remove containers: c1, c2$") as err:
+        await remove_many(_job_context(client, names=["c1", "c2", "c3"]))
+    assert err.value.extra["failed"] == ["c1", "c2"] and err.value.result["removed"] == ["c3"]
     assert [len(fake.requests("DELETE", f"/1.0/instances/{n}")) for n in ("c1", "c2", "c3")] == [1, 1, 1]
 
 
-async def test_s34_failed_delete_operations_are_retried_three_times(lxd: tuple[FakeLXD, Client]) -> None:
+async def test_s34_failed_delete_operations_are_retried_three_times(lxd: tuple[FakeLXD, Client],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     fake, client = lxd
     slept: list[float] = []
 
     async def sleep(s: float) -> None:
         slept.append(s)
 
+    monkeypatch.setitem(remove_container.__kwdefaults__, "sleep", sleep)
+
     for n in ("c1", "c2"):
         fake.on("GET", f"/1.0/instances/{n}/state", sync({"status_code": 102}))
     fake.on("DELETE", "/1.0/instances/c1", operation(400, "busy"), operation())
     fake.on("DELETE", "/1.0/instances/c2", operation(400, "busy"))
-    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: c2$"):
-        await remove_containers(client, ["c1", "c2"], sleep=sleep)
+    with pytest.raises(JobFailure, match=r"^failed to remove containers: c2$"):
+        await remove_many(_job_context(client, names=["c1", "c2"]))
     assert len(fake.requests("DELETE", "/1.0/instances/c1")) == 2
     assert len(fake.requests("DELETE", "/1.0/instances/c2")) == 3
     assert slept == [2.0, 2.0, 2.0]
@@ -428,6 +454,25 @@ async def test_s18_s20_series_search_over_simplestreams_and_a_failing_image_fetc
     with pytest.raises(LXDError, match=r"failed to retrieve image"):
         await find_image(client, series="xenial", arch="amd64", connect=connect,
                          sources=[ServerSpec(host="https://d", name="no-image", protocol="simplestreams")])
+
+
+async def test_s19_copy_from_an_lxd_server_carries_its_certificate(lxd: tuple[FakeLXD, Client]) -> None:
+    fake, client = lxd
+    fake.on("POST", "/1.0/images", operation(fingerprint="fp"))
+    fake.on("POST", "/1.0/images/aliases", sync({}))
+    spec = ServerSpec(host="https://img:8443", name="img", protocol="incus")
+    assert await copy_remote_image(client, ImageSource("fp", spec, certificate="PEM"), ["ab"]) == "fp"
+    body = fake.requests("POST", "/1.0/images")[0].body
+    assert body["source"] == {"type": "image", "mode": "pull", "server": "https://img:8443", "protocol": "lxd",
+                              "fingerprint": "fp", "certificate": "PEM"}
+    assert body["aliases"] == [{"name": "ab"}] and body["auto_update"] is False and body["public"] is False
+    assert fake.requests("POST", "/1.0/images/aliases")[0].body["name"] == "ab"
+
+
+async def test_s19_copy_of_a_local_image_is_refused(lxd: tuple[FakeLXD, Client]) -> None:
+    _, client = lxd
+    with pytest.raises(ImageError):
+        await copy_remote_image(client, ImageSource("fp"), ["x"])
 
 
 async def test_s4_bad_protocol(lxd: tuple[FakeLXD, Client]) -> None:

@@ -5,32 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from typing import Any
 
 import pytest
 
-from app.containers.addresses import Scope
+from app.containers.addresses import Scope, container_addresses
+from app.containers.listing import select
 from app.containers.service import (
     ContainerCreateError,
-    ContainerRemoveError,
     ContainerStartError,
     CreateCancelled,
-    add_disk,
-    container_addresses_of,
-    container_profiles,
     create_from_spec,
-    get_container,
-    list_alive_containers,
-    list_containers,
     remove_container,
-    remove_containers,
-    replace_container_profile,
-    update_container_config,
-    update_container_profiles,
 )
-from app.containers.spec import ContainerSpec, DeviceExistsError
+from app.containers.spec import ContainerSpec
+from app.containers.view import list_with_state
 from app.images.search import ImageSource
 from app.locallxd.daemon import DaemonInfo
-from app.lxd import Client, LXDError, NotFound
+from app.lxd import Client, LXDError, NotFound, PreconditionFailed
+from app.lxd.models import Instance
 from tests.support.lxd_clients import remove_instance, unique
 
 
@@ -48,8 +41,8 @@ async def test_s28_create_from_spec_creates_and_starts(core_client: Client) -> N
     try:
         made = await create_from_spec(core_client, spec(name, metadata={"owner": "me"}, autostart=False),
                                       progress=progress)
-        assert made.container.name == name and made.container.data["status"] == "Running"
-        assert made.container.metadata("owner") == "me" and made.image.local
+        assert made.container.name == name and made.container.status == "Running"
+        assert made.container.config["user.owner"] == "me" and made.image.local
         assert steps[0] == "Creating container spec" and "Container started" in steps
     finally:
         await remove_instance(core_client, name)
@@ -113,7 +106,8 @@ async def test_s31_remove_stopped_and_running(core_client: Client) -> None:
     await core_client.instances.create(stopped, image="busybox")
     await core_client.instances.create(running, image="busybox", start=True)
     try:
-        await remove_containers(core_client, [stopped, running])
+        for name in (stopped, running):
+            await remove_container(core_client, name)
         assert not await core_client.instances.exists(stopped)
         assert not await core_client.instances.exists(running)
     finally:
@@ -124,9 +118,6 @@ async def test_s31_remove_stopped_and_running(core_client: Client) -> None:
 async def test_remove_of_a_missing_container_fails_at_the_state_read(core_client: Client) -> None:
     with pytest.raises(NotFound):
         await remove_container(core_client, unique("gone"))
-    with pytest.raises(ContainerRemoveError, match=r"^failed to remove containers: ") as err:
-        await remove_containers(core_client, [missing := unique("gone")])
-    assert err.value.failed == [missing]
 
 
 async def test_s25_s26_list_by_prefix_status_and_alive(core_client: Client) -> None:
@@ -135,13 +126,16 @@ async def test_s25_s26_list_by_prefix_status_and_alive(core_client: Client) -> N
     await core_client.instances.create(a, image="busybox", start=True)
     await core_client.instances.create(b, image="busybox")
     try:
-        running = await list_containers(core_client, prefix, ["Running"])
-        assert [c.name for c in running] == [a]
-        assert [c.name for c in await list_containers(core_client, prefix, ["Running", "Stopped"])] == [a, b]
-        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [a, b]
+        def names(listed: list[dict[str, Any]]) -> list[str]:
+            return sorted(i["name"] for i in listed)
+
+        listed = await list_with_state(core_client)
+        assert names(select(listed, prefix, ["Running"])) == [a]
+        assert names(select(listed, prefix, ["Running", "Stopped"])) == [a, b]
+        assert names(select(listed, prefix, alive=True)) == [a, b]
         await core_client.instances.freeze(a)
-        assert [c.name for c in await list_alive_containers(core_client, prefix)] == [b]
-        assert await list_containers(core_client, prefix + "zz") == []
+        assert names(select(await list_with_state(core_client), prefix, alive=True)) == [b]
+        assert select(listed, prefix + "zz") == []
     finally:
         await remove_instance(core_client, a)
         await remove_instance(core_client, b)
@@ -153,24 +147,23 @@ async def test_s10_s13_config_profiles_and_disks(core_client: Client) -> None:
     await core_client.profiles.create(p1)
     await core_client.profiles.create(p2)
     try:
-        await update_container_config(core_client, name, {"user.key1": "val1"})
-        await update_container_config(core_client, name, {"user.key2": "val2"})
-        c, _ = await get_container(core_client, name)
-        assert c.metadata("key1") == "val1" and c.metadata("key2") == "val2"
+        # as PATCH /v1/containers/{name} writes: the whole definition, merged, under the ETag read
+        async def write(config: dict[str, str] | None = None, **changes: Any) -> Instance:
+            inst = await core_client.instances.get(name)
+            body = {**inst.writable(), **changes, "config": {**inst.config, **(config or {})}}
+            await core_client.instances.update(name, body, etag=inst.etag)
+            return await core_client.instances.get(name)
 
-        await update_container_profiles(core_client, name, ["default", p1])
-        assert await container_profiles(core_client, name) == ["default", p1]
-        assert await replace_container_profile(core_client, name, p1, p2) == ["default", p2]
-        assert await container_profiles(core_client, name) == ["default", p2]
-        await replace_container_profile(core_client, name, p2, "")
-        assert await container_profiles(core_client, name) == ["default"]
-
-        await add_disk(core_client, name, "data", "/mnt/data", "/tmp", read_only=True)
-        c, _ = await get_container(core_client, name)
-        assert c.data["devices"]["data"] == {"type": "disk", "path": "/mnt/data", "source": "/tmp",
-                                             "readonly": "true"}
-        with pytest.raises(DeviceExistsError, match=f'container "{name}" already has a device "data"'):
-            await add_disk(core_client, name, "data", "/mnt/other", "/tmp")
+        await write(config={"user.key1": "val1"})
+        c = await write(config={"user.key2": "val2"})
+        assert c.config["user.key1"] == "val1" and c.config["user.key2"] == "val2"
+        assert (await write(profiles=["default", p1])).profiles == ["default", p1]
+        assert (await write(profiles=["default", p2])).profiles == ["default", p2]
+        assert (await write(profiles=["default"])).profiles == ["default"]
+        stale = await core_client.instances.get(name)
+        await write(config={"user.key3": "changed"})
+        with pytest.raises(PreconditionFailed):
+            await core_client.instances.update(name, stale.writable(), etag=stale.etag)
     finally:
         await remove_instance(core_client, name)
         for p in (p1, p2):
@@ -189,11 +182,12 @@ async def test_s27_addresses_skip_loopback_and_link_local(core_client: Client, l
             assert asyncio.get_running_loop().time() < deadline, found
             await core_client.exec.run(name, ["ip", "link", "set", "eth0", "up"])
             await core_client.exec.run(name, ["ip", "addr", "add", f"{addr}/{net.prefixlen}", "dev", "eth0"])
-            found = await container_addresses_of(core_client, name)
+            found = container_addresses(await core_client.instances.state(name))
             if addr not in [a.value for a in found]:
                 await asyncio.sleep(0.2)
         assert all(a.scope not in (Scope.LINK_LOCAL, Scope.MACHINE_LOCAL) for a in found)
         assert all(a.interface != "lo" for a in found)
-        assert await container_addresses_of(core_client, name, skip_interfaces=["eth0"]) == []
+        state = await core_client.instances.state(name)
+        assert container_addresses(state, skip_interfaces=["eth0"]) == []
     finally:
         await remove_instance(core_client, name)

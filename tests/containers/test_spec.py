@@ -23,21 +23,18 @@ from app.containers.constraints import (
     set_root_disk,
     size_suffix,
 )
+from app.containers.listing import select
 from app.containers.spec import (
-    Container,
     ContainerSpec,
-    DeviceExistsError,
-    alive_containers,
     build_create_request,
-    filter_containers,
+    cpus_of,
+    memory_mib_of,
     merge_config,
-    remove_failure_message,
-    replace_profile,
-    state_request,
-    writable_instance,
+    user_metadata,
 )
 from app.images.search import ImageSource
-from app.lxd.servers import normalise_arch, simplestreams_server_spec
+from app.lxd.models import Instance, InstanceState, normalise_arch
+from app.lxd.servers import Protocol, ServerSpec
 
 
 def test_s09_server_config_merge_keeps_other_keys() -> None:
@@ -49,24 +46,10 @@ def test_s09_server_config_merge_keeps_other_keys() -> None:
 def test_s10_container_config_update_body() -> None:
     instance = {"name": "c1", "status": "Running", "architecture": "x86_64", "config": {"a": "1"}, "devices": {},
                 "ephemeral": False, "profiles": ["default"], "stateful": False, "description": ""}
-    body = writable_instance({**instance, "config": merge_config(instance["config"], {"key1": "val1"})})
+    inst = Instance.model_validate(instance)
+    body = {**inst.writable(), "config": merge_config(inst.config, {"key1": "val1"})}
     assert body == {"architecture": "x86_64", "config": {"a": "1", "key1": "val1"}, "devices": {},
                     "ephemeral": False, "profiles": ["default"], "stateful": False, "description": ""}
-
-
-def test_s13_replace_profile() -> None:
-    assert replace_profile(["default", "juju-default", "old"], "old", "new") == ["default", "juju-default", "new"]
-
-
-@pytest.mark.parametrize(("profiles", "old", "new", "expected"), [
-    (["a"], "", "b", ["a", "b"]),
-    (["a", "b"], "", "b", ["a", "b", "b"]),
-    (["a", "old", "old"], "old", "", ["a", "old"]),
-    (["a"], "missing", "new", ["a"]),
-    (["old", "x", "old"], "old", "new", ["new", "x", "old"]),
-])
-def test_s13_replace_add_remove_profile(profiles: list[str], old: str, new: str, expected: list[str]) -> None:
-    assert replace_profile(profiles, old, new) == expected
 
 
 LXD_CONTAINER: dict[str, Any] = {
@@ -76,14 +59,14 @@ LXD_CONTAINER: dict[str, Any] = {
 
 
 def test_s23_metadata() -> None:
-    c = Container(LXD_CONTAINER)
-    assert c.metadata("juju-controller-uuid") == "deadbeef"
-    assert c.metadata("missing") == ""
-    assert c.all_metadata() == {"juju-controller-uuid": "deadbeef"}
+    metadata = user_metadata(LXD_CONTAINER["config"])
+    assert metadata.get("juju-controller-uuid") == "deadbeef"
+    assert metadata.get("missing", "") == ""
+    assert metadata == {"juju-controller-uuid": "deadbeef"}
 
 
 def test_s23_arch() -> None:
-    assert Container(LXD_CONTAINER).arch() == "amd64"
+    assert normalise_arch(LXD_CONTAINER["architecture"]) == "amd64"
 
 
 @pytest.mark.parametrize(("raw", "arch"), [
@@ -97,19 +80,18 @@ def test_s23_normalise_arch(raw: str, arch: str) -> None:
 
 @pytest.mark.parametrize(("value", "cpus"), [("2", 2), ("0-3", 0), ("", 0), ("x", 0), ("-2", 0), ("16", 16)])
 def test_s23_cpus(value: str, cpus: int) -> None:
-    assert Container({"config": {"limits.cpu": value}}).cpus() == cpus
+    assert cpus_of(value) == cpus
 
 
 @pytest.mark.parametrize(("value", "mib"), [
     ("1MiB", 1), ("2GiB", 2048), ("1024MB", 976), ("", 0), ("50%", 0), ("1048576", 1), ("4EiB", 2**32 - 1), ("8EiB", 0),
 ])
 def test_s23_memory_mib(value: str, mib: int) -> None:
-    assert Container({"config": {"limits.memory": value}}).memory_mib() == mib
+    assert memory_mib_of(value) == mib
 
 
 def test_s23_missing_limits() -> None:
-    c = Container({"name": "c"})
-    assert (c.cpus(), c.memory_mib(), c.arch(), c.metadata("x")) == (0, 0, "", "")
+    assert (cpus_of(""), memory_mib_of(""), normalise_arch(""), user_metadata({})) == (0, 0, "", {})
 
 
 @pytest.mark.parametrize(("value", "size"), [
@@ -126,25 +108,6 @@ def test_s23_invalid_byte_sizes(value: str) -> None:
         parse_byte_size(value)
 
 
-def test_s24_add_disk_to_empty_container() -> None:
-    c = Container({"name": "seeyounexttuesday"})
-    c.add_disk("root", "/", "source", "default", True)
-    assert c.data["devices"] == {"root": {"type": "disk", "path": "/", "source": "source", "pool": "default",
-                                          "readonly": "true"}}
-
-
-def test_s24_add_disk_without_pool_or_readonly() -> None:
-    c = Container({"name": "c", "devices": {}})
-    c.add_disk("data", "/srv", "/host/srv")
-    assert c.data["devices"]["data"] == {"type": "disk", "path": "/srv", "source": "/host/srv"}
-
-
-def test_s24_add_disk_duplicate_name() -> None:
-    c = Container({"name": "seeyounexttuesday", "devices": {"root": {}}})
-    with pytest.raises(DeviceExistsError, match=r'^container "seeyounexttuesday" already has a device "root"$'):
-        c.add_disk("root", "/", "source", "default", True)
-
-
 def _inst(name: str, code: int) -> dict[str, Any]:
     return {"name": name, "status_code": code}
 
@@ -152,25 +115,31 @@ def _inst(name: str, code: int) -> dict[str, Any]:
 def test_s25_filter_by_prefix_and_statuses() -> None:
     instances = [_inst("prefix-c1", 106), _inst("prefix-c2", 102), _inst("prefix-c3", 101),
                  _inst("not-prefix-c4", 102)]
-    kept = filter_containers(instances, "prefix", ["Starting", "Stopped"])
+    kept = select(instances, "prefix", ["Starting", "Stopped"])
     assert [i["name"] for i in kept] == ["prefix-c1", "prefix-c2"]
 
 
 def test_s25_filter_without_statuses_or_prefix() -> None:
     instances = [_inst("b", 103), _inst("a", 110)]
-    assert [i["name"] for i in filter_containers(instances)] == ["b", "a"]
-    assert filter_containers(instances, "", ["running"]) == []
+    assert [i["name"] for i in select(instances)] == ["b", "a"]
+    assert select(instances, "", ["running"]) == []
 
 
 def test_s25_filter_uses_status_text_when_there_is_no_code() -> None:
-    assert filter_containers([{"name": "x", "status": "Running"}], "", ["Running"]) == [
+    assert select([{"name": "x", "status": "Running"}], "", ["Running"]) == [
         {"name": "x", "status": "Running"}]
 
 
 def test_s26_alive_containers() -> None:
     instances = [_inst("c1", 106), _inst("c2", 102), _inst("c3", 103), _inst("c4", 110), _inst("c5", 112),
                  _inst("c6", 101), _inst("c7", 107), _inst("c8", 109)]
-    assert [i["name"] for i in alive_containers(instances)] == ["c1", "c2", "c3", "c6", "c7"]
+    assert [i["name"] for i in select(instances, alive=True)] == ["c1", "c2", "c3", "c6", "c7"]
+    assert [i["name"] for i in select(instances, "", ["Running", "Frozen"], alive=True)] == ["c3"]
+
+
+def test_s26_live_state_decides_over_the_instance_status() -> None:
+    listed = [{"name": "c1", "status_code": 102, "state": {"status_code": 103}}, {"name": "c2", "status_code": 103}]
+    assert [i["name"] for i in select(listed, "", ["Running"])] == ["c1", "c2"]
 
 
 STATE = {"network": {
@@ -189,20 +158,20 @@ STATE = {"network": {
 
 
 def test_s27_container_addresses() -> None:
-    addrs = container_addresses(STATE)
+    addrs = container_addresses(InstanceState.model_validate(STATE))
     assert [(a.value, a.type, a.scope, a.interface) for a in addrs] == [
         ("10.0.8.173", AddressType.IPV4, Scope.CLOUD_LOCAL, "eth0")]
     assert addrs[0].family == "inet"
 
 
 def test_s27_container_addresses_empty_and_custom_bridge() -> None:
-    assert container_addresses({}) == []
+    assert container_addresses(InstanceState()) == []
     assert container_addresses(None) == []
-    assert container_addresses({"network": None}) == []
+    assert container_addresses(InstanceState(network=None)) == []
     state = {"network": {"gwbr1": {"addresses": [{"address": "10.9.0.1"}]},
                          "eth1": {"addresses": [{"address": "2001:db8::5"}, {"address": "240.1.2.3"}]},
                          "eth0": {"addresses": [{"address": "8.8.8.8"}]}}}
-    assert [(a.value, a.scope) for a in container_addresses(state, ("gwbr1",))] == [
+    assert [(a.value, a.scope) for a in container_addresses(InstanceState.model_validate(state), ("gwbr1",))] == [
         ("8.8.8.8", Scope.PUBLIC), ("2001:db8::5", Scope.PUBLIC), ("240.1.2.3", Scope.FAN_LOCAL)]
 
 
@@ -239,7 +208,7 @@ def test_s28_create_request_body() -> None:
 
 
 def test_s28_create_request_from_a_remote_image() -> None:
-    remote = simplestreams_server_spec("images", "images.example")
+    remote = ServerSpec(host="https://images.example", name="images", protocol=Protocol.SIMPLESTREAMS)
     body = build_create_request(_spec(ephemeral=True), ImageSource("fp1", remote), "5.0.0").body
     assert body["ephemeral"] is True
     assert body["source"] == {"type": "image", "mode": "pull", "server": "https://images.example",
@@ -290,16 +259,6 @@ def test_s28_invalid_specs(bad: dict[str, Any]) -> None:
 def test_s28_same_value_in_config_and_field_is_accepted() -> None:
     spec = _spec(config={"user.k": "v"}, metadata={"k": "v"})
     assert spec.apply_constraints("5.0").config == {"user.k": "v"}
-
-
-def test_s28_start_and_stop_bodies() -> None:
-    assert state_request("start") == {"action": "start", "timeout": -1, "force": False, "stateful": False}
-    assert state_request("stop", force=True) == {"action": "stop", "timeout": -1, "force": True, "stateful": False}
-
-
-def test_s33_s34_remove_failure_message() -> None:
-    assert remove_failure_message(["c1", "c2"]) == "failed to remove containers: c1, c2"
-    assert remove_failure_message(["c2"]) == "failed to remove containers: c2"
 
 
 CONS = Constraints(mem_mib=2046, cores=4, instance_type="t2.micro")
@@ -381,7 +340,7 @@ def test_s50_pick_root_pool() -> None:
 def test_s54_list_by_namespace_prefix() -> None:
     prefix = "juju-06f00d-"
     names = [f"{prefix}0", f"{prefix}1", "juju-06f00e-0", "other", f"x{prefix}2", "juju-06f00d", f"{prefix[:-1]}"]
-    kept = filter_containers([{"name": n, "status_code": 103} for n in names], prefix)
+    kept = select([{"name": n, "status_code": 103} for n in names], prefix)
     assert [i["name"] for i in kept] == [f"{prefix}0", f"{prefix}1"]
 
 

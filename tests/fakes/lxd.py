@@ -27,11 +27,11 @@ import httpx
 from websockets.asyncio.server import ServerConnection, unix_serve
 
 from app.lxd import Client
-from app.lxd.models import CANCELLED, CREATED, FAILURE, RUNNING, SUCCESS
+from app.lxd.models import StatusCode
 from app.lxd.transport import Transport
 
-STATUS = {CREATED: "Operation created", RUNNING: "Running", SUCCESS: "Success", FAILURE: "Failure",
-          CANCELLED: "Cancelled"}
+CREATED, RUNNING, SUCCESS, FAILURE, CANCELLED = (int(c) for c in (
+    StatusCode.CREATED, StatusCode.RUNNING, StatusCode.SUCCESS, StatusCode.FAILURE, StatusCode.CANCELLED))
 
 Answer = httpx.Response | dict[str, Any] | None
 Handler = Callable[["Call"], Answer | Awaitable[Answer]]
@@ -54,7 +54,7 @@ class Call:
 def sync(metadata: Any, etag: str | None = None, *, status: int = 200) -> httpx.Response:
     headers = {"ETag": f'"{etag}"'} if etag else {}
     return httpx.Response(status, headers=headers, json={
-        "type": "sync", "status": STATUS[SUCCESS], "status_code": SUCCESS, "operation": "", "error_code": 0,
+        "type": "sync", "status": StatusCode(SUCCESS).label, "status_code": SUCCESS, "operation": "", "error_code": 0,
         "error": "", "metadata": metadata})
 
 
@@ -66,7 +66,7 @@ def error(message: str, code: int = 500) -> httpx.Response:
 def op_state(op_id: str, code: int = RUNNING, err: str = "", *, may_cancel: bool = False,
              resources: dict[str, list[str]] | None = None, **metadata: Any) -> dict[str, Any]:
     """An operation as `GET /1.0/operations/{id}` shows it."""
-    return {"id": op_id, "class": "task", "description": "", "status": STATUS[code], "status_code": code,
+    return {"id": op_id, "class": "task", "description": "", "status": StatusCode(code).label, "status_code": code,
             "resources": resources or {}, "metadata": metadata, "may_cancel": may_cancel, "err": err,
             "location": "none"}
 
@@ -74,7 +74,7 @@ def op_state(op_id: str, code: int = RUNNING, err: str = "", *, may_cancel: bool
 def async_answer(op: dict[str, Any]) -> httpx.Response:
     """The 202 answer that starts the operation `op`."""
     return httpx.Response(202, json={
-        "type": "async", "status": STATUS[CREATED], "status_code": CREATED,
+        "type": "async", "status": StatusCode(CREATED).label, "status_code": CREATED,
         "operation": f"/1.0/operations/{op['id']}", "error_code": 0, "error": "", "metadata": op})
 
 

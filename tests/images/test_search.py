@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from app.images.search import (
-    ImageError,
     ImageNotFound,
     ImageProgress,
     ImageSearch,
@@ -20,11 +19,10 @@ from app.images.search import (
     SeriesError,
     acquisition_error,
     alias_for,
-    copy_image_request,
     image_progress,
     remote_aliases,
 )
-from app.lxd.servers import ServerSpec, image_remote_protocol, insecure_server_spec, simplestreams_server_spec
+from app.lxd.servers import ConnectionArgs, Protocol, ServerSpec, image_remote_protocol
 
 ARCH = "amd64"
 
@@ -96,15 +94,17 @@ def find(search: ImageSearch, local: FakeServer, remotes: Mapping[str, FakeServe
         raise search.error()
     if copy_local:
         assert copies is not None
-        copies.append(copy_image_request(search.found, search.copy_aliases()))
+        copies.append({"source": search.found.create_source(), "aliases": list(search.copy_aliases())})
         return search.copied()
     return search.found
 
 
 def _sources() -> list[ServerSpec]:
-    return [insecure_server_spec("wont-work").with_name("server-that-wont-work").with_protocol("lxd"),
-            simplestreams_server_spec("server-that-has-image", "has-image"),
-            simplestreams_server_spec("server-that-should-not-be-touched", "untouched")]
+    return [ServerSpec(host="https://wont-work", name="server-that-wont-work", protocol="lxd",
+                       connection=ConnectionArgs(insecure_skip_verify=True)),
+            ServerSpec(host="https://has-image", name="server-that-has-image", protocol=Protocol.SIMPLESTREAMS),
+            ServerSpec(host="https://untouched", name="server-that-should-not-be-touched",
+                       protocol=Protocol.SIMPLESTREAMS)]
 
 
 def test_alias_for_default_and_template() -> None:
@@ -184,31 +184,19 @@ def test_s18_a_failed_alias_target_is_not_carried_to_the_next_source() -> None:
 def test_s19_copy_local_uses_local_alias_and_reports_local_server() -> None:
     local = FakeServer()
     remote = FakeServer({"xenial/amd64": "fp1"}, {"fp1": {"fingerprint": "fp1"}})
-    sources = [simplestreams_server_spec("images", "images.example")]
+    sources = [ServerSpec(host="https://images.example", name="images", protocol=Protocol.SIMPLESTREAMS)]
     copies: list[dict] = []
     found = find(ImageSearch.for_series("xenial", ARCH, sources), local, {"images": remote}, True, copies)
     assert found.local and found.fingerprint == "fp1" and found.alias == "juju/xenial/amd64"
     assert copies == [{
         "source": {"type": "image", "mode": "pull", "server": "https://images.example",
                    "protocol": "simplestreams", "fingerprint": "fp1"},
-        "aliases": [{"name": "juju/xenial/amd64"}], "auto_update": False, "public": False}]
-
-
-def test_s19_copy_request_from_an_lxd_server_carries_its_certificate() -> None:
-    spec = ServerSpec(host="https://img:8443", name="img", protocol="incus")
-    body = copy_image_request(ImageSource("fp", spec, certificate="PEM"), ["a/b"])
-    assert body["source"]["protocol"] == "lxd"
-    assert body["source"]["certificate"] == "PEM"
-
-
-def test_s19_copy_of_a_local_image_is_refused() -> None:
-    with pytest.raises(ImageError):
-        copy_image_request(ImageSource("fp"), ["x"])
+        "aliases": ["juju/xenial/amd64"]}]
 
 
 def test_s20_remote_image_fetch_failure_is_returned() -> None:
     remote = FakeServer({"xenial/amd64": "fp1"}, image_error=RuntimeError("failed to retrieve image"))
-    sources = [simplestreams_server_spec("images", "images.example")]
+    sources = [ServerSpec(host="https://images.example", name="images", protocol=Protocol.SIMPLESTREAMS)]
     with pytest.raises(RuntimeError, match=r"^failed to retrieve image$"):
         find(ImageSearch.for_series("xenial", ARCH, sources), FakeServer(), {"images": remote})
 
@@ -265,7 +253,7 @@ def test_s53_image_acquisition_failure_context() -> None:
 
 def test_local_create_source_and_remote_create_source() -> None:
     assert ImageSource("fp").create_source() == {"type": "image", "fingerprint": "fp"}
-    spec = simplestreams_server_spec("images", "images.example")
+    spec = ServerSpec(host="https://images.example", name="images", protocol=Protocol.SIMPLESTREAMS)
     assert ImageSource("fp", spec).create_source() == {
         "type": "image", "mode": "pull", "server": "https://images.example", "protocol": "simplestreams",
         "fingerprint": "fp"}

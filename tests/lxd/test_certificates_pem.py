@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import io
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from app.lxd.pem import Certificate, CertificateError, fingerprint_of_pem
+from app.store.remotes import RemoteStore
 
 FIXTURE_PEM = (Path(__file__).parent / "data" / "fixture-cert.pem").read_bytes()
 FIXTURE_FINGERPRINT = "1c5156027fe71cfd0f7db807123e6873879f0f9754e08eab151f224783b2bff0"
@@ -75,23 +75,17 @@ def test_s15_validate_does_not_parse_content() -> None:
     Certificate.from_pem(b"not a pem", b"not a key").validate()
 
 
-def test_s15_pem_writers_round_trip_byte_exactly() -> None:
+def test_s15_identity_files_round_trip_byte_exactly(tmp_path: Path) -> None:
     cert_pem, key_pem = b"\n-----BEGIN X-----\nabc\n-----END X-----\n\n", b"\nkey\n"
-    c = Certificate.from_pem(cert_pem, key_pem)
-    out_c, out_k = io.BytesIO(), io.BytesIO()
-    c.write_cert_pem(out_c)
-    c.write_key_pem(out_k)
-    assert out_c.getvalue() == cert_pem
-    assert out_k.getvalue() == key_pem
+    cert_path, key_path = RemoteStore(tmp_path).write_identity("r1", Certificate.from_pem(cert_pem, key_pem))
+    assert Path(cert_path).read_bytes() == cert_pem
+    assert Path(key_path).read_bytes() == key_pem
 
 
-def test_s15_writer_error_is_raised() -> None:
-    class Broken(io.BytesIO):
-        def write(self, b: object) -> int:
-            raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        Certificate.from_pem(b"c", b"k").write_cert_pem(Broken())
+def test_s15_identity_without_key_is_not_written(tmp_path: Path) -> None:
+    with pytest.raises(CertificateError, match=r"^missing key PEM not valid$"):
+        RemoteStore(tmp_path).write_identity("r1", Certificate.from_pem(b"cert", b""))
+    assert not (tmp_path / "remotes").exists() or not any((tmp_path / "remotes").rglob("client.*"))
 
 
 def test_s15_fixture_fingerprint() -> None:

@@ -79,7 +79,7 @@ async def test_create_empty_and_copy_and_list(client: Client, fresh: str) -> Non
         assert {empty, copy, fresh} <= names
         assert {empty, copy, fresh} <= set(await client.instances.names())
         full = await client.instances.list(recursion=2, filter=f"name eq {copy}")
-        assert [i.name for i in full] == [copy] and "state" in (full[0].model_extra or {})
+        assert [i.name for i in full] == [copy] and full[0].state is not None and full[0].state.status
         everywhere = await client.instances.list(all_projects=True)
         assert copy in {i.name for i in everywhere}
     finally:

@@ -14,9 +14,8 @@ import httpx
 import pytest
 
 from app.lxd import Client, LXDTimeout, LXDUnavailable, NotCancellable, OperationFailed, OperationVanished
-from app.lxd.models import RUNNING
 from app.lxd.transport import Transport
-from tests.fakes.lxd import Call, FakeLXD, async_answer
+from tests.fakes.lxd import RUNNING, Call, FakeLXD, async_answer
 
 
 def created(fake: FakeLXD, then: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> Any:

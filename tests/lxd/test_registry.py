@@ -12,8 +12,9 @@ class _CountingClient:
     def __init__(self, fail: bool = False) -> None:
         self.calls = 0
         self.fail = fail
+        self.server = self
 
-    async def request(self, *args: Any, **kw: Any) -> None:
+    async def ping(self, *args: Any, **kw: Any) -> None:
         self.calls += 1
         await asyncio.sleep(0.05)
         if self.fail:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
+from app.lxd.models import ServerInfo
 from app.lxd.pem import Certificate
 from app.lxd.servers import (
     ConnectionSpecError,
-    Protocol,
-    ServerFacts,
     ServerSpec,
-    cloud_images_daily_spec,
-    cloud_images_releases_spec,
     ensure_host_port,
     ensure_https,
     https_listener_addresses,
     image_remote_protocol,
-    image_server_specs,
-    insecure_server_spec,
     is_ipv6_unsupported,
     is_not_found,
-    new_server_spec,
-    simplestreams_server_spec,
 )
 
 CERT = Certificate.from_pem(b"cert-pem", b"key-pem")
@@ -90,82 +81,6 @@ def test_s04_known_image_remote_protocols(protocol: str) -> None:
     assert image_remote_protocol(ServerSpec(host="https://x", protocol=protocol)) == protocol
 
 
-def test_s04_new_server_spec_forces_https_and_carries_certs() -> None:
-    spec = new_server_spec("http://lxd.example", "server-pem", CERT)
-    assert spec.host == "https://lxd.example"
-    assert spec.name == "" and spec.protocol == ""
-    assert spec.connection is not None
-    assert (spec.connection.server_cert, spec.connection.client_cert, spec.connection.client_key) == (
-        "server-pem", "cert-pem", "key-pem")
-    assert spec.connection.insecure_skip_verify is False
-    spec.validate()
-
-
-def test_s04_new_server_spec_needs_a_client_certificate() -> None:
-    with pytest.raises(ConnectionSpecError):
-        new_server_spec("h", "server-pem", None)  # type: ignore[arg-type]
-
-
-def test_s04_insecure_spec() -> None:
-    spec = insecure_server_spec("lxd.example")
-    assert spec.host == "https://lxd.example"
-    assert spec.connection is not None and spec.connection.insecure_skip_verify
-    assert spec.connection.client_cert == ""
-
-
-def test_s04_simplestreams_spec_has_no_connection_args() -> None:
-    spec = simplestreams_server_spec("images", "http://images.example")
-    assert (spec.name, spec.host, spec.protocol, spec.connection) == (
-        "images", "https://images.example", Protocol.SIMPLESTREAMS, None)
-
-
-def test_s04_builders_copy_and_create_args_lazily() -> None:
-    base = simplestreams_server_spec("images", "images.example")
-    built = base.with_proxy("http://proxy:3128").with_skip_get_server(True).with_client_certificate(CERT)
-    assert base.connection is None
-    assert built.connection is not None
-    assert built.connection.proxy == "http://proxy:3128"
-    assert built.connection.skip_get_server is True
-    assert built.connection.client_cert == "cert-pem"
-    other = built.with_skip_get_server(False)
-    assert built.connection.skip_get_server is True and other.connection.skip_get_server is False
-    marker = object()
-    assert base.with_http_client(marker).connection.http_client is marker
-
-
-def test_s04_validate_accepts_every_constructed_spec() -> None:
-    for spec in (new_server_spec("h", "", CERT), insecure_server_spec("h"), simplestreams_server_spec("n", "h"),
-                 cloud_images_releases_spec(), cloud_images_daily_spec()):
-        spec.validate()
-
-
-def test_s04_validate_refuses_a_hand_built_spec_without_host() -> None:
-    with pytest.raises(ConnectionSpecError):
-        ServerSpec(host="").validate()
-
-
-def test_s04_cloud_images_specs() -> None:
-    rel, daily = cloud_images_releases_spec(), cloud_images_daily_spec()
-    assert (rel.name, rel.host, rel.protocol) == (
-        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/releases", "simplestreams")
-    assert (daily.name, daily.host, daily.protocol) == (
-        "cloud-images.ubuntu.com", "https://cloud-images.ubuntu.com/daily", "simplestreams")
-
-
-def test_s04_cloud_images_specs_with_configured_host() -> None:
-    rel = cloud_images_releases_spec("http://mirror.example/ubuntu/", name="mirror")
-    assert (rel.name, rel.host) == ("mirror", "https://mirror.example/ubuntu/releases")
-    assert cloud_images_daily_spec("mirror.example").host == "https://mirror.example/daily"
-
-
-def test_s04_image_server_specs_from_settings() -> None:
-    sources = [SimpleNamespace(name="a", url="https://a.example/releases", protocol="simplestreams"),
-               SimpleNamespace(name="b", url="b.example:8443", protocol="lxd")]
-    specs = image_server_specs(sources)
-    assert [(s.name, s.host, s.protocol) for s in specs] == [
-        ("a", "https://a.example/releases", "simplestreams"), ("b", "https://b.example:8443", "lxd")]
-
-
 def _info(name: str = "", clustered: bool = False, extensions: list[str] | None = None) -> dict:
     return {"api_extensions": extensions or [], "environment": {
         "server_name": name, "server_clustered": clustered, "certificate": "PEM", "kernel_architecture": "x86_64",
@@ -173,19 +88,19 @@ def _info(name: str = "", clustered: bool = False, extensions: list[str] | None 
 
 
 def test_s05_server_name() -> None:
-    assert ServerFacts.from_server_info(_info("nuc8")).name == "nuc8"
+    assert ServerInfo.model_validate(_info("nuc8")).name_or_none == "nuc8"
 
 
 def test_s05_unnamed_standalone_server_is_none() -> None:
-    assert ServerFacts.from_server_info(_info("")).name == "none"
+    assert ServerInfo.model_validate(_info("")).name_or_none == "none"
 
 
 def test_s05_unnamed_cluster_member_stays_empty() -> None:
-    assert ServerFacts.from_server_info(_info("", clustered=True)).name == ""
+    assert ServerInfo.model_validate(_info("", clustered=True)).name_or_none == ""
 
 
 def test_s05_server_facts() -> None:
-    facts = ServerFacts.from_server_info(_info("n", extensions=["network", "clustering"]))
+    facts = ServerInfo.model_validate(_info("n", extensions=["network", "clustering"]))
     assert facts.host_arch == "amd64"
     assert facts.supported_arches == ("amd64", "i386")
     assert facts.version == "5.21.1"
@@ -196,12 +111,12 @@ def test_s05_server_facts() -> None:
 def test_s05_supported_arches_default_to_host_arch() -> None:
     info = _info("n")
     info["environment"]["architectures"] = []
-    assert ServerFacts.from_server_info(info).supported_arches == ("amd64",)
+    assert ServerInfo.model_validate(info).supported_arches == ("amd64",)
 
 
 def test_s06_storage_supported() -> None:
-    assert ServerFacts.from_server_info(_info("n", extensions=["storage"])).storage_supported
-    assert not ServerFacts.from_server_info(_info("n", extensions=["network"])).storage_supported
+    assert ServerInfo.model_validate(_info("n", extensions=["storage"])).storage_supported
+    assert not ServerInfo.model_validate(_info("n", extensions=["network"])).storage_supported
 
 
 def test_s14_https_listener_addresses() -> None:

@@ -11,7 +11,6 @@ from app.networks.decisions import NoUsableNicError, ipv6_refusal
 from app.networks.service import (
     NetworkVerifyError,
     ensure_ipv4,
-    local_bridge_name,
     nics_from_profile,
     verify_network_device,
 )
@@ -44,7 +43,7 @@ async def test_s38_nic_on_a_managed_bridge_is_usable(core_client: Client, lxd_da
     for p in (legacy, modern):
         result = await verify_network_device(core_client, p)
         assert result.bridge == lxd_daemon.bridge and result.added_nic is None
-    assert await local_bridge_name(core_client, "default") == lxd_daemon.bridge
+    assert (await verify_network_device(core_client, "default", create=False)).bridge == lxd_daemon.bridge
 
 
 async def test_s39_ipv6_nic_passed_over_for_a_valid_one(core_client: Client, lxd_daemon: DaemonInfo,

@@ -8,22 +8,19 @@ import contextlib
 
 import pytest
 
-from app.jobs.progress import cluster_supported, host_arch, server_facts, storage_supported
 from app.locallxd.daemon import free_port
 from app.lxd import Client, LXDError
-from app.profiles.service import has_profile
 from app.server.proxies_service import configure_proxies
-from app.server.service import enable_https_listener, update_server_config, use_project
+from app.server.service import enable_https_listener, update_server_config
 from tests.support.lxd_clients import unique
 
 
 async def test_s5_s6_server_facts(core_client: Client) -> None:
-    facts = await server_facts(core_client)
-    assert facts.name and not facts.clustered and facts.version
-    assert facts.host_arch in facts.supported_arches
-    assert await storage_supported(core_client) and facts.network_api
-    assert await host_arch(core_client) == facts.host_arch
-    assert await cluster_supported(core_client) == ("clustering" in facts.extensions)
+    facts = await core_client.server_info()
+    assert facts.name_or_none and not facts.clustered and facts.version
+    assert facts.host_arch and facts.host_arch in facts.supported_arches
+    assert facts.storage_supported and facts.network_api
+    assert facts.cluster_supported == ("clustering" in facts.extensions)
 
 
 async def test_s9_update_server_config_merges(throwaway_client: Client) -> None:
@@ -79,14 +76,14 @@ async def test_configure_proxies_does_nothing_when_lxd_is_unreachable(tmp_path: 
         assert await configure_proxies(c, http="http://p:1") is None
 
 
-async def test_s8_use_project_scopes_later_calls(core_client: Client) -> None:
+async def test_s8_with_project_scopes_later_calls(core_client: Client) -> None:
     project, profile = unique("lgwproj"), unique("lgwp")
     await core_client.projects.create(project)
     try:
-        scoped = use_project(core_client, project)
+        scoped = core_client.with_project(project)
         await scoped.profiles.create(profile)
-        assert await has_profile(scoped, profile)
-        assert not await has_profile(core_client, profile)
+        assert profile in await scoped.profiles.names()
+        assert profile not in await core_client.profiles.names()
         await scoped.profiles.delete(profile)
     finally:
         await core_client.projects.delete(project)
