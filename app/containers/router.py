@@ -16,7 +16,6 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.containers import jobs as _container_kinds  # noqa: F401  (registers the container job kinds)
 from app.containers.spec import ALIVE_STATUSES, ContainerSpec, status_of
 from app.containers.view import addresses_of, container_view, list_with_state, read_container
 from app.http.auth import require

@@ -33,14 +33,21 @@ from typing import Any
 import structlog
 
 from app.jobs.bus import JobBus
-from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, RollbackIncomplete, default_kinds
+from app.jobs.kinds import (
+    CancelHook,
+    CancelPolicy,
+    JobContext,
+    JobKind,
+    JobKinds,
+    RecoveryOutcome,
+    RollbackIncomplete,
+)
 from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
 from app.jobs.store import JobStore, StoredJob
 from app.store.datadir import StorageFull
 
 log = logging.getLogger("app.jobs")
 
-CancelHook = Callable[[], Awaitable[Any]]
 Claim = tuple[str, ...]
 """What a job reserves while it runs, e.g. ("container", remote, project, name) for a name being created."""
 ErrorMapper = Callable[[BaseException], dict[str, Any] | None]
@@ -113,7 +120,7 @@ def problem_for(exc: BaseException, *, kind: str, instance: str | None = None) -
                    status=500, instance=instance)
 
 
-class JobContext:
+class _Context(JobContext):
     """What a step sees of its job. All reporting methods are cheap; none blocks on a slow watcher."""
 
     def __init__(self, runner: JobRunner, active: _Active) -> None:
@@ -248,13 +255,13 @@ class _Active:
 class JobRunner:
     """Runs jobs; one per gateway process."""
 
-    def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds | None = None,
+    def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds,
                  concurrency_per_remote: int = 8, progress_interval: float = 1.0, lease_seconds: float = 60.0,
                  recovery_timeout: float = 50.0, retention: timedelta = timedelta(days=7),
                  owner_id: str | None = None) -> None:
         self._store = store
         self._bus = bus
-        self.kinds = kinds or default_kinds
+        self.kinds = kinds
         self.concurrency = concurrency_per_remote
         self.progress_interval = progress_interval
         self.lease_seconds = lease_seconds
@@ -486,7 +493,7 @@ class JobRunner:
     async def _recover(self, active: _Active, stored: StoredJob) -> None:
         job = active.job
         structlog.contextvars.bind_contextvars(job_id=job.id, job_kind=job.kind)
-        ctx = JobContext(self, active)
+        ctx = _Context(self, active)
         try:
             if active.kind is None:
                 outcome = RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped while this job ran and "
@@ -556,7 +563,7 @@ class JobRunner:
                 await self._durably(lambda: self._save_as(active, running))
                 running(job)
                 self._bus.publish(job, "status", {"status": job.status.value})
-                ctx = JobContext(self, active)
+                ctx = _Context(self, active)
                 try:
                     result = await kind.run(ctx)
                 except (JobCancelled, asyncio.CancelledError) as exc:
@@ -653,7 +660,7 @@ class JobRunner:
             return
         active = _Active(stored.job, kind, stored.params, stored.checkpoints)
         active.started = active.finished = active.rolling_back = True
-        ctx = JobContext(self, active)
+        ctx = _Context(self, active)
         cleanup = await self._attempt_cleanup(kind, ctx, stored.job.cleanup)
         stored.job.cleanup = cleanup
         await self._store.save(stored.job, seq=stored.seq)
