@@ -25,9 +25,9 @@ from app.health.router import router as health_router
 from app.health.router_metrics import router as metrics_router
 from app.http.auth import TicketBook
 from app.http.docs import install_docs
-from app.http.errors import Problem, install_problem_handlers
+from app.http.errors import Problem, problem_of
+from app.http.handlers import install_error_handlers
 from app.http.limits import BodyLimitMiddleware, RateLimit
-from app.http.lxd_errors import install_lxd_error_handler
 from app.http.methods import MethodCheckMiddleware
 from app.http.metrics import Metrics, MetricsMiddleware
 from app.http.open_streams import OpenStreams, StreamGuardMiddleware
@@ -103,7 +103,8 @@ def jobs_service(settings: Settings, kinds: JobKinds) -> JobsService:
     """The job engine of this process on the embedded job database, tuned by `settings`, running `kinds`."""
     store = SQLiteJobStore(settings.data_dir / DB_NAME)
     bus = JobBus(capacity=settings.job_subscriber_queue, history=settings.job_subscriber_queue)
-    runner = JobRunner(store, bus, kinds=kinds, concurrency_per_remote=settings.job_concurrency_per_remote,
+    runner = JobRunner(store, bus, kinds=kinds, problem_of=problem_of,
+                       concurrency_per_remote=settings.job_concurrency_per_remote,
                        progress_interval=settings.job_progress_interval_seconds,
                        lease_seconds=settings.job_lease_seconds, recovery_timeout=settings.job_recovery_timeout_seconds,
                        retention=timedelta(days=settings.job_retention_days))
@@ -164,8 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)
-    install_problem_handlers(app)
-    install_lxd_error_handler(app)
+    install_error_handlers(app)
     install_docs(app)
     app.include_router(health_router)
     app.include_router(jobs_router)

@@ -11,8 +11,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 from fastapi import Depends, Response
 
 from app.http.auth import Principal, require
-from app.http.errors import ProblemError
-from app.http.lxd_outcomes import status_of
+from app.http.errors import ProblemError, status_of
 from app.lxd.errors import LXDError, PreconditionFailed, is_busy
 from app.store.tokens import Scope
 

@@ -20,7 +20,6 @@ from app.jobs.runner import (
     JobNotFound,
     JobRunner,
     RunnerClosed,
-    register_error_mapper,
 )
 
 __all__ = [
@@ -41,5 +40,4 @@ __all__ = [
     "RollbackIncomplete",
     "RunnerClosed",
     "problem",
-    "register_error_mapper",
 ]
