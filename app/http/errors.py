@@ -8,7 +8,7 @@ Every error the gateway sends is `application/problem+json` with `type`, `title`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,9 @@ class ProblemError(Exception):
 
     status: int = 500
     slug: str = "internal"
+    status_from_lxd: ClassVar[bool] = False
+    """A subclass that sets it, raised from an LXD error (`raise ... from exc`, at any depth), answers that error's
+    status, and its slug unless one was given (see `problem_of`)."""
 
     def __init__(self, status: int | str | None = None, detail: str | None = None, *, slug: str | None = None,
                  title: str | None = None, lxd_error: str | None = None, headers: dict[str, str] | None = None,
@@ -70,6 +73,7 @@ class ProblemError(Exception):
         self.status = code
         self.detail = detail
         self.slug = slug or (type(self).slug if status is None else SLUGS.get(code, "error"))
+        self.slug_given = slug is not None
         self.title = title or TITLES.get(code, "Error")
         self.lxd_error = lxd_error
         self.headers = headers or {}
@@ -107,14 +111,28 @@ def summary(status: int, where: str = "LXD") -> str:
     return {503: f"{where} is unreachable", 504: f"{where} did not answer in time"}.get(status, f"{where} refused")
 
 
+def lxd_cause(exc: BaseException) -> e.LXDError | None:
+    """The LXD error `exc` was raised from, at any depth of `__cause__`."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, e.LXDError):
+        cause = cause.__cause__
+    return cause
+
+
 def problem_of(exc: BaseException, *, where: str | None = None) -> ProblemError | None:
     """The problem `exc` answers, or None when it is not one the gateway knows (an unexpected error).
 
-    A `ProblemError` is its own problem. An LXD error keeps LXD's message in `lxd_error`; answering a request
-    (`where` names the remote, or "LXD") its detail is LXD's message, or says that `where` was unreachable or too
-    slow; for a job (no `where`) the detail is that summary followed by LXD's message."""
+    A `ProblemError` is its own problem (with the status of the LXD error it was raised from when its class says
+    `status_from_lxd`, LXD's message in `lxd_error`). An LXD error keeps LXD's message in `lxd_error`; answering a
+    request (`where` names the remote, or "LXD") its detail is LXD's message, or says that `where` was unreachable or
+    too slow; for a job (no `where`) the detail is that summary followed by LXD's message."""
     if isinstance(exc, ProblemError):
-        return exc
+        cause = lxd_cause(exc) if exc.status_from_lxd else None
+        if cause is None:
+            return exc
+        status, slug = status_of(cause)
+        return ProblemError(status, exc.detail, slug=exc.slug if exc.slug_given else slug, lxd_error=cause.error,
+                            headers=exc.headers, **exc.extra)
     if isinstance(exc, e.LXDError):
         status, slug = status_of(exc)
         if where is None:

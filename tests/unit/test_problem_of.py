@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from app.containers.service import ContainerCreateError
 from app.http.errors import ProblemError, problem_of
+from app.images.search import ImageNotFound
+from app.images.service import ImageCopyError
 from app.jobs.runner import problem_for
 from app.lxd.errors import LXDUnavailable, NotFound, OperationFailed
+from app.networks.decisions import NoUsableNicError
+from app.storage.service import StorageServiceError
 
 
 class Exhausted(ProblemError):
@@ -49,3 +54,26 @@ def test_lxd_errors_of_a_job_say_what_lxd_did_then_quote_it() -> None:
 def test_unknown_errors_are_left_to_the_caller() -> None:
     assert problem_of(ValueError("bad")) is None
     assert problem_for(ValueError("bad"), kind="t.x", problem_of=problem_of)["type"].endswith("/internal")
+
+
+def test_a_service_error_raised_from_lxd_answers_lxds_status() -> None:
+    try:
+        try:
+            raise NotFound("storage pool not found")
+        except NotFound as exc:
+            raise StorageServiceError('creating storage pool volume "v": storage pool not found') from exc
+    except StorageServiceError as exc:
+        mapped = problem_of(exc)
+    assert mapped is not None
+    assert (mapped.status, mapped.slug, mapped.lxd_error) == (404, "not-found", "storage pool not found")
+    assert mapped.detail == 'creating storage pool volume "v": storage pool not found'
+    alone = StorageServiceError("refused", slug="storage")
+    assert problem_of(alone) is alone and (alone.status, alone.slug) == (409, "storage")
+
+
+def test_service_errors_share_the_root_with_their_own_status() -> None:
+    assert (ContainerCreateError("x").status, ContainerCreateError("x").slug) == (502, "create-failed")
+    assert (ImageNotFound("x").status, ImageNotFound("x").slug) == (404, "image-not-found")
+    assert (ImageCopyError("x").status, ImageCopyError("x").slug) == (502, "image-copy-failed")
+    unusable = NoUsableNicError("no usable NIC")
+    assert isinstance(unusable, ValueError) and (unusable.status, unusable.slug) == (409, "network-unusable")
