@@ -17,17 +17,13 @@ from app.http.auth import Principal
 from app.http.deps import Backend
 from app.http.errors import ProblemError
 from app.lxd.errors import NotFound
-from app.tokens.policy import Layer, Policy, PolicyViolation
+from app.tokens.policy import Layer, Policy
 
 Devices = Mapping[str, Mapping[str, object] | None]
 
 
 def policy_for(conn: HTTPConnection, principal: Principal) -> Policy:
     return Policy.of([*conn.app.state.settings.policy_allow, *principal.allow])
-
-
-def _refuse(v: PolicyViolation) -> ProblemError:
-    return ProblemError(403, v.message, slug="policy", title="Forbidden by policy", key=v.key, rule=v.rule)
 
 
 def as_sent(config: Mapping[str, object | None] | None,
@@ -43,10 +39,7 @@ def as_sent(config: Mapping[str, object | None] | None,
 def enforce(conn: HTTPConnection, principal: Principal, *, config: Mapping[str, object | None] | None = None,
             devices: Devices | None = None) -> None:
     """What a request itself carries (container create/patch/device add, profile create/update/patch)."""
-    try:
-        policy_for(conn, principal).check_instance(config, devices)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_instance(config, devices)
 
 
 async def managed_networks(b: Backend) -> dict[str, str]:
@@ -74,10 +67,7 @@ async def enforce_expanded(conn: HTTPConnection, b: Backend, *, profiles: Sequen
     policy = policy_for(conn, b.principal)
     expanded = [*await profile_layers(b, profiles, where), *layers]
     managed = await managed_networks(b)
-    try:
-        policy.check_expanded(expanded, managed)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy.check_expanded(expanded, managed)
 
 
 async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[str, object | None] | None,
@@ -85,23 +75,14 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
     """A profile's whole content after an edit, as untrusted: a `profile:` rule never covers editing it."""
     enforce(conn, b.principal, config=config, devices=devices)
     managed = await managed_networks(b)
-    try:
-        policy_for(conn, b.principal).check_instance(config, devices, managed)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, b.principal).check_instance(config, devices, managed)
 
 
 def enforce_volume(conn: HTTPConnection, principal: Principal, config: Mapping[str, object | None] | None) -> None:
     """A custom storage volume's config."""
-    try:
-        policy_for(conn, principal).check_volume_config(config)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_volume_config(config)
 
 
 def enforce_image_server(conn: HTTPConnection, principal: Principal, server: str | None,
                          configured: Iterable[str]) -> None:
-    try:
-        policy_for(conn, principal).check_image_server(server, configured)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_image_server(server, configured)
