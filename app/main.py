@@ -14,6 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app.certificates.router import router as certificates_router
+from app.containers import jobs as container_jobs
+from app.containers import jobs_exec
 from app.containers.router import router as containers_router
 from app.containers.router_exec import router as container_exec_router
 from app.containers.router_files import router as container_files_router
@@ -23,19 +25,21 @@ from app.health.router import router as health_router
 from app.health.router_metrics import router as metrics_router
 from app.http.auth import TicketBook
 from app.http.docs import install_docs
-from app.http.errors import Problem, install_problem_handlers
+from app.http.errors import Problem, problem_of
+from app.http.handlers import install_error_handlers
 from app.http.limits import BodyLimitMiddleware, RateLimit
-from app.http.lxd_errors import install_lxd_error_handler
 from app.http.methods import MethodCheckMiddleware
 from app.http.metrics import Metrics, MetricsMiddleware
 from app.http.open_streams import OpenStreams, StreamGuardMiddleware
 from app.http.openapi import openapi_tags, problems_everywhere, websocket_paths
 from app.http.owners import OperationOwners
 from app.http.request_id import RequestIdMiddleware
+from app.images import jobs as image_jobs
 from app.images.router import router as images_router
 from app.jobs.bus import JobBus
 from app.jobs.env import bind as bind_workflows
 from app.jobs.idempotency import Idempotency
+from app.jobs.kinds import JobKind, JobKinds
 from app.jobs.router import router as jobs_router
 from app.jobs.runner import JobRunner
 from app.jobs.service import JobsService, load_extensions
@@ -84,11 +88,23 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
     ]
 
 
-def jobs_service(settings: Settings) -> JobsService:
-    """The job engine of this process on the embedded job database, tuned by `settings`."""
+JOB_KINDS: tuple[JobKind, ...] = (
+    container_jobs.CREATE, container_jobs.DELETE, container_jobs.REMOVE_MANY,
+    container_jobs.START, container_jobs.STOP, container_jobs.RESTART, container_jobs.FREEZE, container_jobs.UNFREEZE,
+    container_jobs.RENAME, container_jobs.COPY, container_jobs.PUBLISH,
+    container_jobs.SNAPSHOT_CREATE, container_jobs.SNAPSHOT_RESTORE, container_jobs.SNAPSHOT_DELETE,
+    jobs_exec.EXEC,
+    image_jobs.FIND, image_jobs.COPY, image_jobs.IMPORT, image_jobs.DELETE,
+)
+"""The job kinds of the gateway (extensions add theirs to `app.state.job_kinds` in their `install(app)`)."""
+
+
+def jobs_service(settings: Settings, kinds: JobKinds) -> JobsService:
+    """The job engine of this process on the embedded job database, tuned by `settings`, running `kinds`."""
     store = SQLiteJobStore(settings.data_dir / DB_NAME)
     bus = JobBus(capacity=settings.job_subscriber_queue, history=settings.job_subscriber_queue)
-    runner = JobRunner(store, bus, concurrency_per_remote=settings.job_concurrency_per_remote,
+    runner = JobRunner(store, bus, kinds=kinds, problem_of=problem_of,
+                       concurrency_per_remote=settings.job_concurrency_per_remote,
                        progress_interval=settings.job_progress_interval_seconds,
                        lease_seconds=settings.job_lease_seconds, recovery_timeout=settings.job_recovery_timeout_seconds,
                        retention=timedelta(days=settings.job_retention_days))
@@ -109,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = RemoteRegistry(configured + persisted_remotes(settings.data_dir, {r.name for r in configured}),
                                   timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
-        jobs = jobs_service(settings)
+        jobs = jobs_service(settings, app.state.job_kinds)
         bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running
@@ -139,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=openapi_tags(),
     )
     app.state.settings = settings
+    app.state.job_kinds = JobKinds(JOB_KINDS)
     app.state.tokens = TokenStore(settings.tokens_path)
     app.state.tickets = TicketBook(app.state.tokens)
     app.state.streams = OpenStreams(app.state.tokens)
@@ -148,8 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.auth_enabled:
         log.warning("authentication is turned off (LXDGW_AUTH_ENABLED=false): anyone who reaches %s is admin",
                     settings.bind)
-    install_problem_handlers(app)
-    install_lxd_error_handler(app)
+    install_error_handlers(app)
     install_docs(app)
     app.include_router(health_router)
     app.include_router(jobs_router)

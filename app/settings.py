@@ -115,8 +115,8 @@ class Settings(BaseSettings):
         "everything)")
     idempotency_ttl_hours: float = Field(24.0, gt=0, description="how long an Idempotency-Key answers its job")
     extensions: list[str] = Field(
-        default_factory=list, description="Python modules imported at start-up; each may register job kinds and "
-        "may define `install(app)` to add routes")
+        default_factory=list, description="Python modules imported at start-up; each may define `install(app)` "
+        "to add routes and register job kinds (`app.state.job_kinds.register(kind)`)")
     lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")

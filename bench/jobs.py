@@ -33,7 +33,7 @@ import websockets
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
-from app.jobs import JobContext, job_kind
+from app.jobs import JobContext, JobKind
 from app.jobs.starter import JobStarterDep
 from bench._table import Row
 
@@ -44,7 +44,6 @@ ROUNDS = 5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@job_kind("bench.progress", replace=True)
 async def bench_progress(ctx: JobContext) -> dict[str, int]:
     count = int(ctx.params.get("count", PROGRESS_EVENTS))
     await asyncio.sleep(float(ctx.params.get("delay", 0.5)))
@@ -55,7 +54,14 @@ async def bench_progress(ctx: JobContext) -> dict[str, int]:
     return {"count": count}
 
 
+PROGRESS = JobKind.of("bench.progress", bench_progress)
+JOB_KINDS = (PROGRESS,)
+
+
 def install(app: FastAPI) -> None:
+    for kind in JOB_KINDS:
+        app.state.job_kinds.register(kind)
+
     @app.post("/v1/bench-jobs", include_in_schema=False)
     async def start_bench_job(jobs: JobStarterDep, params: dict[str, Any] = Body(default_factory=dict)) -> JSONResponse:
         return await jobs.start("bench.progress", params=params, resource="/v1/bench", remote="bench")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.containers.service import (
@@ -30,9 +31,9 @@ from app.jobs import (
     JobCancelled,
     JobContext,
     JobFailure,
+    JobKind,
     RecoveryOutcome,
     RollbackIncomplete,
-    job_kind,
 )
 from app.jobs.env import workflow_env
 from app.lxd.client import Client
@@ -123,8 +124,6 @@ async def _recover_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
                                   "nothing was left behind")
 
 
-@job_kind("container.create", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_create,
-          recover=_recover_create)
 async def create_container(ctx: JobContext) -> dict[str, Any]:
     """Find (or copy) the image, create the container, start it; a failed start removes it again."""
     env = workflow_env(ctx)
@@ -161,6 +160,10 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
     return view
 
 
+CREATE = JobKind.of("container.create", create_container, cancel=CancelPolicy.ROLLBACK_AFTER_STEP,
+                    rollback=_rollback_create, recover=_recover_create)
+
+
 # ------------------------------------------------------------------------------------------------ delete
 
 
@@ -172,7 +175,6 @@ async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.succeeded({"name": name, "deleted": True})
 
 
-@job_kind("container.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
 async def delete_container(ctx: JobContext) -> dict[str, Any]:
     """Force-stop the container if it runs, delete it, retry a failed delete operation."""
     name = ctx.params["name"]
@@ -182,6 +184,9 @@ async def delete_container(ctx: JobContext) -> dict[str, Any]:
     except ContainerRemoveError as exc:
         raise JobFailure("delete-failed", str(exc), lxd_error=str(exc)) from exc
     return {"name": name, "deleted": True}
+
+
+DELETE = JobKind.of("container.delete", delete_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
 
 
 async def _recover_remove_many(job: Job, ctx: JobContext) -> RecoveryOutcome:
@@ -195,7 +200,6 @@ async def _recover_remove_many(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.succeeded({"removed": removed, "failed": []})
 
 
-@job_kind("container.remove-many", cancel=CancelPolicy.INTERRUPT, recover=_recover_remove_many)
 async def remove_many(ctx: JobContext) -> dict[str, Any]:
     """Remove each named container in turn; failures do not stop the others and are named in the result."""
     client = _client(ctx)
@@ -217,10 +221,16 @@ async def remove_many(ctx: JobContext) -> dict[str, Any]:
     return result
 
 
+REMOVE_MANY = JobKind.of("container.remove-many", remove_many, cancel=CancelPolicy.INTERRUPT,
+                         recover=_recover_remove_many)
+
+
 # ------------------------------------------------------------------------------------------------ state actions
 
 
-def _action_kind(action: str) -> None:
+def _action_kind(action: str) -> JobKind:
+    """The kind `container.<action>` of a state action."""
+
     async def recover(job: Job, ctx: JobContext) -> RecoveryOutcome:
         client = _client(ctx)
         name = ctx.params["name"]
@@ -247,11 +257,14 @@ def _action_kind(action: str) -> None:
         return await _view(ctx, client, name)
 
     run.__doc__ = f"{action.capitalize()} the container (body: force, timeout)."
-    job_kind(f"container.{action}", cancel=CancelPolicy.INTERRUPT, recover=recover)(run)
+    return JobKind.of(f"container.{action}", run, cancel=CancelPolicy.INTERRUPT, recover=recover)
 
 
-for _action in ACTION_STATUS:
-    _action_kind(_action)
+START = _action_kind("start")
+STOP = _action_kind("stop")
+RESTART = _action_kind("restart")
+FREEZE = _action_kind("freeze")
+UNFREEZE = _action_kind("unfreeze")
 
 
 # ------------------------------------------------------------------------------------------------ rename, copy
@@ -265,7 +278,6 @@ async def _recover_rename(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped before {old!r} was renamed")
 
 
-@job_kind("container.rename", cancel=CancelPolicy.INTERRUPT, recover=_recover_rename)
 async def rename_container(ctx: JobContext) -> dict[str, Any]:
     """Rename a (stopped) container."""
     client = _client(ctx)
@@ -274,6 +286,9 @@ async def rename_container(ctx: JobContext) -> dict[str, Any]:
     await _record(ctx, await client.instances.rename(old, new))
     await ctx.set_resource(f"/v1/containers/{new}")
     return await _view(ctx, client, new)
+
+
+RENAME = JobKind.of("container.rename", rename_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_rename)
 
 
 async def _rollback_copy(ctx: JobContext) -> str | None:
@@ -294,8 +309,6 @@ async def _recover_copy(job: Job, ctx: JobContext) -> RecoveryOutcome:
                                   "left behind")
 
 
-@job_kind("container.copy", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_copy,
-          recover=_recover_copy)
 async def copy_container(ctx: JobContext) -> dict[str, Any]:
     """Copy a container to a new one (its profiles kept), and start the copy when asked."""
     client = _client(ctx)
@@ -311,6 +324,10 @@ async def copy_container(ctx: JobContext) -> dict[str, Any]:
     return await _view(ctx, client, new)
 
 
+COPY = JobKind.of("container.copy", copy_container, cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_copy,
+                  recover=_recover_copy)
+
+
 # ------------------------------------------------------------------------------------------------ publish
 
 
@@ -324,7 +341,6 @@ async def _recover_publish(job: Job, ctx: JobContext) -> RecoveryOutcome:
                                   "requested aliases exists")
 
 
-@job_kind("container.publish", cancel=CancelPolicy.INTERRUPT, recover=_recover_publish)
 async def publish_container(ctx: JobContext) -> dict[str, Any]:
     """Publish a stopped container as an image, with aliases."""
     client = _client(ctx)
@@ -346,6 +362,9 @@ async def publish_container(ctx: JobContext) -> dict[str, Any]:
             "public": data.get("public")}
 
 
+PUBLISH = JobKind.of("container.publish", publish_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_publish)
+
+
 # ------------------------------------------------------------------------------------------------ snapshots
 
 
@@ -361,7 +380,6 @@ async def _recover_snapshot_create(job: Job, ctx: JobContext) -> RecoveryOutcome
     return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped before snapshot {snap!r} was taken")
 
 
-@job_kind("snapshot.create", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_create)
 async def create_snapshot(ctx: JobContext) -> dict[str, Any]:
     """Take a snapshot of the container."""
     client = _client(ctx)
@@ -372,36 +390,46 @@ async def create_snapshot(ctx: JobContext) -> dict[str, Any]:
     return {"container": name, "name": snap, "stateful": bool(ctx.params.get("stateful"))}
 
 
-async def _recover_snapshot_restore(job: Job, ctx: JobContext) -> RecoveryOutcome:
-    client = _client(ctx)
-    name, snap = ctx.params["name"], ctx.params["snapshot"]
-    await client.instances.restore_snapshot(name, snap)  # restoring again is harmless
-    return RecoveryOutcome.succeeded({"container": name, "restored": snap})
+SNAPSHOT_CREATE = JobKind.of("snapshot.create", create_snapshot, cancel=CancelPolicy.INTERRUPT,
+                             recover=_recover_snapshot_create)
 
 
-@job_kind("snapshot.restore", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_restore)
-async def restore_snapshot(ctx: JobContext) -> dict[str, Any]:
-    """Restore the container to a snapshot."""
-    client = _client(ctx)
-    name, snap = ctx.params["name"], ctx.params["snapshot"]
-    await ctx.progress("restoring", None, f"Restoring {name} to {snap}")
-    await _record(ctx, await client.instances.restore_snapshot(name, snap))
-    return {"container": name, "restored": snap}
+def _snapshot_kind(name: str, doc: str, stage: str, message: str, done: str,
+                   change: Callable[[Client, str, str], Awaitable[Operation]],
+                   still_to_do: Callable[[Client, str, str], Awaitable[bool]]) -> JobKind:
+    """The kind `name` changing an existing snapshot with `change(client, container, snapshot)`; its result is
+    `{"container": ..., done: snapshot}`. A job a dead gateway left running is settled by making the change again
+    when `still_to_do` says so."""
+
+    async def recover(job: Job, ctx: JobContext) -> RecoveryOutcome:
+        client = _client(ctx)
+        container, snap = ctx.params["name"], ctx.params["snapshot"]
+        if await still_to_do(client, container, snap):
+            await change(client, container, snap)
+        return RecoveryOutcome.succeeded({"container": container, done: snap})
+
+    async def run(ctx: JobContext) -> dict[str, Any]:
+        client = _client(ctx)
+        container, snap = ctx.params["name"], ctx.params["snapshot"]
+        await ctx.progress(stage, None, message.format(container=container, snapshot=snap))
+        await _record(ctx, await change(client, container, snap))
+        return {"container": container, done: snap}
+
+    run.__doc__ = doc
+    return JobKind.of(name, run, cancel=CancelPolicy.INTERRUPT, recover=recover)
 
 
-async def _recover_snapshot_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
-    client = _client(ctx)
-    name, snap = ctx.params["name"], ctx.params["snapshot"]
-    if snap in await _snapshot_names(client, name):
-        await client.instances.delete_snapshot(name, snap)
-    return RecoveryOutcome.succeeded({"container": name, "deleted": snap})
+async def _restore_again(client: Client, container: str, snap: str) -> bool:
+    return True  # restoring again is harmless
 
 
-@job_kind("snapshot.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_snapshot_delete)
-async def delete_snapshot(ctx: JobContext) -> dict[str, Any]:
-    """Delete a snapshot."""
-    client = _client(ctx)
-    name, snap = ctx.params["name"], ctx.params["snapshot"]
-    await ctx.progress("deleting", None, f"Deleting snapshot {snap} of {name}")
-    await _record(ctx, await client.instances.delete_snapshot(name, snap))
-    return {"container": name, "deleted": snap}
+async def _snapshot_left(client: Client, container: str, snap: str) -> bool:
+    return snap in await _snapshot_names(client, container)
+
+
+SNAPSHOT_RESTORE = _snapshot_kind(
+    "snapshot.restore", "Restore the container to a snapshot.", "restoring", "Restoring {container} to {snapshot}",
+    "restored", lambda client, name, snap: client.instances.restore_snapshot(name, snap), _restore_again)
+SNAPSHOT_DELETE = _snapshot_kind(
+    "snapshot.delete", "Delete a snapshot.", "deleting", "Deleting snapshot {snapshot} of {container}",
+    "deleted", lambda client, name, snap: client.instances.delete_snapshot(name, snap), _snapshot_left)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from app.jobs import CancelPolicy, Job, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs import CancelPolicy, Job, JobContext, JobFailure, JobKind, RecoveryOutcome
 from app.jobs.env import workflow_env
 from app.lxd.errors import ExecTimeout
 from app.lxd.exec import OutputStream
@@ -60,7 +60,6 @@ async def _recover_exec(job: Job, ctx: JobContext) -> RecoveryOutcome:
                                   "exit code are lost")
 
 
-@job_kind("container.exec", cancel=CancelPolicy.KILL_PROCESS, recover=_recover_exec)
 async def exec_command(ctx: JobContext) -> dict[str, Any]:
     """Run a command in the container; result `{exit_code, stdout, stderr, truncated}`."""
     p = ctx.params
@@ -110,3 +109,6 @@ async def exec_command(ctx: JobContext) -> dict[str, Any]:
                     await t
     await ctx.record_operation(ctx.remote or "", proc.id, "Success")
     return result(code)
+
+
+EXEC = JobKind.of("container.exec", exec_command, cancel=CancelPolicy.KILL_PROCESS, recover=_recover_exec)

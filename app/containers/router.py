@@ -9,14 +9,13 @@ already taken (409), a missing container (404).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.containers import jobs as _container_kinds  # noqa: F401  (registers the container job kinds)
 from app.containers.listing import select
 from app.containers.spec import ContainerSpec
 from app.containers.view import addresses_of, container_view, list_with_state, read_container
@@ -37,7 +36,7 @@ from app.http.etag import edit, merge_patch
 from app.http.pagination import Page, PageDep, paginate
 from app.http.redact import redact_secret_config
 from app.jobs import Job
-from app.jobs.starter import JobStarterDep, job_responses
+from app.jobs.starter import JobStarter, JobStarterDep, job_responses
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Instance
 from app.store.tokens import Scope
@@ -236,6 +235,22 @@ async def require_container(b: Backend, name: str) -> None:
         raise ProblemError(404, f"container {name!r} not found", slug="container-not-found")
 
 
+async def start_container_job(jobs: JobStarter, b: Backend, kind: str, name: str, params: dict[str, Any] | None = None,
+                              *, resource: str | None = None,
+                              then_check: Callable[[], Awaitable[None]] | None = None) -> JSONResponse:
+    """Start job `kind` on the existing container `name` (404 first when it is missing, then `then_check()`);
+    its params are `name` and `params`, its resource the container unless `resource` is given."""
+
+    async def precheck() -> None:
+        await require_container(b, name)
+        if then_check is not None:
+            await then_check()
+
+    return await jobs.start(kind, params={"name": name, **(params or {})},
+                            resource=resource or f"/v1/containers/{name}", remote=b.remote, project=b.project,
+                            precheck=precheck)
+
+
 async def require_free_name(b: Backend, name: str) -> None:
     await ensure_project(b)
     if await b.client.instances.exists(name):
@@ -413,27 +428,16 @@ def _patched_layers(body: Mapping[str, Any], patch: ContainerPatch) -> list[Laye
                status_code=202, response_model=Job, dependencies=WRITE, responses=job_responses(401, 403, 404))
 async def delete_container(name: ContainerName, b: BackendDep, jobs: JobStarterDep) -> JSONResponse:
     """Force-stop it if it runs, delete it, retry a failed delete operation. A missing container is 404."""
-
-    async def precheck() -> None:
-        await require_container(b, name)
-
-    return await jobs.start("container.delete", params={"name": name}, resource=f"/v1/containers/{name}",
-                            remote=b.remote, project=b.project, precheck=precheck)
+    return await start_container_job(jobs, b, "container.delete", name)
 
 
 def _action_route(action: Literal["start", "stop", "restart", "freeze", "unfreeze"]) -> None:
     async def run_action(name: ContainerName, request: Request, b: BackendDep, jobs: JobStarterDep,
                          body: Annotated[ActionBody | None, Body()] = None) -> JSONResponse:
         opts = body or ActionBody()
-
-        async def precheck() -> None:
-            await require_container(b, name)
-            if action in ("start", "restart"):  # it runs the definition: the caller must be allowed it
-                await enforce_container(request, b, name)
-
-        return await jobs.start(f"container.{action}", params={"name": name, **opts.model_dump()},
-                                resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,
-                                precheck=precheck)
+        then = (lambda: enforce_container(request, b, name)) if action in ("start", "restart") else None
+        # start and restart run the definition: the caller must be allowed it
+        return await start_container_job(jobs, b, f"container.{action}", name, opts.model_dump(), then_check=then)
 
     run_action.__name__ = f"{action}_container"
     router.add_api_route(f"/{{name}}/{action}", run_action, methods=["POST"], operation_id=f"containers-{action}",
@@ -525,13 +529,7 @@ async def publish_container(name: ContainerName, b: BackendDep, jobs: JobStarter
                             body: Annotated[PublishBody | None, Body()] = None) -> JSONResponse:
     """Job `container.publish` (the container must be stopped); result `{fingerprint, aliases, size}`."""
     opts = body or PublishBody()
-
-    async def precheck() -> None:
-        await require_container(b, name)
-
-    return await jobs.start("container.publish", params={"name": name, **opts.model_dump()},
-                            resource=f"/v1/containers/{name}", remote=b.remote, project=b.project,
-                            precheck=precheck)
+    return await start_container_job(jobs, b, "container.publish", name, opts.model_dump())
 
 
 @router.get("/{name}/logs", operation_id="containers-logs", summary="A container's console log (needs `write`)",

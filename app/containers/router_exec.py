@@ -20,7 +20,6 @@ from fastapi import APIRouter, Body, Depends, Query, Request, WebSocket, WebSock
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.containers import jobs_exec as _exec_kind  # noqa: F401  (registers container.exec)
 from app.containers.router import WRITE, require_container
 from app.http.auth import Principal, current_principal, require
 from app.http.deps import NAME_RE, PROJECT_PATTERN, Backend, BackendDep, ContainerName, backend

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.containers.router import READ, WRITE, require_container
+from app.containers.router import READ, WRITE, require_container, start_container_job
 from app.http.deps import Backend, BackendDep, ContainerName
 from app.http.errors import ProblemError, problem_responses
 from app.http.pagination import Page, PageDep, paginate
@@ -71,16 +71,15 @@ async def create_snapshot(name: ContainerName, body: SnapshotCreate, b: BackendD
                           jobs: JobStarterDep) -> JSONResponse:
     """409 when the container already has a snapshot of that name."""
 
-    async def precheck() -> None:
-        await require_container(b, name)
+    async def snapshot_is_new() -> None:
         if body.name in {s["name"] for s in await _snapshots(b, name)}:
             raise ProblemError(409, f"container {name!r} already has a snapshot {body.name!r}",
                                slug="snapshot-exists")
 
-    return await jobs.start("snapshot.create", params={"name": name, "snapshot": body.name,
-                                                       "stateful": body.stateful},
-                            resource=f"/v1/containers/{name}/snapshots/{body.name}", remote=b.remote,
-                            project=b.project, precheck=precheck)
+    return await start_container_job(jobs, b, "snapshot.create", name, {"snapshot": body.name,
+                                                                        "stateful": body.stateful},
+                                     resource=f"/v1/containers/{name}/snapshots/{body.name}",
+                                     then_check=snapshot_is_new)
 
 
 @router.post("/{snap}/restore", operation_id="snapshots-restore", summary="Restore a snapshot (job)",

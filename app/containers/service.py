@@ -13,6 +13,7 @@ from app.containers.spec import (
     ContainerSpec,
     build_create_request,
 )
+from app.http.errors import ProblemError
 from app.images.search import DEFAULT_ALIAS_TEMPLATE, ImageSource, acquisition_error
 from app.jobs.progress import PROVISIONING, CancelCheck, ProgressFn, report
 from app.lxd.client import Client
@@ -28,24 +29,36 @@ DELETE_ATTEMPTS = 3
 DELETE_RETRY_DELAY = 2.0
 
 
-class ContainerServiceError(Exception):
+class ContainerServiceError(ProblemError):
     """A container action that LXD (or the gateway's rules) refused; the message says which and why."""
+
+    status = 502
+    slug = "container-failed"
 
 
 class ContainerCreateError(ContainerServiceError):
     """The container could not be created."""
 
+    slug = "create-failed"
+
 
 class ContainerStartError(ContainerServiceError):
     """The container was created but would not start (removed again unless the caller removes it itself)."""
+
+    slug = "start-failed"
 
 
 class CreateCancelled(ContainerServiceError):
     """The create was stopped on request; what it had made has been removed again."""
 
+    status = 409
+    slug = "cancelled"
+
 
 class ContainerRemoveError(ContainerServiceError):
     """One or more containers could not be removed; `failed` names them in the order given."""
+
+    slug = "delete-failed"
 
     def __init__(self, message: str, failed: Sequence[str] = ()) -> None:
         super().__init__(message)

@@ -24,7 +24,8 @@ from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
 from app.containers.router import ensure_project
 from app.containers.router_exec import WsBackend
 from app.http.auth import Principal, require
-from app.http.errors import ProblemError, deny_websocket
+from app.http.errors import ProblemError
+from app.http.handlers import deny_websocket
 from app.http.owners import OperationOwners
 from app.http.redact import REDACTED
 from app.lxd.errors import LXDError

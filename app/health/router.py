@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.http.errors import problem_response, problem_responses
+from app.http.errors import problem_responses
+from app.http.handlers import problem_response
 from app.lxd.registry import RemoteRegistry
 
 router = APIRouter(tags=["operations"])

@@ -1,4 +1,6 @@
-"""RFC 9457 problem+json: one exception type, one set of handlers, nothing else answers an error.
+"""RFC 9457 problems: the one error root of the gateway (`ProblemError`) and the one mapping of other errors to it
+(`problem_of`: LXD's errors, by one status table). No web framework here: the job engine maps its failures with
+the same `problem_of`; the HTTP answers are made in `app.http.handlers`.
 
 Every error the gateway sends is `application/problem+json` with `type`, `title`, `status`, `detail`,
 `instance` (the request path), `request_id`, and `lxd_error` (LXD's own message) where there is one.
@@ -6,23 +8,14 @@ Every error the gateway sends is `application/problem+json` with `type`, `title`
 
 from __future__ import annotations
 
-import logging
-import sqlite3
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.http.request_id import current_request_id
-from app.store.datadir import StorageFull, is_storage_full
+from app.lxd import errors as e
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://lxd-gateway.dev/problems/"
-log = logging.getLogger("app.http")
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
@@ -59,52 +52,95 @@ class Problem(BaseModel):
 
 
 class ProblemError(Exception):
-    """Raise anywhere in the API layer to answer a problem."""
+    """The root of the gateway's errors: raise it (or a subclass) anywhere to answer a problem.
 
-    def __init__(self, status: int, detail: str | None = None, *, slug: str | None = None,
+    `ProblemError(status, detail, slug=...)` answers `status`; a subclass may fix `status` and `slug` at class level
+    and be raised as `SubError(detail)`."""
+
+    status: int = 500
+    slug: str = "internal"
+    status_from_lxd: ClassVar[bool] = False
+    """A subclass that sets it, raised from an LXD error (`raise ... from exc`, at any depth), answers that error's
+    status, and its slug unless one was given (see `problem_of`)."""
+
+    def __init__(self, status: int | str | None = None, detail: str | None = None, *, slug: str | None = None,
                  title: str | None = None, lxd_error: str | None = None, headers: dict[str, str] | None = None,
                  **extra: Any) -> None:
-        super().__init__(detail or title or TITLES.get(status, "Error"))
-        self.status = status
+        if isinstance(status, str) and detail is None:  # SubError("what went wrong")
+            status, detail = None, status
+        code = type(self).status if status is None else int(status)
+        super().__init__(detail or title or TITLES.get(code, "Error"))
+        self.status = code
         self.detail = detail
-        self.slug = slug or SLUGS.get(status, "error")
-        self.title = title or TITLES.get(status, "Error")
+        self.slug = slug or (type(self).slug if status is None else SLUGS.get(code, "error"))
+        self.slug_given = slug is not None
+        self.title = title or TITLES.get(code, "Error")
         self.lxd_error = lxd_error
         self.headers = headers or {}
         self.extra = extra
 
 
-def problem_body(status: int, *, path: str | None, detail: str | None = None, slug: str | None = None,
-                 title: str | None = None, lxd_error: str | None = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + (slug or SLUGS.get(status, "error")),
-        "title": title or TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "instance": path,
-        "request_id": extra.pop("request_id", None) or current_request_id(),
-    }
-    if lxd_error is not None:
-        body["lxd_error"] = lxd_error
-    body.update({k: v for k, v in extra.items() if v is not None})
-    return body
+# What an LXD error means for a caller of the gateway. Most specific first: the first match wins.
+# 404 not found, 409 conflict, 412 ETag mismatch, 403 forbidden, 400 refused, 503 LXD unreachable, 504 LXD too slow,
+# 502 for anything else LXD answered that the gateway cannot use.
+LXD_ERROR_STATUS: list[tuple[type[e.LXDError], int, str]] = [
+    (e.NotFound, 404, "not-found"),
+    (e.Conflict, 409, "conflict"),
+    (e.PreconditionFailed, 412, "precondition-failed"),
+    (e.Forbidden, 403, "lxd-forbidden"),
+    (e.BadRequest, 400, "lxd-refused"),
+    (e.ExtensionMissing, 400, "extension-missing"),
+    (e.ExecTimeout, 504, "exec-timeout"),
+    (e.LXDUnavailable, 503, "lxd-unavailable"),
+    (e.LXDTimeout, 504, "lxd-timeout"),
+    (e.OperationCancelled, 409, "lxd-operation-cancelled"),
+    (e.OperationFailed, 502, "lxd-operation-failed"),
+]
 
 
-def problem_response(status: int, *, path: str | None, headers: dict[str, str] | None = None,
-                     **kw: Any) -> JSONResponse:
-    return JSONResponse(problem_body(status, path=path, **kw), status_code=status,
-                        media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+def status_of(exc: e.LXDError) -> tuple[int, str]:
+    """The HTTP status and problem slug of an LXD error."""
+    for cls, status, slug in LXD_ERROR_STATUS:
+        if isinstance(exc, cls):
+            return status, slug
+    return 502, "lxd-error"
 
 
-async def deny_websocket(websocket: WebSocket, status: int, detail: str) -> None:
-    """Refuse a websocket handshake with an HTTP problem answer; where the server cannot answer HTTP to a handshake,
-    accept and close with 4000 + the status instead (4404: not found)."""
-    response = problem_response(status, path=websocket.url.path, detail=detail)
-    try:
-        await websocket.send_denial_response(response)
-    except RuntimeError:
-        await websocket.accept()
-        await websocket.close(4000 + status, detail[:120])
+def summary(status: int, where: str = "LXD") -> str:
+    """A one-line reading of the status, naming the remote when known."""
+    return {503: f"{where} is unreachable", 504: f"{where} did not answer in time"}.get(status, f"{where} refused")
+
+
+def lxd_cause(exc: BaseException) -> e.LXDError | None:
+    """The LXD error `exc` was raised from, at any depth of `__cause__`."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, e.LXDError):
+        cause = cause.__cause__
+    return cause
+
+
+def problem_of(exc: BaseException, *, where: str | None = None) -> ProblemError | None:
+    """The problem `exc` answers, or None when it is not one the gateway knows (an unexpected error).
+
+    A `ProblemError` is its own problem (with the status of the LXD error it was raised from when its class says
+    `status_from_lxd`, LXD's message in `lxd_error`). An LXD error keeps LXD's message in `lxd_error`; answering a
+    request (`where` names the remote, or "LXD") its detail is LXD's message, or says that `where` was unreachable or
+    too slow; for a job (no `where`) the detail is that summary followed by LXD's message."""
+    if isinstance(exc, ProblemError):
+        cause = lxd_cause(exc) if exc.status_from_lxd else None
+        if cause is None:
+            return exc
+        status, slug = status_of(cause)
+        return ProblemError(status, exc.detail, slug=exc.slug if exc.slug_given else slug, lxd_error=cause.error,
+                            headers=exc.headers, **exc.extra)
+    if isinstance(exc, e.LXDError):
+        status, slug = status_of(exc)
+        if where is None:
+            detail = f"{summary(status)}: {exc.error}"
+        else:
+            detail = summary(status, where) if status in (503, 504) else exc.error
+        return ProblemError(status, detail, slug=slug, lxd_error=exc.error)
+    return None
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -114,62 +150,3 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         for s in statuses
     }
-
-
-async def _problem_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, path=request.url.path, detail=exc.detail, slug=exc.slug,
-                            title=exc.title, lxd_error=exc.lxd_error, headers=exc.headers, **exc.extra)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else None
-    if exc.status_code == 404 and detail == "Not Found":
-        detail = f"no route matches {request.url.path}"
-    return problem_response(exc.status_code, path=request.url.path, detail=detail,
-                            headers=dict(exc.headers or {}))
-
-
-def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _loc(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()]
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
-    return problem_response(422, path=request.url.path, detail=detail, errors=errors)
-
-
-async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
-    """A write the data directory's full device refused: 507, naming the directory (reads still answer)."""
-    if not is_storage_full(exc):
-        return await _unhandled(request, exc)
-    if not isinstance(exc, StorageFull):  # e.g. ENOSPC writing tokens or an upload spool
-        settings = getattr(request.app.state, "settings", None)
-        exc = StorageFull(Path(getattr(settings, "data_dir", ".")), str(exc))
-    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
-    rid = request.scope.get("state", {}).get("request_id")
-    return problem_response(507, path=request.url.path, request_id=rid,
-                            headers={"x-request-id": rid} if rid else None, detail=str(exc),
-                            data_dir=str(exc.directory))
-
-
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # This handler runs outside the middleware stack: the request id comes from the scope, not the context.
-    rid = request.scope.get("state", {}).get("request_id")
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, rid)
-    return problem_response(500, path=request.url.path, request_id=rid,
-                            headers={"x-request-id": rid} if rid else None,
-                            detail="an unexpected error happened; quote the request id when reporting it")
-
-
-def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ProblemError, _problem_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StorageFull, _storage_full)
-    app.add_exception_handler(OSError, _storage_full)
-    app.add_exception_handler(sqlite3.OperationalError, _storage_full)
-    app.add_exception_handler(Exception, _unhandled)

@@ -12,7 +12,6 @@ from fastapi import Depends, Response
 
 from app.http.auth import Principal, require
 from app.http.errors import ProblemError
-from app.http.lxd_outcomes import status_of
 from app.lxd.errors import LXDError, PreconditionFailed, is_busy
 from app.store.tokens import Scope
 
@@ -58,17 +57,6 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
         else:
             out[key] = value
     return out
-
-
-def service_problem(exc: Exception, default_status: int = 409, slug: str | None = None) -> ProblemError:
-    """A core service error as a problem: the status of the LXD error it wraps, when it wraps one."""
-    cause = exc.__cause__
-    while cause is not None and not isinstance(cause, LXDError):
-        cause = cause.__cause__
-    if isinstance(cause, LXDError):
-        status, lxd_slug = status_of(cause)
-        return ProblemError(status, str(exc), slug=slug or lxd_slug, lxd_error=cause.error)
-    return ProblemError(default_status, str(exc), slug=slug)
 
 
 class Versioned(Protocol):

@@ -15,7 +15,8 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.errors import ProblemError, problem_body
+from app.http.errors import ProblemError
+from app.http.handlers import problem_body
 
 UPLOAD_TYPES = (b"application/octet-stream", b"multipart/form-data")
 

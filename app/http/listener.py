@@ -31,7 +31,8 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.http.errors import PROBLEM_MEDIA_TYPE, TITLES, problem_body
+from app.http.errors import PROBLEM_MEDIA_TYPE, TITLES
+from app.http.handlers import problem_body
 
 log = logging.getLogger("app.http.listener")
 

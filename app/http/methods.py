@@ -21,7 +21,7 @@ from starlette.convertors import Convertor
 from starlette.routing import Mount, Route, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.http.errors import problem_body
+from app.http.handlers import problem_body
 
 
 def _path_fields(dependant: Dependant) -> list[Any]:

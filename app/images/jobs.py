@@ -16,7 +16,7 @@ from typing import Any
 
 from app.images.search import ImageError, ImageSource, alias_for, image_progress
 from app.images.service import copy_remote_image, find_image
-from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, JobKind, RecoveryOutcome
 from app.jobs.env import workflow_env
 from app.jobs.progress import PROVISIONING
 from app.lxd.client import Client
@@ -29,7 +29,6 @@ from app.lxd.servers import ConnectionArgs, ServerSpec
 log = logging.getLogger(__name__)
 
 UPLOADING = "uploading"
-KINDS = ("image.find", "image.copy", "image.import", "image.delete")
 
 
 def _client(ctx: JobContext) -> Client:
@@ -64,7 +63,6 @@ def _message(p: Progress) -> tuple[int | None, str] | None:
 
 # -- image.find ----------------------------------------------------------------------------------------------------
 
-@job_kind("image.find", cancel=CancelPolicy.CANCEL_OPERATION)
 async def find(ctx: JobContext) -> dict[str, Any]:
     """Look for an image: the local alias first, then each source in order; with `copy_local`, pull it in."""
     client = _client(ctx)
@@ -111,6 +109,10 @@ async def find(ctx: JobContext) -> dict[str, Any]:
     return {"fingerprint": fingerprint, "source": source_name, "alias": local_alias, "local": True, "copied": True}
 
 
+FIND = JobKind.of("image.find", find, cancel=CancelPolicy.CANCEL_OPERATION)
+
+
+
 # -- image.copy ----------------------------------------------------------------------------------------------------
 
 async def _recover_copy(job: Job, ctx: JobContext) -> RecoveryOutcome:
@@ -142,7 +144,6 @@ async def _rollback_copy(ctx: JobContext) -> None:
             await client.images.delete(fingerprint)
 
 
-@job_kind("image.copy", cancel=CancelPolicy.CANCEL_OPERATION, recover=_recover_copy, rollback=_rollback_copy)
 async def copy(ctx: JobContext) -> dict[str, Any]:
     """Copy an image from another server into this one, under the aliases asked for."""
     client = _client(ctx)
@@ -188,6 +189,11 @@ async def copy(ctx: JobContext) -> dict[str, Any]:
     return image_summary(image)
 
 
+COPY = JobKind.of("image.copy", copy, cancel=CancelPolicy.CANCEL_OPERATION, recover=_recover_copy,
+                  rollback=_rollback_copy)
+
+
+
 # -- image.import --------------------------------------------------------------------------------------------------
 
 def _spooled(ctx: JobContext) -> list[Path]:
@@ -213,7 +219,6 @@ async def _recover_import(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.failed("interrupted", "the gateway stopped during the upload; upload the image again")
 
 
-@job_kind("image.import", cancel=CancelPolicy.INTERRUPT, recover=_recover_import)
 async def import_image(ctx: JobContext) -> dict[str, Any]:
     """Stream a spooled upload (a unified tarball, or metadata + rootfs) into LXD's image store."""
     client = _client(ctx)
@@ -257,6 +262,10 @@ async def import_image(ctx: JobContext) -> dict[str, Any]:
     return image_summary(image)
 
 
+IMPORT = JobKind.of("image.import", import_image, cancel=CancelPolicy.INTERRUPT, recover=_recover_import)
+
+
+
 # -- image.delete --------------------------------------------------------------------------------------------------
 
 async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
@@ -267,7 +276,6 @@ async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.failed("interrupted", "the gateway stopped before the image was deleted; it still exists")
 
 
-@job_kind("image.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
 async def delete(ctx: JobContext) -> dict[str, Any]:
     """Delete an image from the store (its aliases go with it)."""
     client = _client(ctx)
@@ -279,3 +287,6 @@ async def delete(ctx: JobContext) -> dict[str, Any]:
     if op.id:
         await ctx.record_operation(ctx.remote or "", op.id, "Success")
     return {"fingerprint": fingerprint, "deleted": True}
+
+
+DELETE = JobKind.of("image.delete", delete, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)

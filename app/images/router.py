@@ -28,7 +28,6 @@ from app.http.deps import AliasName, BackendDep, OwnImages, alias_name_error
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Reader, Writer, set_etag
 from app.http.pagination import Page, PageDep, paginate
-from app.images import jobs as image_workflows
 from app.jobs.models import Job
 from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import NotFound
@@ -37,7 +36,6 @@ from app.store.tokens import Scope
 from app.tokens.guard import enforce_image_server
 
 router = APIRouter(tags=["images"])
-JOB_KINDS = image_workflows.KINDS
 
 FP_PATTERN = r"^[0-9a-fA-F]{1,64}$"
 FP_EXAMPLE = "8e1c4b8e3d2a7f5c6b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a"

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.http.errors import ProblemError
 from app.lxd.servers import Protocol, ServerSpec, is_not_found
 
 DEFAULT_ALIAS_TEMPLATE = "juju/{series}/{arch}"
@@ -32,8 +33,11 @@ _OS_OF_SERIES: dict[str, str] = {s: "ubuntu" for s in UBUNTU_SERIES} | {
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
 
-class ImageError(Exception):
+class ImageError(ProblemError):
     """An image cannot be found or copied."""
+
+    status = 404
+    slug = "image-not-found"
 
 
 class SeriesError(ImageError, ValueError):

@@ -41,6 +41,9 @@ ACQUIRING_MESSAGE = "acquiring LXD image"
 class ImageCopyError(ImageError):
     """The copy into the local store failed; `source` is the image that was found on the image server."""
 
+    status = 502
+    slug = "image-copy-failed"
+
     def __init__(self, message: str, source: ImageSource | None = None) -> None:
         super().__init__(message)
         self.source = source

@@ -6,18 +6,15 @@ A job step finds the LXD clients and the settings through its context:
     client = env.client(ctx.remote, ctx.project)
 
 `bind(runner, remotes=..., settings=...)` makes them available; the application calls it at start-up, before the
-runner starts (recovery of jobs a dead gateway left needs them too). Importing a kind's module registers its kinds.
+runner starts (recovery of jobs a dead gateway left needs them too).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from app.http.lxd_outcomes import status_of, summary
 from app.http.owners import OperationOwners
-from app.jobs import JobContext, JobRunner, problem, register_error_mapper
-from app.lxd import errors as lxd_errors
+from app.jobs import JobContext, JobRunner
 from app.lxd.client import Client
 from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import ConnectionArgs, ServerSpec
@@ -65,12 +62,3 @@ def workflow_env(ctx: JobContext) -> WorkflowEnv:
     if not isinstance(env, WorkflowEnv):
         raise RuntimeError("the workflows are not bound to this job runner (call app.jobs.env.bind at start-up)")
     return env
-
-
-@register_error_mapper
-def lxd_problem(exc: BaseException) -> dict[str, Any] | None:
-    """A job that failed on an LXD error: its problem keeps LXD's own message in `lxd_error`."""
-    if not isinstance(exc, lxd_errors.LXDError):
-        return None
-    status, slug = status_of(exc)
-    return problem(slug, f"{summary(status)}: {exc.error}", status=status, lxd_error=exc.error)

@@ -1,26 +1,74 @@
 """Job kinds: what a job does, how it is cancelled, and how it is settled after a crash.
 
-A kind is registered by name with its step coroutine (`run(ctx) -> result`), a cancel policy, and optionally
+A kind is a `JobKind` value: its name, its step coroutine (`run(ctx) -> result`), a cancel policy, and optionally
 `rollback(ctx)` (undo after a cancel or a failure) and `recover(job, ctx) -> RecoveryOutcome` (settle a job that a
-dead gateway left `running`, from the state of its resource).
+dead gateway left `running`, from the state of its resource). The application lists the kinds it runs:
 
-    @job_kind("container.create", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, recover=recover_create,
-              rollback=remove_container)
-    async def create_container(ctx: JobContext) -> dict:
-        ...
+    CREATE = JobKind.of("container.create", create_container, cancel=CancelPolicy.ROLLBACK_AFTER_STEP,
+                        recover=recover_create, rollback=remove_container)
+    runner = JobRunner(store, bus, kinds=JobKinds((CREATE, ...)))
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.jobs.models import Job, JobStatus, problem
 
-if TYPE_CHECKING:
-    from app.jobs.runner import JobContext
+CancelHook = Callable[[], Awaitable[Any]]
+
+
+class JobContext(Protocol):
+    """What a step sees of its job (the runner implements it). All reporting methods are cheap; none blocks on a
+    slow watcher."""
+
+    params: dict[str, Any]
+    checkpoints: dict[str, Any]
+    """Steps checkpointed so far (also those of a previous run, when recovering)."""
+    recovering: bool
+
+    @property
+    def services(self) -> dict[str, Any]:
+        """What the gateway hands every job (e.g. the LXD clients of the remotes, the settings)."""
+
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def remote(self) -> str | None: ...
+
+    @property
+    def project(self) -> str | None: ...
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+    async def progress(self, stage: str | None, percent: int | float | None = None,
+                       message: str | None = None) -> None:
+        """Report progress (LXD's progress passes through here)."""
+
+    async def output(self, stream: str, data: str | bytes) -> None:
+        """Stream output (e.g. an exec's stdout/stderr); text as text, bytes as base64."""
+
+    async def record_operation(self, remote: str, op_id: str, status: str = "Running") -> None:
+        """Record an LXD operation the job started (or its new status); kept with the job for good."""
+
+    async def set_resource(self, resource: str) -> None: ...
+
+    async def checkpoint(self, step: str, data: Any = None) -> None:
+        """Record that `step` is done (with what recovery or rollback needs to know). Raises `JobCancelled` when
+        the job was asked to stop. Call it at the step it marks: recovery reads the checkpoints, never messages."""
+
+    def raise_if_cancelled(self) -> None: ...
+
+    def on_cancel(self, hook: CancelHook) -> Callable[[], None]:
+        """Run `hook()` when the job is cancelled; returns a function that unregisters it."""
 
 
 class CancelPolicy(StrEnum):
@@ -68,10 +116,10 @@ class RollbackIncomplete(Exception):
     The runner records the cleanup as `pending` and retries the rollback until it succeeds."""
 
 
-StepFn = Callable[["JobContext"], Awaitable[Any]]
-RollbackFn = Callable[["JobContext"], Awaitable[str | None]]
+StepFn = Callable[[JobContext], Awaitable[Any]]
+RollbackFn = Callable[[JobContext], Awaitable[str | None]]
 """Undo what the job did; answer what was undone (None: nothing needed undoing)."""
-RecoverFn = Callable[[Job, "JobContext"], Awaitable[RecoveryOutcome]]
+RecoverFn = Callable[[Job, JobContext], Awaitable[RecoveryOutcome]]
 
 
 @dataclass(frozen=True)
@@ -84,16 +132,26 @@ class JobKind:
     cancel_timeout: float | None = 60.0
     description: str = ""
 
+    @classmethod
+    def of(cls, name: str, run: StepFn, *, cancel: CancelPolicy = CancelPolicy.INTERRUPT,
+           rollback: RollbackFn | None = None, recover: RecoverFn | None = None,
+           cancel_timeout: float | None = 60.0) -> JobKind:
+        """The kind `name` running `run`, described by its docstring."""
+        return cls(name=name, run=run, cancel=cancel, rollback=rollback, recover=recover,
+                   cancel_timeout=cancel_timeout, description=(run.__doc__ or "").strip())
+
 
 class UnknownJobKind(LookupError):
     pass
 
 
 class JobKinds:
-    """The registry of kinds, by name."""
+    """The kinds a runner knows, by name."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Iterable[JobKind] = ()) -> None:
         self._kinds: dict[str, JobKind] = {}
+        for kind in kinds:
+            self.register(kind)
 
     def register(self, kind: JobKind, *, replace: bool = False) -> JobKind:
         existing = self._kinds.get(kind.name)
@@ -113,21 +171,3 @@ class JobKinds:
 
     def names(self) -> list[str]:
         return sorted(self._kinds)
-
-
-default_kinds = JobKinds()
-"""The gateway's kinds; resource modules register theirs here at import."""
-
-
-def job_kind(name: str, *, cancel: CancelPolicy = CancelPolicy.INTERRUPT, rollback: RollbackFn | None = None,
-             recover: RecoverFn | None = None, cancel_timeout: float | None = 60.0, registry: JobKinds | None = None,
-             replace: bool = False) -> Callable[[StepFn], StepFn]:
-    """Decorator registering a step coroutine as the job kind `name`."""
-
-    def register(fn: StepFn) -> StepFn:
-        (registry or default_kinds).register(
-            JobKind(name=name, run=fn, cancel=cancel, rollback=rollback, recover=recover,
-                    cancel_timeout=cancel_timeout, description=(fn.__doc__ or "").strip()), replace=replace)
-        return fn
-
-    return register

@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.http.auth import TICKETS_ACCEPTED, Principal, require
-from app.http.errors import ProblemError, deny_websocket, problem_responses
+from app.http.errors import ProblemError, problem_responses
+from app.http.handlers import deny_websocket
 from app.http.pagination import CursorQuery
 from app.jobs.access import Viewer
 from app.jobs.bus import JobEvent, Subscription

@@ -32,18 +32,27 @@ from typing import Any
 
 import structlog
 
+from app.http.errors import ProblemError
 from app.jobs.bus import JobBus
-from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome, RollbackIncomplete, default_kinds
+from app.jobs.kinds import (
+    CancelHook,
+    CancelPolicy,
+    JobContext,
+    JobKind,
+    JobKinds,
+    RecoveryOutcome,
+    RollbackIncomplete,
+)
 from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
 from app.jobs.store import JobStore, StoredJob
 from app.store.datadir import StorageFull
 
 log = logging.getLogger("app.jobs")
 
-CancelHook = Callable[[], Awaitable[Any]]
 Claim = tuple[str, ...]
 """What a job reserves while it runs, e.g. ("container", remote, project, name) for a name being created."""
-ErrorMapper = Callable[[BaseException], dict[str, Any] | None]
+ProblemOf = Callable[[BaseException], ProblemError | None]
+"""Maps an exception a step raised to the problem it answers (None: an unexpected error)."""
 
 
 RECOVERY_SEQ_SKIP = 100_000
@@ -82,26 +91,17 @@ class RunnerClosed(RuntimeError):
     """The gateway is shutting down and accepts no new jobs."""
 
 
-_error_mappers: list[ErrorMapper] = []
-
-
-def register_error_mapper(fn: ErrorMapper) -> ErrorMapper:
-    """Teach the runner to turn an exception (e.g. the LXD client's errors) into a problem object; the first mapper
-    that answers a dict wins. Keep LXD's own message in `lxd_error`."""
-    _error_mappers.append(fn)
-    return fn
-
-
-def problem_for(exc: BaseException, *, kind: str, instance: str | None = None) -> dict[str, Any]:
-    """The problem object of a job that failed with `exc`."""
+def problem_for(exc: BaseException, *, kind: str, instance: str | None = None,
+                problem_of: ProblemOf | None = None) -> dict[str, Any]:
+    """The problem object of a job that failed with `exc` (`problem_of` maps the errors the engine does not know,
+    e.g. LXD's)."""
     if isinstance(exc, JobFailure):
         return problem(exc.slug, exc.detail, title=exc.title, status=exc.status, lxd_error=exc.lxd_error,
                        instance=instance, **exc.extra)
-    for mapper in _error_mappers:
-        mapped = mapper(exc)
-        if mapped is not None:
-            mapped.setdefault("instance", instance)
-            return mapped
+    mapped = problem_of(exc) if problem_of is not None else None
+    if mapped is not None:
+        return problem(mapped.slug, mapped.detail, status=mapped.status, lxd_error=mapped.lxd_error,
+                       instance=instance, **mapped.extra)
     lxd_message = getattr(exc, "lxd_error", None) or (
         getattr(exc, "message", None) if type(exc).__name__.upper().startswith("LXD") else None)
     if lxd_message:
@@ -113,7 +113,7 @@ def problem_for(exc: BaseException, *, kind: str, instance: str | None = None) -
                    status=500, instance=instance)
 
 
-class JobContext:
+class _Context(JobContext):
     """What a step sees of its job. All reporting methods are cheap; none blocks on a slow watcher."""
 
     def __init__(self, runner: JobRunner, active: _Active) -> None:
@@ -248,13 +248,15 @@ class _Active:
 class JobRunner:
     """Runs jobs; one per gateway process."""
 
-    def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds | None = None,
+    def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds, problem_of: ProblemOf | None = None,
                  concurrency_per_remote: int = 8, progress_interval: float = 1.0, lease_seconds: float = 60.0,
                  recovery_timeout: float = 50.0, retention: timedelta = timedelta(days=7),
                  owner_id: str | None = None) -> None:
         self._store = store
         self._bus = bus
-        self.kinds = kinds or default_kinds
+        self.kinds = kinds
+        self.problem_of = problem_of
+        """Maps what a failed step raised to its problem (the app hands `app.http.errors.problem_of`)."""
         self.concurrency = concurrency_per_remote
         self.progress_interval = progress_interval
         self.lease_seconds = lease_seconds
@@ -486,7 +488,7 @@ class JobRunner:
     async def _recover(self, active: _Active, stored: StoredJob) -> None:
         job = active.job
         structlog.contextvars.bind_contextvars(job_id=job.id, job_kind=job.kind)
-        ctx = JobContext(self, active)
+        ctx = _Context(self, active)
         try:
             if active.kind is None:
                 outcome = RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped while this job ran and "
@@ -504,7 +506,7 @@ class JobRunner:
                 raise
             outcome = RecoveryOutcome.failed("gateway-restarted", "recovery was interrupted")
         except Exception as exc:
-            error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}")
+            error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}", problem_of=self.problem_of)
             outcome = RecoveryOutcome(JobStatus.failed,
                                       error={**error, "detail": f"recovery after a restart failed: {error['detail']}"})
             await self._rollback(active, ctx)  # what the dead process left half-made is undone, now or later
@@ -556,7 +558,7 @@ class JobRunner:
                 await self._durably(lambda: self._save_as(active, running))
                 running(job)
                 self._bus.publish(job, "status", {"status": job.status.value})
-                ctx = JobContext(self, active)
+                ctx = _Context(self, active)
                 try:
                     result = await kind.run(ctx)
                 except (JobCancelled, asyncio.CancelledError) as exc:
@@ -584,12 +586,14 @@ class JobRunner:
             log.exception("job %s crashed the runner", job.id)
             if not active.finished:
                 await self._finish(active, JobStatus.failed, error=problem_for(exc, kind=job.kind,
-                                                                                instance=instance))
+                                                                                instance=instance,
+                                                                                problem_of=self.problem_of))
 
     async def _fail(self, active: _Active, ctx: JobContext, exc: BaseException) -> None:
         if not isinstance(exc, JobFailure):
             log.info("job %s (%s) failed: %r", active.job.id, active.job.kind, exc)
-        error = problem_for(exc, kind=active.job.kind, instance=f"/v1/jobs/{active.job.id}")
+        error = problem_for(exc, kind=active.job.kind, instance=f"/v1/jobs/{active.job.id}",
+                            problem_of=self.problem_of)
         await self._rollback(active, ctx)
         result = exc.result if isinstance(exc, JobFailure) else None
         await self._finish(active, JobStatus.failed, error=error, result=result)
@@ -653,7 +657,7 @@ class JobRunner:
             return
         active = _Active(stored.job, kind, stored.params, stored.checkpoints)
         active.started = active.finished = active.rolling_back = True
-        ctx = JobContext(self, active)
+        ctx = _Context(self, active)
         cleanup = await self._attempt_cleanup(kind, ctx, stored.job.cleanup)
         stored.job.cleanup = cleanup
         await self._store.save(stored.job, seq=stored.seq)

@@ -39,7 +39,7 @@ class JobsService:
 
 
 def load_extensions(names: list[str]) -> list[ModuleType]:
-    """Import extension modules (they register job kinds at import; see `Settings.extensions`)."""
+    """Import extension modules (`Settings.extensions`); each adds its routes and job kinds in `install(app)`."""
     modules = []
     for name in names:
         log.info("loading extension module %s", name)

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.http.errors import ProblemError
+
 NIC = "nic"
 NIC_TYPE_BRIDGED = "bridged"
 NIC_TYPE_MACVLAN = "macvlan"
@@ -30,8 +32,11 @@ SNAP_BRIDGE_CONFIG_FILE = "/var/snap/lxd/common/lxd-bridge/config"
 MAC_PREFIX = "00:16:3e"
 
 
-class NetworkConfigError(ValueError):
+class NetworkConfigError(ProblemError, ValueError):
     """A network configuration that cannot be used."""
+
+    status = 409
+    slug = "network-unusable"
 
 
 class IPv6NotSupportedError(NetworkConfigError):

@@ -20,8 +20,8 @@ from app.http.deps import (
     IfMatch,
     OwnProfiles,
 )
-from app.http.errors import ProblemError, problem_responses
-from app.http.etag import Admin, Reader, Writer, edit, merge_patch, service_problem, set_etag
+from app.http.errors import ProblemError, lxd_cause, problem_responses, status_of
+from app.http.etag import Admin, Reader, Writer, edit, merge_patch, set_etag
 from app.http.pagination import Page, PageDep, paginate
 from app.http.redact import redact_secret_config
 from app.lxd.errors import NotFound
@@ -216,7 +216,7 @@ async def ensure_storage(name: ProfileName, backend: BackendDep, _: Admin) -> St
     try:
         pool = await ensure_default_storage(backend.client, name)
     except StorageServiceError as exc:
-        raise service_problem(exc, slug="storage") from None
+        raise StorageServiceError(str(exc), slug="storage") from exc
     return StorageEnsured(changed=pool is not None, pool=pool)
 
 
@@ -235,9 +235,9 @@ async def verify_network(name: ProfileName, backend: BackendDep, request: Reques
                                         bridge_config=settings.bridge_config)
     except NotFound:
         raise
-    except NetworkConfigError as exc:
-        problem = service_problem(exc, slug="network-unusable")
-        if problem.status in (404, 409, 400):
-            problem = ProblemError(409, str(exc), slug="network-unusable", lxd_error=problem.lxd_error)
-        raise problem from None
+    except NetworkConfigError as exc:  # 409, or LXD's status when it could not answer
+        cause = lxd_cause(exc)
+        status = 409 if cause is None else status_of(cause)[0]
+        raise ProblemError(409 if status in (404, 409, 400) else status, str(exc), slug="network-unusable",
+                           lxd_error=None if cause is None else cause.error) from None
     return NetworkVerified(bridge=v.bridge, created_bridge=v.created_bridge, added_nic=v.added_nic)

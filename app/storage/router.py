@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 
 from app.http.deps import BackendDep, Config, OwnVolumes
 from app.http.errors import ProblemError, problem_responses
-from app.http.etag import Admin, Reader, Writer, service_problem
+from app.http.etag import Admin, Reader, Writer
 from app.http.pagination import Page, PageDep, paginate
 from app.http.redact import redact_secret_config
 from app.lxd.storage import StoragePool, StorageVolume
-from app.storage.service import StorageServiceError, create_pool, create_volume
+from app.storage.service import create_pool, create_volume
 from app.store.tokens import Scope
 from app.tokens.guard import enforce_volume
 
@@ -84,10 +84,7 @@ async def list_pools(backend: BackendDep, page: PageDep, _: Reader) -> Any:
 async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: Response, _: Admin) -> Any:
     if body.name in {p.name for p in await backend.client.storage.list()}:
         raise ProblemError(409, f"storage pool {body.name!r} exists", slug="exists")
-    try:
-        await create_pool(backend.client, body.name, body.driver, body.config)
-    except StorageServiceError as exc:
-        raise service_problem(exc) from None
+    await create_pool(backend.client, body.name, body.driver, body.config)
     response.headers["Location"] = f"/v1/storage-pools/{body.name}/volumes"
     return PoolOut.of(await backend.client.storage.get(body.name))
 
@@ -119,10 +116,7 @@ async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: Bac
     await backend.client.storage.get(pool)  # 404 for a missing pool
     if body.name in {v.name for v in await backend.client.storage.volumes(pool, vtype="custom")}:
         raise ProblemError(409, f"volume {body.name!r} exists in pool {pool!r}", slug="exists")
-    try:
-        await create_volume(backend.client, pool, body.name, body.config)
-    except StorageServiceError as exc:
-        raise service_problem(exc) from None
+    await create_volume(backend.client, pool, body.name, body.config)
     response.headers["Location"] = f"/v1/storage-pools/{pool}/volumes/{body.name}"
     return VolumeOut.of(await backend.client.storage.volume(pool, body.name))
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from app.containers.constraints import default_pool_request, has_root_disk, pick_root_pool, set_root_disk
+from app.http.errors import ProblemError
 from app.lxd.client import Client
 from app.lxd.errors import LXDError
 from app.networks.decisions import DEFAULT_PROFILE
 
 
-class StorageServiceError(Exception):
-    """A storage action LXD refused; the message names the pool or volume."""
+class StorageServiceError(ProblemError):
+    """A storage action LXD refused; the message names the pool or volume. It answers the status of LXD's error
+    (409 `conflict` when there is none)."""
+
+    status = 409
+    slug = "conflict"
+    status_from_lxd = True
 
 
 def _err(exc: BaseException) -> str:

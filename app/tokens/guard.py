@@ -27,10 +27,6 @@ def policy_for(conn: HTTPConnection, principal: Principal) -> Policy:
     return Policy.of([*conn.app.state.settings.policy_allow, *principal.allow])
 
 
-def _refuse(v: PolicyViolation) -> ProblemError:
-    return ProblemError(403, v.message, slug="policy", title="Forbidden by policy", key=v.key, rule=v.rule)
-
-
 def as_sent(config: Mapping[str, object | None] | None,
             devices: Mapping[str, Mapping[str, object | None] | None] | None) -> tuple[dict[str, object],
                                                                                      dict[str, dict[str, object]]]:
@@ -44,10 +40,7 @@ def as_sent(config: Mapping[str, object | None] | None,
 def enforce(conn: HTTPConnection, principal: Principal, *, config: Mapping[str, object | None] | None = None,
             devices: Devices | None = None) -> None:
     """What a request itself carries (container create/patch/device add, profile create/update/patch)."""
-    try:
-        policy_for(conn, principal).check_instance(config, devices)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_instance(config, devices)
 
 
 async def managed_networks(b: Backend) -> dict[str, str]:
@@ -75,10 +68,7 @@ async def enforce_expanded(conn: HTTPConnection, b: Backend, *, profiles: Sequen
     policy = policy_for(conn, b.principal)
     expanded = [*await profile_layers(b, profiles, where), *layers]
     managed = await managed_networks(b)
-    try:
-        policy.check_expanded(expanded, managed)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy.check_expanded(expanded, managed)
 
 
 async def enforce_container(conn: HTTPConnection, b: Backend, name: str) -> None:
@@ -102,10 +92,7 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
     enforce(conn, b.principal, config=config, devices=devices)
     managed = await managed_networks(b)
     policy = policy_for(conn, b.principal)
-    try:
-        policy.check_instance(config, devices, managed)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy.check_instance(config, devices, managed)
     if current is None:
         return
     edited = Layer(config=config or {}, devices=devices or {})  # untrusted, whatever rules name the profile
@@ -127,21 +114,15 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
                                   managed)
         except PolicyViolation as v:
             raise ProblemError(403, f"container {name!r} uses profile {current.name!r}, and with this edit it would "
-                               f"run with what the policy refuses: {v.message}", slug="policy",
+                               f"run with what the policy refuses: {v.detail}", slug="policy",
                                title="Forbidden by policy", key=v.key, rule=v.rule) from None
 
 
 def enforce_volume(conn: HTTPConnection, principal: Principal, config: Mapping[str, object | None] | None) -> None:
     """A custom storage volume's config."""
-    try:
-        policy_for(conn, principal).check_volume_config(config)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_volume_config(config)
 
 
 def enforce_image_server(conn: HTTPConnection, principal: Principal, server: str | None,
                          configured: Iterable[str]) -> None:
-    try:
-        policy_for(conn, principal).check_image_server(server, configured)
-    except PolicyViolation as v:
-        raise _refuse(v) from None
+    policy_for(conn, principal).check_image_server(server, configured)

@@ -35,6 +35,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from app.http.errors import ProblemError
+
 TRUE = ("true", "1", "yes", "on")  # LXD's shared.IsTrue / IsFalse, compared lower-cased and unstripped
 FALSE = ("false", "0", "no", "off")
 
@@ -155,12 +157,12 @@ def _lower(value: object) -> str:
     return str(value).lower()
 
 
-class PolicyViolation(Exception):
-    """A request asks for something the policy forbids; `key` names the config key or device, `rule` the rule
-    that would allow it."""
+class PolicyViolation(ProblemError):
+    """A request asks for something the policy forbids (403 `policy`); `key` names the config key or device, `rule`
+    the rule that would allow it."""
 
     def __init__(self, rule: str, key: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(403, message, slug="policy", title="Forbidden by policy", key=key, rule=rule)
         self.rule = rule
         self.key = key
         self.message = message

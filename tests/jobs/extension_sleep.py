@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
-from app.jobs import CancelPolicy, Job, JobContext, JobFailure, RecoveryOutcome, job_kind
+from app.jobs import CancelPolicy, Job, JobContext, JobFailure, JobKind, RecoveryOutcome
 from app.jobs.starter import JobStarterDep, job_responses
 
 
@@ -33,8 +33,6 @@ async def rollback_sleep(ctx: JobContext) -> None:
         Path(marker).unlink(missing_ok=True)
 
 
-@job_kind("test.sleep", cancel=CancelPolicy.ROLLBACK_AFTER_STEP, recover=recover_sleep, rollback=rollback_sleep,
-          replace=True)
 async def sleep_job(ctx: JobContext) -> dict[str, Any]:
     steps = int(ctx.params.get("steps", 5))
     interval = float(ctx.params.get("interval", 0.2))
@@ -51,7 +49,15 @@ async def sleep_job(ctx: JobContext) -> dict[str, Any]:
     return {"steps": steps}
 
 
+SLEEP = JobKind.of("test.sleep", sleep_job, cancel=CancelPolicy.ROLLBACK_AFTER_STEP, recover=recover_sleep,
+                   rollback=rollback_sleep)
+JOB_KINDS = (SLEEP,)
+
+
 def install(app: FastAPI) -> None:
+    for kind in JOB_KINDS:
+        app.state.job_kinds.register(kind)
+
     @app.post("/v1/test-jobs", status_code=202, response_model=Job, responses=job_responses(),
               include_in_schema=False)
     async def start_test_job(jobs: JobStarterDep, params: dict[str, Any] = Body(default_factory=dict),
