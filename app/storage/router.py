@@ -1,25 +1,35 @@
-"""`/v1/storage-pools`: storage pools (list, create, delete) and their custom volumes (list, create, delete)."""
+"""`/v1/storage-pools`: storage pools (list, create, delete), their custom volumes (list, create, delete) and the
+volumes' snapshots (list, and the jobs `volume-snapshot.create`, `volume-snapshot.restore`,
+`volume-snapshot.delete`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.http.deps import BackendDep, Config
+from app.http.deps import Backend, BackendDep, Config
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader, Writer, service_problem
 from app.http.pagination import Page, PageDep, paginate
+from app.jobs import Job
+from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.storage import StoragePool, StorageVolume
-from app.storage.service import StorageServiceError, create_pool, create_volume
+from app.storage import jobs as _volume_snapshot_kinds  # noqa: F401  (registers the volume-snapshot job kinds)
+from app.storage.schemas import (
+    STORAGE_NAME,
+    PoolName,
+    VolumeName,
+    VolumeSnapshotCreate,
+    VolumeSnapshotName,
+    VolumeSnapshotOut,
+)
+from app.storage.service import StorageServiceError, create_pool, create_volume, volume_snapshots
 from app.tokens.guard import enforce_volume
 
 router = APIRouter(prefix="/v1/storage-pools", tags=["storage"])
-
-STORAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-PoolName = Annotated[str, Path(pattern=STORAGE_NAME, description="the pool's name", examples=["default"])]
-VolumeName = Annotated[str, Path(pattern=STORAGE_NAME, description="the custom volume's name", examples=["data"])]
 
 
 class PoolOut(BaseModel):
@@ -126,3 +136,83 @@ async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: Bac
 async def delete_volume(pool: PoolName, volume: VolumeName, backend: BackendDep, _: Writer) -> Response:
     await backend.client.storage.delete_volume(pool, volume)
     return Response(status_code=204)
+
+
+# ------------------------------------------------------------------------------------------------ volume snapshots
+
+
+async def _snapshots(b: Backend, pool: str, volume: str) -> list[VolumeSnapshotOut]:
+    """The volume's snapshots; 404 for an unknown pool or volume."""
+    found = await volume_snapshots(b.client, pool, volume)
+    if found is None:
+        raise ProblemError(404, f"storage pool {pool!r} has no custom volume {volume!r}", slug="volume-not-found")
+    return [VolumeSnapshotOut.model_validate(s, from_attributes=True) for s in found]
+
+
+async def _require_snapshot(b: Backend, pool: str, volume: str, snap: str) -> None:
+    if snap not in {s.name for s in await _snapshots(b, pool, volume)}:
+        raise ProblemError(404, f"volume {volume!r} in pool {pool!r} has no snapshot {snap!r}",
+                           slug="snapshot-not-found")
+
+
+def _snapshot_path(pool: str, volume: str, snap: str = "") -> str:
+    return f"/v1/storage-pools/{pool}/volumes/{volume}/snapshots" + (f"/{snap}" if snap else "")
+
+
+@router.get("/{pool}/volumes/{volume}/snapshots", summary="List the snapshots of a custom volume",
+            response_model=Page[VolumeSnapshotOut], operation_id="storage-volume-snapshots-list",
+            responses=problem_responses(400, 401, 403, 404, 422, 503))
+async def list_volume_snapshots(pool: PoolName, volume: VolumeName, backend: BackendDep, page: PageDep,
+                                _: Reader) -> Page[VolumeSnapshotOut]:
+    """Snapshots sorted by name."""
+    snaps = await _snapshots(backend, pool, volume)
+    return Page[VolumeSnapshotOut].model_validate(
+        paginate(snaps, page, key=lambda s: s.name,
+                 filters={"remote": backend.remote, "project": backend.project, "pool": pool, "volume": volume}))
+
+
+@router.post("/{pool}/volumes/{volume}/snapshots", summary="Take a snapshot of a custom volume (job "
+             "volume-snapshot.create)", status_code=202, response_model=Job,
+             operation_id="storage-volume-snapshots-create", responses=job_responses(401, 403, 404, 409, 422))
+async def create_volume_snapshot(pool: PoolName, volume: VolumeName, body: VolumeSnapshotCreate,
+                                 backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
+    """409 when the volume already has a snapshot of that name."""
+
+    async def precheck() -> None:
+        if body.name in {s.name for s in await _snapshots(backend, pool, volume)}:
+            raise ProblemError(409, f"volume {volume!r} in pool {pool!r} already has a snapshot {body.name!r}",
+                               slug="snapshot-exists")
+
+    return await jobs.start("volume-snapshot.create", params={"pool": pool, "volume": volume, "snapshot": body.name},
+                            resource=_snapshot_path(pool, volume, body.name), remote=backend.remote,
+                            project=backend.project, precheck=precheck)
+
+
+@router.post("/{pool}/volumes/{volume}/snapshots/{snap}/restore", summary="Restore a custom volume to a snapshot "
+             "(job volume-snapshot.restore)", status_code=202, response_model=Job,
+             operation_id="storage-volume-snapshots-restore", responses=job_responses(401, 403, 404, 422))
+async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
+                                  backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
+    """LXD restores a volume only while no running instance uses it: the job fails otherwise."""
+
+    async def precheck() -> None:
+        await _require_snapshot(backend, pool, volume, snap)
+
+    return await jobs.start("volume-snapshot.restore", params={"pool": pool, "volume": volume, "snapshot": snap},
+                            resource=f"/v1/storage-pools/{pool}/volumes/{volume}", remote=backend.remote,
+                            project=backend.project, precheck=precheck)
+
+
+@router.delete("/{pool}/volumes/{volume}/snapshots/{snap}", summary="Delete a snapshot of a custom volume (job "
+               "volume-snapshot.delete)", status_code=202, response_model=Job,
+               operation_id="storage-volume-snapshots-delete", responses=job_responses(401, 403, 404, 422))
+async def delete_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
+                                 backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
+    """Job `volume-snapshot.delete`."""
+
+    async def precheck() -> None:
+        await _require_snapshot(backend, pool, volume, snap)
+
+    return await jobs.start("volume-snapshot.delete", params={"pool": pool, "volume": volume, "snapshot": snap},
+                            resource=_snapshot_path(pool, volume, snap), remote=backend.remote,
+                            project=backend.project, precheck=precheck)
