@@ -34,8 +34,7 @@ class CertificateOut(BaseModel):
 
     @classmethod
     def of(cls, c: TrustedCertificate) -> CertificateOut:
-        return cls(fingerprint=c.fingerprint, name=c.name, type=c.type, restricted=c.restricted,
-                   projects=c.projects, certificate=c.certificate, description=c.description)
+        return cls.model_validate(c, from_attributes=True)
 
 
 class CertificateAdd(BaseModel):

@@ -74,6 +74,12 @@ class ProblemError(Exception):
         self.extra = extra
 
 
+def refuse_in_use(what: str, name: str, used_by: list[str]) -> None:
+    """409 `in-use` naming what uses `what` `name`, when anything does."""
+    if used_by:
+        raise ProblemError(409, f"{what} {name!r} is in use", slug="in-use", used_by=used_by)
+
+
 def problem_body(status: int, *, path: str | None, detail: str | None = None, slug: str | None = None,
                  title: str | None = None, lxd_error: str | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.http.auth import Principal
 from app.http.deps import BackendDep, Config
-from app.http.errors import ProblemError, problem_responses
+from app.http.errors import ProblemError, problem_responses, refuse_in_use
 from app.http.etag import Admin, Reader
 from app.http.pagination import Page, PageDep, paginate
 from app.lxd.networks import Network
@@ -90,8 +90,7 @@ async def create_network(body: NetworkCreate, backend: BackendDep, response: Res
                responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def delete_network(name: NetworkName, backend: BackendDep, _: Admin) -> Response:
     current = await backend.client.networks.get(name)
-    if current.used_by:
-        raise ProblemError(409, f"network {name!r} is in use", slug="in-use", used_by=current.used_by)
+    refuse_in_use("network", name, current.used_by)
     await backend.client.networks.delete(name)
     return Response(status_code=204)
 

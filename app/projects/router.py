@@ -26,7 +26,7 @@ class ProjectOut(BaseModel):
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:
-        return cls(name=p.name, description=p.description, config=p.config, used_by=p.used_by)
+        return cls.model_validate(p, from_attributes=True)
 
 
 @router.get("", summary="List the remote's LXD projects", response_model=Page[ProjectOut],

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.http.deps import Backend, BackendDep, Config
-from app.http.errors import ProblemError, problem_responses
+from app.http.errors import ProblemError, problem_responses, refuse_in_use
 from app.http.etag import Admin, Reader, Writer, service_problem
 from app.http.pagination import Page, PageDep, paginate
 from app.jobs import Job
-from app.jobs.starter import JobStarterDep, job_responses
+from app.jobs.starter import JobStarter, JobStarterDep, job_responses
 from app.lxd.storage import StoragePool, StorageVolume
 from app.storage import jobs as _volume_snapshot_kinds  # noqa: F401  (registers the volume-snapshot job kinds)
 from app.storage.schemas import (
@@ -44,8 +44,7 @@ class PoolOut(BaseModel):
 
     @classmethod
     def of(cls, p: StoragePool) -> PoolOut:
-        return cls(name=p.name, driver=p.driver, description=p.description, status=p.status, config=p.config,
-                   used_by=p.used_by)
+        return cls.model_validate(p, from_attributes=True)
 
 
 class PoolCreate(BaseModel):
@@ -68,8 +67,7 @@ class VolumeOut(BaseModel):
 
     @classmethod
     def of(cls, v: StorageVolume) -> VolumeOut:
-        return cls(name=v.name, type=v.type, content_type=v.content_type, description=v.description,
-                   config=v.config, location=v.location, used_by=v.used_by)
+        return cls.model_validate(v, from_attributes=True)
 
 
 class VolumeCreate(BaseModel):
@@ -101,8 +99,7 @@ async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: R
                responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def delete_pool(pool: PoolName, backend: BackendDep, _: Admin) -> Response:
     current = await backend.client.storage.get(pool)
-    if current.used_by:
-        raise ProblemError(409, f"storage pool {pool!r} is in use", slug="in-use", used_by=current.used_by)
+    refuse_in_use("storage pool", pool, current.used_by)
     await backend.client.storage.delete(pool)
     return Response(status_code=204)
 
@@ -155,6 +152,17 @@ async def _require_snapshot(b: Backend, pool: str, volume: str, snap: str) -> No
                            slug="snapshot-not-found")
 
 
+async def _start_on_snapshot(kind: str, b: Backend, jobs: JobStarter, pool: str, volume: str, snap: str, *,
+                             resource: str) -> JSONResponse:
+    """Start job `kind` on an existing snapshot (404 when the pool, the volume or the snapshot is missing)."""
+
+    async def precheck() -> None:
+        await _require_snapshot(b, pool, volume, snap)
+
+    return await jobs.start(kind, params={"pool": pool, "volume": volume, "snapshot": snap}, resource=resource,
+                            remote=b.remote, project=b.project, precheck=precheck)
+
+
 def _snapshot_path(pool: str, volume: str, snap: str = "") -> str:
     return f"/v1/storage-pools/{pool}/volumes/{volume}/snapshots" + (f"/{snap}" if snap else "")
 
@@ -194,13 +202,8 @@ async def create_volume_snapshot(pool: PoolName, volume: VolumeName, body: Volum
 async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
                                   backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
     """LXD restores a volume only while no running instance uses it: the job fails otherwise."""
-
-    async def precheck() -> None:
-        await _require_snapshot(backend, pool, volume, snap)
-
-    return await jobs.start("volume-snapshot.restore", params={"pool": pool, "volume": volume, "snapshot": snap},
-                            resource=f"/v1/storage-pools/{pool}/volumes/{volume}", remote=backend.remote,
-                            project=backend.project, precheck=precheck)
+    return await _start_on_snapshot("volume-snapshot.restore", backend, jobs, pool, volume, snap,
+                                    resource=f"/v1/storage-pools/{pool}/volumes/{volume}")
 
 
 @router.delete("/{pool}/volumes/{volume}/snapshots/{snap}", summary="Delete a snapshot of a custom volume (job "
@@ -209,10 +212,5 @@ async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: Volu
 async def delete_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
                                  backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
     """Job `volume-snapshot.delete`."""
-
-    async def precheck() -> None:
-        await _require_snapshot(backend, pool, volume, snap)
-
-    return await jobs.start("volume-snapshot.delete", params={"pool": pool, "volume": volume, "snapshot": snap},
-                            resource=_snapshot_path(pool, volume, snap), remote=backend.remote,
-                            project=backend.project, precheck=precheck)
+    return await _start_on_snapshot("volume-snapshot.delete", backend, jobs, pool, volume, snap,
+                                    resource=_snapshot_path(pool, volume, snap))
