@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,12 @@ class ProblemError(Exception):
         self.lxd_error = lxd_error
         self.headers = headers or {}
         self.extra = extra
+
+
+def refuse_existing(what: str, name: str, existing: Iterable[str]) -> None:
+    """409 `exists` when `name` is among the `existing` names of `what`s."""
+    if name in set(existing):
+        raise ProblemError(409, f"{what} {name!r} exists", slug="exists")
 
 
 def refuse_in_use(what: str, name: str, used_by: list[str]) -> None:

@@ -117,7 +117,7 @@ class Storage:
 
     async def volumes(self, pool: str, *, vtype: str | None = None, filter: str | None = None,
                       all_projects: bool = False, project: str | None = None,
-                      target: str | None = None) -> list[StorageVolume]:
+                      target: str | None = None) -> builtins.list[StorageVolume]:
         """Volumes of a pool (of one type: `custom`, `container`, `virtual-machine`, `image`; all when None)."""
         params: dict[str, Any] = {"recursion": 1}
         if filter:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.http.auth import Principal
 from app.http.deps import BackendDep, Config
-from app.http.errors import ProblemError, problem_responses, refuse_in_use
+from app.http.errors import problem_responses, refuse_existing, refuse_in_use
 from app.http.etag import Admin, Reader
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.lxd.networks import Network
 from app.networks.service import ensure_ipv4
 from app.store.tokens import Scope
@@ -69,17 +69,15 @@ class IPv4Ensured(BaseModel):
 
 @router.get("", summary="List networks", response_model=Page[NetworkOut], operation_id="networks-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
-    networks = await backend.client.networks.list()
-    return paginate([NetworkOut.of(n, reader) for n in networks], page, key=lambda n: n.name,
-                    filters={"remote": backend.remote, "project": backend.project})
+async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Page[NetworkOut]:
+    return page_of([NetworkOut.of(n, reader) for n in await backend.client.networks.list()], page,
+                   filters={"remote": backend.remote, "project": backend.project})
 
 
 @router.post("", summary="Create a network", status_code=201, response_model=NetworkOut,
              operation_id="networks-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_network(body: NetworkCreate, backend: BackendDep, response: Response, _: Admin) -> Any:
-    if body.name in {n.name for n in await backend.client.networks.list()}:
-        raise ProblemError(409, f"network {body.name!r} exists", slug="exists")
+async def create_network(body: NetworkCreate, backend: BackendDep, response: Response, _: Admin) -> NetworkOut:
+    refuse_existing("network", body.name, (n.name for n in await backend.client.networks.list()))
     await backend.client.networks.create(body.name, type=body.type, config=body.config,
                                          description=body.description)
     response.headers["Location"] = f"/v1/networks/{body.name}"

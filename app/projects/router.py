@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.http.deps import BackendDep
 from app.http.errors import problem_responses
 from app.http.etag import Reader
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.lxd.projects import Project
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
@@ -31,8 +29,7 @@ class ProjectOut(BaseModel):
 
 @router.get("", summary="List the remote's LXD projects", response_model=Page[ProjectOut],
             operation_id="projects-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_projects(backend: BackendDep, page: PageDep, _: Reader) -> Any:
+async def list_projects(backend: BackendDep, page: PageDep, _: Reader) -> Page[ProjectOut]:
     projects = await backend.client.projects.list()
-    allowed = [p for p in projects if backend.principal.allows_project(p.name)]
-    return paginate([ProjectOut.of(p) for p in allowed], page, key=lambda p: p.name,
-                    filters={"remote": backend.remote})
+    return page_of([ProjectOut.of(p) for p in projects if backend.principal.allows_project(p.name)], page,
+                   filters={"remote": backend.remote})

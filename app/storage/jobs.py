@@ -11,6 +11,7 @@ from typing import Any
 
 from app.jobs import CancelPolicy, Job, JobContext, RecoveryOutcome, job_kind
 from app.jobs.env import workflow_env
+from app.jobs.kinds import RecoverFn, StepFn
 from app.lxd.client import Client
 from app.lxd.operations import Operation
 from app.lxd.storage import Storage
@@ -31,15 +32,6 @@ async def _record(ctx: JobContext, op: Operation) -> None:
         await ctx.record_operation(ctx.remote or "", op.id, op.state.status or "Success")
 
 
-async def _step(ctx: JobContext, step: str, message: str, call: SnapshotCall, key: str) -> dict[str, Any]:
-    """Report `step`, make the LXD call on (pool, volume, snapshot), record its operation; the result names the
-    snapshot under `key`."""
-    pool, volume, snap = _names(ctx)
-    await ctx.progress(step, None, message.format(pool=pool, volume=volume, snap=snap))
-    await _record(ctx, await call(_client(ctx).storage, pool, volume, snap))
-    return {"pool": pool, "volume": volume, key: snap}
-
-
 async def _snapshot_names(client: Client, pool: str, volume: str) -> set[str]:
     return {s.name for s in await client.storage.volume_snapshots(pool, volume)}
 
@@ -51,24 +43,10 @@ async def _recover_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.failed("gateway-restarted", f"the gateway stopped before snapshot {snap!r} was taken")
 
 
-@job_kind("volume-snapshot.create", cancel=CancelPolicy.INTERRUPT, recover=_recover_create)
-async def create_volume_snapshot(ctx: JobContext) -> dict[str, Any]:
-    """Take a snapshot of a custom volume."""
-    return await _step(ctx, "snapshotting", "Snapshot {snap} of volume {volume} in pool {pool}",
-                       Storage.create_volume_snapshot, "name")
-
-
 async def _recover_restore(job: Job, ctx: JobContext) -> RecoveryOutcome:
     pool, volume, snap = _names(ctx)
     await _client(ctx).storage.restore_volume_snapshot(pool, volume, snap)  # restoring again is harmless
     return RecoveryOutcome.succeeded({"pool": pool, "volume": volume, "restored": snap})
-
-
-@job_kind("volume-snapshot.restore", cancel=CancelPolicy.INTERRUPT, recover=_recover_restore)
-async def restore_volume_snapshot(ctx: JobContext) -> dict[str, Any]:
-    """Bring a custom volume back to a snapshot."""
-    return await _step(ctx, "restoring", "Restoring volume {volume} in pool {pool} to {snap}",
-                       Storage.restore_volume_snapshot, "restored")
 
 
 async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
@@ -79,8 +57,29 @@ async def _recover_delete(job: Job, ctx: JobContext) -> RecoveryOutcome:
     return RecoveryOutcome.succeeded({"pool": pool, "volume": volume, "deleted": snap})
 
 
-@job_kind("volume-snapshot.delete", cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
-async def delete_volume_snapshot(ctx: JobContext) -> dict[str, Any]:
-    """Delete a snapshot of a custom volume."""
-    return await _step(ctx, "deleting", "Deleting snapshot {snap} of volume {volume} in pool {pool}",
-                       Storage.delete_volume_snapshot, "deleted")
+def _snapshot_kind(name: str, summary: str, step: str, message: str, call: SnapshotCall, key: str,
+                   recover: RecoverFn) -> StepFn:
+    """Register job kind `name`: report `step`, make the LXD `call` on (pool, volume, snapshot), record its
+    operation; the result names the snapshot under `key`."""
+
+    async def run(ctx: JobContext) -> dict[str, Any]:
+        pool, volume, snap = _names(ctx)
+        await ctx.progress(step, None, message.format(pool=pool, volume=volume, snap=snap))
+        await _record(ctx, await call(_client(ctx).storage, pool, volume, snap))
+        return {"pool": pool, "volume": volume, key: snap}
+
+    run.__doc__ = summary
+    return job_kind(name, cancel=CancelPolicy.INTERRUPT, recover=recover)(run)
+
+
+create_volume_snapshot = _snapshot_kind(
+    "volume-snapshot.create", "Take a snapshot of a custom volume.", "snapshotting",
+    "Snapshot {snap} of volume {volume} in pool {pool}", Storage.create_volume_snapshot, "name", _recover_create)
+restore_volume_snapshot = _snapshot_kind(
+    "volume-snapshot.restore", "Bring a custom volume back to a snapshot.", "restoring",
+    "Restoring volume {volume} in pool {pool} to {snap}", Storage.restore_volume_snapshot, "restored",
+    _recover_restore)
+delete_volume_snapshot = _snapshot_kind(
+    "volume-snapshot.delete", "Delete a snapshot of a custom volume.", "deleting",
+    "Deleting snapshot {snap} of volume {volume} in pool {pool}", Storage.delete_volume_snapshot, "deleted",
+    _recover_delete)

@@ -4,16 +4,14 @@ volumes' snapshots (list, and the jobs `volume-snapshot.create`, `volume-snapsho
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.http.deps import Backend, BackendDep, Config
-from app.http.errors import ProblemError, problem_responses, refuse_in_use
+from app.http.errors import ProblemError, problem_responses, refuse_existing, refuse_in_use
 from app.http.etag import Admin, Reader, Writer, service_problem
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.jobs import Job
 from app.jobs.starter import JobStarter, JobStarterDep, job_responses
 from app.lxd.storage import StoragePool, StorageVolume
@@ -77,16 +75,15 @@ class VolumeCreate(BaseModel):
 
 @router.get("", summary="List storage pools", response_model=Page[PoolOut], operation_id="storage-pools-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_pools(backend: BackendDep, page: PageDep, _: Reader) -> Any:
-    pools = await backend.client.storage.list()
-    return paginate([PoolOut.of(p) for p in pools], page, key=lambda p: p.name, filters={"remote": backend.remote})
+async def list_pools(backend: BackendDep, page: PageDep, _: Reader) -> Page[PoolOut]:
+    return page_of([PoolOut.of(p) for p in await backend.client.storage.list()], page,
+                   filters={"remote": backend.remote})
 
 
 @router.post("", summary="Create a storage pool", status_code=201, response_model=PoolOut,
              operation_id="storage-pools-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: Response, _: Admin) -> Any:
-    if body.name in {p.name for p in await backend.client.storage.list()}:
-        raise ProblemError(409, f"storage pool {body.name!r} exists", slug="exists")
+async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: Response, _: Admin) -> PoolOut:
+    refuse_existing("storage pool", body.name, (p.name for p in await backend.client.storage.list()))
     try:
         await create_pool(backend.client, body.name, body.driver, body.config)
     except StorageServiceError as exc:
@@ -106,16 +103,16 @@ async def delete_pool(pool: PoolName, backend: BackendDep, _: Admin) -> Response
 
 @router.get("/{pool}/volumes", summary="List the volumes of a pool", response_model=Page[VolumeOut],
             operation_id="storage-volumes-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Reader) -> Any:
-    volumes = await backend.client.storage.volumes(pool)
-    return paginate([VolumeOut.of(v) for v in volumes], page, key=lambda v: f"{v.type}/{v.name}",
-                    filters={"remote": backend.remote, "project": backend.project, "pool": pool})
+async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Reader) -> Page[VolumeOut]:
+    return page_of([VolumeOut.of(v) for v in await backend.client.storage.volumes(pool)], page,
+                   key=lambda v: f"{v.type}/{v.name}",
+                   filters={"remote": backend.remote, "project": backend.project, "pool": pool})
 
 
 @router.post("/{pool}/volumes", summary="Create a custom volume", status_code=201, response_model=VolumeOut,
              operation_id="storage-volumes-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, request: Request,
-                                response: Response, principal: Writer) -> Any:
+                                response: Response, principal: Writer) -> VolumeOut:
     enforce_volume(request, principal, body.config)
     await backend.client.storage.get(pool)  # 404 for a missing pool
     if body.name in {v.name for v in await backend.client.storage.volumes(pool, vtype="custom")}:
@@ -173,10 +170,8 @@ def _snapshot_path(pool: str, volume: str, snap: str = "") -> str:
 async def list_volume_snapshots(pool: PoolName, volume: VolumeName, backend: BackendDep, page: PageDep,
                                 _: Reader) -> Page[VolumeSnapshotOut]:
     """Snapshots sorted by name."""
-    snaps = await _snapshots(backend, pool, volume)
-    return Page[VolumeSnapshotOut].model_validate(
-        paginate(snaps, page, key=lambda s: s.name,
-                 filters={"remote": backend.remote, "project": backend.project, "pool": pool, "volume": volume}))
+    return page_of(await _snapshots(backend, pool, volume), page,
+                   filters={"remote": backend.remote, "project": backend.project, "pool": pool, "volume": volume})
 
 
 @router.post("/{pool}/volumes/{volume}/snapshots", summary="Take a snapshot of a custom volume (job "
