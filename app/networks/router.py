@@ -12,6 +12,7 @@ from app.http.deps import BackendDep, Config
 from app.http.errors import problem_responses, refuse_existing, refuse_in_use
 from app.http.etag import Admin, Reader
 from app.http.pagination import Page, PageDep, page_of
+from app.http.schemas import used_by_field
 from app.lxd.networks import Network
 from app.networks.service import ensure_ipv4
 from app.store.tokens import Scope
@@ -33,8 +34,7 @@ class NetworkOut(BaseModel):
     status: str = Field("", description="`Created`, `Pending`, ...", examples=["Created"])
     config: dict[str, str] = Field(default_factory=dict, description="the network's config",
                                    examples=[{"ipv4.address": "10.158.42.1/24", "ipv4.nat": "true"}])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what uses it",
-                               examples=[["/1.0/profiles/default"]])
+    used_by: list[str] = used_by_field("/1.0/profiles/default")
 
     @classmethod
     def of(cls, n: Network, reader: Principal | None = None) -> NetworkOut:

@@ -13,6 +13,7 @@ from app.http.deps import NAME_PATTERN, NAME_RULE, BackendDep, Config, ConfigKey
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader, Writer, edit, merge_patch, service_problem, set_etag
 from app.http.pagination import Page, PageDep, page_of
+from app.http.schemas import used_by_field
 from app.lxd.errors import NotFound
 from app.lxd.profiles import Profile
 from app.networks.decisions import NetworkConfigError
@@ -58,8 +59,7 @@ class ProfileOut(BaseModel):
                                    examples=[CONFIG_EXAMPLE])
     devices: dict[str, dict[str, str]] = Field(default_factory=dict, description="devices by name",
                                                examples=[DEVICES_EXAMPLE])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of the instances using it",
-                               examples=[["/1.0/instances/web1"]])
+    used_by: list[str] = used_by_field("/1.0/instances/web1", "LXD URLs of the instances using it")
     project: str = Field("", description="the LXD project", examples=["default"])
 
     @classmethod

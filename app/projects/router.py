@@ -9,6 +9,7 @@ from app.http.deps import BackendDep
 from app.http.errors import problem_responses
 from app.http.etag import Reader
 from app.http.pagination import Page, PageDep, page_of
+from app.http.schemas import used_by_field
 from app.lxd.projects import Project
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
@@ -19,8 +20,7 @@ class ProjectOut(BaseModel):
     description: str = Field("", description="free text", examples=["Default LXD project"])
     config: dict[str, str] = Field(default_factory=dict, description="the project's config (features, limits)",
                                    examples=[{"features.images": "true", "features.profiles": "true"}])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what is in it",
-                               examples=[["/1.0/instances/web1"]])
+    used_by: list[str] = used_by_field("/1.0/instances/web1", "LXD URLs of what is in it")
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
-from app.http.deps import Backend, BackendDep, Config
+from app.http.deps import Backend, BackendDep
 from app.http.errors import ProblemError, problem_responses, refuse_existing, refuse_in_use
 from app.http.etag import Admin, Reader, Writer, service_problem
 from app.http.pagination import Page, PageDep, page_of
 from app.jobs import Job
 from app.jobs.starter import JobStarter, JobStarterDep, job_responses
-from app.lxd.storage import StoragePool, StorageVolume
 from app.storage import jobs as _volume_snapshot_kinds  # noqa: F401  (registers the volume-snapshot job kinds)
 from app.storage.schemas import (
-    STORAGE_NAME,
+    PoolCreate,
     PoolName,
+    PoolOut,
+    VolumeCreate,
     VolumeName,
+    VolumeOut,
     VolumeSnapshotCreate,
     VolumeSnapshotName,
     VolumeSnapshotOut,
@@ -30,53 +31,10 @@ from app.tokens.guard import enforce_volume
 router = APIRouter(prefix="/v1/storage-pools", tags=["storage"])
 
 
-class PoolOut(BaseModel):
-    name: str = Field(description="the pool's name", examples=["default"])
-    driver: str = Field(description="`dir`, `btrfs`, `zfs`, `lvm`, `ceph`, ...", examples=["dir"])
-    description: str = Field("", description="free text", examples=[""])
-    status: str = Field("", description="`Created`, `Pending`, ...", examples=["Created"])
-    config: dict[str, str] = Field(default_factory=dict, description="the pool's config",
-                                   examples=[{"source": "/var/lib/lxd/storage-pools/default"}])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what uses it",
-                               examples=[["/1.0/profiles/default"]])
-
-    @classmethod
-    def of(cls, p: StoragePool) -> PoolOut:
-        return cls.model_validate(p, from_attributes=True)
-
-
-class PoolCreate(BaseModel):
-    name: str = Field(pattern=STORAGE_NAME, description="the pool's name", examples=["fast"])
-    driver: str = Field(pattern=r"^[a-z]+$", description="`dir`, `btrfs`, `zfs`, `lvm`, `ceph`, ...",
-                        examples=["dir"])
-    config: Config = Field(default_factory=dict, description="driver config", examples=[{}])
-    description: str = Field("", description="free text", examples=["SSD pool"])
-
-
-class VolumeOut(BaseModel):
-    name: str = Field(description="the volume's name", examples=["data"])
-    type: str = Field(description="`custom`, `container`, `virtual-machine` or `image`", examples=["custom"])
-    content_type: str = Field(description="`filesystem` or `block`", examples=["filesystem"])
-    description: str = Field("", description="free text", examples=[""])
-    config: dict[str, str] = Field(default_factory=dict, description="the volume's config", examples=[{}])
-    location: str = Field("", description="cluster member holding it", examples=["none"])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what uses it",
-                               examples=[["/1.0/instances/web1"]])
-
-    @classmethod
-    def of(cls, v: StorageVolume) -> VolumeOut:
-        return cls.model_validate(v, from_attributes=True)
-
-
-class VolumeCreate(BaseModel):
-    name: str = Field(pattern=STORAGE_NAME, description="the custom volume's name", examples=["data"])
-    config: Config = Field(default_factory=dict, description="volume config", examples=[{"size": "1GiB"}])
-
-
 @router.get("", summary="List storage pools", response_model=Page[PoolOut], operation_id="storage-pools-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_pools(backend: BackendDep, page: PageDep, _: Reader) -> Page[PoolOut]:
-    return page_of([PoolOut.of(p) for p in await backend.client.storage.list()], page,
+    return page_of([PoolOut.model_validate(p) for p in await backend.client.storage.list()], page,
                    filters={"remote": backend.remote})
 
 
@@ -89,7 +47,7 @@ async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: R
     except StorageServiceError as exc:
         raise service_problem(exc) from None
     response.headers["Location"] = f"/v1/storage-pools/{body.name}/volumes"
-    return PoolOut.of(await backend.client.storage.get(body.name))
+    return PoolOut.model_validate(await backend.client.storage.get(body.name))
 
 
 @router.delete("/{pool}", summary="Delete a storage pool", status_code=204, operation_id="storage-pools-delete",
@@ -104,7 +62,7 @@ async def delete_pool(pool: PoolName, backend: BackendDep, _: Admin) -> Response
 @router.get("/{pool}/volumes", summary="List the volumes of a pool", response_model=Page[VolumeOut],
             operation_id="storage-volumes-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Reader) -> Page[VolumeOut]:
-    return page_of([VolumeOut.of(v) for v in await backend.client.storage.volumes(pool)], page,
+    return page_of([VolumeOut.model_validate(v) for v in await backend.client.storage.volumes(pool)], page,
                    key=lambda v: f"{v.type}/{v.name}",
                    filters={"remote": backend.remote, "project": backend.project, "pool": pool})
 
@@ -122,7 +80,7 @@ async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: Bac
     except StorageServiceError as exc:
         raise service_problem(exc) from None
     response.headers["Location"] = f"/v1/storage-pools/{pool}/volumes/{body.name}"
-    return VolumeOut.of(await backend.client.storage.volume(pool, body.name))
+    return VolumeOut.model_validate(await backend.client.storage.volume(pool, body.name))
 
 
 @router.delete("/{pool}/volumes/{volume}", summary="Delete a custom volume", status_code=204,
@@ -196,7 +154,8 @@ async def create_volume_snapshot(pool: PoolName, volume: VolumeName, body: Volum
              operation_id="storage-volume-snapshots-restore", responses=job_responses(401, 403, 404, 422))
 async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
                                   backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
-    """LXD restores a volume only while no running instance uses it: the job fails otherwise."""
+    """The volume gets the snapshot's content back. LXD restores a volume only while no running instance uses
+    it: the job fails otherwise."""
     return await _start_on_snapshot("volume-snapshot.restore", backend, jobs, pool, volume, snap,
                                     resource=f"/v1/storage-pools/{pool}/volumes/{volume}")
 
@@ -206,6 +165,5 @@ async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: Volu
                operation_id="storage-volume-snapshots-delete", responses=job_responses(401, 403, 404, 422))
 async def delete_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
                                  backend: BackendDep, jobs: JobStarterDep, _: Writer) -> JSONResponse:
-    """Job `volume-snapshot.delete`."""
     return await _start_on_snapshot("volume-snapshot.delete", backend, jobs, pool, volume, snap,
                                     resource=_snapshot_path(pool, volume, snap))
