@@ -50,6 +50,7 @@ from app.projects.router import router as projects_router
 from app.remotes.router import router as remotes_router
 from app.server.router import router as server_router
 from app.settings import Settings, SettingsError, load_settings
+from app.storage import jobs as storage_jobs
 from app.storage.router import router as storage_router
 from app.store.datadir import secure_data_dir
 from app.store.jobs import DB_NAME, SQLiteJobStore
@@ -95,6 +96,7 @@ JOB_KINDS: tuple[JobKind, ...] = (
     container_jobs.SNAPSHOT_CREATE, container_jobs.SNAPSHOT_RESTORE, container_jobs.SNAPSHOT_DELETE,
     jobs_exec.EXEC,
     image_jobs.FIND, image_jobs.COPY, image_jobs.IMPORT, image_jobs.DELETE,
+    storage_jobs.VOLUME_SNAPSHOT_CREATE, storage_jobs.VOLUME_SNAPSHOT_RESTORE, storage_jobs.VOLUME_SNAPSHOT_DELETE,
 )
 """The job kinds of the gateway (extensions add theirs to `app.state.job_kinds` in their `install(app)`)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.http.deps import BackendDep
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, set_etag
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.lxd.certificates import TrustedCertificate
 from app.lxd.pem import Certificate, CertificateError, fingerprint_of_pem
 
@@ -34,8 +34,7 @@ class CertificateOut(BaseModel):
 
     @classmethod
     def of(cls, c: TrustedCertificate) -> CertificateOut:
-        return cls(fingerprint=c.fingerprint, name=c.name, type=c.type, restricted=c.restricted,
-                   projects=c.projects, certificate=c.certificate, description=c.description)
+        return cls.model_validate(c, from_attributes=True)
 
 
 class CertificateAdd(BaseModel):
@@ -81,15 +80,14 @@ class TrustTokenOut(BaseModel):
 
 @router.get("", summary="List the LXD trust store", response_model=Page[CertificateOut],
             operation_id="certificates-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_certificates(backend: BackendDep, page: PageDep, _: Admin) -> Any:
-    certs = await backend.client.certificates.list()
-    return paginate([CertificateOut.of(c) for c in certs], page, key=lambda c: c.fingerprint,
-                    filters={"remote": backend.remote})
+async def list_certificates(backend: BackendDep, page: PageDep, _: Admin) -> Page[CertificateOut]:
+    return page_of([CertificateOut.of(c) for c in await backend.client.certificates.list()], page,
+                   key=lambda c: c.fingerprint, filters={"remote": backend.remote})
 
 
 @router.post("", summary="Trust a client certificate", status_code=201, response_model=CertificateOut,
              operation_id="certificates-add", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def add_certificate(body: CertificateAdd, backend: BackendDep, response: Response, _: Admin) -> Any:
+async def add_certificate(body: CertificateAdd, backend: BackendDep, response: Response, _: Admin) -> CertificateOut:
     try:
         fingerprint = fingerprint_of_pem(body.certificate)
     except CertificateError:
@@ -125,7 +123,8 @@ async def create_trust_token(body: TokenRequest, backend: BackendDep, _: Admin) 
 
 @router.get("/{fingerprint}", summary="One trusted certificate", response_model=CertificateOut,
             operation_id="certificates-get", responses=problem_responses(401, 403, 404, 422, 503))
-async def get_certificate(fingerprint: Fingerprint, backend: BackendDep, response: Response, _: Admin) -> Any:
+async def get_certificate(fingerprint: Fingerprint, backend: BackendDep, response: Response,
+                          _: Admin) -> CertificateOut:
     cert = await backend.client.certificates.get(fingerprint.lower())
     set_etag(response, cert.etag)
     return CertificateOut.of(cert)

@@ -60,6 +60,7 @@ EXAMPLE_CONTAINER = {
     "addresses": [{"address": "10.155.92.17", "family": "inet", "scope": "local-cloud", "interface": "eth0"}],
     "interfaces": [{"name": "eth0", "parent": "lxdbr0", "mac": "00:16:3e:12:34:56", "mtu": 0, "cidr": "",
                     "type": "ethernet", "config_type": "dhcp", "origin": "provider"}],
+    "description": "", "ephemeral": False,
     "created_at": "2025-01-01T12:00:00Z", "location": "none", "project": "default", "remote": "local",
 }
 
@@ -75,19 +76,22 @@ class Address(BaseModel):
 
 
 class Interface(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(examples=["eth0"])
     parent: str = Field("", examples=["lxdbr0"])
     mac: str = Field("", examples=["00:16:3e:12:34:56"])
     mtu: int = 0
     cidr: str = ""
+    type: str = Field("ethernet", description="`ethernet`", examples=["ethernet"])
+    config_type: str = Field("dhcp", description="how it is addressed: `dhcp`", examples=["dhcp"])
+    origin: str = Field("provider", description="who set it up: `provider`", examples=["provider"])
 
 
 class ContainerOut(BaseModel):
     """A container as the gateway describes it: LXD's definition and its live state."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_CONTAINER]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_CONTAINER]})
 
     name: str
     status: str = Field(description="Running, Stopped, Frozen, ...")
@@ -101,6 +105,8 @@ class ContainerOut(BaseModel):
     metadata: dict[str, str] = Field(description="config `user.k` as `k`")
     addresses: list[Address] = Field(description="usable addresses only")
     interfaces: list[Interface] = Field(description="NIC devices read back as interface info, sorted by name")
+    description: str = Field("", description="free text")
+    ephemeral: bool = Field(False, description="LXD deletes the container when it stops")
     created_at: str | None
     location: str
     project: str
@@ -272,7 +278,8 @@ def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
 
 def _with_etag(b: Backend, data: dict[str, Any]) -> JSONResponse:
     etag = data.get("_etag")
-    return JSONResponse(_view(b, data), headers={"ETag": f'"{etag}"'} if etag else None)
+    out = ContainerOut.model_validate(_view(b, data))
+    return JSONResponse(out.model_dump(mode="json"), headers={"ETag": f'"{etag}"'} if etag else None)
 
 
 # ------------------------------------------------------------------------------------------------ routes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -44,7 +43,7 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz", summary="Every remote is reachable and the job store can write", response_model=Readiness,
             operation_id="readyz", responses=problem_responses(503))
-async def readyz(request: Request) -> Any:
+async def readyz(request: Request) -> Readiness | JSONResponse:
     registry: RemoteRegistry = request.app.state.remotes
     names = [s.name for s in registry.specs()]
     jobs = getattr(request.app.state, "jobs", None)
@@ -59,4 +58,4 @@ async def readyz(request: Request) -> Any:
     if failing:
         return problem_response(503, path=request.url.path, detail="; ".join(failing), remotes=remotes,
                                 store=store)
-    return JSONResponse({"status": "ok", "remotes": remotes, "store": store})
+    return Readiness.model_validate({"status": "ok", "remotes": remotes, "store": store})

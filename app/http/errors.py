@@ -8,6 +8,7 @@ Every error the gateway sends is `application/problem+json` with `type`, `title`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -150,3 +151,15 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         for s in statuses
     }
+
+
+def refuse_existing(what: str, name: str, existing: Iterable[str]) -> None:
+    """409 `exists` when `name` is among the `existing` names of `what`s."""
+    if name in set(existing):
+        raise ProblemError(409, f"{what} {name!r} exists", slug="exists")
+
+
+def refuse_in_use(what: str, name: str, used_by: list[str]) -> None:
+    """409 `in-use` naming what uses `what` `name`, when anything does."""
+    if used_by:
+        raise ProblemError(409, f"{what} {name!r} is in use", slug="in-use", used_by=used_by)

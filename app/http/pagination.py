@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
@@ -80,3 +80,15 @@ def paginate(items: Sequence[T], params: PageParams, *, key: Callable[[T], str],
     page = ordered[: params.limit]
     more = len(ordered) > params.limit
     return {"items": page, "next_cursor": encode_cursor(key(page[-1]), filters) if more and page else None}
+
+
+def by_name(item: Any) -> str:
+    """The usual sort key: the item's `name`."""
+    return str(item.name)
+
+
+def page_of(items: Iterable[T], params: PageParams, *, key: Callable[[T], str] = by_name,
+            filters: Mapping[str, Any] | None = None) -> Page[T]:
+    """`paginate` answering a `Page` (the route's `response_model` checks it): sorted by `key`, the `name` unless
+    told otherwise."""
+    return Page[T](**paginate(list(items), params, key=key, filters=filters))

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 from app.http.deps import AliasName, BackendDep, OwnImages, alias_name_error
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Reader, Writer, set_etag
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.jobs.models import Job
 from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import NotFound
@@ -174,31 +174,30 @@ def _source_specs(request: Request, names: list[str] | None) -> list[dict[str, A
 @router.get("/v1/image-sources", summary="The configured image servers, in search order",
             response_model=Page[ImageSourceOut], operation_id="images-sources",
             responses=problem_responses(400, 401, 403, 422))
-async def image_sources(request: Request, page: PageDep, _: Reader) -> Any:
+async def image_sources(request: Request, page: PageDep, _: Reader) -> Page[ImageSourceOut]:
     items = [ImageSourceOut(name=s.name, url=s.url, protocol=s.protocol, position=i)
              for i, s in enumerate(_settings(request).image_sources)]
-    return paginate(items, page, key=lambda s: f"{s.position:06d}")
+    return page_of(items, page, key=lambda s: f"{s.position:06d}")
 
 
 @router.get("/v1/images", summary="List local images", response_model=Page[ImageOut], operation_id="images-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_images(backend: BackendDep, page: PageDep, _: Reader) -> Any:
-    images = await backend.client.images.list()
-    return paginate([ImageOut.of(i) for i in images], page, key=lambda i: i.fingerprint,
-                    filters={"remote": backend.remote, "project": backend.project})
+async def list_images(backend: BackendDep, page: PageDep, _: Reader) -> Page[ImageOut]:
+    return page_of([ImageOut.of(i) for i in await backend.client.images.list()], page, key=lambda i: i.fingerprint,
+                   filters={"remote": backend.remote, "project": backend.project})
 
 
 @router.get("/v1/images/aliases", summary="List image aliases", response_model=Page[AliasOut],
             operation_id="images-aliases-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_aliases(backend: BackendDep, page: PageDep, _: Reader) -> Any:
-    aliases = await backend.client.images.aliases()
-    return paginate([AliasOut.of(a) for a in aliases], page, key=lambda a: a.name,
-                    filters={"remote": backend.remote, "project": backend.project})
+async def list_aliases(backend: BackendDep, page: PageDep, _: Reader) -> Page[AliasOut]:
+    return page_of([AliasOut.of(a) for a in await backend.client.images.aliases()], page,
+                   filters={"remote": backend.remote, "project": backend.project})
 
 
 @router.post("/v1/images/aliases", summary="Create an image alias", status_code=201, response_model=AliasOut,
              operation_id="images-aliases-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_alias(body: AliasCreate, backend: BackendDep, _own: OwnImages, response: Response, _: Writer) -> Any:
+async def create_alias(body: AliasCreate, backend: BackendDep, _own: OwnImages, response: Response,
+                       _: Writer) -> AliasOut:
     image = await backend.client.images.get(body.target.lower())
     with contextlib.suppress(NotFound):
         existing = await backend.client.images.alias(body.name)
@@ -222,7 +221,7 @@ async def delete_alias(name: Annotated[str, PathParam(description="the alias; th
 
 @router.get("/v1/images/{fingerprint}", summary="A local image (a unique fingerprint prefix is accepted)",
             response_model=ImageOut, operation_id="images-get", responses=problem_responses(401, 403, 404, 422, 503))
-async def get_image(fingerprint: Fingerprint, backend: BackendDep, response: Response, _: Reader) -> Any:
+async def get_image(fingerprint: Fingerprint, backend: BackendDep, response: Response, _: Reader) -> ImageOut:
     image = await backend.client.images.get(fingerprint.lower())
     set_etag(response, image.etag)
     return ImageOut.of(image)

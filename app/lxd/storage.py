@@ -1,14 +1,17 @@
-"""Storage pools and volumes: list, get with ETag, create (with `target=` in a cluster), update, rename, delete.
+"""Storage pools and volumes: list, get with ETag, create (with `target=` in a cluster), update, rename, delete;
+snapshots of custom volumes: list, create, restore, delete.
 
 Pool and volume calls are synchronous on LXD 5.0 and asynchronous on newer LXD; both are waited for the same way.
 """
 
 from __future__ import annotations
 
+import builtins
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.lxd.models import Tagged
 from app.lxd.operations import Operation
@@ -38,6 +41,23 @@ class StorageVolume(Resource, Tagged):
     location: str = ""
     project: str = ""
     used_by: list[str] = Field(default_factory=list)
+
+
+class VolumeSnapshot(Resource):
+    """`GET /1.0/storage-pools/<pool>/volumes/<type>/<volume>/snapshots/<name>`; `name` is the snapshot's own
+    name (LXD may send `<volume>/<name>`: the part after the slash is kept)."""
+
+    name: str
+    description: str = ""
+    content_type: str = "filesystem"
+    config: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _own_name(cls, v: str) -> str:
+        return v.rsplit("/", 1)[-1]
 
 
 def _pool(name: str) -> str:
@@ -96,7 +116,7 @@ class Storage(SubAPI):
 
     async def volumes(self, pool: str, *, vtype: str | None = None, filter: str | None = None,
                       all_projects: bool = False, project: str | None = None,
-                      target: str | None = None) -> list[StorageVolume]:
+                      target: str | None = None) -> builtins.list[StorageVolume]:
         """Volumes of a pool (of one type: `custom`, `container`, `virtual-machine`, `image`; all when None)."""
         params = list_params(filter=filter, all_projects=all_projects)
         path = f"{_pool(pool)}/volumes" + (f"/{quote(vtype, safe='')}" if vtype else "")
@@ -142,3 +162,43 @@ class Storage(SubAPI):
                             target: str | None = None) -> Operation:
         return await self._client.mutate("DELETE", _vol(pool, name, vtype), params=with_target(target),
                                          project=project)
+
+    # ------------------------------------------------------------------------------------------ volume snapshots
+
+    async def volume_snapshots(self, pool: str, volume: str, *, vtype: str = "custom", project: str | None = None,
+                               target: str | None = None) -> builtins.list[VolumeSnapshot]:
+        """Snapshots of a volume; `NotFound` when the pool or the volume does not exist."""
+        env = await self._client.request("GET", f"{_vol(pool, volume, vtype)}/snapshots",
+                                         params=with_target(target, {"recursion": 1}), project=project)
+        return [VolumeSnapshot.model_validate(s) for s in env.metadata or []]
+
+    async def volume_snapshot(self, pool: str, volume: str, snapshot: str, *, vtype: str = "custom",
+                              project: str | None = None, target: str | None = None) -> VolumeSnapshot:
+        env = await self._client.request("GET", f"{_vol(pool, volume, vtype)}/snapshots/{quote(snapshot, safe='')}",
+                                         params=with_target(target), project=project)
+        return VolumeSnapshot.model_validate(env.metadata)
+
+    async def create_volume_snapshot(self, pool: str, volume: str, snapshot: str, *, vtype: str = "custom",
+                                     expires_at: datetime | None = None, project: str | None = None,
+                                     target: str | None = None, wait: bool = True) -> Operation:
+        """Take a snapshot of a volume; `Conflict` when one of that name exists."""
+        body: dict[str, Any] = {"name": snapshot}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return await self._client.mutate("POST", f"{_vol(pool, volume, vtype)}/snapshots", json=body,
+                                         params=with_target(target), project=project, wait=wait)
+
+    async def restore_volume_snapshot(self, pool: str, volume: str, snapshot: str, *, vtype: str = "custom",
+                                      project: str | None = None, target: str | None = None,
+                                      wait: bool = True) -> Operation:
+        """Bring a volume back to a snapshot (a PUT carrying only `restore`: LXD leaves the config as it is). LXD
+        refuses it while the volume is attached to a running instance."""
+        return await self._client.mutate("PUT", _vol(pool, volume, vtype), json={"restore": snapshot},
+                                         params=with_target(target), project=project, wait=wait)
+
+    async def delete_volume_snapshot(self, pool: str, volume: str, snapshot: str, *, vtype: str = "custom",
+                                     project: str | None = None, target: str | None = None,
+                                     wait: bool = True) -> Operation:
+        return await self._client.mutate("DELETE",
+                                         f"{_vol(pool, volume, vtype)}/snapshots/{quote(snapshot, safe='')}",
+                                         params=with_target(target), project=project, wait=wait)

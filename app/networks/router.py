@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.http.auth import Principal
 from app.http.deps import BackendDep, Config
-from app.http.errors import ProblemError, problem_responses
+from app.http.errors import problem_responses, refuse_existing, refuse_in_use
 from app.http.etag import Admin, Reader
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
+from app.http.schemas import used_by_field
 from app.lxd.networks import Network
 from app.networks.service import ensure_ipv4
 from app.store.tokens import Scope
@@ -33,8 +34,7 @@ class NetworkOut(BaseModel):
     status: str = Field("", description="`Created`, `Pending`, ...", examples=["Created"])
     config: dict[str, str] = Field(default_factory=dict, description="the network's config",
                                    examples=[{"ipv4.address": "10.158.42.1/24", "ipv4.nat": "true"}])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what uses it",
-                               examples=[["/1.0/profiles/default"]])
+    used_by: list[str] = used_by_field("/1.0/profiles/default")
 
     @classmethod
     def of(cls, n: Network, reader: Principal | None = None) -> NetworkOut:
@@ -69,17 +69,15 @@ class IPv4Ensured(BaseModel):
 
 @router.get("", summary="List networks", response_model=Page[NetworkOut], operation_id="networks-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
-    networks = await backend.client.networks.list()
-    return paginate([NetworkOut.of(n, reader) for n in networks], page, key=lambda n: n.name,
-                    filters={"remote": backend.remote, "project": backend.project})
+async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Page[NetworkOut]:
+    return page_of([NetworkOut.of(n, reader) for n in await backend.client.networks.list()], page,
+                   filters={"remote": backend.remote, "project": backend.project})
 
 
 @router.post("", summary="Create a network", status_code=201, response_model=NetworkOut,
              operation_id="networks-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_network(body: NetworkCreate, backend: BackendDep, response: Response, _: Admin) -> Any:
-    if body.name in {n.name for n in await backend.client.networks.list()}:
-        raise ProblemError(409, f"network {body.name!r} exists", slug="exists")
+async def create_network(body: NetworkCreate, backend: BackendDep, response: Response, _: Admin) -> NetworkOut:
+    refuse_existing("network", body.name, (n.name for n in await backend.client.networks.list()))
     await backend.client.networks.create(body.name, type=body.type, config=body.config,
                                          description=body.description)
     response.headers["Location"] = f"/v1/networks/{body.name}"
@@ -90,8 +88,7 @@ async def create_network(body: NetworkCreate, backend: BackendDep, response: Res
                responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def delete_network(name: NetworkName, backend: BackendDep, _: Admin) -> Response:
     current = await backend.client.networks.get(name)
-    if current.used_by:
-        raise ProblemError(409, f"network {name!r} is in use", slug="in-use", used_by=current.used_by)
+    refuse_in_use("network", name, current.used_by)
     await backend.client.networks.delete(name)
     return Response(status_code=204)
 

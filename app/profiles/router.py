@@ -3,7 +3,7 @@ root-disk and network checks containers of a profile rely on."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
@@ -22,8 +22,9 @@ from app.http.deps import (
 )
 from app.http.errors import ProblemError, lxd_cause, problem_responses, status_of
 from app.http.etag import Admin, Reader, Writer, edit, merge_patch, set_etag
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
+from app.http.schemas import used_by_field
 from app.lxd.errors import NotFound
 from app.lxd.profiles import Profile
 from app.networks.decisions import NetworkConfigError
@@ -68,8 +69,7 @@ class ProfileOut(BaseModel):
                                    examples=[CONFIG_EXAMPLE])
     devices: dict[str, dict[str, str]] = Field(default_factory=dict, description="devices by name",
                                                examples=[DEVICES_EXAMPLE])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of the instances using it",
-                               examples=[["/1.0/instances/web1"]])
+    used_by: list[str] = used_by_field("/1.0/instances/web1", "LXD URLs of the instances using it")
     project: str = Field("", description="the LXD project", examples=["default"])
 
     @classmethod
@@ -111,17 +111,15 @@ async def _get(backend: BackendDep, name: str) -> Profile:
 
 @router.get("", summary="List profiles", response_model=Page[ProfileOut], operation_id="profiles-list",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Any:
-    profiles = await backend.client.profiles.list()
-    return paginate([ProfileOut.of(p, reader) for p in profiles], page, key=lambda p: p.name,
-                    filters={"remote": backend.remote, "project": backend.project})
+async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Page[ProfileOut]:
+    return page_of([ProfileOut.of(p, reader) for p in await backend.client.profiles.list()], page,
+                   filters={"remote": backend.remote, "project": backend.project})
 
 
 @router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
              operation_id="profiles-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_profile(body: ProfileCreate, backend: BackendDep,
-                         _own: OwnProfiles, request: Request, response: Response,
-                         principal: Writer) -> Any:
+async def create_profile(body: ProfileCreate, backend: BackendDep, _own: OwnProfiles, request: Request,
+                         response: Response, principal: Writer) -> ProfileOut:
     enforce(request, principal, config=body.config, devices=body.devices)
     if body.name in await backend.client.profiles.names():
         raise ProblemError(409, f"profile {body.name!r} exists", slug="exists")
@@ -135,7 +133,7 @@ async def create_profile(body: ProfileCreate, backend: BackendDep,
 
 @router.get("/{name}", summary="A profile, with its ETag", response_model=ProfileOut, operation_id="profiles-get",
             responses=problem_responses(401, 403, 404, 422, 503))
-async def get_profile(name: ProfileName, backend: BackendDep, response: Response, reader: Reader) -> Any:
+async def get_profile(name: ProfileName, backend: BackendDep, response: Response, reader: Reader) -> ProfileOut:
     p = await _get(backend, name)
     set_etag(response, p.etag)
     return ProfileOut.of(p, reader)
@@ -143,9 +141,9 @@ async def get_profile(name: ProfileName, backend: BackendDep, response: Response
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
             operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
-async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep,
-                          _own: OwnProfiles, request: Request,
-                          response: Response, principal: Writer, if_match: IfMatch = None) -> Any:
+async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, _own: OwnProfiles,
+                          request: Request, response: Response, principal: Writer,
+                          if_match: IfMatch = None) -> ProfileOut:
     enforce(request, principal, config=body.config, devices=body.devices)
 
     async def write(current: Profile) -> None:
@@ -166,7 +164,7 @@ async def patch_profile(name: ProfileName, backend: BackendDep, _own: OwnProfile
                         patch: ProfilePatch = Body(openapi_examples={"merge": {
                             "summary": "set one key, remove another and a device",
                             "value": {"config": {"limits.cpu": "4", "user.team": None}, "devices": {"eth1": None}}}},
-                            media_type="application/merge-patch+json")) -> Any:
+                            media_type="application/merge-patch+json")) -> ProfileOut:
     given = patch.model_dump(exclude_unset=True)
     config, devices = as_sent(given.get("config"), given.get("devices"))
     enforce(request, principal, config=config, devices=devices)
@@ -200,11 +198,10 @@ async def delete_profile(name: ProfileName, backend: BackendDep, _own: OwnProfil
 @router.get("/{name}/nics", summary="The profile's NIC devices, each with a MAC address",
             response_model=Page[Nic], operation_id="profiles-nics",
             responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def profile_nics(name: ProfileName, backend: BackendDep, page: PageDep, _: Reader) -> Any:
+async def profile_nics(name: ProfileName, backend: BackendDep, page: PageDep, _: Reader) -> Page[Nic]:
     nics = await nics_from_profile(backend.client, name)
     items = [Nic(name=k, hwaddr=v.get("hwaddr", ""), device=dict(v)) for k, v in nics.items()]
-    return paginate(items, page, key=lambda n: n.name,
-                    filters={"remote": backend.remote, "project": backend.project, "profile": name})
+    return page_of(items, page, filters={"remote": backend.remote, "project": backend.project, "profile": name})
 
 
 @router.post("/{name}/ensure-storage", summary="Give the profile a root disk unless it has one",

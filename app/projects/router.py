@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.http.deps import BackendDep
 from app.http.errors import problem_responses
 from app.http.etag import Reader
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
+from app.http.schemas import used_by_field
 from app.lxd.projects import Project
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
@@ -21,18 +20,16 @@ class ProjectOut(BaseModel):
     description: str = Field("", description="free text", examples=["Default LXD project"])
     config: dict[str, str] = Field(default_factory=dict, description="the project's config (features, limits)",
                                    examples=[{"features.images": "true", "features.profiles": "true"}])
-    used_by: list[str] = Field(default_factory=list, description="LXD URLs of what is in it",
-                               examples=[["/1.0/instances/web1"]])
+    used_by: list[str] = used_by_field("/1.0/instances/web1", "LXD URLs of what is in it")
 
     @classmethod
     def of(cls, p: Project) -> ProjectOut:
-        return cls(name=p.name, description=p.description, config=p.config, used_by=p.used_by)
+        return cls.model_validate(p, from_attributes=True)
 
 
 @router.get("", summary="List the remote's LXD projects", response_model=Page[ProjectOut],
             operation_id="projects-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_projects(backend: BackendDep, page: PageDep, _: Reader) -> Any:
+async def list_projects(backend: BackendDep, page: PageDep, _: Reader) -> Page[ProjectOut]:
     projects = await backend.client.projects.list()
-    allowed = [p for p in projects if backend.principal.allows_project(p.name)]
-    return paginate([ProjectOut.of(p) for p in allowed], page, key=lambda p: p.name,
-                    filters={"remote": backend.remote})
+    return page_of([ProjectOut.of(p) for p in projects if backend.principal.allows_project(p.name)], page,
+                   filters={"remote": backend.remote})

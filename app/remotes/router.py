@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import Admin, Reader
-from app.http.pagination import Page, PageDep, paginate
+from app.http.pagination import Page, PageDep, page_of
 from app.lxd.certificates import FingerprintMismatch, InvalidToken, TrustToken, enrol
 from app.lxd.errors import Forbidden, LXDError, LXDUnavailable
 from app.lxd.pem import Certificate
@@ -81,12 +81,12 @@ async def _describe(registry: RemoteRegistry, spec: RemoteSpec, default: str, pe
 
 @router.get("", summary="List the remotes, each checked for reachability", response_model=Page[RemoteOut],
             operation_id="remotes-list", responses=problem_responses(400, 401, 403, 422))
-async def list_remotes(request: Request, page: PageDep, principal: Reader) -> Any:
+async def list_remotes(request: Request, page: PageDep, principal: Reader) -> Page[RemoteOut]:
     registry = _registry(request)
     persisted = _store(request).names()
     specs = [s for s in registry.specs() if principal.allows_remote(s.name)]
     items = await asyncio.gather(*(_describe(registry, s, registry.default_name, persisted) for s in specs))
-    return paginate(list(items), page, key=lambda r: r.name)
+    return page_of(items, page)
 
 
 @router.post("", summary="Add a remote by URL and trust token", status_code=201, response_model=RemoteOut,

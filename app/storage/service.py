@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from app.containers.constraints import default_pool_request, has_root_disk, pick_root_pool, set_root_disk
 from app.http.errors import ProblemError
 from app.lxd.client import Client
-from app.lxd.errors import LXDError
+from app.lxd.errors import LXDError, NotFound
+from app.lxd.storage import VolumeSnapshot
 from app.networks.decisions import DEFAULT_PROFILE
 
 
@@ -38,6 +39,16 @@ async def create_volume(client: Client, pool: str, name: str, config: Mapping[st
         await client.storage.create_volume(pool, name, config=dict(config or {}))
     except LXDError as exc:
         raise StorageServiceError(f'creating storage pool volume "{name}": {_err(exc)}') from exc
+
+
+async def volume_snapshots(client: Client, pool: str, volume: str) -> list[VolumeSnapshot] | None:
+    """The snapshots of custom volume `volume` in `pool`; None when the pool or the volume does not exist (LXD 5.0
+    lists no snapshots for a volume it does not have, so the volume is looked up first)."""
+    try:
+        await client.storage.volume(pool, volume)
+        return await client.storage.volume_snapshots(pool, volume)
+    except NotFound:
+        return None
 
 
 async def ensure_default_storage(client: Client, profile: str = DEFAULT_PROFILE) -> str | None:

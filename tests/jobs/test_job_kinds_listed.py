@@ -13,6 +13,7 @@ PRODUCT_KINDS = {
     "container.restart", "container.freeze", "container.unfreeze", "container.rename", "container.copy",
     "container.publish", "snapshot.create", "snapshot.restore", "snapshot.delete", "container.exec",
     "image.find", "image.copy", "image.import", "image.delete",
+    "volume-snapshot.create", "volume-snapshot.restore", "volume-snapshot.delete",
 }
 
 
