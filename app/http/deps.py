@@ -7,15 +7,16 @@ hands the router the LXD client for that remote and project.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query
+from fastapi import Depends, Header, Path, Query, Response
 from pydantic import AfterValidator, StringConstraints
 from starlette.requests import HTTPConnection
 
 from app.http.auth import Principal, current_principal
-from app.http.errors import ProblemError
+from app.http.errors import ProblemError, refuse_in_use
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 from app.lxd.registry import RemoteRegistry, RemoteSpec, UnknownRemote
@@ -66,6 +67,11 @@ class Backend:
     spec: RemoteSpec
     client: Client
     principal: Principal
+
+    def filters(self, **more: str) -> dict[str, str]:
+        """What a list of this remote and project was made for (a page cursor carries it): `remote`, `project`
+        and `more`."""
+        return {"remote": self.remote, "project": self.project, **more}
 
 
 async def backend(
@@ -125,3 +131,11 @@ def _own(feature: str) -> object:
 OwnProfiles = Annotated[None, _own("profiles")]
 OwnImages = Annotated[None, _own("images")]
 OwnVolumes = Annotated[None, _own("storage.volumes")]
+
+
+async def delete_unused(what: str, name: str, get: Callable[[str], Awaitable[Any]],
+                        delete: Callable[[str], Awaitable[Any]]) -> Response:
+    """Delete `what` `name` unless something uses it (409 `in-use` naming what does); 204."""
+    refuse_in_use(what, name, (await get(name)).used_by)
+    await delete(name)
+    return Response(status_code=204)

@@ -184,14 +184,14 @@ async def image_sources(request: Request, page: PageDep, _: Reader) -> Page[Imag
             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_images(backend: BackendDep, page: PageDep, _: Reader) -> Page[ImageOut]:
     return page_of([ImageOut.of(i) for i in await backend.client.images.list()], page, key=lambda i: i.fingerprint,
-                   filters={"remote": backend.remote, "project": backend.project})
+                   filters=backend.filters())
 
 
 @router.get("/v1/images/aliases", summary="List image aliases", response_model=Page[AliasOut],
             operation_id="images-aliases-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_aliases(backend: BackendDep, page: PageDep, _: Reader) -> Page[AliasOut]:
     return page_of([AliasOut.of(a) for a in await backend.client.images.aliases()], page,
-                   filters={"remote": backend.remote, "project": backend.project})
+                   filters=backend.filters())
 
 
 @router.post("/v1/images/aliases", summary="Create an image alias", status_code=201, response_model=AliasOut,

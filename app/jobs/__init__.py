@@ -4,14 +4,7 @@ Define a kind as a `JobKind` value (see `app.jobs.kinds`) and list it where the 
 `JobContext`. Start jobs from routes with `app.jobs.starter.JobStarterDep`.
 """
 
-from app.jobs.kinds import (
-    CancelPolicy,
-    JobContext,
-    JobKind,
-    JobKinds,
-    RecoveryOutcome,
-    RollbackIncomplete,
-)
+from app.jobs.kinds import CancelPolicy, JobContext, JobKind, JobKinds, RecoveryOutcome, RollbackIncomplete
 from app.jobs.models import Job, JobProgress, JobStatus, LxdOperationRef, problem
 from app.jobs.runner import (
     JobAlreadyEnded,

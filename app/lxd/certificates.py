@@ -103,8 +103,7 @@ class Certificates(SubAPI):
     """`client.certificates`."""
 
     async def list(self) -> list[TrustedCertificate]:
-        env = await self._client.request("GET", "/1.0/certificates", params={"recursion": 1}, scoped=False)
-        return [TrustedCertificate.model_validate(c) for c in env.metadata or []]
+        return await self._all("/1.0/certificates", TrustedCertificate)
 
     async def get(self, fingerprint: str) -> TrustedCertificate:
         """By fingerprint or a unique prefix of it."""

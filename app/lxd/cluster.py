@@ -54,12 +54,11 @@ class Cluster(SubAPI):
     async def members(self) -> list[ClusterMember]:
         """The members; empty on a standalone server (LXD answers "Server is not clustered" there)."""
         try:
-            env = await self._client.request("GET", "/1.0/cluster/members", params={"recursion": 1}, scoped=False)
+            return await self._all("/1.0/cluster/members", ClusterMember)
         except LXDError as exc:
             if "not clustered" in exc.error.lower():
                 return []
             raise
-        return [ClusterMember.model_validate(m) for m in env.metadata or []]
 
     async def member(self, name: str) -> ClusterMember:
         env = await self._client.request("GET", _m(name), scoped=False)

@@ -32,8 +32,7 @@ class Projects(SubAPI):
     """`client.projects`."""
 
     async def list(self) -> list[Project]:
-        env = await self._client.request("GET", "/1.0/projects", params={"recursion": 1}, scoped=False)
-        return [Project.model_validate(p) for p in env.metadata or []]
+        return await self._all("/1.0/projects", Project)
 
     async def names(self) -> list[str]:
         env = await self._client.request("GET", "/1.0/projects", scoped=False)

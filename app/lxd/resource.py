@@ -5,7 +5,7 @@ and request-body helpers."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import model_validator
@@ -16,12 +16,19 @@ from app.lxd.models import LXDModel
 if TYPE_CHECKING:
     from app.lxd.client import Client
 
+M = TypeVar("M", bound=LXDModel)
+
 
 class SubAPI:
     """A part of the client (`client.images`, `client.profiles`, ...): it sends its requests through `_client`."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
+
+    async def _all(self, path: str, model: type[M]) -> list[M]:
+        """Every object of a server-wide collection (no project), read in one request (`recursion=1`)."""
+        env = await self._client.request("GET", path, params={"recursion": 1}, scoped=False)
+        return [model.model_validate(o) for o in env.metadata or []]
 
 
 def object_path(collection: str, name: str) -> str:

@@ -18,29 +18,30 @@ from app.lxd.operations import Operation
 from app.lxd.resource import Resource, SubAPI, if_match, list_params, object_path, with_target
 
 
-class StoragePool(Resource, Tagged):
+class _Storage(Resource, Tagged):
+    """What a pool and a volume both have."""
+
+    name: str
+    description: str = ""
+    config: dict[str, str] = Field(default_factory=dict)
+    used_by: list[str] = Field(default_factory=list)
+
+
+class StoragePool(_Storage):
     """`GET /1.0/storage-pools/<name>`; `etag` is None on LXD 5.0, which checks If-Match but sends no ETag."""
 
-    name: str
     driver: str = ""
-    description: str = ""
     status: str = ""
-    config: dict[str, str] = Field(default_factory=dict)
     locations: list[str] = Field(default_factory=list)
-    used_by: list[str] = Field(default_factory=list)
 
 
-class StorageVolume(Resource, Tagged):
+class StorageVolume(_Storage):
     """`GET /1.0/storage-pools/<pool>/volumes/<type>/<name>`."""
 
-    name: str
     type: str = "custom"
     content_type: str = "filesystem"
-    description: str = ""
-    config: dict[str, str] = Field(default_factory=dict)
     location: str = ""
     project: str = ""
-    used_by: list[str] = Field(default_factory=list)
 
 
 class VolumeSnapshot(Resource):

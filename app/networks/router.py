@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from app.http.auth import Principal
-from app.http.deps import BackendDep, Config
-from app.http.errors import problem_responses, refuse_existing, refuse_in_use
+from app.http.deps import BackendDep, Config, delete_unused
+from app.http.errors import problem_responses, refuse_existing
 from app.http.etag import Admin, Reader
 from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
@@ -71,7 +71,7 @@ class IPv4Ensured(BaseModel):
             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_networks(backend: BackendDep, page: PageDep, reader: Reader) -> Page[NetworkOut]:
     return page_of([NetworkOut.of(n, reader) for n in await backend.client.networks.list()], page,
-                   filters={"remote": backend.remote, "project": backend.project})
+                   filters=backend.filters())
 
 
 @router.post("", summary="Create a network", status_code=201, response_model=NetworkOut,
@@ -87,10 +87,7 @@ async def create_network(body: NetworkCreate, backend: BackendDep, response: Res
 @router.delete("/{name}", summary="Delete a network", status_code=204, operation_id="networks-delete",
                responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def delete_network(name: NetworkName, backend: BackendDep, _: Admin) -> Response:
-    current = await backend.client.networks.get(name)
-    refuse_in_use("network", name, current.used_by)
-    await backend.client.networks.delete(name)
-    return Response(status_code=204)
+    return await delete_unused("network", name, backend.client.networks.get, backend.client.networks.delete)
 
 
 @router.post("/{name}/ensure-ipv4", summary="Give a network IPv4 (auto address, NAT) when it has none",

@@ -113,7 +113,7 @@ async def _get(backend: BackendDep, name: str) -> Profile:
             responses=problem_responses(400, 401, 403, 404, 422, 503))
 async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Page[ProfileOut]:
     return page_of([ProfileOut.of(p, reader) for p in await backend.client.profiles.list()], page,
-                   filters={"remote": backend.remote, "project": backend.project})
+                   filters=backend.filters())
 
 
 @router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
@@ -201,7 +201,7 @@ async def delete_profile(name: ProfileName, backend: BackendDep, _own: OwnProfil
 async def profile_nics(name: ProfileName, backend: BackendDep, page: PageDep, _: Reader) -> Page[Nic]:
     nics = await nics_from_profile(backend.client, name)
     items = [Nic(name=k, hwaddr=v.get("hwaddr", ""), device=dict(v)) for k, v in nics.items()]
-    return page_of(items, page, filters={"remote": backend.remote, "project": backend.project, "profile": name})
+    return page_of(items, page, filters=backend.filters(profile=name))
 
 
 @router.post("/{name}/ensure-storage", summary="Give the profile a root disk unless it has one",

@@ -7,8 +7,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.http.deps import Backend, BackendDep, OwnVolumes
-from app.http.errors import ProblemError, problem_responses, refuse_existing, refuse_in_use
+from app.http.deps import Backend, BackendDep, OwnVolumes, delete_unused
+from app.http.errors import ProblemError, problem_responses, refuse_existing
 from app.http.etag import Admin, Reader, Writer
 from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
@@ -54,10 +54,7 @@ async def create_storage_pool(body: PoolCreate, backend: BackendDep, response: R
 @router.delete("/{pool}", summary="Delete a storage pool", status_code=204, operation_id="storage-pools-delete",
                responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def delete_pool(pool: PoolName, backend: BackendDep, _: Admin) -> Response:
-    current = await backend.client.storage.get(pool)
-    refuse_in_use("storage pool", pool, current.used_by)
-    await backend.client.storage.delete(pool)
-    return Response(status_code=204)
+    return await delete_unused("storage pool", pool, backend.client.storage.get, backend.client.storage.delete)
 
 
 @router.get("/{pool}/volumes", summary="List the volumes of a pool", response_model=Page[VolumeOut],
@@ -65,7 +62,7 @@ async def delete_pool(pool: PoolName, backend: BackendDep, _: Admin) -> Response
 async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Reader) -> Page[VolumeOut]:
     return page_of([VolumeOut.model_validate(v) for v in await backend.client.storage.volumes(pool)], page,
                    key=lambda v: f"{v.type}/{v.name}",
-                   filters={"remote": backend.remote, "project": backend.project, "pool": pool})
+                   filters=backend.filters(pool=pool))
 
 
 @router.post("/{pool}/volumes", summary="Create a custom volume", status_code=201, response_model=VolumeOut,
@@ -128,7 +125,7 @@ async def list_volume_snapshots(pool: PoolName, volume: VolumeName, backend: Bac
                                 _: Reader) -> Page[VolumeSnapshotOut]:
     """Snapshots sorted by name."""
     return page_of(await _snapshots(backend, pool, volume), page,
-                   filters={"remote": backend.remote, "project": backend.project, "pool": pool, "volume": volume})
+                   filters=backend.filters(pool=pool, volume=volume))
 
 
 @router.post("/{pool}/volumes/{volume}/snapshots", summary="Take a snapshot of a custom volume (job "
