@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.errors import ProblemError
 from app.http.handlers import problem_body
+from app.http.middleware import HTTPMiddleware
 
 UPLOAD_TYPES = (b"application/octet-stream", b"multipart/form-data")
 
@@ -36,18 +37,15 @@ class RateLimit:
                                headers={"Retry-After": str(retry)})
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HTTPMiddleware):
     """413 as soon as a request body is known to be too large: by `Content-Length`, or while it streams in."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body = max_body
         self.max_upload = max_upload
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", []))
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip()
         limit = self.max_upload if ctype in UPLOAD_TYPES else self.max_body

@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.http.handlers import problem_body
+from app.http.middleware import HTTPMiddleware
 
 
 def _path_fields(dependant: Dependant) -> list[Any]:
@@ -85,15 +86,14 @@ def allowed_methods(paths: Iterable[_Path], path: str) -> tuple[set[str], str] |
     return methods, template
 
 
-class MethodCheckMiddleware:
+class MethodCheckMiddleware(HTTPMiddleware):
+    """405 with the methods the path really has in `Allow`, for a method it does not have."""
+
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        super().__init__(app)
         self._paths: list[_Path] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._paths is None:  # the routes are all in place by the first request
             self._paths = list(http_paths(scope["app"].routes))
         found = allowed_methods(self._paths, scope["path"])
