@@ -12,7 +12,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from asgi_lifespan import LifespanManager
 from app.containers.jobs import CREATE_STEP
 from app.containers.service import remove_container
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.daemon import DaemonInfo, LocalDaemon
 from app.lxd import Client, NotFound
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
@@ -31,16 +30,6 @@ from app.store.jobs import DB_NAME, SQLiteJobStore
 
 pytestmark = pytest.mark.lxd
 
-
-@pytest.fixture
-def victim() -> Iterator[tuple[LocalDaemon, DaemonInfo]]:
-    daemon = LocalDaemon()
-    try:
-        daemon.start()
-        info = daemon.prepare(image_tarball=image_tarball())
-        yield daemon, info
-    finally:
-        daemon.stop()
 
 
 def _settings(tmp_path: Path, info: DaemonInfo) -> Settings:

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 import websockets
 from asgi_lifespan import LifespanManager
 
-from app.locallxd.daemon import DaemonInfo, LocalDaemon, image_tarball
+from app.locallxd.daemon import DaemonInfo, LocalDaemon
 from app.locallxd.image import build_busybox_image
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
@@ -28,16 +28,6 @@ from tests.support.gateway import serving
 
 pytestmark = pytest.mark.lxd
 
-
-@pytest.fixture
-def victim(tmp_path: Path) -> Iterator[tuple[LocalDaemon, DaemonInfo]]:
-    daemon = LocalDaemon()
-    try:
-        daemon.start()
-        info = daemon.prepare(image_tarball=image_tarball())
-        yield daemon, info
-    finally:
-        daemon.stop()
 
 
 def _kill_daemon(daemon: LocalDaemon) -> None:
