@@ -30,6 +30,7 @@ from app.http.deps import (
     BackendDep,
     ContainerName,
     IfMatch,
+    OwnImages,
 )
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import edit, merge_patch
@@ -532,21 +533,24 @@ async def copy_container(name: ContainerName, body: CopyBody, request: Request, 
 
 @router.post("/{name}/publish", operation_id="containers-publish", summary="Publish a container as an image (job)",
              status_code=202, response_model=Job, dependencies=WRITE, responses=job_responses(401, 403, 404))
-async def publish_container(name: ContainerName, b: BackendDep, jobs: JobStarterDep,
-                            body: Annotated[PublishBody | None, Body()] = None) -> JSONResponse:
-    """Job `container.publish` (the container must be stopped); result `{fingerprint, aliases, size}`."""
+async def publish_container(name: ContainerName, request: Request, b: BackendDep, jobs: JobStarterDep,
+                            _own: OwnImages, body: Annotated[PublishBody | None, Body()] = None) -> JSONResponse:
+    """Job `container.publish` (the container must be stopped); result `{fingerprint, aliases, size}`. The
+    caller must be allowed the container as it is (its image carries its files)."""
     opts = body or PublishBody()
-    return await start_container_job(jobs, b, "container.publish", name, opts.model_dump())
+    return await start_container_job(jobs, b, "container.publish", name, opts.model_dump(),
+                                     then_check=lambda: enforce_container(request, b, name))
 
 
 @router.get("/{name}/logs", operation_id="containers-logs", summary="A container's console log (needs `write`)",
             response_class=PlainTextResponse, dependencies=WRITE,
             responses={200: {"content": {"text/plain": {"example": "Starting init...\n"}}},
                        **problem_responses(401, 403, 404, 503)})
-async def console_log(name: ContainerName, b: BackendDep) -> Response:
-    """The console log buffer, as text. It needs `write`: a console shows what the container prints at boot,
-    cloud-init's generated passwords and keys included."""
-    await ensure_project(b)
+async def console_log(name: ContainerName, request: Request, b: BackendDep) -> Response:
+    """The console log buffer, as text. It needs `write`, and the container as it is must be one the caller may
+    use: a console shows what the container prints at boot, cloud-init's generated passwords and keys included."""
+    await require_container(b, name)
+    await enforce_container(request, b, name)
     try:
         text = await b.client.instances.console_log(name)
     except NotFound:

@@ -196,8 +196,8 @@ async def list_aliases(backend: BackendDep, page: PageDep, _: Reader) -> Page[Al
 
 @router.post("/v1/images/aliases", summary="Create an image alias", status_code=201, response_model=AliasOut,
              operation_id="images-aliases-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_alias(body: AliasCreate, backend: BackendDep, _own: OwnImages, response: Response,
-                       _: Writer) -> AliasOut:
+async def create_alias(body: AliasCreate, backend: BackendDep, response: Response,
+                       _: Writer, _own: OwnImages) -> AliasOut:
     image = await backend.client.images.get(body.target.lower())
     with contextlib.suppress(NotFound):
         existing = await backend.client.images.alias(body.name)
@@ -212,7 +212,7 @@ async def create_alias(body: AliasCreate, backend: BackendDep, _own: OwnImages, 
                responses=problem_responses(401, 403, 404, 422, 503))
 async def delete_alias(name: Annotated[str, PathParam(description="the alias; the rest of the path",
                                                       examples=["juju/jammy/amd64"])],
-                       backend: BackendDep, _own: OwnImages, _: Writer) -> Response:
+                       backend: BackendDep, _: Writer, _own: OwnImages) -> Response:
     if error := alias_name_error(name):
         raise ProblemError(422, error, slug="invalid-alias-name")
     await backend.client.images.delete_alias(name)
@@ -266,8 +266,8 @@ async def export_image(fingerprint: Fingerprint, backend: BackendDep, reader: Re
                          "`{fingerprint, source, alias, local}`: `source` is the image source it came from (null "
                          "for a local alias hit), `local` whether it is in the local store.",
              responses=job_responses(401, 403, 404))
-async def find_image(body: FindRequest, backend: BackendDep, _own: OwnImages, request: Request, jobs: JobStarterDep,
-                     _: Writer) -> Response:
+async def find_image(body: FindRequest, backend: BackendDep, request: Request, jobs: JobStarterDep,
+                     _: Writer, _own: OwnImages) -> Response:
     specs = _source_specs(request, body.sources)
     params = {**body.model_dump(), "source_specs": specs}
     return await jobs.start("image.find", params=params, resource="/v1/images", remote=backend.remote,
@@ -279,8 +279,8 @@ async def find_image(body: FindRequest, backend: BackendDep, _own: OwnImages, re
              description="Job `image.copy`; cancelling it cancels LXD's download. A `server` that is not a "
                          "configured image source needs the admin scope and the `image.any-source` policy.",
              responses=job_responses(401, 403, 404))
-async def copy_image(body: CopyRequest, backend: BackendDep, _own: OwnImages, request: Request, jobs: JobStarterDep,
-                     principal: Writer) -> Response:
+async def copy_image(body: CopyRequest, backend: BackendDep, request: Request, jobs: JobStarterDep,
+                     principal: Writer, _own: OwnImages) -> Response:
     src = body.source
     certificate = src.certificate
     if src.image_source is not None:
@@ -389,7 +389,7 @@ async def _split(body: AsyncIterator[bytes], boundary: str, directory: Path) -> 
                      "rootfs": {"type": "string", "format": "binary"}}}}}}},
              responses=job_responses(400, 401, 403, 404, 413, 415))
 async def upload_image(
-    request: Request, backend: BackendDep, _own: OwnImages, jobs: JobStarterDep, _: Writer,
+    request: Request, backend: BackendDep, jobs: JobStarterDep, _: Writer, _own: OwnImages,
     aliases: Annotated[list[AliasName] | None, Query(description="aliases to give the image (repeatable)",
                                                examples=[["apps/base"]])] = None,
     public: Annotated[bool, Query(description="serve it to untrusted clients")] = False,
@@ -440,7 +440,7 @@ async def upload_image(
                operation_id="images-delete", description="Job `image.delete`; 404 at once for a missing image.",
                responses=job_responses(401, 403, 404))
 async def delete_image(fingerprint: Fingerprint, backend: BackendDep,
-                       _own: OwnImages, jobs: JobStarterDep, _: Writer) -> Response:
+                       jobs: JobStarterDep, _: Writer, _own: OwnImages) -> Response:
     params = {"fingerprint": fingerprint.lower()}
 
     async def exists() -> None:  # 404 at once; the job deletes the image by its full fingerprint

@@ -118,8 +118,8 @@ async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> P
 
 @router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
              operation_id="profiles-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_profile(body: ProfileCreate, backend: BackendDep, _own: OwnProfiles, request: Request,
-                         response: Response, principal: Writer) -> ProfileOut:
+async def create_profile(body: ProfileCreate, backend: BackendDep, request: Request,
+                         response: Response, principal: Writer, _own: OwnProfiles) -> ProfileOut:
     enforce(request, principal, config=body.config, devices=body.devices)
     if body.name in await backend.client.profiles.names():
         raise ProblemError(409, f"profile {body.name!r} exists", slug="exists")
@@ -141,8 +141,8 @@ async def get_profile(name: ProfileName, backend: BackendDep, response: Response
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
             operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
-async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, _own: OwnProfiles,
-                          request: Request, response: Response, principal: Writer,
+async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
+                          response: Response, principal: Writer, _own: OwnProfiles,
                           if_match: IfMatch = None) -> ProfileOut:
     enforce(request, principal, config=body.config, devices=body.devices)
 
@@ -159,8 +159,8 @@ async def replace_profile(name: ProfileName, body: ProfileBody, backend: Backend
 @router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
               response_model=ProfileOut, operation_id="profiles-patch",
               responses=problem_responses(401, 403, 404, 412, 422, 503))
-async def patch_profile(name: ProfileName, backend: BackendDep, _own: OwnProfiles, request: Request, response: Response,
-                        principal: Writer, if_match: IfMatch = None,
+async def patch_profile(name: ProfileName, backend: BackendDep, request: Request, response: Response,
+                        principal: Writer, _own: OwnProfiles, if_match: IfMatch = None,
                         patch: ProfilePatch = Body(openapi_examples={"merge": {
                             "summary": "set one key, remove another and a device",
                             "value": {"config": {"limits.cpu": "4", "user.team": None}, "devices": {"eth1": None}}}},
@@ -186,7 +186,7 @@ async def patch_profile(name: ProfileName, backend: BackendDep, _own: OwnProfile
 
 @router.delete("/{name}", summary="Delete a profile (409 while instances use it)", status_code=204,
                operation_id="profiles-delete", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def delete_profile(name: ProfileName, backend: BackendDep, _own: OwnProfiles, _: Writer) -> Response:
+async def delete_profile(name: ProfileName, backend: BackendDep, _: Writer, _own: OwnProfiles) -> Response:
     current = await _get(backend, name)
     if current.used_by:
         raise ProblemError(409, f"profile {name!r} is in use by {len(current.used_by)} instance(s)",
@@ -209,7 +209,7 @@ async def profile_nics(name: ProfileName, backend: BackendDep, page: PageDep, _:
              description="The disk goes on the `default` pool, else on the first pool; with no pool at all a `dir` "
                          "pool `default` is created first. A profile with a device mounted at `/` is left as it is.",
              responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
-async def ensure_storage(name: ProfileName, backend: BackendDep, _: Admin) -> StorageEnsured:
+async def ensure_storage(name: ProfileName, backend: BackendDep, _: Admin, _own: OwnProfiles) -> StorageEnsured:
     try:
         pool = await ensure_default_storage(backend.client, name)
     except StorageServiceError as exc:
@@ -224,7 +224,8 @@ async def ensure_storage(name: ProfileName, backend: BackendDep, _: Admin) -> St
                          "server gets the bridge of the `bridge_name` setting (created when missing) and an `ethN` "
                          "NIC on it. 409 `network-unusable` when no NIC is usable.",
              responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def verify_network(name: ProfileName, backend: BackendDep, request: Request, _: Admin) -> NetworkVerified:
+async def verify_network(name: ProfileName, backend: BackendDep, request: Request, _: Admin,
+                         _own: OwnProfiles) -> NetworkVerified:
     settings = request.app.state.settings
     await _get(backend, name)  # 404 before anything else
     try:

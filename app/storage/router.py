@@ -67,8 +67,8 @@ async def list_volumes(pool: PoolName, backend: BackendDep, page: PageDep, _: Re
 
 @router.post("/{pool}/volumes", summary="Create a custom volume", status_code=201, response_model=VolumeOut,
              operation_id="storage-volumes-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, _own: OwnVolumes,
-                                request: Request, response: Response, principal: Writer) -> VolumeOut:
+async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: BackendDep, request: Request,
+                                response: Response, principal: Writer, _own: OwnVolumes) -> VolumeOut:
     enforce_volume(request, principal, body.config)
     await backend.client.storage.get(pool)  # 404 for a missing pool
     if body.name in {v.name for v in await backend.client.storage.volumes(pool, vtype="custom")}:
@@ -80,8 +80,8 @@ async def create_storage_volume(pool: PoolName, body: VolumeCreate, backend: Bac
 
 @router.delete("/{pool}/volumes/{volume}", summary="Delete a custom volume", status_code=204,
                operation_id="storage-volumes-delete", responses=problem_responses(401, 403, 404, 409, 422, 503))
-async def delete_volume(pool: PoolName, volume: VolumeName, backend: BackendDep, _own: OwnVolumes,
-                        _: Writer) -> Response:
+async def delete_volume(pool: PoolName, volume: VolumeName, backend: BackendDep, _: Writer,
+                        _own: OwnVolumes) -> Response:
     await backend.client.storage.delete_volume(pool, volume)
     return Response(status_code=204)
 
@@ -132,7 +132,7 @@ async def list_volume_snapshots(pool: PoolName, volume: VolumeName, backend: Bac
              "volume-snapshot.create)", status_code=202, response_model=Job,
              operation_id="storage-volume-snapshots-create", responses=job_responses(401, 403, 404, 409, 422))
 async def create_volume_snapshot(pool: PoolName, volume: VolumeName, body: VolumeSnapshotCreate,
-                                 backend: BackendDep, _own: OwnVolumes, jobs: JobStarterDep, _: Writer) -> JSONResponse:
+                                 backend: BackendDep, jobs: JobStarterDep, _: Writer, _own: OwnVolumes) -> JSONResponse:
     """409 when the volume already has a snapshot of that name."""
 
     async def precheck() -> None:
@@ -149,8 +149,8 @@ async def create_volume_snapshot(pool: PoolName, volume: VolumeName, body: Volum
              "(job volume-snapshot.restore)", status_code=202, response_model=Job,
              operation_id="storage-volume-snapshots-restore", responses=job_responses(401, 403, 404, 422))
 async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
-                                  backend: BackendDep, _own: OwnVolumes, jobs: JobStarterDep,
-                                  _: Writer) -> JSONResponse:
+                                  backend: BackendDep, jobs: JobStarterDep,
+                                  _: Writer, _own: OwnVolumes) -> JSONResponse:
     """The volume gets the snapshot's content back. LXD restores a volume only while no running instance uses
     it: the job fails otherwise."""
     return await _start_on_snapshot("volume-snapshot.restore", backend, jobs, pool, volume, snap,
@@ -161,6 +161,6 @@ async def restore_volume_snapshot(pool: PoolName, volume: VolumeName, snap: Volu
                "volume-snapshot.delete)", status_code=202, response_model=Job,
                operation_id="storage-volume-snapshots-delete", responses=job_responses(401, 403, 404, 422))
 async def delete_volume_snapshot(pool: PoolName, volume: VolumeName, snap: VolumeSnapshotName,
-                                 backend: BackendDep, _own: OwnVolumes, jobs: JobStarterDep, _: Writer) -> JSONResponse:
+                                 backend: BackendDep, jobs: JobStarterDep, _: Writer, _own: OwnVolumes) -> JSONResponse:
     return await _start_on_snapshot("volume-snapshot.delete", backend, jobs, pool, volume, snap,
                                     resource=_snapshot_path(pool, volume, snap))

@@ -10,6 +10,7 @@ manages) and check the definition LXD would actually run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from starlette.requests import HTTPConnection
 
@@ -97,14 +98,15 @@ async def enforce_profile(conn: HTTPConnection, b: Backend, *, config: Mapping[s
         return
     edited = Layer(config=config or {}, devices=devices or {})  # untrusted, whatever rules name the profile
     for project, name in current.instances():
-        if project != b.project:
-            continue
+        if not b.principal.allows_project(project):
+            continue  # a container the caller cannot reach at all (a project sharing these profiles, say)
+        user = b if project == b.project else replace(b, project=project, client=b.client.with_project(project))
         try:
-            inst = await b.client.instances.get(name)
+            inst = await user.client.instances.get(name)
         except NotFound:
             continue  # gone meanwhile
         own = Layer(config=inst.config, devices=inst.devices, lxd_written=True)
-        layers = await profile_layers(b, inst.profiles, "profiles")
+        layers = await profile_layers(user, inst.profiles, "profiles")
         try:
             policy.check_expanded([*layers, own], managed)
         except PolicyViolation:

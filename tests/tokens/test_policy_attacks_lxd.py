@@ -479,6 +479,15 @@ async def test_a_write_token_cannot_exec_in_or_touch_the_files_of_a_container_it
     assert (await job_ends(world.c, r))["status"] == "succeeded"
     r = await world.call("POST", f"/v1/containers/{name}/stop", h, json={"force": True}, params={"wait": 60})
     assert (await job_ends(world.c, r))["status"] == "succeeded"  # stopping it gives nothing away
+    async with counting(world.app.state.remotes.get("local")) as log:
+        refused(await world.call("GET", f"/v1/containers/{name}/logs", h), "security.privileged")
+        # its image would carry its files into a container the token may use
+        r = await world.call("POST", f"/v1/containers/{name}/publish", h, json={})
+        if world.limited:  # this project shares its images with `default`
+            assert r.status_code == 403 and r.json()["type"].endswith("/shared-with-default"), r.text
+        else:
+            refused(r, "security.privileged")
+    assert log.mutating == []
 
 
 async def test_a_read_token_does_not_see_secret_config_in_job_results(worlds: dict[str, World]) -> None:
