@@ -67,6 +67,15 @@ async def _kill_after_operations(c: httpx.AsyncClient, daemon: LocalDaemon, job_
     daemon.proc.wait(timeout=10)
 
 
+async def _create_then_kill(c: httpx.AsyncClient, daemon: LocalDaemon, name: str, operations: int) -> str:
+    """Ask for container `name`, kill LXD once the job has recorded `operations` LXD operations; the job's id."""
+    r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "busybox"}})
+    assert r.status_code == 202, r.text
+    job_id: str = r.json()["id"]
+    await _kill_after_operations(c, daemon, job_id, operations)
+    return job_id
+
+
 async def _failed_with_pending_cleanup(c: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     job = (await c.get(f"/v1/jobs/{job_id}", params={"wait": 60})).json()
     assert job["status"] == "failed", job
@@ -85,10 +94,7 @@ async def test_lxd_killed_mid_create_the_container_is_removed_once_lxd_is_back(
     name = f"k-{uuid.uuid4().hex[:8]}"
     async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "busybox"}})
-        assert r.status_code == 202, r.text
-        job_id = r.json()["id"]
-        await _kill_after_operations(c, daemon, job_id, operations)
+        job_id = await _create_then_kill(c, daemon, name, operations)
         await _failed_with_pending_cleanup(c, job_id)
         for _ in range(3):  # LXD stays down: the job keeps saying what is true, the retries keep failing
             await asyncio.sleep(1)
@@ -119,10 +125,7 @@ async def test_a_cleanup_left_pending_is_done_at_the_next_start(
     app = create_app(_settings(tmp_path, info))
     async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "busybox"}})
-        assert r.status_code == 202, r.text
-        job_id = r.json()["id"]
-        await _kill_after_operations(c, daemon, job_id, 2)  # the start: the container exists for sure
+        job_id = await _create_then_kill(c, daemon, name, 2)  # the start: the container exists for sure
         await _failed_with_pending_cleanup(c, job_id)
 
     daemon.start()  # the gateway is down while LXD comes back
@@ -146,9 +149,7 @@ async def test_a_retried_cleanup_leaves_a_container_made_after_the_job_ended_alo
     app = create_app(_settings(tmp_path, info))
     async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "busybox"}})
-        job_id = r.json()["id"]
-        await _kill_after_operations(c, daemon, job_id, 2)
+        job_id = await _create_then_kill(c, daemon, name, 2)
         await _failed_with_pending_cleanup(c, job_id)
 
     daemon.start()
