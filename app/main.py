@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -16,6 +17,7 @@ from fastapi.routing import APIRoute
 from app.certificates.router import router as certificates_router
 from app.containers import jobs as container_jobs
 from app.containers import jobs_exec
+from app.containers import mirror as container_mirror
 from app.containers.router import router as containers_router
 from app.containers.router_exec import router as container_exec_router
 from app.containers.router_files import router as container_files_router
@@ -40,10 +42,12 @@ from app.jobs.bus import JobBus
 from app.jobs.env import bind as bind_workflows
 from app.jobs.idempotency import Idempotency
 from app.jobs.kinds import JobKind, JobKinds
+from app.jobs.models import Job
 from app.jobs.router import router as jobs_router
 from app.jobs.runner import JobRunner
 from app.jobs.service import JobsService, load_extensions
 from app.lxd.registry import RemoteRegistry, RemoteSpec
+from app.mirror import Mirror, MirrorKind
 from app.networks.router import router as networks_router
 from app.profiles.router import router as profiles_router
 from app.projects.router import router as projects_router
@@ -89,6 +93,18 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
     ]
 
 
+MIRRORED: tuple[MirrorKind, ...] = (container_mirror.CONTAINERS,)
+"""What the read model keeps of each remote."""
+
+
+def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any]) -> None:
+    """Before a job's end is seen, the objects it may have changed are read again: the next read shows them."""
+    project = job.project or "default"
+    remote = job.remote or ""
+    for kind, keys in container_mirror.touched_by(job.kind, params):
+        mirror.touch(remote, project, kind, *keys)
+
+
 JOB_KINDS: tuple[JobKind, ...] = (
     container_jobs.CREATE, container_jobs.DELETE, container_jobs.REMOVE_MANY,
     container_jobs.START, container_jobs.STOP, container_jobs.RESTART, container_jobs.FREEZE, container_jobs.UNFREEZE,
@@ -127,8 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = RemoteRegistry(configured + persisted_remotes(settings.data_dir, {r.name for r in configured}),
                                   timeout=settings.lxd_timeout_seconds)
         app.state.remotes = registry
+        mirror = app.state.mirror = Mirror(registry.get, MIRRORED, enabled=settings.read_model,
+                                           reconcile=settings.read_model_reconcile_seconds,
+                                           max_projects=settings.read_model_projects)
         jobs = jobs_service(settings, app.state.job_kinds)
-        bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners)
+        jobs.runner.before_end = lambda job, params: touch_after_job(mirror, job, params)
+        bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners, mirror=mirror)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running
         except BaseException:
@@ -137,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = jobs
         app.state.metrics.bind(remotes=registry, jobs=jobs)
         app.state.streams.start()
+        mirror.start([s.name for s in registry.specs()])
         try:
             yield
         finally:
@@ -144,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.streams.stop()
                 await jobs.stop(settings.shutdown_grace_seconds)
             finally:
+                await mirror.aclose()
                 await registry.aclose()
 
     app = FastAPI(

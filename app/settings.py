@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     auth_enabled: bool = Field(True, description="require bearer tokens (turning it off prints a warning)")
     job_concurrency_per_remote: int = Field(8, ge=1, le=256)
+    read_model: bool = Field(True, description="answer reads of containers, images and profiles from a model of "
+                             "each remote kept in sync by LXD's events (false: every read goes to LXD)")
+    read_model_reconcile_seconds: float = Field(
+        60.0, ge=1, description="the model re-lists every mirrored collection this often, to catch what LXD "
+        "sends no event for")
+    read_model_projects: int = Field(32, ge=1, le=10_000, description="projects per remote the model keeps "
+                                     "(beyond it, the least recently read is dropped and read live again)")
     job_retention_days: float = Field(7.0, ge=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     job_progress_interval_seconds: float = Field(

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.containers.mirror import KIND
 from app.containers.service import (
     ContainerCreateError,
     ContainerRemoveError,
@@ -67,6 +68,13 @@ async def _status(client: Client, name: str) -> str | None:
 
 
 async def _view(ctx: JobContext, client: Client, name: str) -> dict[str, Any]:
+    """The container as it is now, read through the read model (which then holds it too)."""
+    env = workflow_env(ctx)
+    if env.mirror is not None and ctx.remote:
+        data = await env.mirror.fresh(ctx.remote, ctx.project or "default", KIND, name, client=client)
+        if data is None:
+            raise NotFound(f"container {name!r} not found")
+        return data
     return container_view(await read_container(client, name), remote=ctx.remote or "",
                           project=ctx.project or "default")
 

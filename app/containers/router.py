@@ -17,9 +17,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers.listing import select
-from app.containers.spec import ContainerSpec
-from app.containers.view import addresses_of, container_view, list_with_state, read_container
+from app.containers.mirror import CONTAINERS, KIND
+from app.containers.spec import ContainerSpec, user_metadata
+from app.containers.view import container_view
 from app.http.auth import require
+from app.http.cache import CACHE_HEADERS, cached_response, page_response, wants_live
 from app.http.deps import (
     CONFIG_KEY_PATTERN,
     DEVICE_NAME_PATTERN,
@@ -40,6 +42,7 @@ from app.jobs import Job
 from app.jobs.starter import JobStarter, JobStarterDep, job_responses
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Instance
+from app.mirror import Lookup, Mirror, Record, stable_part
 from app.store.tokens import Scope
 from app.tokens.guard import as_sent, enforce, enforce_container, enforce_expanded
 from app.tokens.policy import Layer
@@ -227,9 +230,14 @@ def profile_errors(profiles: list[str] | None, where: str) -> list[dict[str, str
 
 
 async def ensure_project(b: Backend) -> None:
-    """404 when the selected project does not exist on the remote."""
+    """404 when the selected project does not exist on the remote (the read model knows, while in sync)."""
     if b.project == "default":
         return
+    known = b.mirror.has_project(b.remote, b.project) if b.mirror is not None else None
+    if known is True:
+        return
+    if known is False:
+        raise ProblemError(404, f"remote {b.remote!r} has no project {b.project!r}", slug="unknown-project")
     try:
         await b.client.projects.get(b.project)
     except NotFound:
@@ -270,38 +278,87 @@ def _new_name_claim(b: Backend, name: str) -> dict[str, Any]:
             "claimed_slug": "container-exists"}
 
 
-def _view(b: Backend, data: dict[str, Any]) -> dict[str, Any]:
-    """The container as the caller may see it: a token without `write` gets secret config values redacted."""
-    if not b.principal.has(Scope.write):
-        data = {**data, "config": redact_secret_config(data.get("config") or {})}
-    return container_view(data, remote=b.remote, project=b.project)
+_LIVE = Mirror(lambda _: None, [CONTAINERS], enabled=False)  # type: ignore[arg-type,return-value]
+"""Reads without a read model (an app built without one): every read goes to LXD."""
 
 
-def _with_etag(b: Backend, data: dict[str, Any]) -> JSONResponse:
-    etag = data.get("_etag")
-    out = ContainerOut.model_validate(_view(b, data))
-    return JSONResponse(out.model_dump(mode="json"), headers={"ETag": f'"{etag}"'} if etag else None)
+def _mirror(b: Backend) -> Mirror:
+    return b.mirror or _LIVE
+
+
+def _redacted(data: dict[str, Any]) -> dict[str, Any]:
+    config = redact_secret_config(data.get("config") or {})
+    return {**data, "config": config, "metadata": user_metadata(config)}
+
+
+VOLATILE = ("status", "status_code", "addresses")
+"""What LXD changes by itself (no write of the container): left out of the part of the ETag `If-Match` checks."""
+
+
+def _stable(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in view.items() if k not in VOLATILE}
+
+
+def _seen(b: Backend, rec: Record) -> tuple[dict[str, Any], bytes, str]:
+    """The container as the caller may see it (a token without `write` gets secret config values redacted),
+    rendered, with the gateway's ETag over it."""
+    if b.principal.has(Scope.write):
+        return rec.view("", None, _stable)
+    return rec.view("read", _redacted, _stable)
+
+
+async def _lookup(request: Request, b: Backend, name: str, *, live: bool = False) -> Lookup:
+    """The container from the read model (or LXD: see `Mirror.lookup`); 404 when there is none."""
+    await ensure_project(b)
+    lk = await _mirror(b).lookup(b.remote, b.project, KIND, name, client=b.client,
+                                 live=live or wants_live(request))
+    if lk.record is None:
+        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found")
+    return lk
+
+
+def _answer(request: Request, b: Backend, lk: Lookup, status_code: int = 200) -> Response:
+    assert lk.record is not None
+    _, body, etag = _seen(b, lk.record)
+    return cached_response(request, body, etag, source=lk.source, age=lk.age, status_code=status_code)
+
+
+def _versions(b: Backend, inst: Instance) -> set[str | None]:
+    """The versions an `If-Match` may name for the container as read: the stable part of the gateway's ETag
+    (what a write can change: see `stable_part`) and, still accepted, LXD's own ETag."""
+    data = inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    rec = Record(container_view(data, remote=b.remote, project=b.project), 0.0, 0, 0)
+    return {stable_part(_seen(b, rec)[2]), inst.etag}
+
+
+def _if_match(value: str | None) -> str | None:
+    return ", ".join(stable_part(v) for v in value.split(",")) if value else value
 
 
 # ------------------------------------------------------------------------------------------------ routes
 
 
 @router.get("", operation_id="containers-list", summary="List containers", response_model=Page[ContainerOut],
-            dependencies=READ, responses=problem_responses(400, 401, 403, 404, 503))
+            dependencies=READ, responses={200: {"headers": CACHE_HEADERS},
+                                          **problem_responses(400, 401, 403, 404, 503)})
 async def list_containers(
-    b: BackendDep, page: PageDep,
+    request: Request, b: BackendDep, page: PageDep,
     prefix: Annotated[str, Query(max_length=63, description="only names starting with this")] = "",
     status: Annotated[list[str] | None, Query(description="only these statuses (repeatable), e.g. Running")] = None,
     alive: Annotated[bool, Query(description="keep Starting, Started, Running, Stopping, Stopped")] = False,
 ) -> dict[str, Any]:
-    """Containers sorted by name, with their live state, `{items, next_cursor}`."""
+    """Containers sorted by name, with their live state, `{items, next_cursor}`. Answered from the read model
+    while it is in sync (`X-Gateway-Cache`, `Age`); the `ETag` covers the whole page (`If-None-Match`: 304)."""
     await ensure_project(b)
-    items = select(await list_with_state(b.client), prefix, status or (), alive)
+    listing = await _mirror(b).listing(b.remote, b.project, KIND, client=b.client, live=wants_live(request))
+    views = [_seen(b, r) for r in listing.records]
+    kept = {id(v) for v in select([v[0] for v in views], prefix, status or (), alive)}
     filters = {"prefix": prefix, "status": sorted(status or []), "alive": alive, "remote": b.remote,
                "project": b.project}
-    page_ = paginate(items, page, key=lambda i: str(i.get("name")), filters=filters)
-    page_["items"] = [_view(b, i) for i in page_["items"]]
-    return page_
+    page_ = paginate([v for v in views if id(v[0]) in kept], page, key=lambda v: str(v[0].get("name")),
+                     filters=filters)
+    return page_response(request, [v[1] for v in page_["items"]], page_["next_cursor"], source=listing.source,
+                         age=listing.age)
 
 
 @router.post("", operation_id="containers-create", summary="Create a container (job container.create)",
@@ -363,17 +420,14 @@ async def remove_containers(body: RemoveMany, b: BackendDep, jobs: JobStarterDep
 
 
 @router.get("/{name}", operation_id="containers-get", summary="Get a container", response_model=ContainerOut,
-            dependencies=READ, responses={200: {"headers": {"ETag": {"description": "LXD's ETag",
-                                                                     "schema": {"type": "string"}}}},
+            dependencies=READ, responses={200: {"headers": CACHE_HEADERS}, 304: {"description": "not modified "
+                                                                                 "since the `If-None-Match` ETag"},
                                           **problem_responses(401, 403, 404, 503)})
-async def get_container(name: ContainerName, b: BackendDep) -> JSONResponse:
-    """The container with its live state; `ETag` is LXD's, for `If-Match` on `PATCH`."""
-    await ensure_project(b)
-    try:
-        data = await read_container(b.client, name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    return _with_etag(b, data)
+async def get_container(name: ContainerName, request: Request, b: BackendDep) -> Response:
+    """The container with its live state, from the read model while it is in sync (`X-Gateway-Cache`, `Age`;
+    `Cache-Control: no-cache` reads LXD). The `ETag` is the gateway's, over the whole answer: `If-None-Match`
+    answers 304 while nothing changed, `If-Match` on `PATCH` compares against it."""
+    return _answer(request, b, await _lookup(request, b, name))
 
 
 def _key(b: Backend, name: str) -> tuple[str, ...]:
@@ -382,7 +436,7 @@ def _key(b: Backend, name: str) -> tuple[str, ...]:
 
 async def _instance(b: Backend, name: str) -> Instance:
     try:
-        return await b.client.instances.get(name)
+        return await b.client.instances.get(name, recursion=1)
     except NotFound:
         raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
 
@@ -391,7 +445,7 @@ async def _instance(b: Backend, name: str) -> Instance:
               response_model=ContainerOut, dependencies=WRITE,
               responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
 async def patch_container(name: ContainerName, patch: ContainerPatch, request: Request, b: BackendDep,
-                          if_match: IfMatch = None) -> JSONResponse:
+                          if_match: IfMatch = None) -> Response:
     """Merge `config` and `devices` (`null` removes), replace `profiles`, set `description`. With `If-Match`,
     412 when the container changed since that ETag."""
     check(config_errors(patch.config, "body.config") + device_errors(patch.devices, "body.devices",
@@ -417,8 +471,9 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
         await enforce_expanded(request, b, profiles=body["profiles"], layers=_patched_layers(body, patch))
         await b.client.instances.update(name, body, etag=inst.etag)
 
-    await edit(_key(b, name), if_match, f"container {name!r}", lambda: _instance(b, name), write)
-    return _with_etag(b, await read_container(b.client, name))
+    await edit(_key(b, name), _if_match(if_match), f"container {name!r}", lambda: _instance(b, name), write,
+               versions=lambda inst: _versions(b, inst))
+    return _answer(request, b, await _lookup(request, b, name, live=True))
 
 
 def _patched_layers(body: Mapping[str, Any], patch: ContainerPatch) -> list[Layer]:
@@ -461,21 +516,19 @@ for _action in ("start", "stop", "restart", "freeze", "unfreeze"):
 
 @router.get("/{name}/addresses", operation_id="containers-addresses", summary="A container's usable addresses",
             response_model=Page[Address], dependencies=READ, responses=problem_responses(400, 401, 403, 404, 503))
-async def container_addresses(name: ContainerName, b: BackendDep, page: PageDep) -> dict[str, Any]:
+async def container_addresses(name: ContainerName, request: Request, b: BackendDep,
+                              page: PageDep) -> dict[str, Any]:
     """No loopback, no link-local, nothing on the LXD bridge itself; sorted by interface then address."""
-    await ensure_project(b)
-    try:
-        data = await read_container(b.client, name)
-    except NotFound:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-    return paginate(addresses_of(data), page, key=lambda a: f"{a['interface']}\x00{a['address']}",
+    lk = await _lookup(request, b, name)
+    assert lk.record is not None
+    return paginate(list(lk.record.data["addresses"]), page, key=lambda a: f"{a['interface']}\x00{a['address']}",
                     filters={"name": name, "remote": b.remote, "project": b.project})
 
 
 @router.post("/{name}/devices", operation_id="containers-add-device", summary="Add a device to a container",
              status_code=201, response_model=ContainerOut, dependencies=WRITE,
              responses=problem_responses(401, 403, 404, 409, 412, 422, 503))
-async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: BackendDep) -> JSONResponse:
+async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: BackendDep) -> Response:
     """Add `{name, device}`; 409 when the container already has a device of that name."""
     check(device_errors({body.name: body.device}, "body.device"))
     enforce(request, b.principal, devices={body.name: body.device})
@@ -492,9 +545,7 @@ async def add_device(name: ContainerName, body: DeviceAdd, request: Request, b: 
         await b.client.instances.update(name, data, etag=inst.etag)
 
     await edit(_key(b, name), None, f"container {name!r}", lambda: _instance(b, name), write)
-    resp = _with_etag(b, await read_container(b.client, name))
-    resp.status_code = 201
-    return resp
+    return _answer(request, b, await _lookup(request, b, name, live=True), status_code=201)
 
 
 @router.post("/{name}/rename", operation_id="containers-rename", summary="Rename a container (job)",

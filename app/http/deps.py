@@ -20,6 +20,7 @@ from app.http.errors import ProblemError, refuse_in_use
 from app.lxd.client import Client
 from app.lxd.errors import NotFound
 from app.lxd.registry import RemoteRegistry, RemoteSpec, UnknownRemote
+from app.mirror import Mirror
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]$|^[A-Za-z]$"
 NAME_RE = re.compile(NAME_PATTERN)
@@ -67,6 +68,8 @@ class Backend:
     spec: RemoteSpec
     client: Client
     principal: Principal
+    mirror: Mirror | None = None
+    """The read model (None in an app without one: every read goes to LXD)."""
 
     def filters(self, **more: str) -> dict[str, str]:
         """What a list of this remote and project was made for (a page cursor carries it): `remote`, `project`
@@ -96,7 +99,8 @@ async def backend(
     client = registry.get(spec.name)
     if project != client.project:
         client = client.with_project(project)
-    return Backend(remote=spec.name, project=project, spec=spec, client=client, principal=principal)
+    return Backend(remote=spec.name, project=project, spec=spec, client=client, principal=principal,
+                   mirror=getattr(conn.app.state, "mirror", None))
 
 
 BackendDep = Annotated[Backend, Depends(backend)]

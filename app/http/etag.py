@@ -4,7 +4,7 @@ under LXD's ETag (`edit`), and turning a core service error that wraps an LXD er
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -34,12 +34,14 @@ def set_etag(response: Response, etag: str | None) -> None:
         response.headers["ETag"] = f'"{bare_etag(etag)}"'
 
 
-def check_if_match(if_match: str | None, current: str | None, what: str) -> None:
-    """412 when the caller's `If-Match` names another version than `current` (`*` matches anything)."""
+def check_if_match(if_match: str | None, current: str | Iterable[str | None] | None, what: str) -> None:
+    """412 when the caller's `If-Match` names another version than `current` (one ETag, or several that name
+    the same version) (`*` matches anything)."""
     if not if_match or if_match.strip() == "*":
         return
     wanted = {bare_etag(v) for v in if_match.split(",")}
-    if bare_etag(current) not in wanted:
+    names = [current] if current is None or isinstance(current, str) else list(current)
+    if not wanted & {bare_etag(c) for c in names if c}:
         raise ProblemError(412, f"{what} changed since the ETag given in If-Match was read",
                            slug="precondition-failed")
 
@@ -86,16 +88,17 @@ async def _edit_lock(key: tuple[str, ...]) -> AsyncIterator[None]:
 
 
 async def edit(key: tuple[str, ...], if_match: str | None, what: str, read: Callable[[], Awaitable[V]],
-               write: Callable[[V], Awaitable[object]]) -> None:
+               write: Callable[[V], Awaitable[object]],
+               versions: Callable[[V], Iterable[str | None]] | None = None) -> None:
     """Read-modify-write of one LXD object that loses no concurrent change: `write(current)` must send LXD the
     new state under `current.etag`. Writers in this gateway take turns on `key`; when a writer elsewhere changed
     the object in between (LXD's 412), or LXD was still busy with another update, it is read and written again.
     With `If-Match` the caller named the version to change: it is checked on every read, so a change in between is
-    the caller's 412."""
+    the caller's 412. `versions(current)` names the ETags a caller may hold for it (default: LXD's)."""
     async with _edit_lock(key):
         for attempt in range(EDIT_ATTEMPTS):
             current = await read()
-            check_if_match(if_match, current.etag, what)
+            check_if_match(if_match, versions(current) if versions is not None else current.etag, what)
             try:
                 await write(current)
                 return

@@ -18,6 +18,7 @@ from app.jobs import JobContext, JobRunner
 from app.lxd.client import Client
 from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import ConnectionArgs, ServerSpec
+from app.mirror import Mirror
 from app.settings import Settings
 
 SERVICE_KEY = "workflows"
@@ -31,6 +32,8 @@ class WorkflowEnv:
     settings: Settings
     owners: OperationOwners = field(default_factory=OperationOwners)
     """Which token started which LXD operation (exec jobs record theirs)."""
+    mirror: Mirror | None = None
+    """The read model: job results are read through it, so that they and later reads agree."""
 
     def client(self, remote: str | None, project: str | None) -> Client:
         """The LXD client of `remote` (default remote when None) bound to `project`."""
@@ -50,9 +53,9 @@ class WorkflowEnv:
 
 
 def bind(runner: JobRunner, *, remotes: RemoteRegistry, settings: Settings,
-         owners: OperationOwners | None = None) -> WorkflowEnv:
+         owners: OperationOwners | None = None, mirror: Mirror | None = None) -> WorkflowEnv:
     """Make the LXD clients and settings available to the jobs of `runner`."""
-    env = WorkflowEnv(remotes=remotes, settings=settings, owners=owners or OperationOwners())
+    env = WorkflowEnv(remotes=remotes, settings=settings, owners=owners or OperationOwners(), mirror=mirror)
     runner.services[SERVICE_KEY] = env
     return env
 

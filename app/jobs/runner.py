@@ -265,6 +265,9 @@ class JobRunner:
         self.owner_id = owner_id or uuid.uuid4().hex
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
+        self.before_end: Callable[[Job, dict[str, Any]], None] | None = None
+        """Called with each job and its params before its end is stored and announced (the read model is told
+        what the job may have changed, so that a read after the end shows it)."""
         self.services: dict[str, Any] = {}
         """Shared objects job steps reach through `ctx.services` (set by the app before `start()`)."""
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -675,6 +678,11 @@ class JobRunner:
         if active.flush is not None:
             active.flush.cancel()
         finished = utcnow()
+        if self.before_end is not None:
+            try:
+                self.before_end(job, active.params)
+            except Exception:
+                log.exception("before_end hook failed for job %s", job.id)
 
         def end(j: Job) -> None:
             j.status, j.finished_at, j.result, j.error = status, finished, result, error

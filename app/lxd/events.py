@@ -79,6 +79,21 @@ class Subscription:
         self._bus._arm_release()
 
 
+class Listener:
+    """A callback told of every event as it is read, in the stream's order and before any operation waiter is
+    told (so an operation's end is never seen before the events that came ahead of it), and of every gap: the
+    stream dropped, so events may have been missed."""
+
+    def __init__(self, bus: EventBus, on_event: Callable[[Event], None], on_gap: Callable[[], None]) -> None:
+        self._bus = bus
+        self.on_event = on_event
+        self.on_gap = on_gap
+
+    def close(self) -> None:
+        self._bus._listeners.discard(self)
+        self._bus._arm_release()
+
+
 OperationWatcher = Callable[[OperationState | None], None]
 """Called with each new state of a watched operation, or None after a reconnect (state may have been missed)."""
 
@@ -106,6 +121,7 @@ class EventBus:
         self._ws: Any = None
         self._closed = False
         self._subs: set[Subscription] = set()
+        self._listeners: set[Listener] = set()
         self._watchers: dict[str, set[OperationWatcher]] = {}
         self._recent: OrderedDict[str, OperationState] = OrderedDict()
         self.last_error: Exception | None = None
@@ -124,7 +140,7 @@ class EventBus:
     @property
     def held(self) -> bool:
         """Whether anyone uses the stream: a subscriber, a followed operation or a call in flight."""
-        return bool(self._subs or self._watchers or self._holds)
+        return bool(self._subs or self._listeners or self._watchers or self._holds)
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -215,11 +231,19 @@ class EventBus:
             finally:
                 self.connected.clear()
                 self._ws = None
+                self._gap()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(ws.close())
             if not self._closed:
                 self._resync()
                 await asyncio.sleep(delay)
+
+    def _gap(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_gap()
+            except Exception:  # one listener must not stop the stream
+                log.exception("events listener failed on a gap")
 
     def _resync(self) -> None:
         for watchers in list(self._watchers.values()):
@@ -231,13 +255,19 @@ class EventBus:
             event = Event.model_validate(json.loads(raw))
         except (ValueError, TypeError):
             return
+        state = None
         if event.type == "operation" and event.metadata.get("id"):
             try:
                 state = OperationState.model_validate(event.metadata)
             except ValueError:
                 state = None
-            if state is not None:
-                self.remember(state)
+        for listener in list(self._listeners):
+            try:
+                listener.on_event(event)
+            except Exception:  # one listener must not stop the stream
+                log.exception("events listener failed")
+        if state is not None:
+            self.remember(state)
         for sub in list(self._subs):
             sub._put(event)
 
@@ -266,6 +296,13 @@ class EventBus:
             if not ws:
                 del self._watchers[op_id]
         self._arm_release()
+
+    def listen(self, on_event: Callable[[Event], None], on_gap: Callable[[], None]) -> Listener:
+        """Call `on_event` with every event as it is read and `on_gap` whenever the stream drops; `.close()` the
+        listener to stop. The stream is held while the listener is open."""
+        listener = Listener(self, on_event, on_gap)
+        self._listeners.add(listener)
+        return listener
 
     def subscribe(self, types: set[str] | None = None, maxsize: int = 1024) -> Subscription:
         sub = Subscription(self, types, maxsize)

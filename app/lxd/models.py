@@ -212,6 +212,38 @@ class Event(LXDModel):
     project: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def action(self) -> str:
+        """A lifecycle event's action (`instance-started`, `image-alias-deleted`, ...); "" for other events."""
+        return str(self.metadata.get("action") or "") if self.type == "lifecycle" else ""
+
+    @property
+    def source(self) -> tuple[str, ...]:
+        """What a lifecycle event is about, as path segments after `/1.0/`: `("instances", "c1")`,
+        `("instances", "c1", "snapshots", "s1")`, `("images", "aliases", "foo")`; () when it names nothing."""
+        return api_path_parts(str(self.metadata.get("source") or ""))
+
+    @property
+    def resources(self) -> dict[str, list[tuple[str, ...]]]:
+        """What an operation event's operation acts on, by collection, each as `source` parts."""
+        out: dict[str, list[tuple[str, ...]]] = {}
+        for urls in (self.metadata.get("resources") or {}).values():
+            for url in urls or ():
+                parts = api_path_parts(str(url))
+                if parts:
+                    out.setdefault(parts[0], []).append(parts)
+        return out
+
+
+def api_path_parts(url: str) -> tuple[str, ...]:
+    """`/1.0/instances/c1?project=p` -> `("instances", "c1")` (segments unquoted); () for anything else."""
+    from urllib.parse import unquote, urlsplit
+
+    path = urlsplit(url).path
+    if not path.startswith("/1.0/"):
+        return ()
+    return tuple(unquote(seg) for seg in path[len("/1.0/"):].split("/") if seg)
+
 
 class Tagged(LXDModel):
     """An object LXD serves with an ETag: `etag` is what to pass back as If-Match on update."""

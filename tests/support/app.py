@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,10 +28,21 @@ def make_settings(tmp_path: Path, daemon: DaemonInfo, **overrides: object) -> Se
     return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
 
 
+async def model_in_sync(app: FastAPI, timeout: float = 20.0) -> None:
+    """Wait until the read model of every remote is in sync with its LXD (fails after `timeout`)."""
+    mirror = app.state.mirror
+    deadline = time.monotonic() + timeout
+    while not all(rm.synced for rm in mirror.remotes.values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the read model did not get in sync: {mirror.stats()}")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 async def app(tmp_path: Path, lxd_daemon: DaemonInfo) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(tmp_path, lxd_daemon))
     async with LifespanManager(application):
+        await model_in_sync(application)
         yield application
 
 

@@ -1,0 +1,36 @@
+"""What the mirror keeps of one kind of LXD object, told by the resource package that serves it.
+
+The mirror itself knows no resource: `app/containers/mirror.py` says how instances are listed, read one by one and
+shaped into what the API shows; `app/images/mirror.py` and `app/profiles/mirror.py` do the same for theirs.
+`app/main.py` hands the kinds to the `Mirror`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.lxd.client import Client
+
+Shaped = dict[str, Any]
+"""One object as the API shows it (before what a caller may not see is redacted)."""
+
+
+@dataclass(frozen=True)
+class MirrorKind:
+    """One collection of a project, e.g. `instances`: how to load it and what of it to keep."""
+
+    name: str
+    """The collection in LXD's URLs and events (`instances`, `images`, `profiles`)."""
+    load_all: Callable[[Client, str], Awaitable[list[tuple[str, Shaped]]]]
+    """Every object of the client's project on the remote named, keyed, with one listing (recursion)."""
+    load_one: Callable[[Client, str, str], Awaitable[Shaped | None]]
+    """One object (client, remote, key) read afresh; None when it no longer exists."""
+    whole: bool = False
+    """Any event of the collection reloads all of it (images: an alias event changes the image it names)."""
+    awaits_address: Callable[[Shaped], bool] | None = None
+    """Whether an object just started may still get addresses, which LXD reports without an event: it is then
+    read again on a short interval for `ADDRESS_WINDOW` seconds."""
+    running: Callable[[Shaped], bool] | None = None
+    """Whether the object runs (the address window opens when it starts running)."""

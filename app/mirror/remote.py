@@ -1,0 +1,404 @@
+"""The mirror of one remote: kept in sync from its all-projects events stream.
+
+How it stays right:
+- **Subscribed before loaded.** The listener is on the stream before any listing is asked for, so an event that
+  comes while a listing runs is applied after it (a read is never replaced by one started earlier: `seq`).
+- **Kept current by events.** Every `lifecycle` event about a mirrored object, and every finished `operation`
+  naming one, has the object read again (one read at a time per object; a reader of it waits for that read, up to
+  `PENDING_WAIT`). What LXD 5.0 sends, as seen on a real daemon: `instance-created/-started/-stopped/-updated/
+  -renamed` (after the rename operation ends; `context.old_name`), `-deleted`, `-paused/-resumed` (freeze, and
+  around a snapshot), `-snapshot-*`, `-exec`; a profile change sends `instance-updated` for each instance using it
+  before `profile-updated`; `image-*` and `image-alias-created/-deleted` (the alias's target in `context`);
+  `project-*`. A container that powers itself off sends `instance-shutdown` or `instance-stopped`.
+- **Addresses.** A DHCP lease (or SLAAC) brings no event at all. An instance seen to start running, or running
+  without an IPv4 address, is read again every `ADDRESS_POLL` seconds for `ADDRESS_WINDOW` seconds, until it has
+  one; after that the periodic reconcile catches later changes.
+- **Reloaded in full** after the stream dropped (events may have been missed): until then, and until the first
+  load, the remote is not in sync and reads go to LXD.
+- **Reconciled** by a full listing of every mirrored collection each `reconcile` seconds.
+- **Bounded.** Projects other than the preloaded ones are mirrored on first use, at most `max_projects` of them
+  (the least recently used is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.lxd.client import Client
+from app.lxd.errors import LXDError
+from app.lxd.events import Listener
+from app.lxd.models import Event
+from app.mirror.collection import Collection, Versions
+from app.mirror.kinds import MirrorKind, Shaped
+
+log = logging.getLogger("app.mirror")
+
+ADDRESS_WINDOW = 60.0
+ADDRESS_POLL = 0.5
+PENDING_WAIT = 2.0
+FETCHES = 16  # reads of single objects in flight at once, per remote
+ALL = "*"  # the key of a whole-collection reload
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    reads: int = 0
+    listings: int = 0
+    reloads: int = 0
+    gaps: int = 0
+    evicted: int = 0
+    served: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0, "bypass": 0})
+
+
+class RemoteMirror:
+    """The mirrored projects of one remote, and the task keeping them in sync."""
+
+    def __init__(self, name: str, client: Client, kinds: Sequence[MirrorKind], *, reconcile: float = 60.0,
+                 max_projects: int = 32, preload: Sequence[str] = ("default",)) -> None:
+        self.name = name
+        self.client = client
+        self.kinds = {k.name: k for k in kinds}
+        self.reconcile = reconcile
+        self.max_projects = max(1, max_projects)
+        self.preload = tuple(preload)
+        self.versions = Versions()
+        self.projects: OrderedDict[str, dict[str, Collection]] = OrderedDict()
+        self.project_names: set[str] | None = None
+        self.synced = False
+        self.state = "starting"
+        self.synced_since = 0.0
+        self.counters = Counters()
+        self._seq = 0
+        self._clients: dict[str, Client] = {}
+        self._again: set[tuple[str, str, str]] = set()
+        self._fetches = asyncio.Semaphore(FETCHES)
+        self._addresses: dict[tuple[str, str, str], float] = {}
+        self._gap = asyncio.Event()
+        self._wake = asyncio.Event()  # an object started to await addresses
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.last_error: str | None = None
+
+    # -- life -----------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"mirror-{self.name}")
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def project_client(self, project: str) -> Client:
+        c = self._clients.get(project)
+        if c is None:
+            c = self._clients[project] = self.client if project == self.client.project else \
+                self.client.with_project(project)
+        return c
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _unsync(self, state: str, why: str | None = None) -> None:
+        if self.synced:
+            log.info("the model of remote %r is out of sync (%s)", self.name, why or state)
+        self.synced = False
+        self.state = state
+        if why:
+            self.last_error = why
+
+    async def _run(self) -> None:
+        bus = self.client.events.bus(all_projects=True)
+        delay = 0.2
+        while not self._closed:
+            self._gap = asyncio.Event()
+            listener: Listener = bus.listen(self._on_event, self._on_gap)
+            try:
+                if not await bus.ensure_connected(10.0):
+                    self._unsync("down", f"events stream: {bus.last_error}")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self.state = "reloading" if self.counters.reloads else "starting"
+                await self._load_everything()
+                if self._gap.is_set():
+                    continue
+                delay = 0.2
+                self.synced, self.state, self.synced_since = True, "synced", time.monotonic()
+                self.last_error = None
+                await self._keep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # LXD went away mid-load: try again from the start
+                self._unsync("down", f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                listener.close()
+
+    async def _keep(self) -> None:
+        """Until the stream drops: poll instances awaiting addresses, reconcile every `reconcile` seconds."""
+        next_reconcile = time.monotonic() + self.reconcile
+        while not self._gap.is_set():
+            self._wake.clear()
+            waits = [asyncio.ensure_future(self._gap.wait())]
+            if not self._addresses:
+                waits.append(asyncio.ensure_future(self._wake.wait()))
+            try:
+                await asyncio.wait(waits, timeout=ADDRESS_POLL if self._addresses else
+                                   max(0.05, next_reconcile - time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if self._gap.is_set():
+                return
+            self._poll_addresses()
+            if time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + self.reconcile
+                for project, colls in list(self.projects.items()):
+                    for kind in colls:
+                        self.request(project, kind, ALL)
+
+    async def _load_everything(self) -> None:
+        self.counters.reloads += 1
+        self.project_names = set(await self.client.projects.names())
+        for project in self.preload:
+            if project in self.project_names:
+                self._collections(project)
+        loads = [self._load(project, kind) for project, colls in self.projects.items() for kind in colls]
+        await asyncio.gather(*loads)
+
+    async def _load(self, project: str, kind: str) -> None:
+        colls = self.projects.get(project)
+        if colls is None:
+            return
+        coll = colls[kind]
+        seq = self.next_seq()
+        fetched = time.monotonic()
+        items = await self.kinds[kind].load_all(self.project_client(project), self.name)
+        self.counters.listings += 1
+        if self.projects.get(project) is colls:
+            coll.replace_all(items, fetched, seq)
+            for key, rec in coll.items():
+                self._track_address(project, kind, key, None, rec.data)
+
+    # -- events ---------------------------------------------------------------------------------------------------
+
+    def _on_gap(self) -> None:
+        self.counters.gaps += 1
+        self._unsync("reloading", "the events stream dropped")
+        self._gap.set()
+
+    def _on_event(self, event: Event) -> None:
+        self.counters.events += 1
+        project = event.project or "default"
+        if event.type == "lifecycle":
+            parts = event.source
+            if not parts:
+                return
+            if parts[0] == "projects" and len(parts) == 2 and self.project_names is not None:
+                if event.action.endswith("-deleted"):
+                    self.project_names.discard(parts[1])
+                    self._drop_project(parts[1])
+                elif event.action.endswith("-renamed"):
+                    self.project_names.discard(str((event.metadata.get("context") or {}).get("old_name") or ""))
+                    self.project_names.add(parts[1])
+                else:
+                    self.project_names.add(parts[1])
+                return
+            kind = self.kinds.get(parts[0])
+            if kind is None or project not in self.projects:
+                return
+            if kind.whole or len(parts) < 2:
+                self.request(project, kind.name, ALL)
+                return
+            key = parts[1]
+            if parts[0] == "images" and key == "aliases":
+                self.request(project, kind.name, ALL)
+                return
+            old = (event.metadata.get("context") or {}).get("old_name")
+            if event.action.endswith("-renamed") and old:
+                self.request(project, kind.name, str(old))
+            self.request(project, kind.name, key)
+        elif event.type == "operation":
+            status = event.metadata.get("status_code")
+            if project not in self.projects or not isinstance(status, int) or status < 200:
+                return  # only finished operations: lifecycle events tell of the changes on the way
+            for collection, objects in event.resources.items():
+                kind = self.kinds.get(collection)
+                if kind is None:
+                    continue
+                for parts in objects:
+                    self.request(project, kind.name, ALL if kind.whole or len(parts) < 2 else parts[1])
+
+    # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
+
+    def request(self, project: str, kind: str, key: str) -> asyncio.Future[None] | None:
+        """Have `key` (or `ALL`) of `kind` in `project` read again; readers of it wait for that read. A read
+        already under way is followed by one more (it may have started before the change)."""
+        colls = self.projects.get(project)
+        if colls is None or kind not in colls:
+            return None
+        coll = colls[kind]
+        fut = coll.pending.get(key)
+        if fut is not None:
+            self._again.add((project, kind, key))
+            return fut
+        fut = coll.pending[key] = asyncio.get_running_loop().create_future()
+        self._spawn(self._fetch(project, kind, key, coll))
+        return fut
+
+    async def _fetch(self, project: str, kind_name: str, key: str, coll: Collection) -> None:
+        kind = self.kinds[kind_name]
+        client = self.project_client(project)
+        try:
+            while True:
+                self._again.discard((project, kind_name, key))
+                async with self._fetches:
+                    seq = self.next_seq()
+                    fetched = time.monotonic()
+                    try:
+                        if key == ALL:
+                            items = await kind.load_all(client, self.name)
+                            self.counters.listings += 1
+                        else:
+                            data = await kind.load_one(client, self.name, key)
+                            self.counters.reads += 1
+                    except LXDError as exc:
+                        # The object could not be read: the collection is not known any more. It is loaded again
+                        # (reads go to LXD meanwhile); a dead LXD also drops the events stream.
+                        log.info("model of %s/%s %s: reading %r failed: %s", self.name, project, kind_name, key, exc)
+                        coll.loaded = False
+                        self._spawn(self._reload_later(project, kind_name))
+                        return
+                if key == ALL:
+                    before = {k: r.data for k, r in coll.items()}
+                    coll.replace_all(items, fetched, seq)
+                    for k, rec in coll.items():
+                        self._track_address(project, kind_name, k, before.get(k), rec.data)
+                else:
+                    prev = coll.records.get(key)
+                    coll.put(key, data, fetched, seq)
+                    self._track_address(project, kind_name, key, prev.data if prev else None, data)
+                if (project, kind_name, key) not in self._again:
+                    return
+        finally:
+            fut = coll.pending.pop(key, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def _reload_later(self, project: str, kind: str) -> None:
+        await asyncio.sleep(0.5)
+        if not self._closed:
+            fut = self.request(project, kind, ALL)
+            if fut is not None:
+                with contextlib.suppress(Exception):
+                    await fut
+
+    # -- addresses ------------------------------------------------------------------------------------------------
+
+    def _track_address(self, project: str, kind_name: str, key: str, before: Shaped | None,
+                       after: Shaped | None) -> None:
+        kind = self.kinds[kind_name]
+        if kind.awaits_address is None or kind.running is None:
+            return
+        ident = (project, kind_name, key)
+        if after is None or not kind.running(after):
+            self._addresses.pop(ident, None)
+            return
+        started = before is None or not kind.running(before)
+        if kind.awaits_address(after):
+            if started or ident not in self._addresses:
+                self._addresses[ident] = time.monotonic() + ADDRESS_WINDOW
+                self._wake.set()
+        else:
+            self._addresses.pop(ident, None)
+
+    def _poll_addresses(self) -> None:
+        now = time.monotonic()
+        for ident, until in list(self._addresses.items()):
+            if now > until:
+                del self._addresses[ident]
+                continue
+            self.request(*ident)
+
+    # -- projects -------------------------------------------------------------------------------------------------
+
+    def _collections(self, project: str) -> dict[str, Collection]:
+        colls = self.projects.get(project)
+        if colls is None:
+            colls = self.projects[project] = {k: Collection(self.versions) for k in self.kinds}
+            while len(self.projects) > self.max_projects:
+                victim = next((p for p in self.projects if p not in self.preload and p != project), None)
+                if victim is None:
+                    break
+                self._drop_project(victim)
+                self.counters.evicted += 1
+        else:
+            self.projects.move_to_end(project)
+        return colls
+
+    def _drop_project(self, project: str) -> None:
+        colls = self.projects.pop(project, None)
+        for coll in (colls or {}).values():
+            for w in list(coll.watchers):
+                w.put_resync()
+        self._clients.pop(project, None)
+        for ident in [i for i in self._addresses if i[0] == project]:
+            del self._addresses[ident]
+
+    def collection(self, project: str, kind: str) -> Collection | None:
+        """The collection when the remote is in sync and the project is mirrored (loading it when it is not yet:
+        None until it is loaded)."""
+        if not self.synced:
+            return None
+        if self.project_names is not None and project not in self.project_names:
+            return None
+        colls = self.projects.get(project)
+        if colls is None:
+            colls = self._collections(project)
+            for k in colls:
+                self.request(project, k, ALL)
+            return None
+        self.projects.move_to_end(project)
+        coll = colls[kind]
+        return coll if coll.loaded else None
+
+    def has_project(self, project: str) -> bool | None:
+        """Whether LXD has the project; None when the mirror does not know (not in sync)."""
+        if not self.synced or self.project_names is None:
+            return None
+        return project in self.project_names
+
+    async def settle(self, coll: Collection, key: str | None = None) -> bool:
+        """Wait for the reads under way that readers of `key` (all keys when None) must see; False when they did
+        not end within `PENDING_WAIT` seconds."""
+        futs = [f for k, f in coll.pending.items() if key is None or k in (key, ALL)]
+        if not futs:
+            return True
+        done, _ = await asyncio.wait([asyncio.shield(f) for f in futs], timeout=PENDING_WAIT)
+        return len(done) == len(futs)
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for colls in self.projects.values() for c in colls.values())
