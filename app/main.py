@@ -37,6 +37,7 @@ from app.http.openapi import openapi_tags, problems_everywhere, websocket_paths
 from app.http.owners import OperationOwners
 from app.http.request_id import RequestIdMiddleware
 from app.images import jobs as image_jobs
+from app.images import mirror as image_mirror
 from app.images.router import router as images_router
 from app.jobs.bus import JobBus
 from app.jobs.env import bind as bind_workflows
@@ -49,6 +50,7 @@ from app.jobs.service import JobsService, load_extensions
 from app.lxd.registry import RemoteRegistry, RemoteSpec
 from app.mirror import Mirror, MirrorKind
 from app.networks.router import router as networks_router
+from app.profiles import mirror as profile_mirror
 from app.profiles.router import router as profiles_router
 from app.projects.router import router as projects_router
 from app.remotes.router import router as remotes_router
@@ -93,7 +95,8 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
     ]
 
 
-MIRRORED: tuple[MirrorKind, ...] = (container_mirror.CONTAINERS,)
+MIRRORED: tuple[MirrorKind, ...] = (container_mirror.CONTAINERS, image_mirror.IMAGE_KIND, image_mirror.ALIAS_KIND,
+                                     profile_mirror.PROFILE_KIND)
 """What the read model keeps of each remote."""
 
 
@@ -101,7 +104,7 @@ def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any]) -> None:
     """Before a job's end is seen, the objects it may have changed are read again: the next read shows them."""
     project = job.project or "default"
     remote = job.remote or ""
-    for kind, keys in container_mirror.touched_by(job.kind, params):
+    for kind, keys in container_mirror.touched_by(job.kind, params) + image_mirror.touched_by(job.kind):
         mirror.touch(remote, project, kind, *keys)
 
 

@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers.listing import select
-from app.containers.mirror import CONTAINERS, KIND
+from app.containers.mirror import KIND
 from app.containers.spec import ContainerSpec, user_metadata
 from app.containers.view import container_view
-from app.http.auth import require
-from app.http.cache import CACHE_HEADERS, cached_response, page_response, wants_live
+from app.http.auth import TICKETS_ACCEPTED_WHEN_WATCHING, require
+from app.http.cache import CACHE_HEADERS, answer, read_one, read_page
 from app.http.deps import (
     CONFIG_KEY_PATTERN,
     DEVICE_NAME_PATTERN,
@@ -38,11 +38,12 @@ from app.http.errors import ProblemError, problem_responses
 from app.http.etag import edit, merge_patch
 from app.http.pagination import Page, PageDep, paginate
 from app.http.redact import redact_secret_config
+from app.http.watch import LastEventId, WatchQuery, watch_content, watch_stream
 from app.jobs import Job
 from app.jobs.starter import JobStarter, JobStarterDep, job_responses
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.models import Instance
-from app.mirror import Lookup, Mirror, Record, stable_part
+from app.mirror import Lookup, Record, stable_part
 from app.store.tokens import Scope
 from app.tokens.guard import as_sent, enforce, enforce_container, enforce_expanded
 from app.tokens.policy import Layer
@@ -233,7 +234,7 @@ async def ensure_project(b: Backend) -> None:
     """404 when the selected project does not exist on the remote (the read model knows, while in sync)."""
     if b.project == "default":
         return
-    known = b.mirror.has_project(b.remote, b.project) if b.mirror is not None else None
+    known = b.mirror.has_project(b.remote, b.project)
     if known is True:
         return
     if known is False:
@@ -278,14 +279,6 @@ def _new_name_claim(b: Backend, name: str) -> dict[str, Any]:
             "claimed_slug": "container-exists"}
 
 
-_LIVE = Mirror(lambda _: None, [CONTAINERS], enabled=False)  # type: ignore[arg-type,return-value]
-"""Reads without a read model (an app built without one): every read goes to LXD."""
-
-
-def _mirror(b: Backend) -> Mirror:
-    return b.mirror or _LIVE
-
-
 def _redacted(data: dict[str, Any]) -> dict[str, Any]:
     config = redact_secret_config(data.get("config") or {})
     return {**data, "config": config, "metadata": user_metadata(config)}
@@ -310,17 +303,12 @@ def _seen(b: Backend, rec: Record) -> tuple[dict[str, Any], bytes, str]:
 async def _lookup(request: Request, b: Backend, name: str, *, live: bool = False) -> Lookup:
     """The container from the read model (or LXD: see `Mirror.lookup`); 404 when there is none."""
     await ensure_project(b)
-    lk = await _mirror(b).lookup(b.remote, b.project, KIND, name, client=b.client,
-                                 live=live or wants_live(request))
-    if lk.record is None:
-        raise ProblemError(404, f"container {name!r} not found", slug="container-not-found")
-    return lk
+    return await read_one(request, b.mirror, b.remote, b.project, KIND, name, client=b.client, live=live,
+                          missing=ProblemError(404, f"container {name!r} not found", slug="container-not-found"))
 
 
 def _answer(request: Request, b: Backend, lk: Lookup, status_code: int = 200) -> Response:
-    assert lk.record is not None
-    _, body, etag = _seen(b, lk.record)
-    return cached_response(request, body, etag, source=lk.source, age=lk.age, status_code=status_code)
+    return answer(request, lk, lambda rec: _seen(b, rec), status_code)
 
 
 def _versions(b: Backend, inst: Instance) -> set[str | None]:
@@ -339,26 +327,29 @@ def _if_match(value: str | None) -> str | None:
 
 
 @router.get("", operation_id="containers-list", summary="List containers", response_model=Page[ContainerOut],
-            dependencies=READ, responses={200: {"headers": CACHE_HEADERS},
-                                          **problem_responses(400, 401, 403, 404, 503)})
+            dependencies=READ, responses={200: {"headers": CACHE_HEADERS, **watch_content("Container")},
+                                          304: {"description": "not modified since the `If-None-Match` ETag"},
+                                          **problem_responses(400, 401, 403, 404, 503)},
+            openapi_extra=TICKETS_ACCEPTED_WHEN_WATCHING)
 async def list_containers(
     request: Request, b: BackendDep, page: PageDep,
     prefix: Annotated[str, Query(max_length=63, description="only names starting with this")] = "",
     status: Annotated[list[str] | None, Query(description="only these statuses (repeatable), e.g. Running")] = None,
     alive: Annotated[bool, Query(description="keep Starting, Started, Running, Stopping, Stopped")] = False,
-) -> dict[str, Any]:
+    watch: WatchQuery = False, last_event_id: LastEventId = None,
+) -> Response:
     """Containers sorted by name, with their live state, `{items, next_cursor}`. Answered from the read model
     while it is in sync (`X-Gateway-Cache`, `Age`); the `ETag` covers the whole page (`If-None-Match`: 304)."""
     await ensure_project(b)
-    listing = await _mirror(b).listing(b.remote, b.project, KIND, client=b.client, live=wants_live(request))
-    views = [_seen(b, r) for r in listing.records]
-    kept = {id(v) for v in select([v[0] for v in views], prefix, status or (), alive)}
+    if watch:
+        return await watch_stream(request, b.mirror, b.remote, b.project, KIND, client=b.client,
+                                  view=lambda rec: _seen(b, rec), last_event_id=last_event_id,
+                                  keep=lambda d: str(d.get("name", "")).startswith(prefix))
     filters = {"prefix": prefix, "status": sorted(status or []), "alive": alive, "remote": b.remote,
                "project": b.project}
-    page_ = paginate([v for v in views if id(v[0]) in kept], page, key=lambda v: str(v[0].get("name")),
-                     filters=filters)
-    return page_response(request, [v[1] for v in page_["items"]], page_["next_cursor"], source=listing.source,
-                         age=listing.age)
+    return await read_page(request, b.mirror, b.remote, b.project, KIND, client=b.client,
+                           view=lambda rec: _seen(b, rec), page=page, filters=filters,
+                           keep=lambda items: select(items, prefix, status or (), alive))
 
 
 @router.post("", operation_id="containers-create", summary="Create a container (job container.create)",

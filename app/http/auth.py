@@ -27,6 +27,8 @@ TICKET_TTL = 30.0
 TICKET_PREFIX = "lxdgwt_"
 TICKETS_ACCEPTED = {"x-accepts-ticket": True}
 """`openapi_extra` of an HTTP route that streams (SSE) and so may be opened with `?ticket=`."""
+TICKETS_ACCEPTED_WHEN_WATCHING = {"x-accepts-ticket": "with watch=true"}
+"""`openapi_extra` of a collection that streams (SSE) with `?watch=true`: only then may `?ticket=` open it."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,10 @@ def accepts_ticket(conn: HTTPConnection) -> bool:
         return True
     route = conn.scope.get("route")
     extra = getattr(route, "openapi_extra", None) or {}
-    return conn.scope.get("method") == "GET" and extra.get("x-accepts-ticket") is True
+    if conn.scope.get("method") != "GET":
+        return False
+    accepts = extra.get("x-accepts-ticket")
+    return accepts is True or (accepts == "with watch=true" and conn.query_params.get("watch") in ("true", "1"))
 
 
 def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:

@@ -8,13 +8,17 @@ own ETag over the whole answer (LXD's does not change when a status or an addres
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from app.http.errors import ProblemError
 from app.http.etag import bare_etag
-from app.mirror import etag_of, render
+from app.http.pagination import PageParams, paginate
+from app.lxd.client import Client
+from app.mirror import Lookup, Mirror, Record, Shaped, etag_of, render
 
 CACHE_HEADER = "X-Gateway-Cache"
 CACHE_HEADERS = {
@@ -65,3 +69,43 @@ def page_response(conn: HTTPConnection, items: Iterable[bytes], next_cursor: str
     body = page_body(items, next_cursor)
     return cached_response(conn, body, etag_of(body), source=source, age=age)
 
+
+
+# -- reads through the model, shared by the routers of mirrored collections -----------------------------------------
+
+View = Callable[[Record], tuple[Shaped, bytes, str]]
+"""How a record is shown to the caller of a request (their variant: redacted or not), rendered with its ETag."""
+
+
+async def read_one(conn: HTTPConnection, mirror: Mirror, remote: str, project: str, kind: str, key: str, *,
+                   client: Client, missing: ProblemError, live: bool = False) -> Lookup:
+    """`key` through the read model (`Cache-Control: no-cache` or `live`: from LXD); `missing` when there is none."""
+    lk = await mirror.lookup(remote, project, kind, key, client=client, live=live or wants_live(conn))
+    if lk.record is None:
+        raise missing
+    return lk
+
+
+def answer(conn: HTTPConnection, lk: Lookup, view: View, status_code: int = 200,
+           headers: Mapping[str, str] | None = None) -> Response:
+    """One object read with `read_one`, as the caller may see it."""
+    assert lk.record is not None
+    _, body, etag = view(lk.record)
+    return cached_response(conn, body, etag, source=lk.source, age=lk.age, status_code=status_code,
+                           headers=headers)
+
+
+async def read_page(conn: HTTPConnection, mirror: Mirror, remote: str, project: str, kind: str, *, client: Client,
+                    view: View, page: PageParams, filters: Mapping[str, Any],
+                    keep: Callable[[list[Shaped]], list[Shaped]] | None = None,
+                    key: Callable[[Shaped], str] = lambda d: str(d.get("name"))) -> Response:
+    """A page of the collection through the read model, filtered by `keep`, sorted by `key`, with an ETag over
+    the page."""
+    listing = await mirror.listing(remote, project, kind, client=client, live=wants_live(conn))
+    views = [view(r) for r in listing.records]
+    if keep is not None:
+        kept = {id(d) for d in keep([v[0] for v in views])}
+        views = [v for v in views if id(v[0]) in kept]
+    page_ = paginate(views, page, key=lambda v: key(v[0]), filters=filters)
+    return page_response(conn, [v[1] for v in page_["items"]], page_["next_cursor"], source=listing.source,
+                         age=listing.age)

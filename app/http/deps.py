@@ -68,8 +68,8 @@ class Backend:
     spec: RemoteSpec
     client: Client
     principal: Principal
-    mirror: Mirror | None = None
-    """The read model (None in an app without one: every read goes to LXD)."""
+    mirror: Mirror
+    """The read model (with `LXDGW_READ_MODEL=false` it reads LXD every time)."""
 
     def filters(self, **more: str) -> dict[str, str]:
         """What a list of this remote and project was made for (a page cursor carries it): `remote`, `project`
@@ -100,7 +100,7 @@ async def backend(
     if project != client.project:
         client = client.with_project(project)
     return Backend(remote=spec.name, project=project, spec=spec, client=client, principal=principal,
-                   mirror=getattr(conn.app.state, "mirror", None))
+                   mirror=conn.app.state.mirror)
 
 
 BackendDep = Annotated[Backend, Depends(backend)]

@@ -24,21 +24,26 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from app.http.deps import AliasName, BackendDep, OwnImages, alias_name_error
+from app.http.auth import TICKETS_ACCEPTED_WHEN_WATCHING
+from app.http.cache import CACHE_HEADERS, answer, read_one, read_page, wants_live
+from app.http.deps import AliasName, Backend, BackendDep, OwnImages, alias_name_error
 from app.http.errors import ProblemError, problem_responses
-from app.http.etag import Reader, Writer, set_etag
+from app.http.etag import Reader, Writer
 from app.http.pagination import Page, PageDep, page_of
+from app.http.watch import LastEventId, WatchQuery, watch_content, watch_stream
+from app.images.mirror import ALIASES, IMAGES
+from app.images.schemas import AliasOut, ImageOut
 from app.jobs.models import Job
 from app.jobs.starter import JobStarterDep, job_responses
 from app.lxd.errors import NotFound
-from app.lxd.images import Image, ImageAlias, MultipartError, split_multipart
+from app.lxd.images import MultipartError, split_multipart
+from app.mirror import HIT, Lookup, Record, Shaped
 from app.store.tokens import Scope
 from app.tokens.guard import enforce_image_server
 
 router = APIRouter(tags=["images"])
 
 FP_PATTERN = r"^[0-9a-fA-F]{1,64}$"
-FP_EXAMPLE = "8e1c4b8e3d2a7f5c6b9a0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a"
 Fingerprint = Annotated[str, PathParam(pattern=FP_PATTERN, description="the image fingerprint, or a unique prefix "
                                        "of it", examples=["8e1c4b8e3d2a"])]
 SPOOL_DIR = "uploads"
@@ -51,41 +56,6 @@ class ImageSourceOut(BaseModel):
     url: str = Field(description="the image server", examples=["https://cloud-images.ubuntu.com/releases"])
     protocol: str = Field(description="`simplestreams`, `lxd` or `incus`", examples=["simplestreams"])
     position: int = Field(description="its place in the search order (0 first)", examples=[0])
-
-
-class ImageOut(BaseModel):
-    fingerprint: str = Field(description="sha256 of the image", examples=[FP_EXAMPLE])
-    aliases: list[str] = Field(description="its alias names", examples=[["juju/jammy/amd64"]])
-    architecture: str = Field(description="LXD's architecture name", examples=["x86_64"])
-    type: str = Field(description="`container` or `virtual-machine`", examples=["container"])
-    size: int = Field(description="bytes", examples=[23456789])
-    public: bool = Field(description="served to untrusted clients", examples=[False])
-    auto_update: bool = Field(description="refreshed from its source", examples=[False])
-    cached: bool = Field(description="pulled in by LXD as a cache (expires when unused)", examples=[False])
-    properties: dict[str, str] = Field(description="os, release, description, ...",
-                                       examples=[{"os": "ubuntu", "release": "jammy"}])
-    filename: str = Field("", description="the uploaded file name", examples=["ubuntu-22.04.tar.xz"])
-    created_at: str | None = Field(None, description="when it was built", examples=["2026-11-01T00:00:00Z"])
-    uploaded_at: str | None = Field(None, description="when it entered the store", examples=["2026-11-02T10:00:00Z"])
-
-    @classmethod
-    def of(cls, i: Image) -> ImageOut:
-        return cls(fingerprint=i.fingerprint, aliases=i.alias_names, architecture=i.architecture, type=i.type,
-                   size=i.size, public=i.public, auto_update=i.auto_update, cached=i.cached,
-                   properties=i.properties, filename=i.filename,
-                   created_at=i.created_at.isoformat() if i.created_at else None,
-                   uploaded_at=i.uploaded_at.isoformat() if i.uploaded_at else None)
-
-
-class AliasOut(BaseModel):
-    name: str = Field(description="the alias (may contain `/`)", examples=["juju/jammy/amd64"])
-    target: str = Field(description="the fingerprint it points at", examples=[FP_EXAMPLE])
-    description: str = Field("", description="free text", examples=[""])
-    type: str = Field("", description="`container` or `virtual-machine`", examples=["container"])
-
-    @classmethod
-    def of(cls, a: ImageAlias) -> AliasOut:
-        return cls(name=a.name, target=a.target, description=a.description, type=a.type)
 
 
 class AliasCreate(BaseModel):
@@ -180,18 +150,37 @@ async def image_sources(request: Request, page: PageDep, _: Reader) -> Page[Imag
     return page_of(items, page, key=lambda s: f"{s.position:06d}")
 
 
+def _plain(rec: Record) -> tuple[Shaped, bytes, str]:
+    return rec.view("", None)
+
+
 @router.get("/v1/images", summary="List local images", response_model=Page[ImageOut], operation_id="images-list",
-            responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_images(backend: BackendDep, page: PageDep, _: Reader) -> Page[ImageOut]:
-    return page_of([ImageOut.of(i) for i in await backend.client.images.list()], page, key=lambda i: i.fingerprint,
-                   filters=backend.filters())
+            responses={200: {"headers": CACHE_HEADERS, **watch_content("Image")},
+                       304: {"description": "not modified since the `If-None-Match` ETag"},
+                       **problem_responses(400, 401, 403, 404, 422, 503)},
+            openapi_extra=TICKETS_ACCEPTED_WHEN_WATCHING)
+async def list_images(request: Request, backend: BackendDep, page: PageDep, _: Reader, watch: WatchQuery = False,
+                      last_event_id: LastEventId = None) -> Response:
+    """Images sorted by fingerprint, from the read model while it is in sync (`X-Gateway-Cache`, `Age`).
+    `watch=true` streams changes as Server-Sent Events instead."""
+    b = backend
+    if watch:
+        return await watch_stream(request, b.mirror, b.remote, b.project, IMAGES, client=b.client, view=_plain,
+                                  last_event_id=last_event_id)
+    return await read_page(request, b.mirror, b.remote, b.project, IMAGES, client=b.client, view=_plain,
+                           page=page, filters=b.filters(), key=lambda d: str(d.get("fingerprint")))
 
 
 @router.get("/v1/images/aliases", summary="List image aliases", response_model=Page[AliasOut],
-            operation_id="images-aliases-list", responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_aliases(backend: BackendDep, page: PageDep, _: Reader) -> Page[AliasOut]:
-    return page_of([AliasOut.of(a) for a in await backend.client.images.aliases()], page,
-                   filters=backend.filters())
+            operation_id="images-aliases-list",
+            responses={200: {"headers": CACHE_HEADERS}, 304: {"description": "not modified since the "
+                                                                          "`If-None-Match` ETag"},
+                       **problem_responses(400, 401, 403, 404, 422, 503)})
+async def list_aliases(request: Request, backend: BackendDep, page: PageDep, _: Reader) -> Response:
+    """Aliases sorted by name, from the read model while it is in sync."""
+    b = backend
+    return await read_page(request, b.mirror, b.remote, b.project, ALIASES, client=b.client, view=_plain,
+                           page=page, filters=b.filters())
 
 
 @router.post("/v1/images/aliases", summary="Create an image alias", status_code=201, response_model=AliasOut,
@@ -202,7 +191,10 @@ async def create_alias(body: AliasCreate, backend: BackendDep, response: Respons
     with contextlib.suppress(NotFound):
         existing = await backend.client.images.alias(body.name)
         raise ProblemError(409, f"alias {body.name!r} exists (it points at {existing.target})", slug="exists")
-    await backend.client.images.create_alias(body.name, image.fingerprint, description=body.description)
+    try:
+        await backend.client.images.create_alias(body.name, image.fingerprint, description=body.description)
+    finally:
+        _touch(backend)
     response.headers["Location"] = f"/v1/images/aliases/{quote(body.name, safe='/')}"  # any character, URL-encoded
     return AliasOut.of(await backend.client.images.alias(body.name))
 
@@ -215,16 +207,36 @@ async def delete_alias(name: Annotated[str, PathParam(description="the alias; th
                        backend: BackendDep, _: Writer, _own: OwnImages) -> Response:
     if error := alias_name_error(name):
         raise ProblemError(422, error, slug="invalid-alias-name")
-    await backend.client.images.delete_alias(name)
+    try:
+        await backend.client.images.delete_alias(name)
+    finally:
+        _touch(backend)
     return Response(status_code=204)
+
+
+def _touch(b: Backend) -> None:
+    """An alias changed through the gateway: the next read of images or aliases waits for them to be read again."""
+    b.mirror.touch(b.remote, b.project, IMAGES)
+    b.mirror.touch(b.remote, b.project, ALIASES)
 
 
 @router.get("/v1/images/{fingerprint}", summary="A local image (a unique fingerprint prefix is accepted)",
             response_model=ImageOut, operation_id="images-get", responses=problem_responses(401, 403, 404, 422, 503))
-async def get_image(fingerprint: Fingerprint, backend: BackendDep, response: Response, _: Reader) -> ImageOut:
-    image = await backend.client.images.get(fingerprint.lower())
-    set_etag(response, image.etag)
-    return ImageOut.of(image)
+async def get_image(fingerprint: Fingerprint, request: Request, backend: BackendDep, _: Reader) -> Response:
+    """The image, from the read model while it is in sync; the `ETag` is the gateway's (`If-None-Match`: 304)."""
+    b, fp = backend, fingerprint.lower()
+    if len(fp) < 64 and not wants_live(request):
+        listing = await b.mirror.listing(b.remote, b.project, IMAGES, client=b.client)
+        matches = [r for r in listing.records if str(r.data.get("fingerprint", "")).startswith(fp)]
+        if listing.source == HIT and len(matches) == 1:
+            return answer(request, Lookup(matches[0], HIT), _plain)
+        if listing.source == HIT and not matches:
+            raise ProblemError(404, f"image {fingerprint!r} not found", slug="not-found")
+        # several images share the prefix (or the model is not in sync): LXD answers
+        fp = (await b.client.images.get(fp)).fingerprint
+    lk = await read_one(request, b.mirror, b.remote, b.project, IMAGES, fp, client=b.client,
+                        missing=ProblemError(404, f"image {fingerprint!r} not found", slug="not-found"))
+    return answer(request, lk, _plain)
 
 
 @router.get("/v1/images/{fingerprint}/export", summary="Download an image (streamed)",

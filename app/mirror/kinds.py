@@ -22,7 +22,7 @@ class MirrorKind:
     """One collection of a project, e.g. `instances`: how to load it and what of it to keep."""
 
     name: str
-    """The collection in LXD's URLs and events (`instances`, `images`, `profiles`)."""
+    """The kind's name (`instances`, `images`, `image-aliases`, `profiles`)."""
     load_all: Callable[[Client, str], Awaitable[list[tuple[str, Shaped]]]]
     """Every object of the client's project on the remote named, keyed, with one listing (recursion)."""
     load_one: Callable[[Client, str, str], Awaitable[Shaped | None]]
@@ -34,3 +34,15 @@ class MirrorKind:
     read again on a short interval for `ADDRESS_WINDOW` seconds."""
     running: Callable[[Shaped], bool] | None = None
     """Whether the object runs (the address window opens when it starts running)."""
+    collection: str = ""
+    """The collection in LXD's URLs and events whose events concern this kind (default: `name`)."""
+    shared: bool = False
+    """A project may share the collection with `default` (LXD's `features.images`/`features.profiles` off): an
+    event in any project has it read again in every mirrored project."""
+    follows: tuple[str, ...] = ()
+    """Collections whose events have this kind read again in full (profiles: their `used_by` changes as instances
+    come and go, and LXD sends no profile event for that)."""
+
+    @property
+    def events_of(self) -> str:
+        return self.collection or self.name

@@ -226,30 +226,33 @@ class RemoteMirror:
                 else:
                     self.project_names.add(parts[1])
                 return
-            kind = self.kinds.get(parts[0])
-            if kind is None or project not in self.projects:
-                return
-            if kind.whole or len(parts) < 2:
-                self.request(project, kind.name, ALL)
-                return
-            key = parts[1]
-            if parts[0] == "images" and key == "aliases":
-                self.request(project, kind.name, ALL)
-                return
-            old = (event.metadata.get("context") or {}).get("old_name")
-            if event.action.endswith("-renamed") and old:
-                self.request(project, kind.name, str(old))
-            self.request(project, kind.name, key)
+            for kind in self.kinds.values():
+                if parts[0] in kind.follows:
+                    self._request_in(kind, project, ALL)
+                if kind.events_of != parts[0]:
+                    continue
+                if kind.whole or len(parts) < 2 or (parts[0] == "images" and parts[1] == "aliases"):
+                    self._request_in(kind, project, ALL)
+                    continue
+                old = (event.metadata.get("context") or {}).get("old_name")
+                if event.action.endswith("-renamed") and old:
+                    self._request_in(kind, project, str(old))
+                self._request_in(kind, project, parts[1])
         elif event.type == "operation":
             status = event.metadata.get("status_code")
-            if project not in self.projects or not isinstance(status, int) or status < 200:
+            if not isinstance(status, int) or status < 200:
                 return  # only finished operations: lifecycle events tell of the changes on the way
             for collection, objects in event.resources.items():
-                kind = self.kinds.get(collection)
-                if kind is None:
-                    continue
-                for parts in objects:
-                    self.request(project, kind.name, ALL if kind.whole or len(parts) < 2 else parts[1])
+                for kind in self.kinds.values():
+                    if kind.events_of != collection:
+                        continue
+                    for parts in objects:
+                        self._request_in(kind, project, ALL if kind.whole or len(parts) < 2 else parts[1])
+
+    def _request_in(self, kind: MirrorKind, project: str, key: str) -> None:
+        """Read `key` again in `project`, or in every mirrored project for a collection projects may share."""
+        for p in list(self.projects) if kind.shared else [project]:
+            self.request(p, kind.name, key)
 
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from app.http.auth import Principal
+from app.http.cache import CACHE_HEADERS, answer, read_one, read_page
 from app.http.deps import (
     NAME_PATTERN,
     NAME_RULE,
+    Backend,
     BackendDep,
     Config,
     ConfigKey,
@@ -21,14 +22,16 @@ from app.http.deps import (
     OwnProfiles,
 )
 from app.http.errors import ProblemError, lxd_cause, problem_responses, status_of
-from app.http.etag import Admin, Reader, Writer, edit, merge_patch, set_etag
+from app.http.etag import Admin, Reader, Writer, edit, merge_patch
 from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
-from app.http.schemas import used_by_field
 from app.lxd.errors import NotFound
 from app.lxd.profiles import Profile
+from app.mirror import Lookup, Record, Shaped, stable_part
 from app.networks.decisions import NetworkConfigError
 from app.networks.service import nics_from_profile, verify_network_device
+from app.profiles.mirror import PROFILES
+from app.profiles.schemas import CONFIG_EXAMPLE, DEVICES_EXAMPLE, ProfileOut
 from app.storage.service import StorageServiceError, ensure_default_storage
 from app.store.tokens import Scope
 from app.tokens.guard import as_sent, enforce, enforce_profile
@@ -36,8 +39,6 @@ from app.tokens.guard import as_sent, enforce, enforce_profile
 router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
 
 ProfileName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE, examples=["web"])]
-CONFIG_EXAMPLE = {"limits.cpu": "2", "user.team": "web"}
-DEVICES_EXAMPLE = {"eth0": {"type": "nic", "nictype": "bridged", "parent": "lxdbr0", "name": "eth0"}}
 
 
 class ProfileBody(BaseModel):
@@ -60,24 +61,6 @@ class ProfilePatch(BaseModel):
                                                        examples=[{"limits.cpu": "4", "user.team": None}])
     devices: dict[DeviceName, dict[ConfigKey, str | None] | None] | None = Field(
         None, description="devices to add or merge; `null` removes one", examples=[{"eth1": None}])
-
-
-class ProfileOut(BaseModel):
-    name: str = Field(description="the profile's name", examples=["web"])
-    description: str = Field("", description="free text", examples=["web servers"])
-    config: dict[str, str] = Field(default_factory=dict, description="LXD instance config keys",
-                                   examples=[CONFIG_EXAMPLE])
-    devices: dict[str, dict[str, str]] = Field(default_factory=dict, description="devices by name",
-                                               examples=[DEVICES_EXAMPLE])
-    used_by: list[str] = used_by_field("/1.0/instances/web1", "LXD URLs of the instances using it")
-    project: str = Field("", description="the LXD project", examples=["default"])
-
-    @classmethod
-    def of(cls, p: Profile, reader: Principal | None = None) -> ProfileOut:
-        """The profile; for a `reader` without `write`, secret config values are redacted."""
-        config = p.config if reader is None or reader.has(Scope.write) else redact_secret_config(p.config)
-        return cls(name=p.name, description=p.description, config=config, devices=p.devices, used_by=p.used_by,
-                   project=p.project)
 
 
 class Nic(BaseModel):
@@ -109,51 +92,84 @@ async def _get(backend: BackendDep, name: str) -> Profile:
     return await backend.client.profiles.get(name)
 
 
+def _stable(view: Shaped) -> Shaped:
+    return {k: v for k, v in view.items() if k != "used_by"}
+
+
+def _redacted(view: Shaped) -> Shaped:
+    return {**view, "config": redact_secret_config(view.get("config") or {})}
+
+
+def _seen(b: Backend, rec: Record) -> tuple[Shaped, bytes, str]:
+    """The profile as the caller may see it (secret config values redacted without `write`), with the gateway's
+    ETag: its second part leaves out `used_by`, which no write of the profile changes."""
+    if b.principal.has(Scope.write):
+        return rec.view("", None, _stable)
+    return rec.view("read", _redacted, _stable)
+
+
+async def _read(request: Request, b: Backend, name: str, *, live: bool = False) -> Lookup:
+    return await read_one(request, b.mirror, b.remote, b.project, PROFILES, name, client=b.client, live=live,
+                          missing=ProblemError(404, f"profile {name!r} not found", slug="not-found"))
+
+
+def _versions(b: Backend, p: Profile) -> set[str | None]:
+    """What an `If-Match` may name: the stable part of the gateway's ETag, or LXD's own ETag."""
+    rec = Record(ProfileOut.of(p).model_dump(mode="json"), 0.0, 0, 0)
+    return {stable_part(_seen(b, rec)[2]), p.etag}
+
+
+def _if_match(value: str | None) -> str | None:
+    return ", ".join(stable_part(v) for v in value.split(",")) if value else value
+
+
 @router.get("", summary="List profiles", response_model=Page[ProfileOut], operation_id="profiles-list",
-            responses=problem_responses(400, 401, 403, 404, 422, 503))
-async def list_profiles(backend: BackendDep, page: PageDep, reader: Reader) -> Page[ProfileOut]:
-    return page_of([ProfileOut.of(p, reader) for p in await backend.client.profiles.list()], page,
-                   filters=backend.filters())
+            responses={200: {"headers": CACHE_HEADERS}, 304: {"description": "not modified since the "
+                                                                          "`If-None-Match` ETag"},
+                       **problem_responses(400, 401, 403, 404, 422, 503)})
+async def list_profiles(request: Request, backend: BackendDep, page: PageDep, _: Reader) -> Response:
+    """Profiles sorted by name, from the read model while it is in sync (`X-Gateway-Cache`, `Age`)."""
+    b = backend
+    return await read_page(request, b.mirror, b.remote, b.project, PROFILES, client=b.client,
+                           view=lambda rec: _seen(b, rec), page=page, filters=b.filters())
 
 
 @router.post("", summary="Create a profile", status_code=201, response_model=ProfileOut,
              operation_id="profiles-create", responses=problem_responses(401, 403, 404, 409, 422, 503))
 async def create_profile(body: ProfileCreate, backend: BackendDep, request: Request,
-                         response: Response, principal: Writer, _own: OwnProfiles) -> ProfileOut:
+                         response: Response, principal: Writer, _own: OwnProfiles) -> Response:
     enforce(request, principal, config=body.config, devices=body.devices)
     if body.name in await backend.client.profiles.names():
         raise ProblemError(409, f"profile {body.name!r} exists", slug="exists")
     await enforce_profile(request, backend, config=body.config, devices=body.devices)
-    p = await backend.client.profiles.create(body.name, config=body.config, devices=body.devices,
-                                             description=body.description)
-    set_etag(response, p.etag)
-    response.headers["Location"] = f"/v1/profiles/{p.name}"
-    return ProfileOut.of(p)
+    await backend.client.profiles.create(body.name, config=body.config, devices=body.devices,
+                                         description=body.description)
+    return answer(request, await _read(request, backend, body.name, live=True), lambda rec: _seen(backend, rec),
+                  status_code=201, headers={"Location": f"/v1/profiles/{body.name}"})
 
 
 @router.get("/{name}", summary="A profile, with its ETag", response_model=ProfileOut, operation_id="profiles-get",
             responses=problem_responses(401, 403, 404, 422, 503))
-async def get_profile(name: ProfileName, backend: BackendDep, response: Response, reader: Reader) -> ProfileOut:
-    p = await _get(backend, name)
-    set_etag(response, p.etag)
-    return ProfileOut.of(p, reader)
+async def get_profile(name: ProfileName, request: Request, backend: BackendDep, _: Reader) -> Response:
+    """The profile, from the read model while it is in sync. The `ETag` is the gateway's: `If-None-Match`
+    answers 304 while nothing changed; `If-Match` on `PUT`/`PATCH` compares against it (or LXD's)."""
+    return answer(request, await _read(request, backend, name), lambda rec: _seen(backend, rec))
 
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
             operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
 async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
                           response: Response, principal: Writer, _own: OwnProfiles,
-                          if_match: IfMatch = None) -> ProfileOut:
+                          if_match: IfMatch = None) -> Response:
     enforce(request, principal, config=body.config, devices=body.devices)
 
     async def write(current: Profile) -> None:
         await enforce_profile(request, backend, config=body.config, devices=body.devices, current=current)
         await backend.client.profiles.update(name, body.model_dump(), etag=current.etag)
 
-    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
-    p = await _get(backend, name)
-    set_etag(response, p.etag)
-    return ProfileOut.of(p)
+    await edit(_key(backend, name), _if_match(if_match), f"profile {name!r}", lambda: _get(backend, name), write,
+               versions=lambda p: _versions(backend, p))
+    return answer(request, await _read(request, backend, name, live=True), lambda rec: _seen(backend, rec))
 
 
 @router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
@@ -164,7 +180,7 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
                         patch: ProfilePatch = Body(openapi_examples={"merge": {
                             "summary": "set one key, remove another and a device",
                             "value": {"config": {"limits.cpu": "4", "user.team": None}, "devices": {"eth1": None}}}},
-                            media_type="application/merge-patch+json")) -> ProfileOut:
+                            media_type="application/merge-patch+json")) -> Response:
     given = patch.model_dump(exclude_unset=True)
     config, devices = as_sent(given.get("config"), given.get("devices"))
     enforce(request, principal, config=config, devices=devices)
@@ -178,10 +194,9 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
                               current=current)
         await backend.client.profiles.update(name, merged, etag=current.etag)
 
-    await edit(_key(backend, name), if_match, f"profile {name!r}", lambda: _get(backend, name), write)
-    p = await _get(backend, name)
-    set_etag(response, p.etag)
-    return ProfileOut.of(p)
+    await edit(_key(backend, name), _if_match(if_match), f"profile {name!r}", lambda: _get(backend, name), write,
+               versions=lambda p: _versions(backend, p))
+    return answer(request, await _read(request, backend, name, live=True), lambda rec: _seen(backend, rec))
 
 
 @router.delete("/{name}", summary="Delete a profile (409 while instances use it)", status_code=204,
@@ -191,7 +206,10 @@ async def delete_profile(name: ProfileName, backend: BackendDep, _: Writer, _own
     if current.used_by:
         raise ProblemError(409, f"profile {name!r} is in use by {len(current.used_by)} instance(s)",
                            slug="in-use", used_by=current.used_by)
-    await backend.client.profiles.delete(name)
+    try:
+        await backend.client.profiles.delete(name)
+    finally:
+        backend.mirror.touch(backend.remote, backend.project, PROFILES, name)
     return Response(status_code=204)
 
 
