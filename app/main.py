@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             raise
         app.state.jobs = jobs
-        app.state.metrics.bind(remotes=registry, jobs=jobs)
+        app.state.metrics.bind(remotes=registry, jobs=jobs, mirror=mirror)
         app.state.streams.start()
         mirror.start([s.name for s in registry.specs()])
         try:

@@ -23,6 +23,8 @@ class RemoteReadiness(BaseModel):
     name: str = Field(examples=["local"])
     reachable: bool
     error: str | None = Field(None, examples=[None])
+    model: str = Field("off", description="the read model of the remote: `synced` (reads answered from it), "
+                       "`starting`, `reloading` or `down` (reads go to LXD), `off`", examples=["synced"])
 
 
 class StoreReadiness(BaseModel):
@@ -50,7 +52,10 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     store_error, *results = await asyncio.gather(
         jobs.store.check_writable() if jobs is not None else asyncio.sleep(0),
         *(registry.check(n) for n in names))
-    remotes = [{"name": n, "reachable": err is None, "error": err} for n, err in zip(names, results, strict=True)]
+    mirror = getattr(request.app.state, "mirror", None)
+    models = {n: st["state"] for n, st in mirror.stats().items()} if mirror is not None else {}
+    remotes = [{"name": n, "reachable": err is None, "error": err, "model": models.get(n, "off")}
+               for n, err in zip(names, results, strict=True)]
     store = {"writable": store_error is None, "error": store_error}
     failing = [f"remote {r['name']!r} unreachable: {r['error']}" for r in remotes if not r["reachable"]]
     if store_error is not None:

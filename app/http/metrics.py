@@ -42,9 +42,10 @@ class Metrics:
         self._live = _LiveCollector(self)
         r.register(self._live)
 
-    def bind(self, *, remotes: Any, jobs: Any) -> None:
-        """Read live figures at scrape time: LXD events reconnects per remote, job stream subscribers."""
-        self._live.remotes, self._live.jobs = remotes, jobs
+    def bind(self, *, remotes: Any, jobs: Any, mirror: Any = None) -> None:
+        """Read live figures at scrape time: LXD events reconnects per remote, job stream subscribers, the read
+        model's state."""
+        self._live.remotes, self._live.jobs, self._live.mirror = remotes, jobs, mirror
         for spec in remotes.specs():
             self.observe_remote(spec.name, remotes.get(spec.name))
         remotes.on_client = self.observe_remote
@@ -104,6 +105,7 @@ class _LiveCollector(Collector):
         self.metrics = metrics
         self.remotes: Any = None
         self.jobs: Any = None
+        self.mirror: Any = None
 
     def collect(self) -> Iterator[Metric]:
         subs = GaugeMetricFamily("lxdgw_websocket_subscribers", "open websocket and SSE subscribers",
@@ -117,3 +119,20 @@ class _LiveCollector(Collector):
             for spec in self.remotes.specs():
                 reconnects.add_metric([spec.name], self.remotes.get(spec.name).events.reconnect_count)
         yield reconnects
+        if self.mirror is None:
+            return
+        stats = self.mirror.stats()
+        in_sync = GaugeMetricFamily("lxdgw_read_model_in_sync", "1 while the read model of a remote is in sync with "
+                                    "its events stream (reads are answered from it)", labels=["remote"])
+        objects = GaugeMetricFamily("lxdgw_read_model_objects", "objects held by the read model", labels=["remote"])
+        served = CounterMetricFamily("lxdgw_read_model_reads", "reads of mirrored collections by where they were "
+                                     "answered from (hit: the model; miss, bypass: LXD)", labels=["remote", "source"])
+        reloads = CounterMetricFamily("lxdgw_read_model_reloads", "full reloads of a remote's model (start, and "
+                                      "after its events stream dropped)", labels=["remote"])
+        for name, st in stats.items():
+            in_sync.add_metric([name], 1.0 if st["synced"] else 0.0)
+            objects.add_metric([name], float(st["objects"]))  # type: ignore[arg-type]
+            reloads.add_metric([name], float(st["reloads"]))  # type: ignore[arg-type]
+            for source, count in st["served"].items():  # type: ignore[attr-defined]
+                served.add_metric([name, source], float(count))
+        yield from (in_sync, objects, served, reloads)
