@@ -188,12 +188,14 @@ def sse_events(lines: Sequence[str]) -> list[tuple[str, str]]:
     """(event, data) of each event in server-sent-event lines (`event:` defaults to `message`; `data:` lines
     join with newlines; comments and other fields are skipped; an event ends at a blank line)."""
     out: list[tuple[str, str]] = []
-    event, data = "", []
+    event = ""
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
                 out.append((event or "message", "\n".join(data)))
-            event, data = "", []
+            event = ""
+            data = []
             continue
         if line.startswith(":"):
             continue
@@ -584,9 +586,9 @@ async def measure(sock: str, gw: Gateway, rounds: int) -> list[Row]:
                                     connections=LOAD_CONNECTIONS, total=LOAD_REQUESTS, seconds=LOAD_SECONDS),
             RAW: lambda: load(unix(sock), f"/1.0/instances/{TARGET}", connections=LOAD_CONNECTIONS,
                               total=LOAD_REQUESTS, seconds=LOAD_SECONDS, host="lxd")}
-        for r in range(LOAD_ROUNDS):
+        for i in range(LOAD_ROUNDS):
             keys = list(runs)
-            for k in keys[r % 2:] + keys[:r % 2]:
+            for k in keys[i % 2:] + keys[:i % 2]:
                 res = await runs[k]()
                 if res.failed or res.errors:
                     raise RuntimeError(f"{k} under load: {res.failed} of {res.requests} failed, "
