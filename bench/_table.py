@@ -28,6 +28,14 @@ MEASURES: list[tuple[str, list[str]]] = [
     ("500 GETs, 16 in flight (pylxd: sequential)", ["app.lxd client", RAW, "pylxd"]),
     ("list 50 instances with state, recursion=2", ["app.lxd client", RAW, "pylxd"]),
     ("10 create+start+stop+delete cycles", ["app.lxd client", RAW, "pylxd, sequential", "pylxd, 10 threads"]),
+    ("GET one container, 16 in flight, req/s", ["gateway", RAW]),
+    ("list 500 stopped containers with status and addresses", ["gateway", RAW]),
+    ("1,000 connections reading one container, req/s",
+     ["gateway", RAW, "load generator ceiling: gateway /livez; its CPU per request"]),
+    ("freshness of a change made on LXD, p50 / p99", ["gateway", RAW]),
+    ("gateway memory (RSS) with 1,000 containers", ["idle, 2 containers", "1,000 containers, after a listing"]),
+    ("X-Gateway-Cache of the gateway's answers, hit / miss / bypass / none",
+     ["GET one container", "list 500", "1,000 connections", "freshness"]),
 ]
 
 HEADER = ("measure", "via", "median", "vs raw LXD socket", "rounds")
