@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.http.handlers import problem_body
 from app.http.middleware import HTTPMiddleware
+
+KNOWN_PATHS = 4096
 
 
 def _path_fields(dependant: Dependant) -> list[Any]:
@@ -92,11 +95,26 @@ class MethodCheckMiddleware(HTTPMiddleware):
     def __init__(self, app: ASGIApp) -> None:
         super().__init__(app)
         self._paths: list[_Path] | None = None
+        self._known: OrderedDict[str, tuple[set[str], str] | None] = OrderedDict()
+        """The answers for recent paths (a path's methods depend on the path alone), most recent last."""
+
+    def _allowed(self, path: str) -> tuple[set[str], str] | None:
+        try:
+            found = self._known[path]
+            self._known.move_to_end(path)
+            return found
+        except KeyError:
+            pass
+        assert self._paths is not None
+        found = self._known[path] = allowed_methods(self._paths, path)
+        if len(self._known) > KNOWN_PATHS:
+            self._known.popitem(last=False)
+        return found
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._paths is None:  # the routes are all in place by the first request
             self._paths = list(http_paths(scope["app"].routes))
-        found = allowed_methods(self._paths, scope["path"])
+        found = self._allowed(scope["path"])
         if found is None or not found[0] or scope["method"] in found[0]:
             await self.app(scope, receive, send)
             return
