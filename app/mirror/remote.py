@@ -78,6 +78,7 @@ class RemoteMirror:
         self._seq = 0
         self._clients: dict[str, Client] = {}
         self._again: set[tuple[str, str, str]] = set()
+        self._quiet: set[tuple[str, str, str]] = set()
         self._fetches = asyncio.Semaphore(FETCHES)
         self._addresses: dict[tuple[str, str, str], float] = {}
         self._gap = asyncio.Event()
@@ -177,7 +178,14 @@ class RemoteMirror:
                 next_reconcile = time.monotonic() + self.reconcile
                 for project, colls in list(self.projects.items()):
                     for kind in colls:
-                        self.request(project, kind, ALL)
+                        self._spawn(self._reconcile(project, kind))
+
+    async def _reconcile(self, project: str, kind: str) -> None:
+        """A full listing in the background: readers do not wait for it (nothing told of a change)."""
+        try:
+            await self._load(project, kind)
+        except LXDError as exc:
+            log.info("model of %s/%s %s: reconcile failed: %s", self.name, project, kind, exc)
 
     async def _load_everything(self) -> None:
         self.counters.reloads += 1
@@ -256,13 +264,21 @@ class RemoteMirror:
 
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 
-    def request(self, project: str, kind: str, key: str) -> asyncio.Future[None] | None:
+    def request(self, project: str, kind: str, key: str, *, quiet: bool = False) -> asyncio.Future[None] | None:
         """Have `key` (or `ALL`) of `kind` in `project` read again; readers of it wait for that read. A read
-        already under way is followed by one more (it may have started before the change)."""
+        already under way is followed by one more (it may have started before the change). A `quiet` read
+        (nothing said the object changed: an address poll) is not waited for, and is skipped when one is under
+        way."""
         colls = self.projects.get(project)
         if colls is None or kind not in colls:
             return None
         coll = colls[kind]
+        if quiet:
+            ident = (project, kind, key)
+            if key not in coll.pending and ident not in self._quiet:
+                self._quiet.add(ident)
+                self._spawn(self._quietly(ident, coll))
+            return None
         fut = coll.pending.get(key)
         if fut is not None:
             self._again.add((project, kind, key))
@@ -310,6 +326,22 @@ class RemoteMirror:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
+    async def _quietly(self, ident: tuple[str, str, str], coll: Collection) -> None:
+        project, kind_name, key = ident
+        try:
+            async with self._fetches:
+                seq = self.next_seq()
+                fetched = time.monotonic()
+                data = await self.kinds[kind_name].load_one(self.project_client(project), self.name, key)
+            self.counters.reads += 1
+            prev = coll.records.get(key)
+            coll.put(key, data, fetched, seq)
+            self._track_address(project, kind_name, key, prev.data if prev else None, data)
+        except LXDError as exc:
+            log.debug("model of %s/%s %s: polling %r failed: %s", self.name, project, kind_name, key, exc)
+        finally:
+            self._quiet.discard(ident)
+
     async def _reload_later(self, project: str, kind: str) -> None:
         await asyncio.sleep(0.5)
         if not self._closed:
@@ -343,7 +375,7 @@ class RemoteMirror:
             if now > until:
                 del self._addresses[ident]
                 continue
-            self.request(*ident)
+            self.request(*ident, quiet=True)
 
     # -- projects -------------------------------------------------------------------------------------------------
 
