@@ -18,6 +18,7 @@ from app.certificates.router import router as certificates_router
 from app.containers import jobs as container_jobs
 from app.containers import jobs_exec
 from app.containers import mirror as container_mirror
+from app.containers.router import FAST_GET as containers_fast_get
 from app.containers.router import router as containers_router
 from app.containers.router_exec import router as container_exec_router
 from app.containers.router_files import router as container_files_router
@@ -28,6 +29,7 @@ from app.health.router_metrics import router as metrics_router
 from app.http.auth import TicketBook
 from app.http.docs import install_docs
 from app.http.errors import Problem, problem_of
+from app.http.fastpath import FastRead, FastReads
 from app.http.handlers import install_error_handlers
 from app.http.limits import BodyLimitMiddleware, RateLimit
 from app.http.methods import MethodCheckMiddleware
@@ -98,6 +100,10 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
 MIRRORED: tuple[MirrorKind, ...] = (container_mirror.CONTAINERS, image_mirror.IMAGE_KIND, image_mirror.ALIAS_KIND,
                                      profile_mirror.PROFILE_KIND)
 """What the read model keeps of each remote."""
+
+
+FAST_READS: tuple[FastRead, ...] = (containers_fast_get,)
+"""The hottest reads, answered without the framework's routing (app/http/fastpath.py)."""
 
 
 def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any]) -> None:
@@ -210,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    certificates_router, server_router, remotes_router):
         app.include_router(router)
     app.state.metrics = Metrics()
+    app.add_middleware(FastReads, reads=FAST_READS)
     app.add_middleware(StreamGuardMiddleware, streams=app.state.streams)
     app.add_middleware(MethodCheckMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -36,6 +36,7 @@ from app.http.deps import (
 )
 from app.http.errors import ProblemError, problem_responses
 from app.http.etag import edit, merge_patch
+from app.http.fastpath import FastRead
 from app.http.pagination import Page, PageDep, paginate
 from app.http.redact import redact_secret_config
 from app.http.watch import LastEventId, WatchQuery, watch_content, watch_stream
@@ -419,6 +420,16 @@ async def get_container(name: ContainerName, request: Request, b: BackendDep) ->
     `Cache-Control: no-cache` reads LXD). The `ETag` is the gateway's, over the whole answer: `If-None-Match`
     answers 304 while nothing changed, `If-Match` on `PATCH` compares against it."""
     return _answer(request, b, await _lookup(request, b, name))
+
+
+async def fast_get(request: Request, b: Backend, params: dict[str, str]) -> Response:
+    """`get_container` for the fast path (app/http/fastpath.py): `name` has been checked against its pattern."""
+    return await get_container(params["name"], request, b)
+
+
+FAST_GET = FastRead("containers-get", re.compile(r"/v1/containers/(?P<name>" + NAME_PATTERN.replace("^", "")
+                                                 .replace("$", "") + ")"), Scope.read, fast_get)
+"""`GET /v1/containers/{name}` on the fast path."""
 
 
 def _key(b: Backend, name: str) -> tuple[str, ...]:

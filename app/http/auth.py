@@ -163,12 +163,17 @@ async def current_principal(conn: HTTPConnection) -> Principal:
     return principal
 
 
+def require_scope(conn: HTTPConnection, principal: Principal, scope: Scope) -> None:
+    """403 unless the caller holds `scope`."""
+    if not principal.has(scope):
+        raise _deny(conn, 403, f"this token lacks the '{scope}' scope")
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller, who must hold `scope`."""
 
     async def dependency(conn: HTTPConnection, principal: Principal = Depends(current_principal)) -> Principal:
-        if not principal.has(scope):
-            raise _deny(conn, 403, f"this token lacks the '{scope}' scope")
+        require_scope(conn, principal, scope)
         return principal
 
     dependency.__name__ = f"require_{scope}"
