@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -45,7 +46,7 @@ from app.jobs.bus import JobBus
 from app.jobs.env import bind as bind_workflows
 from app.jobs.idempotency import Idempotency
 from app.jobs.kinds import JobKind, JobKinds
-from app.jobs.models import Job
+from app.jobs.models import Job, JobStatus
 from app.jobs.router import router as jobs_router
 from app.jobs.runner import JobRunner
 from app.jobs.service import JobsService, load_extensions
@@ -106,12 +107,18 @@ FAST_READS: tuple[FastRead, ...] = (containers_fast_get,)
 """The hottest reads, answered without the framework's routing (app/http/fastpath.py)."""
 
 
-def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any]) -> None:
-    """Before a job's end is seen, the objects it may have changed are read again: the next read shows them."""
+def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any], status: JobStatus, result: Any) -> None:
+    """Before a job's end is seen, the objects it may have changed are read again: the next read shows them. (A
+    container job that succeeded with the container as its result read it through the model after its last
+    change: that one is current already.)"""
     project = job.project or "default"
     remote = job.remote or ""
+    current = result.get("name") if status is JobStatus.succeeded and isinstance(result, dict) and \
+        "status_code" in result else None
     for kind, keys in container_mirror.touched_by(job.kind, params) + image_mirror.touched_by(job.kind):
-        mirror.touch(remote, project, kind, *keys)
+        keys = [k for k in keys if not (kind == container_mirror.KIND and k == current)]
+        if keys or kind != container_mirror.KIND:
+            mirror.touch(remote, project, kind, *keys)
 
 
 JOB_KINDS: tuple[JobKind, ...] = (
@@ -156,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            reconcile=settings.read_model_reconcile_seconds,
                                            max_projects=settings.read_model_projects)
         jobs = jobs_service(settings, app.state.job_kinds)
-        jobs.runner.before_end = lambda job, params: touch_after_job(mirror, job, params)
+        jobs.runner.before_end = partial(touch_after_job, mirror)
         bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners, mirror=mirror)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running

@@ -265,9 +265,10 @@ class JobRunner:
         self.owner_id = owner_id or uuid.uuid4().hex
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
-        self.before_end: Callable[[Job, dict[str, Any]], None] | None = None
-        """Called with each job and its params before its end is stored and announced (the read model is told
-        what the job may have changed, so that a read after the end shows it)."""
+        self.before_end: Callable[[Job, dict[str, Any], JobStatus, Any], None] | None = None
+        """Called with each job, its params, the status and result it ends with, before its end is stored and
+        announced (the read model is told what the job may have changed, so that a read after the end shows
+        it)."""
         self.services: dict[str, Any] = {}
         """Shared objects job steps reach through `ctx.services` (set by the app before `start()`)."""
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -680,7 +681,7 @@ class JobRunner:
         finished = utcnow()
         if self.before_end is not None:
             try:
-                self.before_end(job, active.params)
+                self.before_end(job, active.params, status, result)
             except Exception:
                 log.exception("before_end hook failed for job %s", job.id)
 

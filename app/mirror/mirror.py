@@ -13,6 +13,7 @@ A remote whose model is not in sync (starting, events stream down, reloading) is
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,7 +144,8 @@ class Mirror:
         return [f for f in futs if f is not None]
 
     async def fresh(self, remote: str, project: str, kind: str, key: str, *, client: Client) -> Shaped | None:
-        """`key` as LXD has it now, read once and applied to the model (a job's result after its write)."""
+        """`key` as LXD has it now, read once and applied to the model (a job's result after its write): a copy,
+        the caller's to change."""
         rm, coll = self._collection(remote, project, kind)
         if coll is None or rm is None:
             return await self.kinds[kind].load_one(client, remote, key)
@@ -151,7 +153,7 @@ class Mirror:
         if fut is not None:
             await asyncio.wait_for(asyncio.shield(fut), 30)
         rec = coll.records.get(key)
-        return rec.data if rec is not None else None
+        return copy.deepcopy(rec.data) if rec is not None else None
 
     # -- watching -------------------------------------------------------------------------------------------------
 

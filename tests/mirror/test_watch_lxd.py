@@ -91,8 +91,8 @@ async def test_watch_streams_the_list_then_changes_and_resumes(base: str, names:
 
             # behind the gateway's back
             env = {"LXD_DIR": str(Path(lxd_daemon.socket_path).parent), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
-            subprocess.run(["lxc", "config", "set", name, "user.watched=yes"], env=env, check=True,
-                           capture_output=True)
+            await asyncio.to_thread(subprocess.run, ["lxc", "config", "set", name, "user.watched=yes"], env=env,
+                                    check=True, capture_output=True)
             kind, mod_id, data = await events.until(
                 lambda e: e[0] == "modified" and e[2]["config"].get("user.watched") == "yes")
             assert data["metadata"]["watched"] == "yes" and mod_id > added_id
@@ -110,7 +110,7 @@ async def test_watch_streams_the_list_then_changes_and_resumes(base: str, names:
             seen = [await events.next()]
             while seen[-1][1] < del_id:
                 seen.append(await events.next())
-            assert [e[0] for e in seen][0] != "resync"
+            assert seen[0][0] != "resync"
             assert [e[1] for e in seen] == sorted(e[1] for e in seen) and all(e[1] > added_id for e in seen)
             assert seen[-1][0] == "deleted" and any(e[0] == "modified" for e in seen)
         finally:
