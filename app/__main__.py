@@ -68,7 +68,9 @@ def serve(settings: Settings, parser: str = "httptools", guarded: bool = True) -
     limits = ensure_fd_room(ConnectionLimits(settings.max_header_bytes, settings.header_timeout_seconds,
                                              settings.max_connections))
     http: Any = guarded_protocol(limits, parser) if guarded else parser
-    uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.bind_port,
+    app = create_app(settings)
+    footprint.settle_after_startup(app)
+    uvicorn.run(app, host=settings.bind_host, port=settings.bind_port,
                 log_level=settings.log_level.lower(), proxy_headers=True, log_config=None, workers=1,
                 ws="websockets-sansio", http=http, h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)

@@ -18,15 +18,26 @@ they are.
 
 `limit_malloc_arenas()` caps glibc's malloc arenas (one per thread that allocates, by default up to 8 per core):
 the gateway's threads (the job database's connection threads, `asyncio.to_thread` workers) then share two.
+
+`settle_after_startup(app)`: once the app's start-up is done, import what the first call to LXD imports anyway
+(httpx's connection layer and anyio's asyncio backend, whose bytecode is compiled on first import where no cache
+was written), collect garbage and hand the freed heap back to the system (`malloc_trim`): what start-up only
+needed for a moment (compiling, building the routes) no longer counts in the resident memory of an idle gateway.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 UNUSED_MODULES = ("trio", "rich", "httpx._main", "pydantic.v1", "watchfiles")
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
+FIRST_CALL_MODULES = ("httpcore", "anyio._backends._asyncio")
 
 
 def leave_out_unused(names: tuple[str, ...] = UNUSED_MODULES) -> list[str]:
@@ -50,3 +61,37 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return bool(libc.mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
+
+
+def trim_heap() -> bool:
+    """Collect garbage, then return the heap's free pages to the system; False where it cannot (not glibc)."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def settle() -> None:
+    """Import what the first LXD call needs, then trim the heap (see the module's text)."""
+    for name in FIRST_CALL_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    trim_heap()
+
+
+def settle_after_startup(app: Any) -> None:
+    """Run `settle()` once `app`'s (a Starlette app's) lifespan start-up is done, before it serves."""
+    startup = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(instance: Any) -> AsyncIterator[Any]:
+        async with startup(instance) as state:
+            settle()
+            yield state
+
+    app.router.lifespan_context = lifespan
