@@ -27,7 +27,6 @@ def main(argv: list[str]) -> int:
         except SettingsError as exc:
             print(f"lxd-gateway: {exc}", file=sys.stderr)
             return 2
-    footprint.limit_malloc_arenas()
     from app.logs import configure_logging
     from app.settings import load_settings
     from app.startup import StartupError, check_data_dir

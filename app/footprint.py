@@ -1,9 +1,9 @@
 """The memory footprint of the gateway process: what `python -m app` does to itself before it imports the server.
 
-Some libraries import another package only because it is installed, for a feature the gateway never uses. In a
-development environment (where the test tools bring those packages in) that costs several MiB of resident memory
-for nothing, so the server process records them as absent before anything imports them; each library then takes
-its documented fallback, as it does in the production image where those packages are not installed:
+Some libraries import another module only because it is installed, for a feature the gateway never uses: several
+MiB of resident memory for nothing (`trio` and `rich` are not even dependencies of the gateway; the test tools
+bring them into a development environment). The server process records them as absent before anything imports
+them, and each library takes the fallback it has for when they are not installed:
 
 * `trio`: httpcore and anyio support it besides asyncio; the gateway runs on asyncio only (uvloop).
 * `rich`: structlog's console renderer and tracebacks use it for colours; the gateway renders JSON.
@@ -15,9 +15,6 @@ its documented fallback, as it does in the production image where those packages
 
 Only the server entry point calls `leave_out_unused()`: tests and tools that import the app keep the libraries as
 they are.
-
-`limit_malloc_arenas()` caps glibc's malloc arenas (one per thread that allocates, by default up to 8 per core):
-the gateway's threads (the job database's connection threads, `asyncio.to_thread` workers) then share two.
 
 `settle_after_startup(app)`: once the app's start-up is done, import what the first call to LXD imports anyway
 (httpx's connection layer and anyio's asyncio backend, whose bytecode is compiled on first import where no cache
@@ -35,8 +32,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 UNUSED_MODULES = ("trio", "rich", "httpx._main", "pydantic.v1", "watchfiles")
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
 FIRST_CALL_MODULES = ("httpcore", "anyio._backends._asyncio")
 
 
@@ -48,19 +43,6 @@ def leave_out_unused(names: tuple[str, ...] = UNUSED_MODULES) -> list[str]:
             sys.modules[name] = None  # type: ignore[assignment]
             marked.append(name)
     return marked
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc malloc's arenas at `arenas` (to call before threads start); False where it cannot (not glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
 
 
 def trim_heap() -> bool:
