@@ -11,9 +11,9 @@ import httpx
 from app.locallxd.daemon import DaemonInfo
 from tests.support.gateway import running_gateway
 
-IDLE_LIMIT_MIB = 85
-"""About 74 MiB measured (Python 3.11, glibc, no bytecode cache written); the margin absorbs other machines and
-library versions, not a regression of the size of a framework."""
+IDLE_LIMIT_MIB = 90
+"""75-78 MiB measured here (Python 3.11, glibc, no bytecode cache written; 98-100 MiB before the process left out
+what it never uses): the margin absorbs other machines and library versions, not a return to that."""
 NOT_MAPPED = ("cryptography", "psycopg")
 """Native libraries of modules only some paths import (tests/test_footprint.py lists them all)."""
 
