@@ -1,21 +1,24 @@
-"""`python -m app`: serve the gateway with uvicorn on LXDGW_BIND (one worker: jobs live in this process)."""
+"""`python -m app`: serve the gateway with uvicorn on LXDGW_BIND (one worker: jobs live in this process).
+
+The server's modules are imported once `app.footprint` has left out what the process never uses (see there).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
+from app import footprint
 
-from app.http.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_protocol
-from app.logs import configure_logging
-from app.main import create_app
-from app.settings import Settings, SettingsError, load_settings
-from app.startup import StartupError, check_data_dir
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def main(argv: list[str]) -> int:
+    footprint.leave_out_unused()
+    from app.settings import SettingsError
+
     if argv[:1] == ["tokens"]:
         from app.cli import tokens_main
 
@@ -24,6 +27,10 @@ def main(argv: list[str]) -> int:
         except SettingsError as exc:
             print(f"lxd-gateway: {exc}", file=sys.stderr)
             return 2
+    from app.logs import configure_logging
+    from app.settings import load_settings
+    from app.startup import StartupError, check_data_dir
+
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -52,10 +59,17 @@ def main(argv: list[str]) -> int:
 def serve(settings: Settings, parser: str = "httptools", guarded: bool = True) -> None:
     """Serve the gateway until SIGTERM/SIGINT. `parser` (`httptools` or `h11`) and `guarded=False` (uvicorn's
     protocol as it is, without the connection limits) exist for the benchmark that compares them."""
+    import uvicorn
+
+    from app.http.listener import READ_SIZE, ConnectionLimits, ensure_fd_room, guarded_protocol
+    from app.main import create_app
+
     limits = ensure_fd_room(ConnectionLimits(settings.max_header_bytes, settings.header_timeout_seconds,
                                              settings.max_connections))
     http: Any = guarded_protocol(limits, parser) if guarded else parser
-    uvicorn.run(create_app(settings), host=settings.bind_host, port=settings.bind_port,
+    app = create_app(settings)
+    footprint.settle_after_startup(app)
+    uvicorn.run(app, host=settings.bind_host, port=settings.bind_port,
                 log_level=settings.log_level.lower(), proxy_headers=True, log_config=None, workers=1,
                 ws="websockets-sansio", http=http, h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)

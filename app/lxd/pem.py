@@ -4,6 +4,9 @@ A `Certificate` holds PEM bytes as given; it can generate a new ECDSA P-384 clie
 auth, as LXD's own tools make them), validate itself, compute LXD's fingerprint (lowercase hex sha256 of the DER),
 write its PEM blocks, and build the body that adds it to LXD's trust store (base64 of the DER: LXD 5.0 rejects a
 full PEM there).
+
+`cryptography` (about 8 MiB once loaded) is imported by the methods that parse or make a certificate, not by this
+module: fingerprints of PEM text need only hashlib, and a gateway that never does either does not carry it.
 """
 
 from __future__ import annotations
@@ -17,12 +20,10 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 VALIDITY = dt.timedelta(days=3650)
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.S)
@@ -70,6 +71,11 @@ class Certificate:
     @classmethod
     def generate(cls, name: str = "", *, common_name: str | None = None) -> Certificate:
         """A new self-signed ECDSA P-384 client certificate, valid for 10 years from now."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         key = ec.generate_private_key(ec.SECP384R1())
         host = socket.gethostname() or "UNKNOWN"
         try:
@@ -118,6 +124,8 @@ class Certificate:
             raise CertificateError("missing key PEM not valid")
 
     def x509(self) -> x509.Certificate:
+        from cryptography import x509
+
         der = first_pem_block(self.cert_pem)
         if der is None:
             raise CertificateError(f"invalid cert PEM ({len(self.cert_pem)} bytes)")
@@ -128,6 +136,8 @@ class Certificate:
 
     def fingerprint(self) -> str:
         """Lowercase hex sha256 of the DER, as LXD computes it."""
+        from cryptography.hazmat.primitives import serialization
+
         return fingerprint_of_der(self.x509().public_bytes(serialization.Encoding.DER))
 
     def as_create_request(self) -> dict[str, Any]:

@@ -134,7 +134,10 @@ class Transport:
         if self._mock is not None:
             transport: httpx.AsyncBaseTransport = self._mock
         elif self.uds is not None:
-            transport = httpx.AsyncHTTPTransport(uds=self.uds, limits=limits)
+            # A unix socket carries no TLS: a context that trusts no CA, rather than httpx's default, which reads
+            # the whole CA bundle into each pool (about 1 MiB each).
+            transport = httpx.AsyncHTTPTransport(uds=self.uds, limits=limits,
+                                                 verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
         else:
             transport = httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True, limits=limits,
                                                  proxy=self.proxy, trust_env=False)
