@@ -143,6 +143,12 @@ def _with_auth(case: schemathesis.Case, auth: dict[str, str]) -> dict[str, Any]:
     return {**{k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}, **auth}
 
 
+def _no_watch(case: schemathesis.Case) -> None:
+    """`watch=true` answers a stream that does not end (tests/mirror/test_watch_lxd.py tests it): fuzz the page."""
+    if isinstance(case.query, dict) and "watch" in case.query:
+        case.query["watch"] = False
+
+
 def _per_operation(op: schemathesis.APIOperation, mode: GenerationMode, base: str, auth: dict[str, str],
                    findings: Findings) -> None:
     @settings(max_examples=PER_OPERATION, deadline=None, database=None, phases=[Phase.generate],
@@ -150,6 +156,7 @@ def _per_operation(op: schemathesis.APIOperation, mode: GenerationMode, base: st
     @given(case=op.as_strategy(generation_mode=mode))
     def call(case: schemathesis.Case) -> None:
         case.headers = _with_auth(case, auth)
+        _no_watch(case)
         try:
             response = case.call(base_url=base, timeout=60)
         except Exception as exc:  # a transport error is a failure too (the gateway hung up)
@@ -172,6 +179,7 @@ def _stateful(schema: Any, base: str, auth: dict[str, str], findings: Findings, 
 
         def call(self, case: schemathesis.Case, **kwargs: Any) -> Any:
             case.headers = _with_auth(case, auth)
+            _no_watch(case)
             try:
                 return super().call(case, **kwargs)
             except Exception as exc:
