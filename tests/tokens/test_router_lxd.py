@@ -103,6 +103,11 @@ async def test_ticket_on_a_route_that_does_not_stream_is_401(secured: tuple[Fast
     assert (await c.get("/v1/jobs", headers=_bearer(secret))).json()["items"] == []  # no exec job was started
     r = await c.get("/v1/jobs/nosuchjob/events", params={"ticket": ticket})  # refusals did not use it up
     assert r.status_code == 404, r.text
+    # a collection's watch stream is an event stream: a ticket opens it (then: no such project), once
+    ticket = (await c.post("/v1/tickets", headers=_bearer(secret))).json()["ticket"]
+    watch = {"ticket": ticket, "watch": "true", "project": "no-such-project"}
+    assert (await c.get("/v1/containers", params=watch)).status_code == 404
+    assert (await c.get("/v1/containers", params=watch)).status_code == 401
 
 
 async def test_ticket_dies_with_its_token(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
