@@ -26,11 +26,12 @@ from fastapi import FastAPI
 
 from app.locallxd.daemon import DaemonInfo, LocalDaemon
 from app.lxd import Client
+from app.lxd.projects import Projects
 from app.main import MIRRORED, create_app
 from app.mirror.remote import RemoteMirror
 from app.settings import RemoteSettings, Settings
 from tests.containers.support import counting, create, job_ends, remove_all, unique
-from tests.support.app import model_in_sync
+from tests.support.app import make_settings, model_in_sync
 
 pytestmark = pytest.mark.lxd
 
@@ -735,3 +736,38 @@ async def test_a_project_made_after_the_start_is_mirrored_on_first_use(client: h
         return r.status_code == 404
 
     await within("a project deleted with lxc is unknown", unknown_again)
+
+
+async def test_a_project_made_while_the_model_lists_the_projects_is_known(
+        tmp_path: Path, lxd_daemon: DaemonInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model lists LXD's projects when it loads; a project made after LXD answered that listing, and before the
+    listing reached the model, is told by its `project-created` event: the model must not lose it."""
+    project = unique(PREFIX) + "-p"
+    names_of = Projects.names
+    made: list[str] = []
+
+    async def names_then_a_project_is_made(self: Projects) -> list[str]:
+        listed_names = await names_of(self)
+        if not made:
+            made.append(project)
+            await lxc(lxd_daemon.lxd_dir, "project", "create", project)
+            await asyncio.sleep(0.3)  # the listing's answer is slow to arrive: the event comes first
+        return listed_names
+
+    monkeypatch.setattr(Projects, "names", names_then_a_project_is_made)
+    app = create_app(make_settings(tmp_path, lxd_daemon, remotes=[
+        RemoteSettings(name="local", url=f"unix://{lxd_daemon.socket_path}", default=True)]))
+    try:
+        async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                           base_url="http://gw") as c:
+            await model_in_sync(app)
+            assert made == [project]
+
+            async def known() -> bool:
+                r = await c.get("/v1/containers", params={"project": project})
+                assert r.status_code in (200, 404), r.text
+                return r.status_code == 200 and r.json()["items"] == []
+
+            await within("a project made during the model's load", known)
+    finally:
+        await lxc(lxd_daemon.lxd_dir, "project", "delete", project)
