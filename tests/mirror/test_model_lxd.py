@@ -16,6 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -771,3 +772,85 @@ async def test_a_project_made_while_the_model_lists_the_projects_is_known(
             await within("a project made during the model's load", known)
     finally:
         await lxc(lxd_daemon.lxd_dir, "project", "delete", project)
+
+
+@asynccontextmanager
+async def gateway(tmp_path: Path, daemon: DaemonInfo, **settings: Any) -> AsyncIterator[tuple[FastAPI,
+                                                                                              httpx.AsyncClient]]:
+    """An app of the test's own (one remote, `local`), in sync, and a client of it."""
+    app = create_app(make_settings(tmp_path, daemon, remotes=[
+        RemoteSettings(name="local", url=f"unix://{daemon.socket_path}", default=True)], **settings))
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                       base_url="http://gw") as c:
+        await model_in_sync(app)
+        yield app, c
+
+
+async def test_what_lxd_sends_no_event_for_is_caught_by_the_reconcile(tmp_path: Path, lxd_daemon: DaemonInfo,
+                                                                      names: str) -> None:
+    """An address dropped inside the container comes with no event: the model shows it until its next full
+    listing (`read_model_reconcile_seconds`, 1 s here; 60 s by default)."""
+    a = f"{names}-a"
+    async with gateway(tmp_path, lxd_daemon, read_model_reconcile_seconds=1) as (app, c):
+        await create(c, a)
+
+        async def has_ipv4() -> bool:
+            return any(x["family"] == "inet" for x in (await hit(c, a))["addresses"])
+
+        await within("an IPv4 address from DHCP", has_ipv4, seconds=30)
+        await settled(app)  # no address poll any more: only the reconcile can see what follows
+
+        async def lxd_without_ipv4() -> bool:
+            async with Client.unix(lxd_daemon.socket_path) as lxd:
+                eth0 = ((await lxd.instances.state(a)).network or {}).get("eth0")
+            return eth0 is None or not any(x.family == "inet" for x in eth0.addresses)
+
+        async def gateway_without_ipv4() -> bool:
+            return not await has_ipv4()
+
+        # the exec (and its event) ends at once; the address goes a second later, without an event
+        await lxc(lxd_daemon.lxd_dir, "exec", a, "--", "sh", "-c",
+                  "(sleep 1; ip addr flush dev eth0) </dev/null >/dev/null 2>&1 &")
+        took = await lag("an address dropped without an event (reconcile every 1 s)", lxd_without_ipv4,
+                         gateway_without_ipv4, timeout=30)
+        assert took < 1 + DEADLINE, f"the reconcile took {took:.3f} s to see it"
+        await same_as_lxd(c, a)
+
+
+async def test_projects_beyond_the_bound_are_dropped_and_read_live_again(tmp_path: Path, lxd_daemon: DaemonInfo,
+                                                                        names: str) -> None:
+    """With room for two projects (`default` and one more), reading a third drops the least recently read; a
+    change made in a dropped project shows at its next read."""
+    d = lxd_daemon.lxd_dir
+    p1, p2, a = f"{names}-p1", f"{names}-p2", f"{names}-a"
+    for p in (p1, p2):
+        await lxc(d, "project", "create", p, "-c", "features.images=false", "-c", "features.profiles=false")
+    try:
+        await lxc(d, "init", "busybox", a, "--project", p1)
+        async with gateway(tmp_path, lxd_daemon, read_model_projects=2) as (app, c):
+            rm = mirror_of(app)
+
+            async def hit_in(project: str) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    r = await c.get("/v1/containers", params={"project": project})
+                    assert r.status_code == 200, r.text
+                    return r.headers[CACHE] == "hit"
+                return check
+
+            await within(f"{p1} mirrored", await hit_in(p1))
+            assert set(rm.projects) == {"default", p1}
+            await within(f"{p2} mirrored", await hit_in(p2))
+            assert set(rm.projects) == {"default", p2} and rm.counters.evicted == 1
+
+            await lxc(d, "config", "set", a, "user.while=dropped", "--project", p1)
+            r = await c.get(f"/v1/containers/{a}", params={"project": p1})
+            assert r.status_code == 200 and r.headers[CACHE] in ("miss", "bypass"), r.text
+            assert r.json()["config"]["user.while"] == "dropped"
+            await within(f"{p1} mirrored again", await hit_in(p1))
+            assert (await hit(c, a, project=p1))["config"]["user.while"] == "dropped"
+            assert set(rm.projects) == {"default", p1} and rm.counters.evicted == 2
+            assert (await c.get("/v1/containers")).headers[CACHE] == "hit"  # the default project always stays
+    finally:
+        await lxc(d, "delete", "--force", a, "--project", p1)
+        for p in (p1, p2):
+            await lxc(d, "project", "delete", p)
