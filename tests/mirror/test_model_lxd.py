@@ -871,3 +871,36 @@ async def test_projects_beyond_the_bound_are_dropped_and_read_live_again(tmp_pat
         await lxc(d, "delete", "--force", a, "--project", p1)
         for p in (p1, p2):
             await lxc(d, "project", "delete", p)
+
+
+async def test_a_read_token_gets_secrets_redacted_from_the_model_with_its_own_etag(tmp_path: Path,
+                                                                                   lxd_daemon: DaemonInfo) -> None:
+    from app.store.tokens import Scope
+    from tests.support.secured_gateway import secured_gateway
+
+    name = unique(PREFIX)
+    async with secured_gateway(tmp_path, lxd_daemon, name) as gw:
+        reader, writer = gw.token("reader", Scope.read), gw.token("writer", Scope.write)
+        await lxc(lxd_daemon.lxd_dir, "config", "set", name, "user.db-password=s3cret")
+        async with gw.http(reader) as rc, gw.http(writer) as wc:
+            await within("a secret set with lxc", shows(wc, name, lambda v: v["config"].get("user.db-password")))
+            w = await get(wc, name)
+            r = await get(rc, name)
+            assert w.headers[CACHE] == r.headers[CACHE] == "hit"
+            assert w.json()["config"]["user.db-password"] == "s3cret"
+            assert r.json()["config"]["user.db-password"] == "[redacted]" and "s3cret" not in r.text
+            assert r.headers["etag"] != w.headers["etag"]
+            assert (await rc.get(f"/v1/containers/{name}", headers={"If-None-Match": r.headers["etag"]})
+                    ).status_code == 304
+            assert (await rc.get(f"/v1/containers/{name}", headers={"If-None-Match": w.headers["etag"]})
+                    ).status_code == 200
+            page = await rc.get("/v1/containers", params={"prefix": name})
+            assert page.headers[CACHE] == "hit" and "s3cret" not in page.text
+            assert page.json()["items"][0]["config"]["user.db-password"] == "[redacted]"
+
+            await lxc(lxd_daemon.lxd_dir, "config", "set", name, "user.db-password=other")
+            await within("a secret changed with lxc", shows(
+                wc, name, lambda v: v["config"]["user.db-password"] == "other"))
+            r2 = await get(rc, name)
+            assert r2.headers[CACHE] == "hit" and "other" not in r2.text
+            assert _but_addresses(r2.json()) == _but_addresses(r.json())  # what a reader sees did not change
