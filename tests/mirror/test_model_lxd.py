@@ -32,7 +32,7 @@ from app.main import MIRRORED, create_app
 from app.mirror import stable_part
 from app.mirror.remote import RemoteMirror
 from app.settings import RemoteSettings, Settings
-from tests.containers.support import counting, create, job_ends, remove_all, unique
+from tests.containers.support import IMAGE, counting, create, job_ends, remove_all, unique
 from tests.support.app import make_settings, model_in_sync
 
 pytestmark = pytest.mark.lxd
@@ -745,6 +745,12 @@ async def test_a_project_made_after_the_start_is_mirrored_on_first_use(client: h
             return r.json()["config"].get("user.p") == "1"
 
         await within("lxc config set in another project", changed)
+        r = await c.patch(f"/v1/containers/{a}", params={"project": project}, json={"config": {"user.q": "1"}})
+        assert r.status_code == 200, r.text
+        assert (await hit(c, a, project=project))["config"]["user.q"] == "1"  # read-your-writes there too
+        job = await job_ends(c, await c.post(f"/v1/containers/{a}/start", params={"project": project, "wait": 60}))
+        assert job["status"] == "succeeded", job
+        assert (await hit(c, a, project=project))["status"] == "Running"
     finally:
         await lxc(d, "delete", "--force", a, "--project", project)
         await lxc(d, "project", "delete", project)
@@ -904,3 +910,20 @@ async def test_a_read_token_gets_secrets_redacted_from_the_model_with_its_own_et
             r2 = await get(rc, name)
             assert r2.headers[CACHE] == "hit" and "other" not in r2.text
             assert _but_addresses(r2.json()) == _but_addresses(r.json())  # what a reader sees did not change
+
+
+async def test_a_create_whose_start_fails_leaves_nothing_in_the_model(tmp_path: Path, lxd_daemon: DaemonInfo,
+                                                                      names: str) -> None:
+    """LXD makes the container, its start fails (a disk whose host path is missing), the job removes it again:
+    the next reads know it is gone."""
+    a = f"{names}-bad"
+    async with gateway(tmp_path, lxd_daemon, policy_allow=["disk.host-source"]) as (app, c):
+        r = await c.post("/v1/containers", params={"wait": 120}, json={
+            "name": a, "image": IMAGE, "devices": {"data": {"type": "disk", "source": f"/nonexistent/{a}",
+                                                             "path": "/data"}}})
+        job = await job_ends(c, r)
+        assert job["status"] == "failed", job
+        assert (await get(c, a)).status_code == 404
+        assert a not in await listed(c, names)
+        assert not any(key == a for colls in mirror_of(app).projects.values() for coll in colls.values()
+                       for key in coll.records)
