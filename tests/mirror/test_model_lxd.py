@@ -927,3 +927,29 @@ async def test_a_create_whose_start_fails_leaves_nothing_in_the_model(tmp_path: 
         assert a not in await listed(c, names)
         assert not any(key == a for colls in mirror_of(app).projects.values() for coll in colls.values()
                        for key in coll.records)
+
+
+async def test_a_profile_of_default_changed_with_lxc_shows_in_a_project_sharing_it(
+        client: httpx.AsyncClient, lxd_daemon: DaemonInfo, names: str) -> None:
+    """A project without its own profiles uses those of `default`: a change to one shows in its containers."""
+    c, d = client, lxd_daemon.lxd_dir
+    project, profile, a = f"{names}-p", f"{names}-prof", f"{names}-a"
+    await lxc(d, "project", "create", project, "-c", "features.images=false", "-c", "features.profiles=false")
+    await lxc(d, "profile", "create", profile)
+    try:
+        await lxc(d, "init", "busybox", a, "--project", project, "-p", "default", "-p", profile)
+
+        async def interfaces(expected: list[str]) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                r = await get(c, a, project=project)
+                assert r.status_code == 200, r.text
+                return r.headers[CACHE] == "hit" and [i["name"] for i in r.json()["interfaces"]] == expected
+            return check
+
+        await within("the project's model loaded", await interfaces(["eth0"]))
+        await lxc(d, "profile", "device", "add", profile, "eth1", "nic", "nictype=p2p", "name=eth1")
+        await within("a profile of default changed, seen in another project", await interfaces(["eth0", "eth1"]))
+    finally:
+        await lxc(d, "delete", "--force", a, "--project", project, check=False)
+        await lxc(d, "project", "delete", project, check=False)
+        await lxc(d, "profile", "delete", profile, check=False)
