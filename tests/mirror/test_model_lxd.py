@@ -121,17 +121,31 @@ async def lag(what: str, lxd_says: Callable[[], Awaitable[bool]], gateway_says: 
     return took
 
 
+class NotYet:
+    """A check's false answer, with what it read (for the failure message)."""
+
+    def __init__(self, seen: Any) -> None:
+        self.seen = seen
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return repr(self.seen)
+
+
 def shows(c: httpx.AsyncClient, name: str, pred: Callable[[dict[str, Any]], bool]) -> Callable[[], Awaitable[Any]]:
     async def check() -> Any:
         got = await hit(c, name)
-        return got if pred(got) else False
+        return got if pred(got) else NotYet(got)
     return check
 
 
-def gone(c: httpx.AsyncClient, name: str, prefix: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
+def gone(c: httpx.AsyncClient, name: str, prefix: str) -> Callable[[], Awaitable[Any]]:
+    async def check() -> Any:
         r = await get(c, name)
-        return r.status_code == 404 and name not in await listed(c, prefix)
+        listing = await listed(c, prefix)
+        return True if r.status_code == 404 and name not in listing else NotYet((r.status_code, sorted(listing)))
     return check
 
 
@@ -239,6 +253,7 @@ async def test_every_write_through_the_gateway_shows_in_the_very_next_read(clien
 
     # rename: the old name is gone at once, the new one is there
     job = await run_job(c, "POST", f"/v1/containers/{a}/rename", {"name": b})
+    assert job["result"]["name"] == b
     assert (await get(c, a)).status_code == 404
     assert (await hit(c, b))["config"]["user.v"] == "2"
     assert sorted(await listed(c, names)) == [b]
