@@ -706,6 +706,10 @@ async def test_reads_in_sync_reach_no_lxd_and_no_cache_does(client: httpx.AsyncC
             assert r.status_code == 200 and r.headers[CACHE] == "bypass"
             assert [i["name"] for i in r.json()["items"]] == [a, b]
             assert len(log.calls) > n, log.calls
+            for headers in ({"Cache-Control": "max-age=0"}, {"Pragma": "no-cache"}):
+                n = len(log.calls)
+                r = await c.get(f"/v1/containers/{b}", headers=headers)
+                assert r.status_code == 200 and r.headers[CACHE] == "bypass" and len(log.calls) > n, headers
             assert log.mutating == []
     finally:
         await lxc(d, "project", "delete", project)
