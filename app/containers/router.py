@@ -286,11 +286,14 @@ def _redacted(data: dict[str, Any]) -> dict[str, Any]:
 
 
 VOLATILE = ("status", "status_code", "addresses")
-"""What LXD changes by itself (no write of the container): left out of the part of the ETag `If-Match` checks."""
+"""What LXD changes by itself (no write of the container): left out of the part of the ETag `If-Match` checks,
+with the `volatile.*` config keys (LXD rewrites them when the container starts or stops; no caller may write them)."""
 
 
 def _stable(view: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in view.items() if k not in VOLATILE}
+    out = {k: v for k, v in view.items() if k not in VOLATILE}
+    out["config"] = {k: v for k, v in (view.get("config") or {}).items() if not k.startswith("volatile.")}
+    return out
 
 
 def _seen(b: Backend, rec: Record) -> tuple[dict[str, Any], bytes, str]:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from app.mirror.kinds import Shaped
 
 HISTORY = 1024
 WATCH_QUEUE = 4096
+GONE = 4096  # deleted keys remembered with the read that saw them gone
 
 
 def etag_of(body: bytes) -> str:
@@ -141,6 +142,9 @@ class Collection:
     def __init__(self, versions: Versions) -> None:
         self._versions = versions
         self.records: dict[str, Record] = {}
+        self.gone: OrderedDict[str, int] = OrderedDict()
+        """Keys seen gone, with the `seq` of that read: a read of one started before it does not bring it back
+        (the last `GONE` of them; a read in flight for longer than that many deletes is not expected)."""
         self.loaded = False
         self.loaded_at = 0.0
         self.used = time.monotonic()
@@ -169,11 +173,20 @@ class Collection:
         rec = self.records.get(key)
         if rec is not None and rec.seq > seq:
             return False
+        gone = self.gone.get(key)
+        if gone is not None and gone > seq:
+            return False
         if data is None:
+            self.gone[key] = seq
+            self.gone.move_to_end(key)
+            while len(self.gone) > GONE:
+                self.gone.popitem(last=False)
             if rec is not None:
                 del self.records[key]
                 self._emit("deleted", key, rec.data)
             return True
+        if gone is not None:
+            del self.gone[key]
         if rec is not None and rec.data == data:
             rec.fetched, rec.seq = fetched, seq
             return True

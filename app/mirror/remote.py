@@ -71,6 +71,7 @@ class RemoteMirror:
         self.versions = Versions()
         self.projects: OrderedDict[str, dict[str, Collection]] = OrderedDict()
         self.project_names: set[str] | None = None
+        self._project_events: list[tuple[str, str, str]] | None = None  # told while the projects are listed
         self.synced = False
         self.state = "starting"
         self.synced_since = 0.0
@@ -189,7 +190,16 @@ class RemoteMirror:
 
     async def _load_everything(self) -> None:
         self.counters.reloads += 1
-        self.project_names = set(await self.client.projects.names())
+        # A project made or deleted while LXD's answer is on its way is told by an event the listing may predate:
+        # those events are applied again over the listing.
+        self._project_events = []
+        try:
+            names = set(await self.client.projects.names())
+            for action, name, old in self._project_events:
+                self._apply_project_event(names, action, name, old)
+        finally:
+            self._project_events = None
+        self.project_names = names
         for project in self.preload:
             if project in self.project_names:
                 self._collections(project)
@@ -224,15 +234,14 @@ class RemoteMirror:
             parts = event.source
             if not parts:
                 return
-            if parts[0] == "projects" and len(parts) == 2 and self.project_names is not None:
+            if parts[0] == "projects" and len(parts) == 2:
+                old = str((event.metadata.get("context") or {}).get("old_name") or "")
+                if self._project_events is not None:
+                    self._project_events.append((event.action, parts[1], old))
+                if self.project_names is not None:
+                    self._apply_project_event(self.project_names, event.action, parts[1], old)
                 if event.action.endswith("-deleted"):
-                    self.project_names.discard(parts[1])
                     self._drop_project(parts[1])
-                elif event.action.endswith("-renamed"):
-                    self.project_names.discard(str((event.metadata.get("context") or {}).get("old_name") or ""))
-                    self.project_names.add(parts[1])
-                else:
-                    self.project_names.add(parts[1])
                 return
             for kind in self.kinds.values():
                 if parts[0] in kind.follows:
@@ -261,6 +270,16 @@ class RemoteMirror:
         """Read `key` again in `project`, or in every mirrored project for a collection projects may share."""
         for p in list(self.projects) if kind.shared else [project]:
             self.request(p, kind.name, key)
+
+    @staticmethod
+    def _apply_project_event(names: set[str], action: str, name: str, old: str) -> None:
+        if action.endswith("-deleted"):
+            names.discard(name)
+        elif action.endswith("-renamed"):
+            names.discard(old)
+            names.add(name)
+        else:
+            names.add(name)
 
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 
