@@ -339,19 +339,28 @@ async def test_a_device_added_to_a_profile_behind_the_gateway_s_back_shows_in_th
         await lxc(d, "profile", "delete", profile)
 
 
-async def test_image_aliases_made_with_lxc_show_at_once_images_are_read_live_only_containers_are_mirrored(
+async def test_image_aliases_made_with_lxc_show_in_the_model_of_aliases_and_images(
         client: httpx.AsyncClient, lxd_daemon: DaemonInfo, names: str) -> None:
-    """Only containers are in the read model of this tree (`MIRRORED`): image reads go to LXD, so an alias made or
-    deleted with `lxc` shows in the very next read, which carries no `X-Gateway-Cache`."""
-    assert [k.name for k in MIRRORED] == ["instances"]
-    alias = f"{names}-alias"
-    await lxc(lxd_daemon.lxd_dir, "image", "alias", "create", alias, lxd_daemon.image_fingerprint)
-    r = await client.get("/v1/images/aliases", params={"limit": 1000})
-    assert r.status_code == 200 and CACHE not in r.headers, r.text
-    assert {a["name"]: a["target"] for a in r.json()["items"]}.get(alias) == lxd_daemon.image_fingerprint
+    """Images and aliases are mirrored: an alias made or deleted with `lxc` shows in the aliases and in its image's
+    `aliases`, read from the model (hit), within the deadline."""
+    assert {"images", "image-aliases"} <= {k.name for k in MIRRORED}
+    alias, fp = f"{names}-alias", lxd_daemon.image_fingerprint
+
+    def aliases_show(present: bool) -> Callable[[], Awaitable[Any]]:
+        async def check() -> Any:
+            r = await client.get("/v1/images/aliases", params={"limit": 1000})
+            i = await client.get(f"/v1/images/{fp}")
+            assert r.status_code == 200 and i.status_code == 200, (r.text, i.text)
+            state = (r.headers.get(CACHE), i.headers.get(CACHE),
+                     {a["name"]: a["target"] for a in r.json()["items"]}.get(alias), alias in i.json()["aliases"])
+            want = ("hit", "hit", fp if present else None, present)
+            return True if state == want else NotYet(state)
+        return check
+
+    await lxc(lxd_daemon.lxd_dir, "image", "alias", "create", alias, fp)
+    await within("lxc image alias create", aliases_show(True))
     await lxc(lxd_daemon.lxd_dir, "image", "alias", "delete", alias)
-    r = await client.get("/v1/images/aliases", params={"limit": 1000})
-    assert r.status_code == 200 and alias not in {a["name"] for a in r.json()["items"]}
+    await within("lxc image alias delete", aliases_show(False))
 
 
 async def test_freshness_over_twenty_changes_made_with_lxc(client: httpx.AsyncClient, lxd_daemon: DaemonInfo,
