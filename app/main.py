@@ -115,7 +115,9 @@ def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any], status: Jo
     remote = job.remote or ""
     current = result.get("name") if status is JobStatus.succeeded and isinstance(result, dict) and \
         "status_code" in result else None
-    for kind, keys in container_mirror.touched_by(job.kind, params) + image_mirror.touched_by(job.kind):
+    touched = container_mirror.touched_by(job.kind, params) + image_mirror.touched_by(job.kind) + \
+        profile_mirror.touched_by(job.kind)
+    for kind, keys in touched:
         keys = [k for k in keys if not (kind == container_mirror.KIND and k == current)]
         if keys or kind != container_mirror.KIND:
             mirror.touch(remote, project, kind, *keys)

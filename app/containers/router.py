@@ -348,7 +348,7 @@ async def list_containers(
     if watch:
         return await watch_stream(request, b.mirror, b.remote, b.project, KIND, client=b.client,
                                   view=lambda rec: _seen(b, rec), last_event_id=last_event_id,
-                                  keep=lambda d: str(d.get("name", "")).startswith(prefix))
+                                  keep=lambda d: bool(select([d], prefix, status or (), alive)))
     filters = {"prefix": prefix, "status": sorted(status or []), "alive": alive, "remote": b.remote,
                "project": b.project}
     return await read_page(request, b.mirror, b.remote, b.project, KIND, client=b.client,
@@ -478,6 +478,8 @@ async def patch_container(name: ContainerName, patch: ContainerPatch, request: R
 
     await edit(_key(b, name), _if_match(if_match), f"container {name!r}", lambda: _instance(b, name), write,
                versions=lambda inst: _versions(b, inst))
+    if patch.profiles is not None:  # the profiles' `used_by` changed
+        b.mirror.touch(b.remote, b.project, "profiles")
     return _answer(request, b, await _lookup(request, b, name, live=True))
 
 

@@ -53,7 +53,7 @@ def cached_response(conn: HTTPConnection, body: bytes, etag: str, *, source: str
                     status_code: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """`body` (JSON) with its ETag and where it came from; 304 when the caller has it already."""
     h = {"ETag": etag, CACHE_HEADER: source, "Age": str(max(0, age)), **(headers or {})}
-    if status_code == 200 and not_modified(conn, etag):
+    if status_code == 200 and conn.scope.get("method") in ("GET", "HEAD") and not_modified(conn, etag):
         return Response(status_code=304, headers=h)
     return Response(body, status_code=status_code, media_type="application/json", headers=h)
 

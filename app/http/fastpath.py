@@ -107,7 +107,7 @@ def _query(raw: bytes) -> dict[str, str] | None:
         if key not in ("remote", "project") or key in out:
             return None
         out[key] = value
-    if "project" in out and not PROJECT_RE.match(out["project"]):
+    if "project" in out and not PROJECT_RE.fullmatch(out["project"]):
         return None
     return out
 

@@ -66,21 +66,25 @@ async def watch_stream(conn: HTTPConnection, mirror: Mirror, remote: str, projec
     if not mirror.enabled:
         raise ProblemError(503, "watching needs the read model (LXDGW_READ_MODEL is off)", slug="no-read-model")
     try:
-        watcher, backlog, coll = await mirror.watch(remote, project, kind, since)
+        coll = await mirror.ready(remote, project, kind)
     except TimeoutError as exc:
         raise ProblemError(503, str(exc), slug="model-not-in-sync") from None
 
     def shown(data: Shaped) -> Shaped:
         return view(Record(data, 0.0, 0, 0))[0]
 
-    def resync() -> bytes:
-        items = [view(rec)[0] for _, rec in sorted(coll.items()) if keep(rec.data)]
-        return _sse("resync", coll.version, {"items": items})
+    def resync() -> tuple[bytes, int]:
+        items = [view(rec)[0] for rec in coll.sorted_records() if keep(rec.data)]
+        return _sse("resync", coll.version, {"items": items}), coll.version
 
     async def stream() -> AsyncIterator[bytes]:
+        # The watcher is made here, as the stream starts (a client gone before that leaves nothing behind).
+        watcher, backlog = coll.watch(since)
         try:
+            sent = 0  # the version the last full list was taken at: changes up to it are in it
             if backlog is None or since is None:
-                yield resync()
+                body, sent = resync()
+                yield body
             else:
                 for change in backlog:
                     if change.data is not None and keep(change.data):
@@ -91,12 +95,13 @@ async def watch_stream(conn: HTTPConnection, mirror: Mirror, remote: str, projec
                 except TimeoutError:
                     yield b": heartbeat\n\n"
                     continue
+                if change.type == "end":  # the collection is no longer kept: the client resumes elsewhere
+                    return
                 if change.type == "resync":
                     watcher.overflowed = False
-                    while not watcher.queue.empty():  # what was queued is in the full list
-                        watcher.queue.get_nowait()
-                    yield resync()
-                elif change.data is not None and keep(change.data):
+                    body, sent = resync()
+                    yield body
+                elif change.version > sent and change.data is not None and keep(change.data):
                     yield _sse(change.type, change.version, shown(change.data))
         finally:
             watcher.close()

@@ -41,7 +41,8 @@ ALIAS_KIND = MirrorKind(name=ALIASES, collection="images", load_all=_aliases, lo
 
 
 def touched_by(job_kind: str) -> list[tuple[str, list[str]]]:
-    """What a job of `job_kind` may have changed: image jobs and publishing change images and aliases."""
-    if job_kind.startswith("image.") or job_kind == "container.publish":
+    """What a job of `job_kind` may have changed: image jobs and publishing change images and aliases, and a create
+    or a copy may bring an image into the local store (LXD keeps a copy of a remote image it created from)."""
+    if job_kind.startswith("image.") or job_kind in ("container.publish", "container.create", "container.copy"):
         return [(IMAGES, []), (ALIASES, [])]
     return []

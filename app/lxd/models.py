@@ -235,6 +235,14 @@ class Event(LXDModel):
         return out
 
 
+def api_object(url: str) -> tuple[tuple[str, ...], str]:
+    """`/1.0/instances/c1?project=p` -> `(("instances", "c1"), "p")` (a `used_by` entry); the project is
+    `default` when the URL names none."""
+    from urllib.parse import parse_qs, urlsplit
+
+    return api_path_parts(url), (parse_qs(urlsplit(url).query).get("project") or ["default"])[0]
+
+
 def api_path_parts(url: str) -> tuple[str, ...]:
     """`/1.0/instances/c1?project=p` -> `("instances", "c1")` (segments unquoted); () for anything else."""
     from urllib.parse import unquote, urlsplit

@@ -7,9 +7,9 @@ watcher can resume from a version (older than that, it gets a `resync`, as Kuber
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -48,11 +48,12 @@ def stable_part(etag: str) -> str:
 
 
 class Versions:
-    """A remote's change counter. It starts from the clock (in microseconds), so versions handed out by an earlier
-    gateway process are all older than this one's first, and a resume from them gets a resync."""
+    """A remote's change counter. It starts at a random point of a 62-bit range, so a version handed out by another
+    gateway process (an earlier one, or another replica) falls outside this one's few versions and a resume from it
+    gets a resync, whatever the clock did in between."""
 
     def __init__(self) -> None:
-        self.current = time.time_ns() // 1000
+        self.current = secrets.randbelow(1 << 52) << 10
 
     def next(self) -> int:
         self.current += 1
@@ -102,7 +103,7 @@ class Change:
     """One change of a collection, as a watcher gets it."""
 
     version: int
-    type: str  # added | modified | deleted | resync
+    type: str  # added | modified | deleted | resync | end
     key: str
     data: Shaped | None
 
@@ -120,17 +121,20 @@ class Watcher:
             return
         try:
             self.queue.put_nowait(change)
-        except asyncio.QueueFull:
+        except asyncio.QueueFull:  # too far behind: what it missed is in the full list it gets instead
             self.overflowed = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.get_nowait()
-                self.queue.put_nowait(Change(change.version, "resync", "", None))
+            self._only(Change(change.version, "resync", "", None))
 
-    def put_resync(self) -> None:
-        """Tell the watcher to start again from a full list (the collection was dropped or reloaded)."""
+    def _only(self, change: Change) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(change)
+
+    def end(self) -> None:
+        """The collection is no longer kept (its project was dropped): the watcher's stream ends, and a client that
+        reconnects resumes from a fresh collection (a resync)."""
         self.overflowed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(Change(self._coll.version, "resync", "", None))
+        self._only(Change(self._coll.version, "end", "", None))
 
     def close(self) -> None:
         self._coll.watchers.discard(self)
@@ -152,6 +156,9 @@ class Collection:
         self.watchers: set[Watcher] = set()
         self.pending: dict[str, asyncio.Future[None]] = {}
         """Keys with a read under way that a reader must wait for (an event or a write said they changed)."""
+        self._sorted: tuple[int, list[Record]] | None = None
+        self.queued: dict[str, asyncio.Future[None]] = {}
+        """Keys with one more read to start after the one under way (told of a change while it ran)."""
         self.version = self.floor = versions.next()
         """`floor`: changes up to this version are no longer kept (a resume from before it gets a resync)."""
 
@@ -218,3 +225,9 @@ class Collection:
 
     def items(self) -> Iterator[tuple[str, Record]]:
         return iter(self.records.items())
+
+    def sorted_records(self) -> list[Record]:
+        """The records sorted by key (kept until the next change)."""
+        if self._sorted is None or self._sorted[0] != self.version:
+            self._sorted = (self.version, [self.records[k] for k in sorted(self.records)])
+        return self._sorted[1]

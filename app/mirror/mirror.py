@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.lxd.client import Client
-from app.mirror.collection import Change, Collection, Record, Watcher
+from app.mirror.collection import Collection, Record
 from app.mirror.kinds import MirrorKind, Shaped
 from app.mirror.remote import ALL, RemoteMirror
 
@@ -92,8 +92,9 @@ class Mirror:
                      live: bool = False) -> Lookup:
         """`key` of `kind`, from the model when it is in sync (`live` forces a read of LXD)."""
         rm, coll = self._collection(remote, project, kind)
-        if coll is not None and not live and await rm.settle(coll, key):  # type: ignore[union-attr]
-            rm.counters.served[HIT] += 1  # type: ignore[union-attr]
+        if coll is not None and rm is not None and not live and await rm.settle(coll, key) and rm.holds(
+                project, kind, coll):
+            rm.counters.served[HIT] += 1
             return Lookup(coll.records.get(key), HIT)
         source = BYPASS if live or rm is None or not rm.synced or coll is not None else MISS
         if rm is not None:
@@ -112,9 +113,10 @@ class Mirror:
                       live: bool = False) -> Listing:
         """Every object of `kind` in `project`, sorted by key."""
         rm, coll = self._collection(remote, project, kind)
-        if coll is not None and not live and await rm.settle(coll):  # type: ignore[union-attr]
-            rm.counters.served[HIT] += 1  # type: ignore[union-attr]
-            recs = [coll.records[k] for k in sorted(coll.records)]
+        if coll is not None and rm is not None and not live and await rm.settle(coll) and rm.holds(
+                project, kind, coll):
+            rm.counters.served[HIT] += 1
+            recs = coll.sorted_records()
             age = int(time.monotonic() - min((r.fetched for r in recs), default=time.monotonic()))
             return Listing(recs, HIT, age)
         source = BYPASS if live or rm is None or not rm.synced or coll is not None else MISS
@@ -157,17 +159,16 @@ class Mirror:
 
     # -- watching -------------------------------------------------------------------------------------------------
 
-    async def watch(self, remote: str, project: str, kind: str, since: int | None,
-                    *, timeout: float = 10.0) -> tuple[Watcher, list[Change] | None, Collection]:
-        """A watcher of the collection once its model is in sync (waiting up to `timeout`), with the changes after
-        `since` it missed (None: resume impossible, resync)."""
+    async def ready(self, remote: str, project: str, kind: str, *, timeout: float = 10.0) -> Collection:
+        """The collection once the remote's model is in sync and holds it (waiting up to `timeout`, then
+        `TimeoutError`), with the reads it was told of applied: what a watcher starts from."""
         deadline = time.monotonic() + timeout
         while True:
             rm, coll = self._collection(remote, project, kind)
             if coll is not None and rm is not None:
                 await rm.settle(coll)
-                w, backlog = coll.watch(since)
-                return w, backlog, coll
+                if rm.holds(project, kind, coll):
+                    return coll
             if rm is None or time.monotonic() > deadline:
                 raise TimeoutError(f"the model of remote {remote!r} is not in sync")
             await asyncio.sleep(0.05)

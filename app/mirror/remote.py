@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from app.lxd.client import Client
-from app.lxd.errors import LXDError
 from app.lxd.events import Listener
 from app.lxd.models import Event
 from app.mirror.collection import Collection, Versions
@@ -44,6 +43,10 @@ ADDRESS_POLL = 0.5
 PENDING_WAIT = 2.0
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
+SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
+                            "instance-console-retrieved", "instance-log-retrieved", "instance-file-retrieved",
+                            "instance-file-pushed", "instance-file-deleted"})
+"""Lifecycle actions that change nothing the model keeps (reading them again would only cost LXD)."""
 
 
 @dataclass
@@ -55,6 +58,11 @@ class Counters:
     gaps: int = 0
     evicted: int = 0
     served: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0, "bypass": 0})
+
+
+def _resolve(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
 
 
 class RemoteMirror:
@@ -78,8 +86,9 @@ class RemoteMirror:
         self.counters = Counters()
         self._seq = 0
         self._clients: dict[str, Client] = {}
-        self._again: set[tuple[str, str, str]] = set()
         self._quiet: set[tuple[str, str, str]] = set()
+        self._expired: set[tuple[str, str, str]] = set()  # address windows that ran out (until the next start)
+        self._reconciling = False
         self._fetches = asyncio.Semaphore(FETCHES)
         self._addresses: dict[tuple[str, str, str], float] = {}
         self._gap = asyncio.Event()
@@ -175,18 +184,21 @@ class RemoteMirror:
             if self._gap.is_set():
                 return
             self._poll_addresses()
-            if time.monotonic() >= next_reconcile:
+            if time.monotonic() >= next_reconcile and not self._reconciling:
                 next_reconcile = time.monotonic() + self.reconcile
-                for project, colls in list(self.projects.items()):
-                    for kind in colls:
-                        self._spawn(self._reconcile(project, kind))
+                self._spawn(self._reconcile())
 
-    async def _reconcile(self, project: str, kind: str) -> None:
-        """A full listing in the background: readers do not wait for it (nothing told of a change)."""
+    async def _reconcile(self) -> None:
+        """Full listings of every mirrored collection, one after the other, in the background: readers do not wait
+        for them (nothing told of a change)."""
+        self._reconciling = True
         try:
-            await self._load(project, kind)
-        except LXDError as exc:
-            log.info("model of %s/%s %s: reconcile failed: %s", self.name, project, kind, exc)
+            for project, colls in list(self.projects.items()):
+                for kind, coll in list(colls.items()):
+                    if self.projects.get(project) is colls:
+                        await self._read_once(project, kind, ALL, coll)
+        finally:
+            self._reconciling = False
 
     async def _load_everything(self) -> None:
         self.counters.reloads += 1
@@ -216,9 +228,10 @@ class RemoteMirror:
         items = await self.kinds[kind].load_all(self.project_client(project), self.name)
         self.counters.listings += 1
         if self.projects.get(project) is colls:
+            before = {k: r.data for k, r in coll.items()}
             coll.replace_all(items, fetched, seq)
             for key, rec in coll.items():
-                self._track_address(project, kind, key, None, rec.data)
+                self._track_address(project, kind, key, before.get(key), rec.data)
 
     # -- events ---------------------------------------------------------------------------------------------------
 
@@ -243,9 +256,12 @@ class RemoteMirror:
                 if event.action.endswith("-deleted"):
                     self._drop_project(parts[1])
                 return
+            if event.action in SILENT_ACTIONS:
+                return
+            changed_set = event.action.endswith(("-created", "-deleted", "-renamed", "-updated"))
             for kind in self.kinds.values():
-                if parts[0] in kind.follows:
-                    self._request_in(kind, project, ALL)
+                if parts[0] in kind.follows and changed_set:
+                    self._request_in(kind, project, ALL, quiet=True)
                 if kind.events_of != parts[0]:
                     continue
                 if kind.whole or len(parts) < 2 or (parts[0] == "images" and parts[1] == "aliases"):
@@ -257,8 +273,9 @@ class RemoteMirror:
                 self._request_in(kind, project, parts[1])
         elif event.type == "operation":
             status = event.metadata.get("status_code")
-            if not isinstance(status, int) or status < 200:
-                return  # only finished operations: lifecycle events tell of the changes on the way
+            if not isinstance(status, int) or status < 200 or event.metadata.get("class") == "websocket":
+                return  # only finished operations (lifecycle events tell of the changes on the way), and not
+                # exec or console sessions (they change no object the model keeps)
             for collection, objects in event.resources.items():
                 for kind in self.kinds.values():
                     if kind.events_of != collection:
@@ -266,10 +283,10 @@ class RemoteMirror:
                     for parts in objects:
                         self._request_in(kind, project, ALL if kind.whole or len(parts) < 2 else parts[1])
 
-    def _request_in(self, kind: MirrorKind, project: str, key: str) -> None:
+    def _request_in(self, kind: MirrorKind, project: str, key: str, *, quiet: bool = False) -> None:
         """Read `key` again in `project`, or in every mirrored project for a collection projects may share."""
         for p in list(self.projects) if kind.shared else [project]:
-            self.request(p, kind.name, key)
+            self.request(p, kind.name, key, quiet=quiet)
 
     @staticmethod
     def _apply_project_event(names: set[str], action: str, name: str, old: str) -> None:
@@ -284,82 +301,85 @@ class RemoteMirror:
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 
     def request(self, project: str, kind: str, key: str, *, quiet: bool = False) -> asyncio.Future[None] | None:
-        """Have `key` (or `ALL`) of `kind` in `project` read again; readers of it wait for that read. A read
-        already under way is followed by one more (it may have started before the change). A `quiet` read
-        (nothing said the object changed: an address poll) is not waited for, and is skipped when one is under
-        way."""
+        """Have `key` (or `ALL`) of `kind` in `project` read again; the future ends once a read that started after
+        this request has been applied (readers of the key wait for it: `settle`). While a read is under way, one
+        more is queued after it (the read under way may have started before the change), and every request made
+        meanwhile shares the queued one. A `quiet` read (nothing said the object changed: an address poll, a
+        follower's reload) is not waited for, and is skipped when any read of the key is under way or queued."""
         colls = self.projects.get(project)
         if colls is None or kind not in colls:
             return None
         coll = colls[kind]
+        ident = (project, kind, key)
         if quiet:
-            ident = (project, kind, key)
-            if key not in coll.pending and ident not in self._quiet:
+            if key not in coll.pending and key not in coll.queued and ident not in self._quiet:
                 self._quiet.add(ident)
                 self._spawn(self._quietly(ident, coll))
             return None
-        fut = coll.pending.get(key)
-        if fut is not None:
-            self._again.add((project, kind, key))
+        loop = asyncio.get_running_loop()
+        if key in coll.pending:
+            fut = coll.queued.get(key)
+            if fut is None:
+                fut = coll.queued[key] = loop.create_future()
             return fut
-        fut = coll.pending[key] = asyncio.get_running_loop().create_future()
+        fut = coll.pending[key] = loop.create_future()
         self._spawn(self._fetch(project, kind, key, coll))
         return fut
 
-    async def _fetch(self, project: str, kind_name: str, key: str, coll: Collection) -> None:
-        kind = self.kinds[kind_name]
-        client = self.project_client(project)
+    async def _fetch(self, project: str, kind: str, key: str, coll: Collection) -> None:
         try:
             while True:
-                self._again.discard((project, kind_name, key))
-                async with self._fetches:
-                    seq = self.next_seq()
-                    fetched = time.monotonic()
-                    try:
-                        if key == ALL:
-                            items = await kind.load_all(client, self.name)
-                            self.counters.listings += 1
-                        else:
-                            data = await kind.load_one(client, self.name, key)
-                            self.counters.reads += 1
-                    except LXDError as exc:
-                        # The object could not be read: the collection is not known any more. It is loaded again
-                        # (reads go to LXD meanwhile); a dead LXD also drops the events stream.
-                        log.info("model of %s/%s %s: reading %r failed: %s", self.name, project, kind_name, key, exc)
-                        coll.loaded = False
-                        self._spawn(self._reload_later(project, kind_name))
-                        return
-                if key == ALL:
-                    before = {k: r.data for k, r in coll.items()}
-                    coll.replace_all(items, fetched, seq)
-                    for k, rec in coll.items():
-                        self._track_address(project, kind_name, k, before.get(k), rec.data)
-                else:
-                    prev = coll.records.get(key)
-                    coll.put(key, data, fetched, seq)
-                    self._track_address(project, kind_name, key, prev.data if prev else None, data)
-                if (project, kind_name, key) not in self._again:
+                ok = await self._read_once(project, kind, key, coll)
+                _resolve(coll.pending.pop(key, None))
+                queued = coll.queued.pop(key, None)
+                if queued is None:
                     return
-        finally:
-            fut = coll.pending.pop(key, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+                if not ok:  # the collection is reloaded in full: nothing to read one by one
+                    _resolve(queued)
+                    return
+                coll.pending[key] = queued
+        finally:  # cancelled (closing): nobody may wait for these any more
+            _resolve(coll.pending.pop(key, None))
+            _resolve(coll.queued.pop(key, None))
 
     async def _quietly(self, ident: tuple[str, str, str], coll: Collection) -> None:
-        project, kind_name, key = ident
+        try:
+            await self._read_once(*ident, coll)
+        finally:
+            self._quiet.discard(ident)
+
+    async def _read_once(self, project: str, kind_name: str, key: str, coll: Collection) -> bool:
+        """Read `key` (or the whole collection) of `kind` from LXD and apply it; False when it could not be read:
+        then the collection counts as not loaded (reads go to LXD) until a full reload succeeds."""
+        kind = self.kinds[kind_name]
+        client = self.project_client(project)
         try:
             async with self._fetches:
                 seq = self.next_seq()
                 fetched = time.monotonic()
-                data = await self.kinds[kind_name].load_one(self.project_client(project), self.name, key)
-            self.counters.reads += 1
+                if key == ALL:
+                    items = await kind.load_all(client, self.name)
+                    self.counters.listings += 1
+                else:
+                    data = await kind.load_one(client, self.name, key)
+                    self.counters.reads += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever went wrong, the record may be stale now: never serve it as in sync
+            log.info("model of %s/%s %s: reading %r failed: %s", self.name, project, kind_name, key, exc)
+            coll.loaded = False
+            self._spawn(self._reload_later(project, kind_name))
+            return False
+        if key == ALL:
+            before = {k: r.data for k, r in coll.items()}
+            coll.replace_all(items, fetched, seq)
+            for k, rec in coll.items():
+                self._track_address(project, kind_name, k, before.get(k), rec.data)
+        else:
             prev = coll.records.get(key)
             coll.put(key, data, fetched, seq)
             self._track_address(project, kind_name, key, prev.data if prev else None, data)
-        except LXDError as exc:
-            log.debug("model of %s/%s %s: polling %r failed: %s", self.name, project, kind_name, key, exc)
-        finally:
-            self._quiet.discard(ident)
+        return True
 
     async def _reload_later(self, project: str, kind: str) -> None:
         await asyncio.sleep(0.5)
@@ -379,10 +399,13 @@ class RemoteMirror:
         ident = (project, kind_name, key)
         if after is None or not kind.running(after):
             self._addresses.pop(ident, None)
+            self._expired.discard(ident)
             return
         started = before is None or not kind.running(before)
+        if started:
+            self._expired.discard(ident)
         if kind.awaits_address(after):
-            if started or ident not in self._addresses:
+            if started or (ident not in self._addresses and ident not in self._expired):
                 self._addresses[ident] = time.monotonic() + ADDRESS_WINDOW
                 self._wake.set()
         else:
@@ -391,8 +414,9 @@ class RemoteMirror:
     def _poll_addresses(self) -> None:
         now = time.monotonic()
         for ident, until in list(self._addresses.items()):
-            if now > until:
+            if now > until:  # no address within the window: the reconcile keeps looking, not this poll
                 del self._addresses[ident]
+                self._expired.add(ident)
                 continue
             self.request(*ident, quiet=True)
 
@@ -403,7 +427,8 @@ class RemoteMirror:
         if colls is None:
             colls = self.projects[project] = {k: Collection(self.versions) for k in self.kinds}
             while len(self.projects) > self.max_projects:
-                victim = next((p for p in self.projects if p not in self.preload and p != project), None)
+                victim = next((p for p, cs in self.projects.items() if p not in self.preload and p != project
+                               and not any(c.watchers for c in cs.values())), None)
                 if victim is None:
                     break
                 self._drop_project(victim)
@@ -416,7 +441,7 @@ class RemoteMirror:
         colls = self.projects.pop(project, None)
         for coll in (colls or {}).values():
             for w in list(coll.watchers):
-                w.put_resync()
+                w.end()
         self._clients.pop(project, None)
         for ident in [i for i in self._addresses if i[0] == project]:
             del self._addresses[ident]
@@ -438,6 +463,12 @@ class RemoteMirror:
         coll = colls[kind]
         return coll if coll.loaded else None
 
+    def holds(self, project: str, kind: str, coll: Collection) -> bool:
+        """Whether `coll` is still the loaded `kind` of `project` (not dropped, not being reloaded after a failed
+        read) and the remote in sync."""
+        colls = self.projects.get(project)
+        return self.synced and colls is not None and colls.get(kind) is coll and coll.loaded
+
     def has_project(self, project: str) -> bool | None:
         """Whether LXD has the project; None when the mirror does not know (not in sync)."""
         if not self.synced or self.project_names is None:
@@ -447,7 +478,8 @@ class RemoteMirror:
     async def settle(self, coll: Collection, key: str | None = None) -> bool:
         """Wait for the reads under way that readers of `key` (all keys when None) must see; False when they did
         not end within `PENDING_WAIT` seconds."""
-        futs = [f for k, f in coll.pending.items() if key is None or k in (key, ALL)]
+        keys = set(coll.pending) | set(coll.queued) if key is None else {key, ALL}
+        futs = [f for k in keys if (f := coll.queued.get(k) or coll.pending.get(k)) is not None]
         if not futs:
             return True
         done, _ = await asyncio.wait([asyncio.shield(f) for f in futs], timeout=PENDING_WAIT)

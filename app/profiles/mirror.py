@@ -23,4 +23,14 @@ async def _one(client: Client, remote: str, name: str) -> Shaped | None:
         return None
 
 
+USING_JOBS = ("container.create", "container.copy", "container.delete", "container.rename",
+              "container.remove-many")
+
+
+def touched_by(job_kind: str) -> list[tuple[str, list[str]]]:
+    """What a job of `job_kind` may have changed: jobs that make, rename or remove containers change the
+    `used_by` of the profiles those use."""
+    return [(PROFILES, [])] if job_kind in USING_JOBS else []
+
+
 PROFILE_KIND = MirrorKind(name=PROFILES, load_all=_all, load_one=_one, shared=True, follows=("instances",))

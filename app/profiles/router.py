@@ -26,6 +26,7 @@ from app.http.etag import Admin, Reader, Writer, edit, merge_patch
 from app.http.pagination import Page, PageDep, page_of
 from app.http.redact import redact_secret_config
 from app.lxd.errors import NotFound
+from app.lxd.models import api_object
 from app.lxd.profiles import Profile
 from app.mirror import Lookup, Record, Shaped, stable_part
 from app.networks.decisions import NetworkConfigError
@@ -119,6 +120,25 @@ def _versions(b: Backend, p: Profile) -> set[str | None]:
     return {stable_part(_seen(b, rec)[2]), p.etag}
 
 
+def _touch_users(b: Backend, used_by: list[str]) -> None:
+    """A profile changed through the gateway: the containers using it show it (their `interfaces` come from the
+    devices they get from it), so the next read of each waits for it to be read again."""
+    by_project: dict[str, list[str]] = {}
+    for url in used_by:
+        parts, project = api_object(url)
+        if len(parts) == 2 and parts[0] == "instances":
+            by_project.setdefault(project, []).append(parts[1])
+    for project, names in by_project.items():
+        b.mirror.touch(b.remote, project, "instances", *names)
+
+
+def _changed(request: Request, b: Backend, lk: Lookup) -> Response:
+    """The answer to a profile write, once the containers using it will be read again."""
+    assert lk.record is not None
+    _touch_users(b, list(lk.record.data.get("used_by") or []))
+    return answer(request, lk, lambda rec: _seen(b, rec))
+
+
 def _if_match(value: str | None) -> str | None:
     return ", ".join(stable_part(v) for v in value.split(",")) if value else value
 
@@ -169,7 +189,7 @@ async def replace_profile(name: ProfileName, body: ProfileBody, backend: Backend
 
     await edit(_key(backend, name), _if_match(if_match), f"profile {name!r}", lambda: _get(backend, name), write,
                versions=lambda p: _versions(backend, p))
-    return answer(request, await _read(request, backend, name, live=True), lambda rec: _seen(backend, rec))
+    return _changed(request, backend, await _read(request, backend, name, live=True))
 
 
 @router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
@@ -196,7 +216,7 @@ async def patch_profile(name: ProfileName, backend: BackendDep, request: Request
 
     await edit(_key(backend, name), _if_match(if_match), f"profile {name!r}", lambda: _get(backend, name), write,
                versions=lambda p: _versions(backend, p))
-    return answer(request, await _read(request, backend, name, live=True), lambda rec: _seen(backend, rec))
+    return _changed(request, backend, await _read(request, backend, name, live=True))
 
 
 @router.delete("/{name}", summary="Delete a profile (409 while instances use it)", status_code=204,

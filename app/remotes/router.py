@@ -158,6 +158,7 @@ async def delete_remote(name: RemoteName, request: Request, _: Admin) -> Respons
         with contextlib.suppress(Exception):
             fingerprint = Certificate.from_pem(await asyncio.to_thread(_read, spec.client_cert)).fingerprint()
             await asyncio.wait_for(registry.get(name).certificates.delete(fingerprint), CHECK_TIMEOUT * 2)
+    await request.app.state.mirror.drop(name)
     await registry.remove(name)
     await asyncio.to_thread(store.remove, name)
     return Response(status_code=204)

@@ -220,3 +220,15 @@ async def test_cancelled_create_rolls_back(client: httpx.AsyncClient, names: str
         assert not exists, "a cancelled create left its container behind"
     else:  # the create won the race: it ended before the cancel arrived
         assert job["status"] == "succeeded" and exists, job
+
+
+async def test_if_none_match_does_not_turn_a_write_into_a_304(client: httpx.AsyncClient, names: str) -> None:
+    """`If-None-Match` is for reads: a PATCH that carries one is answered with the changed container."""
+    name = f"{names}-n"
+    await create(client, name, start=False)
+    r = await client.get(f"/v1/containers/{name}")
+    assert (await client.get(f"/v1/containers/{name}", headers={"If-None-Match": r.headers["etag"]})
+            ).status_code == 304
+    r = await client.patch(f"/v1/containers/{name}", json={"config": {"user.k": "v"}},
+                           headers={"If-None-Match": "*"})
+    assert r.status_code == 200 and r.json()["config"]["user.k"] == "v", r.text

@@ -14,7 +14,7 @@ import pytest
 from app.http.fastpath import FastReads
 from app.locallxd.daemon import DaemonInfo
 from app.store.tokens import Scope
-from tests.containers.support import unique
+from tests.containers.support import poll, unique
 from tests.support.app import model_in_sync
 from tests.support.secured_gateway import Gateway, secured_gateway
 
@@ -24,6 +24,10 @@ def _fast_reads(app: Any) -> FastReads:
     while not isinstance(layer, FastReads):
         layer = layer.app
     return layer
+
+
+async def _has_ipv4(c: httpx.AsyncClient, name: str) -> bool:
+    return any(a["family"] == "inet" for a in (await c.get(f"/v1/containers/{name}")).json()["addresses"])
 
 
 def _comparable(r: httpx.Response) -> tuple[int, Any, dict[str, str]]:
@@ -50,7 +54,9 @@ async def test_the_fast_path_answers_what_the_route_answers(gateway: Gateway) ->
     writer = gw.token("writer", Scope.write)
     other_project = gw.token("p2-only", Scope.read, projects=["p2"])
     other_remote = gw.token("tls-only", Scope.read, remotes=["tls"])
-    etag = (await gw.http(gw.admin).get(f"/v1/containers/{name}")).headers["etag"]
+    async with gw.http(gw.admin) as c:  # the container just started: its answer is stable once it has its address
+        await poll(lambda: _has_ipv4(c, name), timeout=30)
+        etag = (await c.get(f"/v1/containers/{name}")).headers["etag"]
     cases: list[tuple[str | None, str, dict[str, str]]] = [
         (gw.admin, f"/v1/containers/{name}", {}),
         (reader, f"/v1/containers/{name}", {}),

@@ -3,8 +3,6 @@ watch from a version, watchers that overflow, and the gateway's ETags."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from app.mirror import collection as coll_mod
@@ -22,14 +20,18 @@ def _coll() -> Collection:
 # -- versions -----------------------------------------------------------------------------------------------------
 
 
-def test_versions_only_grow_and_start_after_an_earlier_process_s() -> None:
-    earlier = Versions()
-    handed_out = [earlier.next() for _ in range(5)]
+def test_versions_only_grow_and_a_resume_from_another_process_gets_a_resync() -> None:
+    earlier = _coll()
+    for i in range(5):
+        earlier.put(f"k{i}", _view(f"k{i}"), 1.0, i + 1)
+    handed_out = [c.version for c in earlier.history]
     assert handed_out == sorted(handed_out) and len(set(handed_out)) == 5
-    while time.time_ns() // 1000 <= earlier.current:  # the clock moves past what the earlier counter handed out
-        pass
-    later = Versions()
-    assert later.current > max(handed_out)
+    later = _coll()  # another process (a restart, another replica): its counter starts elsewhere
+    later.put("k0", _view("k0"), 1.0, 1)
+    for since in handed_out:
+        w, backlog = later.watch(since)
+        assert backlog is None  # not one of its versions: the watcher gets the full list
+        w.close()
 
 
 def test_every_change_gets_a_new_version_and_a_read_that_changes_nothing_none() -> None:
@@ -156,9 +158,7 @@ def test_a_watch_from_another_process_s_versions_must_resync() -> None:
     assert backlog is None
     earlier = Collection(old)
     earlier.put("a", _view("a"), 1.0, 1)
-    while time.time_ns() // 1000 <= earlier.version:
-        pass
-    restarted = _coll()  # a new process: its counter starts past every version the old one handed out
+    restarted = _coll()  # a new process: its counter starts elsewhere in its range
     _, backlog = restarted.watch(earlier.version)
     assert backlog is None
 
@@ -173,22 +173,23 @@ def test_an_overflowing_watcher_is_told_to_resync_and_gets_nothing_more(monkeypa
     c.put("k4", _view("k4"), 1.0, 5)  # one too many
     assert w.overflowed
     got = [w.queue.get_nowait() for _ in range(w.queue.qsize())]
-    assert [ch.type for ch in got] == ["added", "added", "added", "resync"]
+    assert [ch.type for ch in got] == ["resync"]  # what was queued is in the full list the resync sends
     assert got[-1].version == c.version  # resync from the version of the change that did not fit
     c.put("k5", _view("k5"), 1.0, 6)
     assert w.queue.empty()  # nothing after the resync: the watcher starts over
 
 
-def test_a_dropped_collection_tells_its_watchers_to_resync_and_close_stops_them() -> None:
+def test_a_dropped_collection_ends_its_watchers_and_close_stops_them() -> None:
     c = _coll()
     w, _ = c.watch(None)
-    w.put_resync()
-    got = w.queue.get_nowait()
-    assert got.type == "resync" and got.version == c.version and w.overflowed
+    c.put("a", _view("a"), 1.0, 1)
+    w.end()
+    got = [w.queue.get_nowait() for _ in range(w.queue.qsize())]
+    assert [ch.type for ch in got] == ["end"] and w.overflowed
     w2, _ = c.watch(None)
     w2.close()
     assert w2 not in c.watchers
-    c.put("a", _view("a"), 1.0, 1)
+    c.put("b", _view("b"), 1.0, 2)
     assert w2.queue.empty()
 
 
