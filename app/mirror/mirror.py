@@ -152,8 +152,11 @@ class Mirror:
         if coll is None or rm is None:
             return await self.kinds[kind].load_one(client, remote, key)
         fut = rm.request(project, kind, key)
-        if fut is not None:
-            await asyncio.wait_for(asyncio.shield(fut), 30)
+        try:
+            if fut is not None:
+                await asyncio.wait_for(asyncio.shield(fut), 10)
+        except TimeoutError:  # the model is too busy: the job's answer does not wait for it
+            return await self.kinds[kind].load_one(client, remote, key)
         rec = coll.records.get(key)
         return copy.deepcopy(rec.data) if rec is not None else None
 
