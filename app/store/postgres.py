@@ -14,8 +14,10 @@ needs:
   a job is taken over only when its owner's heartbeat ran out.
 - **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that cannot get
   a connection within `timeout` seconds (the server down or unreachable; connecting gives up after
-  `connect_timeout`) or whose connection breaks raises `StoreUnavailable` (the API answers 503); the pool reconnects
-  by itself once the server is back. The URL's password never appears in an error or log line of the gateway.
+  `connect_timeout`) or whose connection breaks raises `StoreUnavailable` (the API answers 503). From then on calls
+  fail at once, and at most every `PROBE_INTERVAL` one of them tries a connection: the first that succeeds starts a
+  fresh pool, so the store is back as soon as the server is, without waiting out the pool's reconnection back-off.
+  The URL's password never appears in an error or log line of the gateway.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ DEFAULT_CONNECT_TIMEOUT = 3
 DEFAULT_POOL_TIMEOUT = 3.0
 """Seconds a store call waits for a connection before it fails with `StoreUnavailable`."""
 DEFAULT_POOL_SIZE = 10
+PROBE_INTERVAL = 0.5
+"""While the server is unreachable, calls fail at once, and at most this often one of them tries to connect."""
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -86,6 +90,10 @@ class PostgresJobStore:
         self.pool_size = pool_size
         self.timeout = timeout
         self._pool: AsyncConnectionPool | None = None
+        self._down: float | None = None
+        """When (monotonic) the server was last found unreachable; None while it answers."""
+        self._down_reason = ""
+        self._revive_lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -93,7 +101,6 @@ class PostgresJobStore:
         """Connect and bring the schema up to date. Raises `StoreUnavailable` when the server cannot be reached
         (naming why), `RuntimeError` when the schema is newer than this gateway's, psycopg errors otherwise."""
         import psycopg
-        from psycopg_pool import AsyncConnectionPool
 
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
@@ -108,11 +115,16 @@ class PostgresJobStore:
             raise
         finally:
             await conn.close()
+        self._pool = await self._new_pool()
+
+    async def _new_pool(self) -> AsyncConnectionPool:
+        from psycopg_pool import AsyncConnectionPool
+
         pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=self.pool_size, timeout=self.timeout,
                                    kwargs={"autocommit": True}, configure=self._configure,
                                    check=AsyncConnectionPool.check_connection, open=False, name="job-store")
         await pool.open(wait=False)
-        self._pool = pool
+        return pool
 
     @staticmethod
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -173,9 +185,11 @@ class PostgresJobStore:
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; losing the server becomes `StoreUnavailable`."""
+        """A pooled connection; losing the server becomes `StoreUnavailable` (at once while it stays away)."""
         if self._pool is None:
             raise RuntimeError("job store is not open")
+        if self._down is not None:
+            await self._revive()
         try:
             async with self._pool.connection() as conn:
                 yield conn
@@ -184,7 +198,30 @@ class PostgresJobStore:
         except Exception as exc:
             if not _unavailable(exc):
                 raise
-            raise StoreUnavailable(_reason(exc)) from None
+            self._down, self._down_reason = time.monotonic(), _reason(exc)
+            raise StoreUnavailable(self._down_reason) from None
+
+    async def _revive(self) -> None:
+        """After the server was found unreachable: fail at once, or (at most every `PROBE_INTERVAL`) connect once;
+        when that works, start a fresh pool (the old one may be waiting out a long reconnection back-off)."""
+        import psycopg
+
+        async with self._revive_lock:
+            if self._down is None:
+                return
+            if time.monotonic() - self._down < PROBE_INTERVAL:
+                raise StoreUnavailable(self._down_reason)
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                self._down, self._down_reason = time.monotonic(), _reason(exc)
+                raise StoreUnavailable(self._down_reason) from None
+            await probe.close()
+            old, self._pool = self._pool, await self._new_pool()
+            self._down = None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close(timeout=0.5)
 
     async def _execute(self, sql: str, args: Any = None) -> int:
         async with self._conn() as conn:
@@ -391,11 +428,3 @@ class PostgresJobStore:
     async def audit_prune(self, before: datetime) -> int:
         return await self._execute("DELETE FROM audit WHERE time < %s", (before,))
 
-
-async def wait_until_reachable(store: PostgresJobStore, timeout: float) -> None:
-    """Poll `check_writable` until it answers None (tests and tools waiting for a server to come back)."""
-    deadline = time.monotonic() + timeout
-    while (error := await store.check_writable()) is not None:
-        if time.monotonic() > deadline:
-            raise StoreUnavailable(error)
-        await asyncio.sleep(0.1)

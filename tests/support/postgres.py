@@ -97,7 +97,7 @@ class PostgresServer:
                   "--no-sync", "--locale=C.UTF-8")
 
     def start(self) -> None:
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off -c synchronous_commit=off "
+        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
                    "-c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.directory / "data"), "-o", options, "-l", str(self.directory / "log"),
                   "-w", "-t", "30", "start")
