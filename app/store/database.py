@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from app.store.jobs import SQLiteJobStore
 
@@ -17,21 +17,21 @@ if TYPE_CHECKING:
     from app.jobs.store import JobStore
     from app.settings import Settings
 
-_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&\s]*")
 
 
 def redact_url(url: str) -> str:
     """`url` with its password (in the user part or a `password=` parameter) replaced by `***`."""
     try:
-        parts = urlsplit(url)
+        netloc = urlsplit(url).netloc
     except ValueError:
         return "<an unreadable URL>"
-    netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")
         user, sep, _password = userinfo.partition(":")
-        netloc = f"{user}{':***' if sep else ''}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc, query=_PASSWORD_PARAM.sub(r"\1***", parts.query)))
+        if sep:
+            url = url.replace(f"//{netloc}", f"//{user}:***@{host}", 1)
+    return _PASSWORD_PARAM.sub(r"\1***", url)
 
 
 def describe(settings: Settings) -> str:
