@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from app.jobs.bus import JobBus
 from app.jobs.idempotency import Idempotency, Replay, Reservation
+from app.jobs.kinds import JobKind, JobKinds
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
+from app.jobs.runner import JobContext, JobRunner
 from app.jobs.store import JobFilter
 from app.store.errors import StoreUnavailable
 from app.store.pg_schema import MIGRATIONS, SCHEMA_VERSION
@@ -181,3 +184,38 @@ async def test_opening_an_unreachable_database_names_why(tmp_path: object) -> No
         await store.open()
     assert time.monotonic() - started < 5
     assert "unreachable" in str(caught.value) and "s3cret-pass" not in str(caught.value)
+
+
+async def test_a_job_ending_while_the_server_is_down_is_stored_once_it_is_back(
+        postgres_server: PostgresServer, postgres_url: str) -> None:
+    store = PostgresJobStore(postgres_url)
+    await store.open()
+    runner = JobRunner(store, JobBus(), kinds=JobKinds(), lease_seconds=30)
+    gate = asyncio.Event()
+
+    async def step(ctx: JobContext) -> str:
+        await gate.wait()
+        return "done"
+
+    runner.kinds.register(JobKind("t.wait", step))
+    await runner.start()
+    try:
+        job = await runner.submit("t.wait")
+        deadline = time.monotonic() + 5
+        while (stored := await store.get(job.id)) is None or stored.status is not JobStatus.running:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        postgres_server.stop("immediate")
+        try:
+            gate.set()  # the step returns: the job's end cannot be stored yet, and is retried
+            waiting = await runner.wait(job.id, 1)
+            assert waiting is not None and waiting.status is JobStatus.running  # it ends once stored
+        finally:
+            postgres_server.start()
+        ended = await runner.wait(job.id, 15)
+        assert ended is not None and ended.status is JobStatus.succeeded and ended.result == "done"
+        stored = await store.get(job.id)
+        assert stored is not None and stored.status is JobStatus.succeeded and stored.result == "done"
+    finally:
+        await runner.shutdown(0)
+        await store.close()
