@@ -115,7 +115,7 @@ class PostgresJobStore:
             raise
         finally:
             await conn.close()
-        self._pool = await self._new_pool()
+        self._pool, self._down = await self._new_pool(), None
 
     async def _new_pool(self) -> AsyncConnectionPool:
         from psycopg_pool import AsyncConnectionPool
