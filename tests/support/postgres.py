@@ -110,14 +110,44 @@ class PostgresServer:
                          "-U", "postgres", "-d", dbname, "-c", sql).stdout.strip()
 
 
+PREFIX = "lxdgw-pg-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(bindir: Path, as_user: str | None) -> None:
+    """Stop and remove the servers of test sessions that died without doing it (their `owner.pid` is gone)."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((directory / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _alive(owner):
+            continue
+        if (directory / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                PostgresServer(bindir, directory, as_user).stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PostgresServer]:
     """Start a private server in a temporary directory; stop it and remove the directory at the end."""
     bindir = ensure_postgres()
     as_user = "postgres" if os.geteuid() == 0 else None
-    directory = Path(tempfile.mkdtemp(prefix="lxdgw-pg-"))
+    remove_stale(bindir, as_user)
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
     started = False
     try:
+        (directory / "owner.pid").write_text(str(os.getpid()))
         (directory / "sock").mkdir()
         if as_user:
             entry = pwd.getpwnam(as_user)
