@@ -12,9 +12,10 @@ needs:
   `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`: replicas claiming at once never get the same job. A
   replica's heartbeat (`replicas.alive_until`) is renewed with its leases; an idempotency reservation left without
   a job is taken over only when its owner's heartbeat ran out.
-- **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that cannot get
-  a connection within `timeout` seconds (the server down or unreachable; connecting gives up after
-  `connect_timeout`) or whose connection breaks raises `StoreUnavailable` (the API answers 503). From then on calls
+- **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that gets no
+  connection within `QUICK_WAIT` connects once itself: when that fails (the server down or unreachable; connecting
+  gives up after `connect_timeout`), or when its connection breaks, it raises `StoreUnavailable` (the API answers
+  503); when it works (the pool is only busy), the call waits up to `timeout` in all. After such a failure, calls
   fail at once, and at most every `PROBE_INTERVAL` one of them tries a connection: the first that succeeds starts a
   fresh pool, so the store is back as soon as the server is, without waiting out the pool's reconnection back-off.
   The URL's password never appears in an error or log line of the gateway.
@@ -53,6 +54,8 @@ DEFAULT_POOL_TIMEOUT = 3.0
 DEFAULT_POOL_SIZE = 10
 PROBE_INTERVAL = 0.5
 """While the server is unreachable, calls fail at once, and at most this often one of them tries to connect."""
+QUICK_WAIT = 0.5
+"""Seconds a call waits for a pooled connection before it checks, by connecting once, that the server is there."""
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -93,6 +96,7 @@ class PostgresJobStore:
         self._down: float | None = None
         """When (monotonic) the server was last found unreachable; None while it answers."""
         self._down_reason = ""
+        self._probed = -PROBE_INTERVAL
         self._revive_lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -191,15 +195,49 @@ class PostgresJobStore:
         if self._down is not None:
             await self._revive()
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=min(QUICK_WAIT, self.timeout)) as conn:
+                yield conn
+            return
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            from psycopg_pool import PoolTimeout
+
+            if not isinstance(exc, PoolTimeout) or self.timeout <= QUICK_WAIT:
+                self._failed(exc)
+                raise
+        # No connection at once: the pool is busy, or the server is gone. Connecting tells which.
+        await self._probe()
+        try:
+            async with self._pool.connection(timeout=self.timeout - QUICK_WAIT) as conn:
                 yield conn
         except StoreUnavailable:
             raise
         except Exception as exc:
-            if not _unavailable(exc):
-                raise
+            self._failed(exc)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """Raise `StoreUnavailable` for an error saying the server is gone (and remember it); else return."""
+        if _unavailable(exc):
             self._down, self._down_reason = time.monotonic(), _reason(exc)
             raise StoreUnavailable(self._down_reason) from None
+
+    async def _probe(self) -> None:
+        """Connect once (or rely on a connection made less than `PROBE_INTERVAL` ago): `StoreUnavailable` when that
+        fails."""
+        import psycopg
+
+        async with self._revive_lock:
+            if time.monotonic() - self._probed < PROBE_INTERVAL:
+                return
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                self._down, self._down_reason = time.monotonic(), _reason(exc)
+                raise StoreUnavailable(self._down_reason) from None
+            await probe.close()
+            self._probed = time.monotonic()
 
     async def _revive(self) -> None:
         """After the server was found unreachable: fail at once, or (at most every `PROBE_INTERVAL`) connect once;
@@ -217,6 +255,7 @@ class PostgresJobStore:
                 self._down, self._down_reason = time.monotonic(), _reason(exc)
                 raise StoreUnavailable(self._down_reason) from None
             await probe.close()
+            self._probed = time.monotonic()
             old, self._pool = self._pool, await self._new_pool()
             self._down = None
             if old is not None:

@@ -158,8 +158,9 @@ async def test_a_stopped_server_fails_calls_fast_and_the_store_comes_back_by_its
         await store.insert(job, params={}, owner_id="me", lease_until=0)
         postgres_server.stop("immediate")
         try:
-            # the first call notices within the pool's timeout; the next ones fail at once
-            for limit, call in ((5.0, lambda: store.get(job.id)), (0.5, lambda: store.list(JobFilter(), limit=5)),
+            # the first call notices within a second (it finds no connection at once, and cannot make one); the next
+            # ones fail at once
+            for limit, call in ((2.5, lambda: store.get(job.id)), (0.5, lambda: store.list(JobFilter(), limit=5)),
                                 (0.5, lambda: store.save(job, seq=1))):
                 started = time.monotonic()
                 with pytest.raises(StoreUnavailable, match="the job database is unreachable"):
@@ -218,4 +219,22 @@ async def test_a_job_ending_while_the_server_is_down_is_stored_once_it_is_back(
         assert stored is not None and stored.status is JobStatus.succeeded and stored.result == "done"
     finally:
         await runner.shutdown(0)
+        await store.close()
+
+
+async def test_a_busy_pool_makes_calls_wait_rather_than_fail(postgres_url: str) -> None:
+    store = PostgresJobStore(postgres_url, pool_size=1, timeout=5)
+    await store.open()
+    try:
+        async def hold() -> None:
+            async with store._conn() as conn:
+                await conn.execute("SELECT pg_sleep(1.2)")
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        assert await store.list(JobFilter(), limit=1) == []  # waited for the one connection, past the quick wait
+        assert 0.9 < time.monotonic() - started < 4
+        await holder
+    finally:
         await store.close()
