@@ -112,3 +112,11 @@ def _copy(source: Path, target: str) -> int:
     print(f"copied {copied.jobs} jobs ({copied.outputs} with output), {copied.idempotency_keys} idempotency keys "
           f"and {copied.audit_records} audit records from {source} to {shown}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    commands = {"tokens": tokens_main, "db": db_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print("usage: python -m app.cli {tokens,db} ...", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(commands[sys.argv[1]](sys.argv[2:]))
