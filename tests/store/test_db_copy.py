@@ -98,23 +98,23 @@ def test_a_copy_reads_the_same_and_is_refused_the_second_time(tmp_path: Path, po
     assert "already holds" in capsys.readouterr().err
 
 
-def test_a_source_in_use_by_a_gateway_is_refused(tmp_path: Path, postgres_url: str) -> None:
+def test_a_source_in_use_by_a_gateway_is_refused(tmp_path: Path, postgres_url: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "jobs.sqlite3"
     asyncio.run(fill(source))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-    async def copy_while_open() -> subprocess.CompletedProcess[str]:
+    async def copy_while_open() -> int:
         store = SQLiteJobStore(source)
         await store.open()  # a running gateway holds the lock
         try:
-            return await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "app", "db", "copy", "--from", f"sqlite:///{source}", "--to",
-                                 postgres_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+            return await asyncio.to_thread(db_main, ["copy", "--from", f"sqlite:///{source}", "--to", postgres_url])
         finally:
             await store.close()
 
-    r = asyncio.run(copy_while_open())
-    assert r.returncode == 1 and "stop it before copying" in r.stderr
+    assert asyncio.run(copy_while_open()) == 1
+    assert "stop it before copying" in capsys.readouterr().err
+    # once it stopped: `python -m app db copy` copies
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "app", "db", "copy", "--from", f"sqlite:///{source}", "--to",
                         postgres_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "copied 5 jobs" in r.stderr, r.stderr

@@ -1,11 +1,11 @@
-"""A private PostgreSQL for the tests: one server per session, a fresh database per test.
+"""A private PostgreSQL for the tests: one server per session, an empty database per test.
 
 `postgres_server` runs `initdb` and `pg_ctl` (as the `postgres` user when the tests run as root: PostgreSQL refuses
 root) in a temporary directory, listening only on a unix socket there (`listen_addresses=''`), and removes it at
 the end. Debian's PostgreSQL is installed with apt when its binaries are missing (root on Debian). When the server
-cannot start, the tests that need it fail: they never skip. `postgres_url` is a new empty database (created from
-`template0` while the previous test ran, dropped in the background after it). Every test that uses them, or the
-`store` fixture's `postgres` flavour, is marked `postgres` at collection: `pytest -m "not postgres"` leaves them out.
+cannot start, the tests that need it fail: they never skip. `postgres_url` is an empty database for one test (a new
+one, or one an earlier test used, emptied: see `Databases`). Every test that uses them, or the `store` fixture's
+`postgres` flavour, is marked `postgres` at collection: `pytest -m "not postgres"` leaves them out.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,40 +165,34 @@ def private_postgres() -> Iterator[PostgresServer]:
 
 
 class Databases:
-    """Fresh databases for the tests, each made while the previous test runs (CREATE DATABASE takes a few tenths
-    of a second), dropped in the background."""
+    """Databases for the tests. A test gets an empty one: a database an earlier test released, emptied first (its
+    sessions ended, its `public` schema dropped and made again: a few milliseconds), or a new one (CREATE DATABASE:
+    a few tenths of a second). They go with the server at the end of the session."""
 
     def __init__(self, server: PostgresServer) -> None:
         self.server = server
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="postgres-databases")
-        self._spare: Future[str] | None = None
+        self._free: list[str] = []
 
-    def _create(self) -> str:
+    def take(self) -> str:
+        import psycopg
+
+        ensure_running(self.server)
+        while self._free:
+            name = self._free.pop()
+            try:
+                with psycopg.connect(self.server.url(name), autocommit=True, connect_timeout=10) as conn:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                    conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                return name
+            except psycopg.Error:
+                continue  # left unusable (e.g. by a server stopped mid-test): take another
         name = f"test_{os.getpid()}_{next(_SEQ)}"
         self.server.psql(f"CREATE DATABASE {name} TEMPLATE template0")
         return name
 
-    def take(self) -> str:
-        spare, self._spare = self._spare, None
-        try:
-            name = spare.result() if spare is not None else None
-        except (HarnessError, subprocess.TimeoutExpired):  # made while a test had stopped the server
-            name = None
-        if name is None:
-            ensure_running(self.server)
-            name = self._create()
-        self._spare = self._worker.submit(self._create)
-        return name
-
-    def drop(self, name: str) -> None:
-        def drop() -> None:
-            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
-                self.server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-        self._worker.submit(drop)
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
+    def release(self, name: str) -> None:
+        self._free.append(name)
 
 
 @pytest.fixture(scope="session")
@@ -216,12 +209,8 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def postgres_databases(postgres_server: PostgresServer) -> Iterator[Databases]:
-    databases = Databases(postgres_server)
-    try:
-        yield databases
-    finally:
-        databases.close()
+def postgres_databases(postgres_server: PostgresServer) -> Databases:
+    return Databases(postgres_server)
 
 
 def ensure_running(server: PostgresServer) -> None:
@@ -232,11 +221,10 @@ def ensure_running(server: PostgresServer) -> None:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer, postgres_databases: Databases) -> Iterator[str]:
-    """A new empty database on the private server (dropped after the test)."""
-    ensure_running(postgres_server)
+    """An empty database on the private server, for this test alone."""
     name = postgres_databases.take()
     try:
         yield postgres_server.url(name)
     finally:
         ensure_running(postgres_server)
-        postgres_databases.drop(name)
+        postgres_databases.release(name)
