@@ -4,6 +4,7 @@ while a shared database is unreachable."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -75,11 +76,13 @@ def test_the_start_up_check_migrates_a_new_database(tmp_path: Path, postgres_url
 
 
 async def test_gateways_share_the_database_and_answer_503_while_it_is_down(
-        tmp_path: Path, postgres_server: PostgresServer, postgres_url: str) -> None:
+        tmp_path: Path, postgres_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     from app.store.postgres import PostgresJobStore
 
+    caplog.set_level(logging.DEBUG)
+    url = postgres_url.replace("postgresql://postgres@", "postgresql://postgres:pa55-w0rd@")  # the server trusts
     # two gateway processes on one data directory and one database: the second is welcome (no lock file)
-    first, second = (create_app(settings(tmp_path, database_url=postgres_url)) for _ in range(2))
+    first, second = (create_app(settings(tmp_path, database_url=url)) for _ in range(2))
     async with LifespanManager(first), LifespanManager(second):
         assert isinstance(first.state.jobs.store, PostgresJobStore)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://gw") as a, \
@@ -104,3 +107,5 @@ async def test_gateways_share_the_database_and_answer_503_while_it_is_down(
             while (r := await b.get("/v1/jobs")).status_code != 200:
                 assert time.monotonic() < deadline, r.text
                 await asyncio.sleep(0.1)
+    assert "store-unavailable" in caplog.text or "unreachable" in caplog.text
+    assert "pa55-w0rd" not in caplog.text  # neither in the gateway's lines nor in the driver's
