@@ -70,7 +70,7 @@ async def copy_sqlite_to_postgres(source_path: Path, target_url: str) -> Copied:
         outputs = await _rows(source, "SELECT job_id, output FROM job_outputs WHERE job_id IN (SELECT id FROM jobs)")
         keys = await _rows(source, f"SELECT {', '.join(_IDEMPOTENCY_COLUMNS)} FROM idempotency")
         audit = await _rows(source, f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit ORDER BY position")
-        async with target._conn() as conn, conn.transaction():
+        async with target.connection() as conn, conn.transaction():
             cur = await conn.execute("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM idempotency) + "
                                      "(SELECT count(*) FROM audit) AS n")
             row = await cur.fetchone()

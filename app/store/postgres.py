@@ -99,6 +99,12 @@ class PostgresJobStore:
         self._probed = -PROBE_INTERVAL
         self._revive_lock = asyncio.Lock()
 
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string, password included (never log it): for a connection of its own, e.g. one
+        that LISTENs."""
+        return self._conninfo
+
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -168,14 +174,14 @@ class PostgresJobStore:
 
     async def check(self) -> None:
         """Read and write once: raises `StoreUnavailable` or the database's error (a read-only server...)."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await conn.execute("SELECT count(*) FROM schema_version")
             await conn.execute("CREATE TEMPORARY TABLE write_probe (x integer) ON COMMIT DROP")
 
     async def check_writable(self) -> str | None:
         """None when the store can write; else why not (unreachable, a read-only standby...)."""
         try:
-            async with self._conn() as conn:
+            async with self.connection() as conn:
                 cur = await conn.execute("SELECT pg_is_in_recovery() AS standby, "
                                          "current_setting('default_transaction_read_only') AS ro")
                 row = await cur.fetchone()
@@ -188,8 +194,10 @@ class PostgresJobStore:
         return None
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection; losing the server becomes `StoreUnavailable` (at once while it stays away)."""
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit; rows as dicts, JSON as text, times in UTC); losing the server becomes
+        `StoreUnavailable` (at once while it stays away). Whatever else keeps its state in this database (its own
+        tables added to `app.store.pg_schema.MIGRATIONS`) may use it."""
         if self._pool is None:
             raise RuntimeError("job store is not open")
         if self._down is not None:
@@ -263,12 +271,12 @@ class PostgresJobStore:
                     await old.close(timeout=0.5)
 
     async def _execute(self, sql: str, args: Any = None) -> int:
-        async with self._conn() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(sql, args)
             return cur.rowcount
 
     async def _fetch(self, sql: str, args: Any = None) -> list[dict[str, Any]]:
-        async with self._conn() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(sql, args)
             return await cur.fetchall()  # type: ignore[return-value]
 
@@ -285,7 +293,7 @@ class PostgresJobStore:
     async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
                      request_id: str | None = None) -> None:
         v = job_values(job)
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO jobs (id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
                 "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until, "
@@ -299,7 +307,7 @@ class PostgresJobStore:
 
     async def save(self, job: Job, *, seq: int) -> None:
         v = job_values(job)
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE jobs SET status=%s, started_at=%s, finished_at=%s, progress=%s::json, operations=%s::json, "
                 "result=%s::json, error=%s::json, resource=%s, has_output=%s, cleanup=%s::json, "
@@ -363,7 +371,7 @@ class PostgresJobStore:
         committed meanwhile no longer matches the expired-lease condition when it is re-checked: a job is never
         given to two replicas. Also renews this replica's heartbeat."""
         now = time.time()
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await self._heartbeat(conn, owner_id, lease_until)
             cur = await conn.execute(
                 "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
@@ -387,14 +395,14 @@ class PostgresJobStore:
     async def renew_leases(self, owner_id: str, lease_until: float) -> None:
         """Extend the leases of the unfinished jobs `owner_id` holds, and its heartbeat (a time in the past gives
         them up at once: another replica may claim them)."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await self._heartbeat(conn, owner_id, lease_until)
             await conn.execute(f"UPDATE jobs SET lease_until=%s WHERE owner_id=%s AND {_UNFINISHED}",
                                (lease_until, owner_id))
 
     async def prune(self, finished_before: datetime) -> int:
         """Remove jobs ended before `finished_before` (their outputs go with them), and replicas long gone."""
-        async with self._conn() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             cur = await conn.execute(f"DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at<%s AND {_ENDED}",
                                      (finished_before,))
             count = cur.rowcount
@@ -411,7 +419,7 @@ class PostgresJobStore:
         reservation of a live replica is returned as it is (its job is on the way)."""
         fresh = IdempotencyRecord(scope, key, fingerprint, None, now, now + ttl, owner_id)
         for _ in range(5):
-            async with self._conn() as conn, conn.transaction():
+            async with self.connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, owner_id) "
                     "VALUES (%s, %s, %s, NULL, %s, %s, %s) ON CONFLICT (scope, key) DO NOTHING RETURNING key",

@@ -35,7 +35,7 @@ async def count_rows(store: JobStore, table: str) -> int:
     if isinstance(store, SQLiteJobStore):
         async with aiosqlite.connect(store.path) as db:
             return (await (await db.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]  # type: ignore[index]
-    async with store._conn() as conn:  # type: ignore[attr-defined]
+    async with store.connection() as conn:  # type: ignore[attr-defined]
         return (await (await conn.execute(f"SELECT count(*) AS n FROM {table}")).fetchone())["n"]  # type: ignore[no-any-return]
 
 

@@ -227,7 +227,7 @@ async def test_a_busy_pool_makes_calls_wait_rather_than_fail(postgres_url: str) 
     await store.open()
     try:
         async def hold() -> None:
-            async with store._conn() as conn:
+            async with store.connection() as conn:
                 await conn.execute("SELECT pg_sleep(1.2)")
 
         holder = asyncio.create_task(hold())
