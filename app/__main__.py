@@ -27,6 +27,14 @@ def main(argv: list[str]) -> int:
         except SettingsError as exc:
             print(f"lxd-gateway: {exc}", file=sys.stderr)
             return 2
+    if argv[:1] == ["db"]:
+        from app.cli import db_main
+
+        try:
+            return db_main(argv[1:])
+        except SettingsError as exc:
+            print(f"lxd-gateway: {exc}", file=sys.stderr)
+            return 2
     from app.logs import configure_logging
     from app.settings import load_settings
     from app.startup import StartupError, check_data_dir

@@ -1,4 +1,5 @@
-"""`python -m app tokens create|list|revoke`: manage API tokens in the tokens file."""
+"""`python -m app tokens create|list|revoke`: manage API tokens in the tokens file. `python -m app db copy`: copy
+the embedded job database into PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 
 from app.settings import load_settings
 from app.store.tokens import Scope, TokenExists, TokenNotFound, TokenStore
@@ -54,3 +56,67 @@ def tokens_main(argv: list[str]) -> int:
         print(f"no token named {args.name!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def db_main(argv: list[str]) -> int:
+    """`python -m app db copy`: copy the embedded job database into PostgreSQL (jobs, idempotency keys, audit)."""
+    parser = argparse.ArgumentParser(prog="python -m app db")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    copy = sub.add_parser("copy", help="copy an SQLite job database into an empty PostgreSQL one (stop the gateway "
+                          "using the SQLite file first)")
+    copy.add_argument("--from", dest="source", metavar="sqlite:///PATH",
+                      help="the SQLite job database (default: <LXDGW_DATA_DIR>/jobs.sqlite3)")
+    copy.add_argument("--to", dest="target", metavar="postgresql://...",
+                      help="the PostgreSQL database (default: LXDGW_DATABASE_URL when it names one)")
+    args = parser.parse_args(argv)
+    source, target = args.source, args.target
+    if source is None or target is None:
+        settings = load_settings()
+        kind, where = settings.job_database
+        if source is None:
+            source = f"sqlite:///{settings.data_dir / 'jobs.sqlite3'}"
+        if target is None:
+            if kind != "postgresql":
+                parser.error("--to is needed (LXDGW_DATABASE_URL names no PostgreSQL database)")
+            target = where
+    if not source.startswith("sqlite:///") or len(source) == len("sqlite:///"):
+        parser.error("--from must be sqlite:///PATH")
+    if not target.startswith(("postgresql://", "postgres://")):
+        parser.error("--to must be postgresql://...")
+    return _copy(Path(source[len("sqlite:///"):]), target)
+
+
+def _copy(source: Path, target: str) -> int:
+    import asyncio
+
+    from app.jobs.store import StoreLocked
+    from app.store.copy import TargetNotEmpty, copy_sqlite_to_postgres
+    from app.store.database import redact_url
+    from app.store.errors import StoreUnavailable
+
+    shown = redact_url(target)
+    try:
+        copied = asyncio.run(copy_sqlite_to_postgres(source, target))
+    except StoreLocked:
+        print(f"a gateway process uses {source}: stop it before copying its job database", file=sys.stderr)
+        return 1
+    except TargetNotEmpty as exc:
+        print(f"{shown}: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"cannot reach {shown}: {exc.reason}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"copied {copied.jobs} jobs ({copied.outputs} with output), {copied.idempotency_keys} idempotency keys "
+          f"and {copied.audit_records} audit records from {source} to {shown}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    commands = {"tokens": tokens_main, "db": db_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print("usage: python -m app.cli {tokens,db} ...", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(commands[sys.argv[1]](sys.argv[2:]))

@@ -61,8 +61,8 @@ from app.server.router import router as server_router
 from app.settings import Settings, SettingsError, load_settings
 from app.storage import jobs as storage_jobs
 from app.storage.router import router as storage_router
+from app.store.database import job_store
 from app.store.datadir import secure_data_dir
-from app.store.jobs import DB_NAME, SQLiteJobStore
 from app.store.remotes import persisted_remotes
 from app.store.tokens import TokenStore
 from app.tokens.audit import AuditMiddleware
@@ -136,8 +136,9 @@ JOB_KINDS: tuple[JobKind, ...] = (
 
 
 def jobs_service(settings: Settings, kinds: JobKinds) -> JobsService:
-    """The job engine of this process on the embedded job database, tuned by `settings`, running `kinds`."""
-    store = SQLiteJobStore(settings.data_dir / DB_NAME)
+    """The job engine of this process on the job database `LXDGW_DATABASE_URL` names (the embedded SQLite file by
+    default), tuned by `settings`, running `kinds`."""
+    store = job_store(settings)
     bus = JobBus(capacity=settings.job_subscriber_queue, history=settings.job_subscriber_queue)
     runner = JobRunner(store, bus, kinds=kinds, problem_of=problem_of,
                        concurrency_per_remote=settings.job_concurrency_per_remote,

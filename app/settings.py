@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.lxd.discovery import discover_socket
@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     bind: str = Field("127.0.0.1:8080", description="host:port the HTTP server listens on")
     data_dir: Path = Field(Path(".data"), description="job database, remotes added at run time, client certs")
     tokens_file: Path | None = Field(None, description="API tokens (hashed); default <data_dir>/tokens.json")
+    database_url: SecretStr | None = Field(
+        None, description="the job database (jobs, idempotency keys, audit): `sqlite:///<path>` (one gateway "
+        "process; a relative path, or `sqlite:////abs/path`), default `<data_dir>/jobs.sqlite3`; or "
+        "`postgresql://user:password@host:port/db?sslmode=verify-full&sslrootcert=ca.pem` (any number of gateway "
+        "processes share it). Never logged with its password")
     remotes: list[RemoteSettings] = Field(default_factory=list)
     image_sources: list[ImageSourceSettings] = Field(default_factory=default_image_sources)
     image_alias_template: str = Field("juju/{series}/{arch}", description="local alias of found images")
@@ -157,6 +162,18 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port")
         return v
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        url = v.get_secret_value().strip()
+        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+            return SecretStr(url)
+        if url.startswith(("postgresql://", "postgres://")):
+            return SecretStr(url)
+        raise ValueError("must be sqlite:///<path> or postgresql://...")
+
     @model_validator(mode="after")
     def _remotes(self) -> Settings:
         names = [r.name for r in self.remotes]
@@ -173,6 +190,17 @@ class Settings(BaseSettings):
     @property
     def bind_port(self) -> int:
         return int(self.bind.rpartition(":")[2])
+
+    @property
+    def job_database(self) -> tuple[Literal["sqlite", "postgresql"], str]:
+        """The kind of job database and where it is: a file path (SQLite) or a URL with its password
+        (PostgreSQL: never log it; `app.store.database.redact_url` hides the password)."""
+        if self.database_url is None:
+            return "sqlite", str(self.data_dir / "jobs.sqlite3")
+        url = self.database_url.get_secret_value()
+        if url.startswith("sqlite:///"):
+            return "sqlite", url[len("sqlite:///"):]
+        return "postgresql", url
 
     @property
     def tokens_path(self) -> Path:

@@ -1,4 +1,5 @@
-"""Checks before the gateway serves: the data directory is usable and private, the job database opens, reads and
+"""Checks before the gateway serves: the data directory is usable and private, the job database (the SQLite file,
+or the PostgreSQL server `LXDGW_DATABASE_URL` names, whose schema is brought up to date here) opens, reads and
 writes. A known failure becomes a `StartupError` whose message names the file and what to do; `python -m app`
 prints it as one line and exits non-zero (no traceback).
 """
@@ -10,8 +11,10 @@ import sqlite3
 from pathlib import Path
 
 from app.settings import Settings
+from app.store.database import describe
 from app.store.datadir import MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, secure_data_dir
-from app.store.jobs import DB_NAME, SQLiteJobStore, StoreLocked
+from app.store.errors import StoreUnavailable
+from app.store.jobs import SQLiteJobStore, StoreLocked
 
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -26,9 +29,10 @@ def _full(directory: Path, db: Path, reason: str) -> StartupError:
 
 
 def check_data_dir(settings: Settings) -> None:
-    """Make the data directory private and check that its job database opens, reads and writes."""
+    """Make the data directory private and check that the job database opens, reads and writes."""
     directory = settings.data_dir
-    db = directory / DB_NAME
+    kind, target = settings.job_database
+    db = Path(target)
     try:
         secure_data_dir(directory)
     except OSError as exc:
@@ -36,6 +40,9 @@ def check_data_dir(settings: Settings) -> None:
             raise _full(directory, db, exc.strerror or str(exc)) from None
         raise StartupError(f"cannot use the data directory {directory}: {exc.strerror or exc}; make it a directory "
                            "the gateway's user owns and can write (LXDGW_DATA_DIR)") from None
+    if kind == "postgresql":
+        check_shared_database(settings)
+        return
     if free_bytes(directory) < MIN_FREE_BYTES:
         raise _full(directory, db, f"less than {MIN_FREE_BYTES >> 20} MiB free")
     try:
@@ -58,6 +65,33 @@ def check_data_dir(settings: Settings) -> None:
                            "writable by the gateway's user") from None
     except RuntimeError as exc:  # a database from a newer gateway
         raise StartupError(str(exc)) from None
+
+
+def check_shared_database(settings: Settings) -> None:
+    """Connect to the PostgreSQL job database, migrate its schema, read and write once."""
+    where = describe(settings)
+    try:
+        asyncio.run(_check_shared(settings.job_database[1]))
+    except StoreUnavailable as exc:
+        raise StartupError(f"cannot reach the job database {where} ({exc.reason}): check LXDGW_DATABASE_URL, and "
+                           "that the server runs and accepts this gateway's connections") from None
+    except RuntimeError as exc:  # a database from a newer gateway
+        raise StartupError(str(exc)) from None
+    except Exception as exc:  # refused by the server: permissions, a read-only server...
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StartupError(f"cannot use the job database {where} ({reason}): give the gateway's database user the "
+                           "right to create tables in it, on a writable server") from None
+
+
+async def _check_shared(url: str) -> None:
+    from app.store.postgres import PostgresJobStore
+
+    store = PostgresJobStore(url)
+    try:
+        await store.open()
+        await store.check()
+    finally:
+        await store.close()
 
 
 async def _check_store(db: Path) -> None:

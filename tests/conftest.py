@@ -17,6 +17,7 @@ from app.locallxd.daemon import DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients",
+                  "tests.support.postgres",
                   "tests.support.victim"]
 
 _ENV: list[HarnessEnvironment] = []

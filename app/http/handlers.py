@@ -16,6 +16,7 @@ from app.http.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, SLUGS, TITLES, Pro
 from app.http.request_id import current_request_id
 from app.lxd.errors import LXDError
 from app.store.datadir import StorageFull, is_storage_full
+from app.store.errors import StoreUnavailable
 
 log = logging.getLogger("app.http")
 
@@ -99,6 +100,14 @@ async def _storage_full(request: Request, exc: Exception) -> JSONResponse:
                             data_dir=str(exc.directory))
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The job database cannot be reached (a shared database server down): 503 at once, to retry later."""
+    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+    rid = request.scope.get("state", {}).get("request_id")
+    return problem_response(503, path=request.url.path, request_id=rid, slug="store-unavailable",
+                            headers={"retry-after": "5", **({"x-request-id": rid} if rid else {})}, detail=str(exc))
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # This handler runs outside the middleware stack: the request id comes from the scope, not the context.
     rid = request.scope.get("state", {}).get("request_id")
@@ -116,4 +125,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StorageFull, _storage_full)
     app.add_exception_handler(OSError, _storage_full)
     app.add_exception_handler(sqlite3.OperationalError, _storage_full)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unhandled)

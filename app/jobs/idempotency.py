@@ -5,6 +5,8 @@ Keys are scoped to (caller, key). The request's fingerprint covers the method, t
 stands for the body. Within the retention (24 h) the same key with the same fingerprint answers the first job; a
 different fingerprint is a conflict. A replay that arrives while the first request is still being accepted waits
 for it and answers the same job; if the first request is refused before any job exists, the key is free again.
+On a store shared by several gateway processes, a replay that reaches another process polls the store until the
+first request's job is recorded (or its key released).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from app.jobs.store import JobStore
 
 DEFAULT_TTL = 24 * 3600.0
+OTHER_OWNER_POLL = 0.05
+OTHER_OWNER_POLL_MAX = 0.5
+"""Seconds between looks at a key another gateway process reserved (a shared store), growing to the maximum."""
 
 
 def fingerprint(method: str, path: str, query: Iterable[tuple[str, str]], body: bytes | None = None, *,
@@ -73,6 +78,7 @@ class Idempotency:
 
         Raises `IdempotencyConflict` when the key belongs to a different request.
         """
+        poll = OTHER_OWNER_POLL
         while True:
             pending = self._pending.get((scope, key))
             if pending is not None:
@@ -98,6 +104,12 @@ class Idempotency:
                 raise IdempotencyConflict(key)
             if record.job_id is not None:
                 return Replay(record.job_id)
+            if record.owner_id != self._owner_id:
+                # Another live gateway process sharing the store is accepting the first request: wait for its job
+                # (the store gives the key to this one once that process's heartbeat runs out).
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, OTHER_OWNER_POLL_MAX)
+                continue
             # Ours, without a job, and no request of ours holds it: a refused request whose release could not be
             # written (e.g. on a full disk). Free it and try again.
             await self._store.idempotency_release(scope, key)

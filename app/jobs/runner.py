@@ -46,6 +46,7 @@ from app.jobs.kinds import (
 from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
 from app.jobs.store import JobStore, StoredJob
 from app.store.datadir import StorageFull
+from app.store.errors import StoreUnavailable
 
 log = logging.getLogger("app.jobs")
 
@@ -159,7 +160,7 @@ class _Context(JobContext):
         self._runner._bus.publish(self._active.job, "progress", self._active.job.progress.model_dump())
         try:
             await self._runner._persist(self._active, throttled=True)
-        except StorageFull as exc:  # the next status change stores it
+        except (StorageFull, StoreUnavailable) as exc:  # the next status change stores it
             log.warning("progress of job %s not stored: %s", self._active.job.id, exc.reason)
 
     async def output(self, stream: str, data: str | bytes) -> None:
@@ -735,12 +736,13 @@ class JobRunner:
             await self._store.save(job, seq=self._bus.seq(job.id) if seq is None else seq)
 
     async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a store write, retrying it (with backoff) while the disk is full, until it succeeds."""
+        """Run a store write, retrying it (with backoff) while the disk is full or the database unreachable, until it
+        succeeds."""
         delay = 0.25
         while True:
             try:
                 return await write()
-            except StorageFull as exc:
+            except (StorageFull, StoreUnavailable) as exc:
                 if self._abandoning:
                     raise
                 log.warning("the job store cannot write (%s): retrying in %.1fs", exc.reason, delay)
@@ -755,5 +757,5 @@ class JobRunner:
     async def _flush(self, active: _Active) -> None:
         try:
             await self._persist(active)
-        except StorageFull as exc:
+        except (StorageFull, StoreUnavailable) as exc:
             log.warning("progress of job %s not stored: %s", active.job.id, exc.reason)

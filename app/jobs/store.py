@@ -1,8 +1,9 @@
 """Where jobs live: the `JobStore` interface the engine uses, and the rows it deals in.
 
 The engine never imports an implementation: the application hands it one (`app.store.jobs.SQLiteJobStore`, the
-embedded default). Rows carry `owner_id` and `lease_until` so that a shared store for several replicas can claim the
-jobs of a replica whose lease ran out, without any change in the callers.
+embedded default, or `app.store.postgres.PostgresJobStore`, shared by several gateway processes). Rows carry
+`owner_id` and `lease_until` so that a shared store can claim the jobs of a replica whose lease ran out, without any
+change in the callers. A store that cannot reach its database raises `app.store.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class JobStore(Protocol):
                    projects: tuple[str, ...] | None = None) -> list[ListedJob]: ...
     """Newest first; never loads params or output. `remotes`/`projects` (None: any) keep only jobs within them."""
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
+    """Give `owner_id` the unfinished jobs no live process holds, oldest first: every one on the embedded store
+    (its lock admits one process), those whose lease ran out on a shared store (never one job to two callers)."""
     async def renew_leases(self, owner_id: str, lease_until: float) -> None: ...
+    """Extend the leases of `owner_id`'s unfinished jobs (a time already past gives them up)."""
     async def prune(self, finished_before: datetime) -> int: ...
 
     async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 import time
@@ -29,9 +28,12 @@ from typing import Any
 
 import aiosqlite
 
-from app.jobs.models import Job, JobStatus, rfc3339, split_output
+from app.jobs.models import Job, rfc3339
 from app.jobs.store import IdempotencyRecord, JobFilter, ListedJob, StoredJob, StoreLocked
 from app.store.datadir import FILE_MODE, MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, private_file
+from app.store.rows import AUDIT_COLUMNS, result_parts, row_to_job, row_to_stored
+from app.store.rows import dumps as _dumps
+from app.store.rows import ts as _ts
 
 DB_NAME = "jobs.sqlite3"
 """The job database's file name in the data directory."""
@@ -124,35 +126,6 @@ _COLUMNS = ("jobs.position, jobs.id, kind, status, remote, project, resource, re
             "started_at, finished_at, progress, operations, result, error, params, checkpoints, seq, owner_id, "
             "lease_until, token_id, has_output, cleanup, job_outputs.output AS output")
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _ts(value: datetime | None) -> str | None:
-    return rfc3339(value) if value is not None else None
-
-
-def _row_to_job(row: aiosqlite.Row, *, output: str | None = None) -> Job:
-    result = json.loads(row["result"]) if row["result"] is not None else None
-    if output is not None:
-        result = {**(result if isinstance(result, dict) else {}), **json.loads(output)}
-    return Job(
-        id=row["id"], kind=row["kind"], status=JobStatus(row["status"]), remote=row["remote"],
-        project=row["project"], resource=row["resource"], requested_by=row["requested_by"],
-        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
-        progress=json.loads(row["progress"]), lxd_operations=json.loads(row["operations"]), result=result,
-        error=json.loads(row["error"]) if row["error"] is not None else None, token_id=row["token_id"],
-        cleanup=json.loads(row["cleanup"]) if row["cleanup"] is not None else None,
-    )
-
-
-def _row_to_stored(row: aiosqlite.Row) -> StoredJob:
-    job = _row_to_job(row, output=row["output"])
-    return StoredJob(job=job, params=json.loads(row["params"]), checkpoints=json.loads(row["checkpoints"]),
-                     seq=row["seq"], position=row["position"], owner_id=row["owner_id"],
-                     lease_until=row["lease_until"], request_id=row["request_id"])
 
 
 class SQLiteJobStore:
@@ -328,12 +301,10 @@ class SQLiteJobStore:
     @staticmethod
     def _result_writes(job: Job) -> tuple[str | None, int, list[tuple[str, tuple[Any, ...]]]]:
         """The result column without output, `has_output`, and the writes that keep `job_outputs` in step."""
-        rest, output = split_output(job.result)
-        result = _dumps(rest) if rest is not None else None
+        result, output = result_parts(job)
         if output is None:
             return result, 0, [("DELETE FROM job_outputs WHERE job_id=?", (job.id,))]
-        return result, 1, [("INSERT OR REPLACE INTO job_outputs (job_id, output) VALUES (?, ?)",
-                            (job.id, _dumps(output)))]
+        return result, 1, [("INSERT OR REPLACE INTO job_outputs (job_id, output) VALUES (?, ?)", (job.id, output))]
 
     # -- jobs ---------------------------------------------------------------------------------------------------
 
@@ -371,7 +342,7 @@ class SQLiteJobStore:
         async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE cleanup IS NOT NULL AND "
                                    "json_extract(cleanup, '$.status')='pending' ORDER BY jobs.position") as cur:
             rows = await cur.fetchall()
-        return [_row_to_stored(r) for r in rows]
+        return [row_to_stored(r) for r in rows]
 
     async def get(self, job_id: str) -> Job | None:
         stored = await self.load(job_id)
@@ -380,7 +351,7 @@ class SQLiteJobStore:
     async def load(self, job_id: str) -> StoredJob | None:
         async with self._r.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE jobs.id=?", (job_id,)) as cur:
             row = await cur.fetchone()
-        return _row_to_stored(row) if row else None
+        return row_to_stored(row) if row else None
 
     async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
                    remotes: tuple[str, ...] | None = None,
@@ -411,7 +382,7 @@ class SQLiteJobStore:
         args.append(limit)
         async with self._r.execute(sql, tuple(args)) as cur:
             rows = await cur.fetchall()
-        return [ListedJob(_row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
+        return [ListedJob(row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
 
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
@@ -429,7 +400,7 @@ class SQLiteJobStore:
                 with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
                     await w.execute("ROLLBACK")
                 raise
-        claimed = [_row_to_stored(r) for r in rows]
+        claimed = [row_to_stored(r) for r in rows]
         for s in claimed:
             s.owner_id, s.lease_until = owner_id, lease_until
         return claimed
@@ -490,8 +461,7 @@ class SQLiteJobStore:
 
     # -- audit --------------------------------------------------------------------------------------------------
 
-    _AUDIT_COLUMNS = ("time", "token", "remote", "project", "method", "path", "resource", "job_id", "status",
-                      "outcome", "request_id")
+    _AUDIT_COLUMNS = AUDIT_COLUMNS
 
     async def audit_append(self, entry: dict[str, Any]) -> None:
         cols = self._AUDIT_COLUMNS

@@ -26,6 +26,7 @@ from app.http.errors import ProblemError, problem_responses
 from app.http.pagination import CursorQuery
 from app.jobs.models import rfc3339, utcnow
 from app.store.datadir import StorageFull
+from app.store.errors import StoreUnavailable
 from app.store.tokens import Scope as TokenScope
 
 log = logging.getLogger("app.audit")
@@ -114,7 +115,7 @@ class AuditMiddleware:
         if service is not None:
             try:
                 await service.store.audit_append(entry)
-            except StorageFull as exc:  # the request is answered already; losing a row must not fail it
+            except (StorageFull, StoreUnavailable) as exc:  # the request is answered: losing a row must not fail it
                 log.warning("audit record could not be stored: %s", exc)
             except Exception:
                 log.exception("audit record could not be stored")

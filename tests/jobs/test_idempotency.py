@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from app.jobs.idempotency import Idempotency, IdempotencyConflict, Replay, Reservation, fingerprint
-from app.store.jobs import SQLiteJobStore
+from app.jobs.store import JobStore
 
 
 def test_fingerprint_ignores_wait_key_order_and_whitespace() -> None:
@@ -20,7 +20,7 @@ def test_fingerprint_ignores_wait_key_order_and_whitespace() -> None:
     assert up1 == fingerprint("POST", "/v1/images/upload", [], None, content_sha256="ab12")
 
 
-async def test_concurrent_same_key_one_owner(store: SQLiteJobStore) -> None:
+async def test_concurrent_same_key_one_owner(store: JobStore) -> None:
     idem = Idempotency(store, owner_id="me")
 
     async def request() -> str:
@@ -41,7 +41,7 @@ async def test_concurrent_same_key_one_owner(store: SQLiteJobStore) -> None:
     assert isinstance(await idem.begin("another-token", "key-1", "other"), Reservation)
 
 
-async def test_refused_first_request_frees_the_key(store: SQLiteJobStore) -> None:
+async def test_refused_first_request_frees_the_key(store: JobStore) -> None:
     idem = Idempotency(store, owner_id="me")
     first = await idem.begin("tok", "k", "fp")
     assert isinstance(first, Reservation)
@@ -52,14 +52,14 @@ async def test_refused_first_request_frees_the_key(store: SQLiteJobStore) -> Non
     assert isinstance(second, Reservation)  # the waiting replay now owns the key
 
 
-async def test_reservation_of_a_dead_process_is_taken_over(store: SQLiteJobStore) -> None:
+async def test_reservation_of_a_dead_process_is_taken_over(store: JobStore) -> None:
     dead = Idempotency(store, owner_id="dead")
     assert isinstance(await dead.begin("tok", "k", "fp"), Reservation)  # never completed
     alive = Idempotency(store, owner_id="alive")
     assert isinstance(await alive.begin("tok", "k", "fp"), Reservation)
 
 
-async def test_a_key_whose_release_could_not_be_stored_is_reserved_again(store: SQLiteJobStore) -> None:
+async def test_a_key_whose_release_could_not_be_stored_is_reserved_again(store: JobStore) -> None:
     idem = Idempotency(store, owner_id="me")
     first = await idem.begin("tok", "key-3", "fp")
     assert isinstance(first, Reservation)

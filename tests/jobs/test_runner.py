@@ -6,11 +6,14 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from app.jobs.bus import JobBus
 from app.jobs.kinds import CancelPolicy, JobKind, JobKinds, RecoveryOutcome
 from app.jobs.models import Job, JobStatus
 from app.jobs.runner import JobContext, JobFailure, JobRunner, problem_for
-from app.store.jobs import SQLiteJobStore
+from app.jobs.store import JobStore
+from tests.support.job_store import new_store
 
 
 class LXDOperationError(Exception):
@@ -29,7 +32,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 async def test_success_with_progress_operations_and_result(runner: JobRunner, kinds: JobKinds,
-                                                           store: SQLiteJobStore) -> None:
+                                                           store: JobStore) -> None:
     async def step(ctx: JobContext) -> dict[str, int]:
         await ctx.record_operation("local", "op-1")
         await ctx.progress("Retrieving image", 50, "Retrieving image: 50%")
@@ -175,7 +178,7 @@ async def test_cancel_interrupt_and_forced_after_timeout(runner: JobRunner, kind
 
 
 async def test_progress_is_persisted_at_most_once_per_interval(runner: JobRunner, kinds: JobKinds,
-                                                                store: SQLiteJobStore) -> None:
+                                                                store: JobStore) -> None:
     hold = asyncio.Event()
 
     async def chatty(ctx: JobContext) -> None:
@@ -203,7 +206,8 @@ async def test_progress_is_persisted_at_most_once_per_interval(runner: JobRunner
     await runner.wait(job.id, 5)
 
 
-async def test_recovery_settles_running_and_reruns_queued(tmp_path: Path) -> None:
+async def test_recovery_settles_running_and_reruns_queued(store_kind: str, request: pytest.FixtureRequest,
+                                                          tmp_path: Path) -> None:
     kinds = JobKinds()
     gate = asyncio.Event()
     runs: list[str] = []
@@ -225,7 +229,7 @@ async def test_recovery_settles_running_and_reruns_queued(tmp_path: Path) -> Non
     kinds.register(JobKind("t.rec", step_cp, recover=recover))
     kinds.register(JobKind("t.norec", step))
     kinds.register(JobKind("t.queue", step))
-    store = SQLiteJobStore(tmp_path / "j.sqlite3")
+    store = new_store(store_kind, request, tmp_path)
     await store.open()
     first = JobRunner(store, JobBus(), kinds=kinds, concurrency_per_remote=2)
     await first.start()

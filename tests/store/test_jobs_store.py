@@ -1,4 +1,7 @@
-"""The SQLite job store: schema, listing order and filters, checkpoints, claiming, pruning, the process lock."""
+"""The job stores: schema, listing order and filters, checkpoints, claiming, pruning, the process lock.
+
+Tests taking `store` run on each kind of store (SQLite and PostgreSQL, tests/support/job_store.py); those taking
+`sqlite_store` are about the embedded store alone (its file, its lock, its migrations)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import json
 import sqlite3
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,27 +17,45 @@ import aiosqlite
 import pytest
 
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
-from app.jobs.store import JobFilter, StoreLocked
+from app.jobs.store import JobFilter, JobStore, StoreLocked
 from app.store.jobs import MIGRATIONS, SCHEMA_VERSION, SQLiteJobStore
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    s = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def count_rows(store: JobStore, table: str) -> int:
+    if isinstance(store, SQLiteJobStore):
+        async with aiosqlite.connect(store.path) as db:
+            return (await (await db.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]  # type: ignore[index]
+    async with store.connection() as conn:  # type: ignore[attr-defined]
+        return (await (await conn.execute(f"SELECT count(*) AS n FROM {table}")).fetchone())["n"]  # type: ignore[no-any-return]
 
 
 def make_job(kind: str = "test.kind", status: JobStatus = JobStatus.queued, **kw: object) -> Job:
     return Job(id=new_job_id(), kind=kind, status=status, created_at=utcnow(), **kw)  # type: ignore[arg-type]
 
 
-async def test_schema_is_versioned_and_wal(store: SQLiteJobStore) -> None:
-    async with aiosqlite.connect(store.path) as db:
+async def test_schema_is_versioned_and_wal(sqlite_store: SQLiteJobStore) -> None:
+    async with aiosqlite.connect(sqlite_store.path) as db:
         assert (await (await db.execute("PRAGMA user_version")).fetchone())[0] == SCHEMA_VERSION  # type: ignore[index]
         assert (await (await db.execute("PRAGMA journal_mode")).fetchone())[0] == "wal"  # type: ignore[index]
 
 
-async def test_second_process_is_refused(store: SQLiteJobStore) -> None:
-    other = SQLiteJobStore(store.path)
+async def test_second_process_is_refused(sqlite_store: SQLiteJobStore) -> None:
+    other = SQLiteJobStore(sqlite_store.path)
     with pytest.raises(StoreLocked, match="another gateway process"):
         await other.open()
 
 
-async def test_round_trip_and_times_are_utc_rfc3339(store: SQLiteJobStore) -> None:
+async def test_round_trip_and_times_are_utc_rfc3339(store: JobStore) -> None:
     job = make_job(remote="local", project="default", resource="/v1/containers/c1", requested_by="ci")
     await store.insert(job, params={"a": 1}, owner_id="me", lease_until=time.time() + 30)
     job.status = JobStatus.failed
@@ -49,7 +71,7 @@ async def test_round_trip_and_times_are_utc_rfc3339(store: SQLiteJobStore) -> No
     assert body["created_at"].endswith("Z") and "T" in body["created_at"]
 
 
-async def test_list_newest_first_with_filters_and_pages(store: SQLiteJobStore) -> None:
+async def test_list_newest_first_with_filters_and_pages(store: JobStore) -> None:
     ids = []
     for i in range(5):
         job = make_job(kind="a" if i % 2 == 0 else "b", remote="local")
@@ -64,10 +86,10 @@ async def test_list_newest_first_with_filters_and_pages(store: SQLiteJobStore) -
     assert await store.list(JobFilter(status=("running",)), limit=10) == []
 
 
-async def test_claim_unfinished_and_prune(store: SQLiteJobStore) -> None:
+async def test_claim_unfinished_and_prune(store: JobStore) -> None:
     running = make_job(status=JobStatus.running)
     done = make_job(status=JobStatus.succeeded)
-    await store.insert(running, params={}, owner_id="dead", lease_until=time.time() + 999)
+    await store.insert(running, params={}, owner_id="dead", lease_until=time.time() - 1)
     await store.insert(done, params={}, owner_id="dead", lease_until=0)
     done.finished_at = utcnow() - timedelta(days=8)
     await store.save(done, seq=1)
@@ -75,6 +97,20 @@ async def test_claim_unfinished_and_prune(store: SQLiteJobStore) -> None:
     assert [c.job.id for c in claimed] == [running.id] and claimed[0].owner_id == "me"
     assert await store.prune(utcnow() - timedelta(days=7)) == 1
     assert await store.get(done.id) is None and await store.get(running.id) is not None
+
+
+async def test_the_embedded_store_claims_every_unfinished_job_whatever_its_lease(sqlite_store: SQLiteJobStore) -> None:
+    # the lock file guarantees that no other live process uses the database: the previous owner is dead
+    running = make_job(status=JobStatus.running)
+    await sqlite_store.insert(running, params={}, owner_id="dead", lease_until=time.time() + 999)
+    claimed = await sqlite_store.claim_unfinished("me", time.time() + 30)
+    assert [c.job.id for c in claimed] == [running.id] and claimed[0].owner_id == "me"
+
+
+async def test_reopening_migrates_nothing(store: JobStore) -> None:
+    await store.close()
+    await store.open()  # re-open: nothing to migrate, no error
+    assert await store.list(JobFilter(), limit=1) == []
 
 
 async def test_migrates_an_empty_database_once(tmp_path: Path) -> None:
@@ -85,7 +121,7 @@ async def test_migrates_an_empty_database_once(tmp_path: Path) -> None:
     await s.close()
 
 
-async def test_idempotency_records(store: SQLiteJobStore) -> None:
+async def test_idempotency_records(store: JobStore) -> None:
     now = time.time()
     rec, created = await store.idempotency_reserve("tok", "k", "fp", owner_id="me", now=now, ttl=10)
     assert created and rec.job_id is None
@@ -99,7 +135,7 @@ async def test_idempotency_records(store: SQLiteJobStore) -> None:
     assert await store.idempotency_prune(now + 100) == 2
 
 
-async def test_output_is_stored_apart_and_a_listing_never_loads_it(store: SQLiteJobStore) -> None:
+async def test_output_is_stored_apart_and_a_listing_never_loads_it(store: JobStore) -> None:
     job = make_job(kind="container.exec", remote="local", project="default", token_id="tok-1")
     await store.insert(job, params={"command": ["yes"]}, owner_id="me", lease_until=0)
     big = "x" * (16 << 20)
@@ -118,11 +154,10 @@ async def test_output_is_stored_apart_and_a_listing_never_loads_it(store: SQLite
     assert [(r.job.result, r.has_output, r.job.token_id) for r in rows] == [
         ({"exit_code": 0, "truncated": True}, True, "tok-1")]
     assert await store.prune(utcnow() + timedelta(days=1)) == 1
-    async with aiosqlite.connect(store.path) as db:
-        assert (await (await db.execute("SELECT count(*) FROM job_outputs")).fetchone())[0] == 0  # type: ignore[index]
+    assert await count_rows(store, "job_outputs") == 0
 
 
-async def test_listing_keeps_only_jobs_within_the_given_remotes_and_projects(store: SQLiteJobStore) -> None:
+async def test_listing_keeps_only_jobs_within_the_given_remotes_and_projects(store: JobStore) -> None:
     jobs = [make_job(remote=r, project=p) for r, p in
             [("local", "default"), ("local", "p2"), ("tls", "p2"), (None, "p2"), ("local", None)]]
     for j in jobs:

@@ -1,0 +1,90 @@
+"""The PostgreSQL job database's schema: versioned migrations, applied in order at open (`app.store.postgres`).
+
+Each migration is one transaction (PostgreSQL's DDL is transactional) that also records its number in
+`schema_version`; the gateway that opens the database first applies what is missing while it holds an advisory
+lock, so replicas starting together never apply one twice. Never edit a released migration: add the next number.
+
+JSON values are `json` (kept as written: exec output may hold `\\u0000`, which `jsonb` refuses), except checkpoints,
+which are merged key by key (`jsonb`). Times are `timestamptz`; leases are epoch seconds (`double precision`) as the
+engine computes them.
+"""
+
+from __future__ import annotations
+
+MIGRATION_LOCK = 0x6C7864677701
+"""The `pg_advisory_lock` key held while migrations are applied (any constant unique to this schema)."""
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE jobs (
+        position     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id           text NOT NULL UNIQUE,
+        kind         text NOT NULL,
+        status       text NOT NULL,
+        remote       text,
+        project      text,
+        resource     text,
+        requested_by text,
+        request_id   text,
+        token_id     text,
+        created_at   timestamptz NOT NULL,
+        started_at   timestamptz,
+        finished_at  timestamptz,
+        progress     json NOT NULL DEFAULT '{}',
+        operations   json NOT NULL DEFAULT '[]',
+        result       json,
+        error        json,
+        params       json NOT NULL DEFAULT '{}',
+        checkpoints  jsonb NOT NULL DEFAULT '{}',
+        cleanup      json,
+        has_output   boolean NOT NULL DEFAULT false,
+        seq          bigint NOT NULL DEFAULT 0,
+        owner_id     text,
+        lease_until  double precision
+    );
+    CREATE INDEX jobs_status ON jobs (status, position);
+    CREATE INDEX jobs_kind ON jobs (kind, position);
+    CREATE INDEX jobs_resource ON jobs (resource, position);
+    CREATE INDEX jobs_scope ON jobs (project, remote, position);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX jobs_unfinished ON jobs (lease_until, position) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_owned ON jobs (owner_id) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_cleanup ON jobs (position) WHERE cleanup IS NOT NULL;
+    CREATE TABLE job_outputs (
+        job_id       text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+        output       json NOT NULL
+    );
+    CREATE TABLE idempotency (
+        scope        text NOT NULL,
+        key          text NOT NULL,
+        fingerprint  text NOT NULL,
+        job_id       text,
+        created_at   double precision NOT NULL,
+        expires_at   double precision NOT NULL,
+        owner_id     text,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX idempotency_expires ON idempotency (expires_at);
+    CREATE TABLE audit (
+        position     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        time         timestamptz NOT NULL,
+        token        text,
+        remote       text,
+        project      text,
+        method       text NOT NULL,
+        path         text NOT NULL,
+        resource     text,
+        job_id       text,
+        status       integer NOT NULL,
+        outcome      text NOT NULL,
+        request_id   text
+    );
+    CREATE INDEX audit_time ON audit (time);
+    CREATE TABLE replicas (
+        owner_id     text PRIMARY KEY,
+        alive_until  double precision NOT NULL,
+        started_at   timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+}
+SCHEMA_VERSION = max(MIGRATIONS)

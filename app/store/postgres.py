@@ -1,0 +1,477 @@
+"""The shared job database: `JobStore` (app.jobs.store) on PostgreSQL, for any number of gateway processes.
+
+Chosen by `LXDGW_DATABASE_URL=postgresql://...` (`app.store.database`); psycopg is imported only then. Same rows and
+semantics as the SQLite store (`app.store.jobs`; the row <-> `Job` mapping is `app.store.rows`), with what sharing
+needs:
+
+- **Schema.** Versioned migrations (`app.store.pg_schema`) applied at open on one connection holding
+  `pg_advisory_lock`, each in its own transaction, recorded in `schema_version`: replicas starting together apply
+  each migration once, and one finding a newer schema than it knows refuses to start.
+- **Leases.** Every unfinished job carries its owner (a gateway process) and a lease (epoch seconds) the owner
+  renews. `claim_unfinished` takes only jobs whose lease ran out (or the caller's own) in one
+  `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`: replicas claiming at once never get the same job. A
+  replica's heartbeat (`replicas.alive_until`) is renewed with its leases; an idempotency reservation left without
+  a job is taken over only when its owner's heartbeat ran out.
+- **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that gets no
+  connection within `QUICK_WAIT` connects once itself: when that fails (the server down or unreachable; connecting
+  gives up after `connect_timeout`), or when its connection breaks, it raises `StoreUnavailable` (the API answers
+  503); when it works (the pool is only busy), the call waits up to `timeout` in all. After such a failure, calls
+  fail at once, and at most every `PROBE_INTERVAL` one of them tries a connection: the first that succeeds starts a
+  fresh pool, so the store is back as soon as the server is, without waiting out the pool's reconnection back-off.
+  The URL's password never appears in an error or log line of the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from app.jobs.models import Job, rfc3339
+from app.jobs.store import IdempotencyRecord, JobFilter, ListedJob, StoredJob
+from app.store.errors import StoreUnavailable
+from app.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, job_values, row_to_job, row_to_stored
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+_STORED = ", ".join(f"jobs.{c}" for c in STORED_COLUMNS) + ", job_outputs.output AS output"
+_FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
+_UNFINISHED = "status IN ('queued', 'running')"
+_ENDED = "status IN ('succeeded', 'failed', 'cancelled')"
+_UNAVAILABLE_STATES = ("57P01", "57P02", "57P03", "53300")
+"""Server shutting down (admin, crash), starting up, too many connections; class 08 (connection) too."""
+
+DEFAULT_CONNECT_TIMEOUT = 3
+"""Seconds to establish one connection (libpq's `connect_timeout`) unless the URL sets it."""
+DEFAULT_POOL_TIMEOUT = 3.0
+"""Seconds a store call waits for a connection before it fails with `StoreUnavailable`."""
+DEFAULT_POOL_SIZE = 10
+PROBE_INTERVAL = 0.5
+"""While the server is unreachable, calls fail at once, and at most this often one of them tries to connect."""
+QUICK_WAIT = 0.5
+"""Seconds a call waits for a pooled connection before it checks, by connecting once, that the server is there."""
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the server cannot be reached (rather than refusing one statement)."""
+    import psycopg
+    from psycopg_pool import PoolClosed, PoolTimeout
+
+    if isinstance(exc, PoolTimeout | PoolClosed):
+        return True
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        state = getattr(exc, "sqlstate", None)
+        return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return "no connection to it could be made in time"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class PostgresJobStore:
+    """The shared store: one PostgreSQL database, any number of gateway processes."""
+
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, timeout: float = DEFAULT_POOL_TIMEOUT,
+                 connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        params = conninfo_to_dict(url)
+        params.setdefault("connect_timeout", str(connect_timeout))
+        params.setdefault("application_name", "lxd-gateway")
+        self._conninfo = make_conninfo(**params)
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._pool: AsyncConnectionPool | None = None
+        self._down: float | None = None
+        """When (monotonic) the server was last found unreachable; None while it answers."""
+        self._down_reason = ""
+        self._probed = -PROBE_INTERVAL
+        self._revive_lock = asyncio.Lock()
+
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string, password included (never log it): for a connection of its own, e.g. one
+        that LISTENs."""
+        return self._conninfo
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date. Raises `StoreUnavailable` when the server cannot be reached
+        (naming why), `RuntimeError` when the schema is newer than this gateway's, psycopg errors otherwise."""
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(_reason(exc)) from None
+        try:
+            await self._configure(conn)
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(_reason(exc)) from None
+            raise
+        finally:
+            await conn.close()
+        self._pool, self._down = await self._new_pool(), None
+
+    async def _new_pool(self) -> AsyncConnectionPool:
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(self._conninfo, min_size=1, max_size=self.pool_size, timeout=self.timeout,
+                                   kwargs={"autocommit": True}, configure=self._configure,
+                                   check=AsyncConnectionPool.check_connection, open=False, name="job-store")
+        await pool.open(wait=False)
+        return pool
+
+    @staticmethod
+    async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        """Every connection: times in UTC, rows as dicts, JSON read as text (as `app.store.rows` maps it)."""
+        from psycopg.rows import dict_row
+        from psycopg.types.string import TextLoader
+
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        for name in ("json", "jsonb"):
+            conn.adapters.register_loader(name, TextLoader)
+        await conn.execute("SET TIME ZONE 'UTC'")
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, "
+                               "applied_at timestamptz NOT NULL DEFAULT now())")
+            cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM schema_version")
+            row = await cur.fetchone()
+            version = int(row["v"]) if row else 0  # type: ignore[call-overload]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"the job database has schema version {version}, newer than this gateway's "
+                                   f"({SCHEMA_VERSION}); upgrade the gateway")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                async with conn.transaction():
+                    await conn.execute(MIGRATIONS[v].encode())
+                    await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (v,))
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close(timeout=5)
+
+    async def check(self) -> None:
+        """Read and write once: raises `StoreUnavailable` or the database's error (a read-only server...)."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT count(*) FROM schema_version")
+            await conn.execute("CREATE TEMPORARY TABLE write_probe (x integer) ON COMMIT DROP")
+
+    async def check_writable(self) -> str | None:
+        """None when the store can write; else why not (unreachable, a read-only standby...)."""
+        try:
+            async with self.connection() as conn:
+                cur = await conn.execute("SELECT pg_is_in_recovery() AS standby, "
+                                         "current_setting('default_transaction_read_only') AS ro")
+                row = await cur.fetchone()
+        except StoreUnavailable as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"the job database cannot be used: {_reason(exc)}"
+        if row and (row["standby"] or row["ro"] == "on"):  # type: ignore[call-overload]
+            return "the job database is read-only (a standby server, or default_transaction_read_only)"
+        return None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit; rows as dicts, JSON as text, times in UTC); losing the server becomes
+        `StoreUnavailable` (at once while it stays away). Whatever else keeps its state in this database (its own
+        tables added to `app.store.pg_schema.MIGRATIONS`) may use it."""
+        if self._pool is None:
+            raise RuntimeError("job store is not open")
+        if self._down is not None:
+            await self._revive()
+        try:
+            async with self._pool.connection(timeout=min(QUICK_WAIT, self.timeout)) as conn:
+                yield conn
+            return
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            from psycopg_pool import PoolTimeout
+
+            if not isinstance(exc, PoolTimeout) or self.timeout <= QUICK_WAIT:
+                self._failed(exc)
+                raise
+        # No connection at once: the pool is busy, or the server is gone. Connecting tells which.
+        await self._probe()
+        try:
+            async with self._pool.connection(timeout=self.timeout - QUICK_WAIT) as conn:
+                yield conn
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """Raise `StoreUnavailable` for an error saying the server is gone (and remember it); else return."""
+        if _unavailable(exc):
+            self._down, self._down_reason = time.monotonic(), _reason(exc)
+            raise StoreUnavailable(self._down_reason) from None
+
+    async def _probe(self) -> None:
+        """Connect once (or rely on a connection made less than `PROBE_INTERVAL` ago): `StoreUnavailable` when that
+        fails."""
+        import psycopg
+
+        async with self._revive_lock:
+            if time.monotonic() - self._probed < PROBE_INTERVAL:
+                return
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                self._down, self._down_reason = time.monotonic(), _reason(exc)
+                raise StoreUnavailable(self._down_reason) from None
+            await probe.close()
+            self._probed = time.monotonic()
+
+    async def _revive(self) -> None:
+        """After the server was found unreachable: fail at once, or (at most every `PROBE_INTERVAL`) connect once;
+        when that works, start a fresh pool (the old one may be waiting out a long reconnection back-off)."""
+        import psycopg
+
+        async with self._revive_lock:
+            if self._down is None:
+                return
+            if time.monotonic() - self._down < PROBE_INTERVAL:
+                raise StoreUnavailable(self._down_reason)
+            try:
+                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                self._down, self._down_reason = time.monotonic(), _reason(exc)
+                raise StoreUnavailable(self._down_reason) from None
+            await probe.close()
+            self._probed = time.monotonic()
+            old, self._pool = self._pool, await self._new_pool()
+            self._down = None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.close(timeout=0.5)
+
+    async def _execute(self, sql: str, args: Any = None) -> int:
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return cur.rowcount
+
+    async def _fetch(self, sql: str, args: Any = None) -> list[dict[str, Any]]:
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return await cur.fetchall()  # type: ignore[return-value]
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _write_output(conn: psycopg.AsyncConnection[Any], job_id: str, output: str | None) -> None:
+        if output is None:
+            await conn.execute("DELETE FROM job_outputs WHERE job_id=%s", (job_id,))
+        else:
+            await conn.execute("INSERT INTO job_outputs (job_id, output) SELECT id, %s::json FROM jobs WHERE id=%s "
+                               "ON CONFLICT (job_id) DO UPDATE SET output=excluded.output", (output, job_id))
+
+    async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
+                     request_id: str | None = None) -> None:
+        v = job_values(job)
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO jobs (id, kind, status, remote, project, resource, requested_by, request_id, created_at, "
+                "started_at, finished_at, progress, operations, result, error, params, owner_id, lease_until, "
+                "token_id, has_output) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s::json, "
+                "%s::json, %s::json, %s::json, %s, %s, %s, %s)",
+                (job.id, job.kind, v["status"], job.remote, job.project, job.resource, job.requested_by, request_id,
+                 job.created_at, job.started_at, job.finished_at, v["progress"], v["operations"], v["result"],
+                 v["error"], dumps(params), owner_id, lease_until, job.token_id, v["output"] is not None))
+            if v["output"] is not None:
+                await self._write_output(conn, job.id, v["output"])
+
+    async def save(self, job: Job, *, seq: int) -> None:
+        v = job_values(job)
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE jobs SET status=%s, started_at=%s, finished_at=%s, progress=%s::json, operations=%s::json, "
+                "result=%s::json, error=%s::json, resource=%s, has_output=%s, cleanup=%s::json, "
+                "seq=GREATEST(seq, %s) WHERE id=%s",
+                (v["status"], job.started_at, job.finished_at, v["progress"], v["operations"], v["result"],
+                 v["error"], job.resource, v["output"] is not None, v["cleanup"], seq, job.id))
+            await self._write_output(conn, job.id, v["output"])
+
+    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
+        await self._execute("UPDATE jobs SET checkpoints = checkpoints || jsonb_build_object(%s::text, %s::jsonb) "
+                            "WHERE id=%s", (step, dumps(data), job_id))
+
+    async def pending_cleanups(self) -> list[StoredJob]:
+        """Ended jobs whose undoing could not be done yet (`cleanup.status` is `pending`), oldest first."""
+        rows = await self._fetch(f"SELECT {_STORED} FROM {_FROM} WHERE cleanup IS NOT NULL AND "
+                                 "cleanup->>'status' = 'pending' ORDER BY jobs.position")
+        return [row_to_stored(r) for r in rows]
+
+    async def get(self, job_id: str) -> Job | None:
+        stored = await self.load(job_id)
+        return stored.job if stored else None
+
+    async def load(self, job_id: str) -> StoredJob | None:
+        rows = await self._fetch(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id=%s", (job_id,))
+        return row_to_stored(rows[0]) if rows else None
+
+    async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
+                   remotes: tuple[str, ...] | None = None,
+                   projects: tuple[str, ...] | None = None) -> list[ListedJob]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, allowed in (("remote", remotes), ("project", projects)):
+            if allowed is not None:
+                if not allowed:
+                    return []
+                where.append(f"{column} = ANY(%s)")
+                args.append(list(allowed))
+        if flt.status:
+            where.append("status = ANY(%s)")
+            args.append(list(flt.status))
+        for column in ("kind", "resource", "remote", "project"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column}=%s")
+                args.append(value)
+        if before is not None:
+            where.append("position<%s")
+            args.append(before)
+        sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY position DESC LIMIT %s"
+        args.append(limit)
+        rows = await self._fetch(sql, args)
+        return [ListedJob(row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
+
+    async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
+        """Take the unfinished jobs whose lease ran out (and those `owner_id` holds already), oldest first.
+
+        Rows another replica is claiming at the same moment are skipped (`SKIP LOCKED`), and a row claimed and
+        committed meanwhile no longer matches the expired-lease condition when it is re-checked: a job is never
+        given to two replicas. Also renews this replica's heartbeat."""
+        now = time.time()
+        async with self.connection() as conn, conn.transaction():
+            await self._heartbeat(conn, owner_id, lease_until)
+            cur = await conn.execute(
+                "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
+                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR owner_id=%(owner)s OR "
+                "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
+                ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
+                {"owner": owner_id, "lease": lease_until, "now": now})
+            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+            if not ids:
+                return []
+            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
+                                     (ids,))
+            rows = await cur.fetchall()
+        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _heartbeat(conn: psycopg.AsyncConnection[Any], owner_id: str, alive_until: float) -> None:
+        await conn.execute("INSERT INTO replicas (owner_id, alive_until) VALUES (%s, %s) ON CONFLICT (owner_id) "
+                           "DO UPDATE SET alive_until=excluded.alive_until", (owner_id, alive_until))
+
+    async def renew_leases(self, owner_id: str, lease_until: float) -> None:
+        """Extend the leases of the unfinished jobs `owner_id` holds, and its heartbeat (a time in the past gives
+        them up at once: another replica may claim them)."""
+        async with self.connection() as conn, conn.transaction():
+            await self._heartbeat(conn, owner_id, lease_until)
+            await conn.execute(f"UPDATE jobs SET lease_until=%s WHERE owner_id=%s AND {_UNFINISHED}",
+                               (lease_until, owner_id))
+
+    async def prune(self, finished_before: datetime) -> int:
+        """Remove jobs ended before `finished_before` (their outputs go with them), and replicas long gone."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(f"DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at<%s AND {_ENDED}",
+                                     (finished_before,))
+            count = cur.rowcount
+            await conn.execute("DELETE FROM replicas WHERE alive_until<%s", (finished_before.timestamp(),))
+        return count
+
+    # -- idempotency --------------------------------------------------------------------------------------------
+
+    async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,
+                                  ttl: float) -> tuple[IdempotencyRecord, bool]:
+        """Return the live record for (scope, key) and whether this call created it.
+
+        An expired record, or a reservation left without a job by a replica whose heartbeat ran out, is replaced; a
+        reservation of a live replica is returned as it is (its job is on the way)."""
+        fresh = IdempotencyRecord(scope, key, fingerprint, None, now, now + ttl, owner_id)
+        for _ in range(5):
+            async with self.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, owner_id) "
+                    "VALUES (%s, %s, %s, NULL, %s, %s, %s) ON CONFLICT (scope, key) DO NOTHING RETURNING key",
+                    (scope, key, fingerprint, now, now + ttl, owner_id))
+                if await cur.fetchone() is not None:
+                    return fresh, True
+                cur = await conn.execute(
+                    "SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id, "
+                    "  EXISTS (SELECT 1 FROM replicas WHERE replicas.owner_id = idempotency.owner_id AND "
+                    "          alive_until > %s) AS owner_alive "
+                    "FROM idempotency WHERE scope=%s AND key=%s FOR UPDATE", (now, scope, key))
+                row = await cur.fetchone()
+                if row is None:
+                    continue  # removed meanwhile: insert again
+                owner_alive = row.pop("owner_alive")  # type: ignore[attr-defined]
+                record = IdempotencyRecord(**row)  # type: ignore[arg-type]
+                stale = record.expires_at <= now or (
+                    record.job_id is None and record.owner_id != owner_id and not owner_alive)
+                if not stale:
+                    return record, False
+                await conn.execute("UPDATE idempotency SET fingerprint=%s, job_id=NULL, created_at=%s, expires_at=%s, "
+                                   "owner_id=%s WHERE scope=%s AND key=%s",
+                                   (fingerprint, now, now + ttl, owner_id, scope, key))
+                return fresh, True
+        raise RuntimeError(f"the idempotency key {key!r} changed too often to be reserved")
+
+    async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None:
+        await self._execute("UPDATE idempotency SET job_id=%s WHERE scope=%s AND key=%s", (job_id, scope, key))
+
+    async def idempotency_release(self, scope: str, key: str) -> None:
+        await self._execute("DELETE FROM idempotency WHERE scope=%s AND key=%s AND job_id IS NULL", (scope, key))
+
+    async def idempotency_prune(self, now: float | None = None) -> int:
+        return await self._execute("DELETE FROM idempotency WHERE expires_at<=%s", (now or time.time(),))
+
+    # -- audit --------------------------------------------------------------------------------------------------
+
+    async def audit_append(self, entry: dict[str, Any]) -> None:
+        cols = AUDIT_COLUMNS
+        await self._execute(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
+                            tuple(entry.get(c) for c in cols))
+
+    async def audit_list(self, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT position, {', '.join(AUDIT_COLUMNS)} FROM audit"
+        args: tuple[Any, ...] = ()
+        if before is not None:
+            sql += " WHERE position < %s"
+            args = (before,)
+        sql += " ORDER BY position DESC LIMIT %s"
+        rows = await self._fetch(sql, (*args, limit))
+        return [{**r, "time": rfc3339(r["time"])} for r in rows]
+
+    async def audit_prune(self, before: datetime) -> int:
+        return await self._execute("DELETE FROM audit WHERE time < %s", (before,))
+

@@ -1,0 +1,230 @@
+"""A private PostgreSQL for the tests: one server per session, an empty database per test.
+
+`postgres_server` runs `initdb` and `pg_ctl` (as the `postgres` user when the tests run as root: PostgreSQL refuses
+root) in a temporary directory, listening only on a unix socket there (`listen_addresses=''`), and removes it at
+the end. Debian's PostgreSQL is installed with apt when its binaries are missing (root on Debian). When the server
+cannot start, the tests that need it fail: they never skip. `postgres_url` is an empty database for one test (a new
+one, or one an earlier test used, emptied: see `Databases`). Every test that uses them, or the `store` fixture's
+`postgres` flavour, is marked `postgres` at collection: `pytest -m "not postgres"` leaves them out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.locallxd.daemon import HarnessError, apt_install
+
+PG_FIXTURES = {"postgres_server", "postgres_databases", "postgres_url"}
+_SEQ = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs the private PostgreSQL server (tests/support/postgres.py)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())) or "postgres" in params.values():
+            item.add_marker(pytest.mark.postgres)
+
+
+def find_bindir() -> Path | None:
+    """The newest installed PostgreSQL's binaries (Debian keeps them in /usr/lib/postgresql/<major>/bin)."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+def ensure_postgres() -> Path:
+    """The binaries' directory, installing Debian's `postgresql` first when it is missing."""
+    bindir = find_bindir()
+    if bindir is not None:
+        return bindir
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise HarnessError("PostgreSQL is not installed and cannot be installed here (need root on Debian): "
+                           "install it with `apt-get install postgresql`")
+    apt_install(["postgresql"])
+    bindir = find_bindir()
+    if bindir is None:
+        raise HarnessError("PostgreSQL's binaries are still missing after `apt-get install postgresql`")
+    return bindir
+
+
+@dataclass
+class PostgresServer:
+    """A running private server: data in `directory/data`, socket in `directory/sock`, log in `directory/log`."""
+
+    bindir: Path
+    directory: Path
+    as_user: str | None
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.directory / "sock"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_user:
+            cmd = ["runuser", "-u", self.as_user, "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if r.returncode != 0:
+            log = self.directory / "log"
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise HarnessError(f"{args[0]} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-800:]} {tail}")
+        return r
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync", "--locale=C.UTF-8")
+
+    def start(self) -> None:
+        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
+                   "-c full_page_writes=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-o", options, "-l", str(self.directory / "log"),
+                  "-w", "-t", "30", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", mode, "-w", "-t", "30", "stop")
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        return self._run("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
+                         "-U", "postgres", "-d", dbname, "-c", sql).stdout.strip()
+
+
+PREFIX = "lxdgw-pg-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(bindir: Path, as_user: str | None) -> None:
+    """Stop and remove the servers of test sessions that died without doing it (their `owner.pid` is gone)."""
+    for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((directory / "owner.pid").read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _alive(owner):
+            continue
+        if (directory / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                PostgresServer(bindir, directory, as_user).stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PostgresServer]:
+    """Start a private server in a temporary directory; stop it and remove the directory at the end."""
+    bindir = ensure_postgres()
+    as_user = "postgres" if os.geteuid() == 0 else None
+    remove_stale(bindir, as_user)
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+    started = False
+    try:
+        (directory / "owner.pid").write_text(str(os.getpid()))
+        (directory / "sock").mkdir()
+        if as_user:
+            entry = pwd.getpwnam(as_user)
+            for path in (directory, directory / "sock"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        server = PostgresServer(bindir, directory, as_user)
+        server.init()
+        server.start()
+        started = True
+        yield server
+    finally:
+        if started:
+            with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
+                server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Databases:
+    """Databases for the tests. A test gets an empty one: a database an earlier test released, emptied first (its
+    sessions ended, its `public` schema dropped and made again: a few milliseconds), or a new one (CREATE DATABASE:
+    a few tenths of a second). They go with the server at the end of the session."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self._free: list[str] = []
+
+    def take(self) -> str:
+        import psycopg
+
+        ensure_running(self.server)
+        while self._free:
+            name = self._free.pop()
+            try:
+                with psycopg.connect(self.server.url(name), autocommit=True, connect_timeout=10) as conn:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                    conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                return name
+            except psycopg.Error:
+                continue  # left unusable (e.g. by a server stopped mid-test): take another
+        name = f"test_{os.getpid()}_{next(_SEQ)}"
+        self.server.psql(f"CREATE DATABASE {name} TEMPLATE template0")
+        return name
+
+    def release(self, name: str) -> None:
+        self._free.append(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        cm = private_postgres()
+        server = cm.__enter__()
+    except (HarnessError, OSError, subprocess.TimeoutExpired, KeyError) as exc:
+        pytest.fail(f"the private PostgreSQL could not be started: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_databases(postgres_server: PostgresServer) -> Databases:
+    return Databases(postgres_server)
+
+
+def ensure_running(server: PostgresServer) -> None:
+    """Start the server again if a test stopped it."""
+    if not (server.socket_dir / ".s.PGSQL.5432").exists():
+        server.start()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, postgres_databases: Databases) -> Iterator[str]:
+    """An empty database on the private server, for this test alone."""
+    name = postgres_databases.take()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        ensure_running(postgres_server)
+        postgres_databases.release(name)
