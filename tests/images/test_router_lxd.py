@@ -31,6 +31,9 @@ from app.store.tokens import Scope
 from tests.support.app import make_settings
 from tests.support.gateway import running_gateway
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
+
 SOURCE = "lgw-images"
 
 
