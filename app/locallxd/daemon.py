@@ -207,8 +207,23 @@ def _processes() -> dict[int, tuple[int, str]]:
     return procs
 
 
+def _daemon_dir_of(pid: int) -> str:
+    """The LXD_DIR or INCUS_DIR a process was started with ("" when none, or unreadable): the daemons' own command
+    lines (`lxd --group root`, `incusd --group root`) do not name their directory."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    for var in env:
+        name, _, value = var.partition(b"=")
+        if name in (b"LXD_DIR", b"INCUS_DIR"):
+            return value.decode(errors="replace")
+    return ""
+
+
 def kill_processes_of(directory: Path) -> None:
-    """SIGKILL every process whose command line names `directory`, with all their descendants."""
+    """SIGKILL every process whose command line or daemon directory names `directory`, with all their
+    descendants."""
     procs = _processes()
     needle = str(directory)
     spared = {os.getpid()}
@@ -216,7 +231,8 @@ def kill_processes_of(directory: Path) -> None:
     while pid in procs and procs[pid][0] not in spared and procs[pid][0] > 1:  # our ancestors name it too
         pid = procs[pid][0]
         spared.add(pid)
-    roots = {p for p, (_, cmd) in procs.items() if needle in cmd and p not in spared}
+    roots = {p for p, (_, cmd) in procs.items()
+             if (needle in cmd or _daemon_dir_of(p) == needle) and p not in spared}
     victims = set(roots)
     changed = True
     while changed:
@@ -384,7 +400,10 @@ def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
         else:
             found.append(f"directory {d}")
     for pid, (_, cmd) in _processes().items():
-        if str(base / DIR_PREFIX) in cmd and not any(ld in cmd for ld in live_dirs) and pid != os.getpid():
+        where = _daemon_dir_of(pid) if pid != os.getpid() else ""
+        where = where if where.startswith(str(base / DIR_PREFIX)) else ""  # an LXD or Incus daemon of ours
+        if (str(base / DIR_PREFIX) in cmd or where) and not any(ld in cmd or ld == where for ld in live_dirs) \
+                and pid != os.getpid() and _pid_alive(pid):
             found.append(f"process {pid} ({cmd.strip()[:80]})")
     with open("/proc/self/mounts") as f:
         for line in f:
@@ -392,7 +411,23 @@ def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
             if point.startswith(str(base / DIR_PREFIX)) and not any(point.startswith(ld) for ld in live_dirs):
                 found.append(f"mount {point}")
     found += [f"bridge {b}" for b in bridges_with_prefix() if b not in live_bridges]
+    found += [f"firewall chain {c}" for c in firewall_chains_with_prefix() if not any(b in c for b in live_bridges)]
     return found
+
+
+def firewall_chains_with_prefix() -> list[str]:
+    """The nftables chains LXD (table `inet lxd`) or Incus (table `inet incus`) made for our bridges."""
+    if shutil.which("nft") is None:
+        return []
+    chains = []
+    for nft_table in ("lxd", "incus"):
+        out = subprocess.run(["nft", "list", "table", "inet", nft_table], check=False, capture_output=True,
+                             text=True)
+        for line in out.stdout.splitlines() if out.returncode == 0 else []:
+            words = line.split()
+            if words[:1] == ["chain"] and BRIDGE_PREFIX in words[1]:
+                chains.append(f"inet {nft_table} {words[1]}")
+    return chains
 
 
 def cleanup_stale(base: Path | None = None) -> None:
@@ -640,6 +675,17 @@ class LocalDaemon:
             state.save(self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def backend_title_of(socket_path: str) -> str:
+    """"Incus" or "LXD": what answers on a unix socket (what its path suggests when nothing answers)."""
+    api = LXDApi(Path(socket_path))
+    try:
+        return "Incus" if api.request("GET", "/1.0")["environment"].get("server") == "incus" else "LXD"
+    except (httpx.HTTPError, HarnessError, OSError, KeyError, TypeError, ValueError):
+        return "Incus" if "incus" in socket_path.lower() else "LXD"
+    finally:
+        api.close()
 
 
 # --------------------------------------------------------------------------------------------- image

@@ -217,6 +217,15 @@ async def test_a_source_of_either_protocol_name_is_pulled_on_every_copy_path(
                 await lxd.images.delete(remote.fingerprint)
 
 
+async def test_a_failed_copy_names_the_backend_that_refused(gw: httpx.AsyncClient, backend: str) -> None:
+    r = await gw.post("/v1/images", params={"wait": 60},
+                      json={"source": {"image_source": SOURCE, "fingerprint": "0" * 64}})
+    job = r.json()
+    assert job["status"] == "failed", job
+    title = {"lxd": "LXD", "incus": "Incus"}[backend]
+    assert title in job["error"]["title"] and title in job["error"]["detail"], job["error"]
+
+
 async def test_copy_from_an_unknown_server_needs_admin(tmp_path: Path, lxd_daemon: DaemonInfo,
                                                        image_server: DaemonInfo) -> None:
     app: FastAPI = create_app(_settings(tmp_path, lxd_daemon, image_server, auth_enabled=True))  # type: ignore[arg-type]

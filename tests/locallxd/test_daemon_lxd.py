@@ -1,4 +1,4 @@
-"""The harness's daemons are real and usable: raw httpx over the unix socket and over HTTPS."""
+"""The harness's daemons (LXD and Incus) are real and usable: raw httpx over the unix socket and over HTTPS."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.locallxd.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo, backend_title_of
 
-pytestmark = pytest.mark.lxd
+pytestmark = [pytest.mark.lxd, pytest.mark.backends()]  # the daemon tests run on LXD and on Incus
 
 
 def _wait(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +41,17 @@ def test_container_lifecycle_over_unix_socket(lxd_daemon: DaemonInfo) -> None:
         assert c.get(f"/1.0/instances/{name}/state").json()["metadata"]["status"] == "Stopped"
         _wait(c, c.delete(f"/1.0/instances/{name}").json())
         assert c.get(f"/1.0/instances/{name}").status_code == 404
+
+
+def test_the_daemon_is_the_backend_asked_for_and_says_so(lxd_daemon: DaemonInfo, image_server: DaemonInfo,
+                                                          backend: str) -> None:
+    assert lxd_daemon.backend == image_server.backend == backend
+    assert backend_title_of(lxd_daemon.socket_path) == {"lxd": "LXD", "incus": "Incus"}[backend]
+    with httpx.Client(transport=httpx.HTTPTransport(uds=lxd_daemon.socket_path), base_url="http://d") as c:
+        info = c.get("/1.0").json()["metadata"]
+    assert info["environment"]["server"] == backend
+    if backend == "incus":  # Incus alone looks up image servers on a timer: the harness turns that off
+        assert info["config"]["images.auto_update_interval"] == "0"
 
 
 def test_https_listener_with_client_certificate(lxd_daemon: DaemonInfo) -> None:
