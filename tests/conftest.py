@@ -53,7 +53,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _environment(backend: str) -> Iterator[HarnessEnvironment]:
     title = BACKENDS[backend].title
     try:
-        cm = harness_environment(BACKENDS[backend])
+        cm = harness_environment(BACKENDS[backend], clean=not _ENV)
         env = cm.__enter__()
     except (HarnessError, OSError) as exc:
         pytest.fail(f"the private {title} could not be started: {exc}", pytrace=False)

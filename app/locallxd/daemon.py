@@ -380,10 +380,20 @@ def destroy_dir(directory: Path) -> None:
     unmount_under(directory)
     for bridge in state.bridges if state else []:
         delete_bridge(bridge)
+    remove_lock_dir(directory)
     shutil.rmtree(directory, ignore_errors=True)
     if directory.exists():  # a busy mount: try once more
         unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+LXC_LOCK_DIR = Path("/run/lxc/lock")
+
+
+def remove_lock_dir(directory: Path) -> None:
+    """liblxc's lock directory for a daemon directory (LXD's and Incus's alike): /run/lxc/lock/<its path>."""
+    lock = LXC_LOCK_DIR / str(directory).lstrip("/")
+    shutil.rmtree(lock, ignore_errors=True)
 
 
 def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
@@ -669,6 +679,7 @@ class LocalDaemon:
         unmount_under(self.dir)
         for bridge in state.bridges:
             delete_bridge(bridge)
+        remove_lock_dir(self.dir)
         if self.persistent and self.dir.exists():
             state.daemon_pid = None
             state.bridges = []

@@ -48,10 +48,12 @@ class HarnessEnvironment:
 
 
 @contextlib.contextmanager
-def harness_environment(backend: Backend = LXD) -> Iterator[HarnessEnvironment]:
-    """Install, clean up after killed runs, start both daemons; tear everything down on exit."""
+def harness_environment(backend: Backend = LXD, *, clean: bool = True) -> Iterator[HarnessEnvironment]:
+    """Install, clean up after killed runs (unless `clean` is false: a second environment of one session must not
+    take bridges the first one's tests made for stale ones), start both daemons; tear everything down on exit."""
     ensure_backend_installed(backend)
-    cleanup_stale()
+    if clean:
+        cleanup_stale()
     tarball = image_tarball()
     main, server = LocalDaemon(backend=backend), LocalDaemon(backend=backend)
     try:
