@@ -80,7 +80,7 @@ class ImageSourceSettings(BaseModel):
 
 def default_image_sources() -> list[ImageSourceSettings]:
     """Ubuntu's cloud images for every backend, then images.linuxcontainers.org for Incus remotes only (the
-    distributions' images Incus users know as `images:`; it no longer serves LXD)."""
+    distributions' images Incus knows as its `images:` remote; LXD has its own image server)."""
     return [
         ImageSourceSettings(name="cloud-images-releases", url="https://cloud-images.ubuntu.com/releases"),
         ImageSourceSettings(name="cloud-images-daily", url="https://cloud-images.ubuntu.com/daily"),
