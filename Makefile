@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@if [ -z "$$LXDGW_REMOTES" ]; then \
 	  sock=$$($(BIN)/python -m app.locallxd ensure-local --dir $(LOCAL_LXD)) || exit 1; \
-	  echo "lxd-gateway: using the LXD socket $$sock"; \
+	  echo "lxd-gateway: using the $$($(BIN)/python -m app.locallxd backend-of $$sock) socket $$sock"; \
 	  export LXD_SOCKET=$$sock; \
 	fi; exec $(BIN)/python -m app
 

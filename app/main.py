@@ -167,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                            max_projects=settings.read_model_projects)
         jobs = jobs_service(settings, app.state.job_kinds)
         jobs.runner.before_end = partial(touch_after_job, mirror)
+        jobs.runner.backend_of = registry.backend_title  # a failed job's problem names LXD or Incus
         bind_workflows(jobs.runner, remotes=registry, settings=settings, owners=app.state.owners, mirror=mirror)
         try:
             await jobs.start()  # opens the job database, prunes, settles jobs a dead gateway left running

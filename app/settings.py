@@ -70,13 +70,33 @@ class ImageSourceSettings(BaseModel):
     url: str
     protocol: Literal["simplestreams", "lxd", "incus"] = "simplestreams"
     certificate: Path | None = None
+    backends: list[Literal["lxd", "incus"]] = Field(default_factory=list)
+    """The backends whose searches use it when no source is named (empty: every backend); naming it always
+    uses it."""
+
+    def serves(self, backend: str) -> bool:
+        return not self.backends or backend in self.backends
 
 
 def default_image_sources() -> list[ImageSourceSettings]:
+    """Ubuntu's cloud images for every backend, then images.linuxcontainers.org for Incus remotes only (the
+    distributions' images Incus knows as its `images:` remote; LXD has its own image server)."""
     return [
         ImageSourceSettings(name="cloud-images-releases", url="https://cloud-images.ubuntu.com/releases"),
         ImageSourceSettings(name="cloud-images-daily", url="https://cloud-images.ubuntu.com/daily"),
+        ImageSourceSettings(name="images-linuxcontainers", url="https://images.linuxcontainers.org",
+                            backends=["incus"]),
     ]
+
+
+def searched_sources(sources: list[ImageSourceSettings], names: list[str] | None,
+                     backend: str) -> list[ImageSourceSettings]:
+    """The sources a search on a remote of `backend` uses: those named, in the order given (unknown names are
+    left out); else every configured one that serves `backend`, in search order."""
+    if names:
+        by_name = {s.name: s for s in sources}
+        return [by_name[n] for n in names if n in by_name]
+    return [s for s in sources if s.serves(backend)]
 
 
 class Settings(BaseSettings):

@@ -1,8 +1,13 @@
-"""Shared fixtures: the real private LXD daemons the `lxd` tests run against.
+"""Shared fixtures: the real private LXD (and Incus) daemons the `lxd` tests run against.
 
 `lxd_env` starts them once per session (installing LXD when missing) and tears them down at the end, even when
-tests fail. When LXD cannot start, the tests that need it fail: they never skip. Every test that uses them is
-marked `lxd` at collection, so `pytest -m "not lxd"` runs the quick tests alone.
+tests fail; `incus_env` does the same for Incus 6.0, started only when a test runs on Incus. When a backend cannot
+start, the tests that need it fail: they never skip. Every test that uses them is marked `lxd` at collection, so
+`pytest -m "not lxd"` runs the quick tests alone.
+
+Backends: `lxd_daemon` (and `image_server`, and every fixture built on them: the gateway `app`/`client`, raw
+clients) is the daemon of the session-scoped `backend`, `lxd` unless a module (or test) is marked
+`@pytest.mark.backends(...)`: then each of its tests runs once per named backend, `lxd` and `incus` by default.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.locallxd.daemon import DaemonInfo, HarnessError
+from app.locallxd.daemon import BACKENDS, DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients",
@@ -22,8 +27,10 @@ pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.jo
 
 _ENV: list[HarnessEnvironment] = []
 
+ALL_BACKENDS = ("lxd", "incus")
 
-LXD_FIXTURES = {"lxd_env", "throwaway"}  # the session's private daemons; a module's own throwaway daemon
+# the session's private daemons (either backend); a module's own throwaway daemon
+LXD_FIXTURES = {"lxd_env", "incus_env", "backend_env", "throwaway"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,13 +41,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.lxd)
 
 
-@pytest.fixture(scope="session")
-def lxd_env() -> Iterator[HarnessEnvironment]:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test on a real daemon gets a `backend`: the backends its `backends` mark names, else `lxd` alone.
+    One session-scoped value per backend, so pytest groups the tests of each and starts each backend once."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = (marker.args or ALL_BACKENDS) if marker is not None else ("lxd",)
+    metafunc.parametrize("backend", names, indirect=True, scope="session")
+
+
+def _environment(backend: str) -> Iterator[HarnessEnvironment]:
+    title = BACKENDS[backend].title
     try:
-        cm = harness_environment()
+        cm = harness_environment(BACKENDS[backend], clean=not _ENV)
         env = cm.__enter__()
     except (HarnessError, OSError) as exc:
-        pytest.fail(f"the private LXD could not be started: {exc}", pytrace=False)
+        pytest.fail(f"the private {title} could not be started: {exc}", pytrace=False)
     _ENV.append(env)
     try:
         yield env
@@ -48,26 +65,51 @@ def lxd_env() -> Iterator[HarnessEnvironment]:
         cm.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="session")
+def lxd_env() -> Iterator[HarnessEnvironment]:
+    yield from _environment("lxd")
+
+
+@pytest.fixture(scope="session")
+def incus_env() -> Iterator[HarnessEnvironment]:
+    """Incus 6.0 daemons (installed from bookworm-backports when missing), started by the first test on Incus."""
+    yield from _environment("incus")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """`lxd` or `incus`: the backend of `lxd_daemon`, `image_server` and the gateway `app` (see the module doc)."""
+    return str(getattr(request, "param", "lxd"))
+
+
+@pytest.fixture(scope="session")
+def backend_env(request: pytest.FixtureRequest, backend: str) -> HarnessEnvironment:
+    env: HarnessEnvironment = request.getfixturevalue("incus_env" if backend == "incus" else "lxd_env")
+    return env
+
+
 @pytest.fixture(autouse=True)
 def _lxd_still_running(request: pytest.FixtureRequest) -> None:
-    """Before each test that uses the private LXD: restart it if it died during an earlier test (and say so)."""
-    if "lxd_env" in request.fixturenames:
-        env: HarnessEnvironment = request.getfixturevalue("lxd_env")
-        for directory in env.revive():
-            print(f"\n[lxd-harness] the LXD in {directory} had died and was restarted; see test-artifacts/")
+    """Before each test that uses a private daemon: restart it if it died during an earlier test (and say so)."""
+    for name in ("lxd_env", "backend_env"):
+        if name in request.fixturenames:
+            env: HarnessEnvironment = request.getfixturevalue(name)
+            for directory in env.revive():
+                print(f"\n[lxd-harness] the daemon in {directory} had died and was restarted; see test-artifacts/")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    env = _ENV[0] if _ENV else None
-    if env is not None and env.revived:
-        terminalreporter.write_line(f"LXD died during the run and was restarted: {', '.join(env.revived)} "
+    revived = [d for env in _ENV for d in env.revived]
+    if revived:
+        terminalreporter.write_line(f"a daemon died during the run and was restarted: {', '.join(revived)} "
                                     "(its log is in test-artifacts/)", red=True)
 
 
 @pytest.fixture(scope="session")
-def lxd_daemon(lxd_env: HarnessEnvironment) -> DaemonInfo:
-    """The main private daemon: unix socket, HTTPS listener with a trusted client cert, pool, bridge, image."""
-    return lxd_env.main
+def lxd_daemon(backend_env: HarnessEnvironment) -> DaemonInfo:
+    """The main private daemon of `backend`: unix socket, HTTPS listener with a trusted client cert, pool, bridge,
+    image."""
+    return backend_env.main
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +118,10 @@ def lxd_socket(lxd_daemon: DaemonInfo) -> str:
 
 
 @pytest.fixture(scope="session")
-def image_server(lxd_env: HarnessEnvironment) -> DaemonInfo:
-    """The second daemon, serving the busybox image publicly over HTTPS (protocol `lxd`)."""
-    return lxd_env.image_server
+def image_server(backend_env: HarnessEnvironment) -> DaemonInfo:
+    """The second daemon of `backend`, serving the busybox image publicly over HTTPS (protocol `lxd` or `incus`:
+    `image_server.backend`)."""
+    return backend_env.image_server
 
 
 # -- no secret in any log line of the whole run -----------------------------------------------------------------

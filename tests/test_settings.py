@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app.lxd.discovery import discover_socket
 from app.main import create_app
-from app.settings import RemoteSettings, Settings, SettingsError
+from app.settings import RemoteSettings, Settings, SettingsError, searched_sources
 
 
 def test_defaults() -> None:
@@ -63,3 +63,22 @@ def test_policy_allow_refuses_an_unknown_rule(tmp_path: Path) -> None:
     assert create_app(allowed) is not None
     with pytest.raises(SettingsError, match=r"LXDGW_POLICY_ALLOW: unknown policy rules: security\.privilegd"):
         create_app(Settings(_env_file=None, data_dir=tmp_path, policy_allow=["security.privilegd"]))  # type: ignore[call-arg]
+
+
+def test_default_image_sources_are_ubuntus_for_every_backend_and_linuxcontainers_for_incus() -> None:
+    sources = Settings(_env_file=None).image_sources  # type: ignore[call-arg]
+    assert [(s.name, s.url, s.protocol, s.backends) for s in sources] == [
+        ("cloud-images-releases", "https://cloud-images.ubuntu.com/releases", "simplestreams", []),
+        ("cloud-images-daily", "https://cloud-images.ubuntu.com/daily", "simplestreams", []),
+        ("images-linuxcontainers", "https://images.linuxcontainers.org", "simplestreams", ["incus"])]
+    assert [s.name for s in searched_sources(sources, None, "lxd")] == ["cloud-images-releases", "cloud-images-daily"]
+    assert [s.name for s in searched_sources(sources, None, "incus")] == [s.name for s in sources]
+    named = searched_sources(sources, ["images-linuxcontainers", "cloud-images-daily", "nope"], "lxd")
+    assert [s.name for s in named] == ["images-linuxcontainers", "cloud-images-daily"]  # named: always used
+
+
+def test_image_sources_from_the_environment_may_name_their_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LXDGW_IMAGE_SOURCES", '[{"name": "a", "url": "https://a", "backends": ["incus"]},'
+                                              ' {"name": "b", "url": "https://b", "protocol": "lxd"}]')
+    sources = Settings(_env_file=None).image_sources  # type: ignore[call-arg]
+    assert [(s.name, s.serves("lxd"), s.serves("incus")) for s in sources] == [("a", False, True), ("b", True, True)]

@@ -145,7 +145,8 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
 
     try:
         created = await create_from_spec(
-            client, spec, sources=env.image_sources(spec.image.sources), alias_template=env.settings
+            client, spec, sources=env.image_sources(spec.image.sources, await client.server.backend()),
+            alias_template=env.settings
             .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
             progress=ctx.progress, cancel_check=lambda: ctx.cancel_requested, target=target,
             on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status),

@@ -618,5 +618,5 @@ async def console_log(name: ContainerName, request: Request, b: BackendDep) -> R
             raise
         if not await b.client.instances.exists(name):
             raise ProblemError(404, f"container {name!r} not found", slug="container-not-found") from None
-        text = ""  # the container has written nothing to its console yet
+        text = ""  # LXD 5.0: the container has written nothing to its console yet (Incus answers "" itself)
     return PlainTextResponse(text)

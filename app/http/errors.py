@@ -76,6 +76,7 @@ class ProblemError(Exception):
         self.slug = slug or (type(self).slug if status is None else SLUGS.get(code, "error"))
         self.slug_given = slug is not None
         self.title = title or TITLES.get(code, "Error")
+        self.title_given = title is not None
         self.lxd_error = lxd_error
         self.headers = headers or {}
         self.extra = extra
@@ -112,6 +113,12 @@ def summary(status: int, where: str = "LXD") -> str:
     return {503: f"{where} is unreachable", 504: f"{where} did not answer in time"}.get(status, f"{where} refused")
 
 
+def backend_title(slug: str, backend: str = "LXD") -> str | None:
+    """The title of a job's problem that an LXD error maps to, naming the backend that answered ("Incus
+    unavailable", "LXD operation failed"); None for a slug that is not the daemon's (`lxd-*`: the slugs stay)."""
+    return f"{backend} {slug[4:].replace('-', ' ')}" if slug.startswith("lxd-") else None
+
+
 def lxd_cause(exc: BaseException) -> e.LXDError | None:
     """The LXD error `exc` was raised from, at any depth of `__cause__`."""
     cause = exc.__cause__
@@ -120,13 +127,14 @@ def lxd_cause(exc: BaseException) -> e.LXDError | None:
     return cause
 
 
-def problem_of(exc: BaseException, *, where: str | None = None) -> ProblemError | None:
+def problem_of(exc: BaseException, backend: str = "LXD", *, where: str | None = None) -> ProblemError | None:
     """The problem `exc` answers, or None when it is not one the gateway knows (an unexpected error).
 
     A `ProblemError` is its own problem (with the status of the LXD error it was raised from when its class says
     `status_from_lxd`, LXD's message in `lxd_error`). An LXD error keeps LXD's message in `lxd_error`; answering a
-    request (`where` names the remote, or "LXD") its detail is LXD's message, or says that `where` was unreachable or
-    too slow; for a job (no `where`) the detail is that summary followed by LXD's message."""
+    request (`where` names the remote, or the backend) its detail is LXD's message, or says that `where` was
+    unreachable or too slow; for a job (no `where`) the detail is that summary, naming the `backend` ("LXD" or
+    "Incus"), followed by the daemon's message, and the title names the backend too ("Incus unavailable")."""
     if isinstance(exc, ProblemError):
         cause = lxd_cause(exc) if exc.status_from_lxd else None
         if cause is None:
@@ -137,9 +145,9 @@ def problem_of(exc: BaseException, *, where: str | None = None) -> ProblemError 
     if isinstance(exc, e.LXDError):
         status, slug = status_of(exc)
         if where is None:
-            detail = f"{summary(status)}: {exc.error}"
-        else:
-            detail = summary(status, where) if status in (503, 504) else exc.error
+            detail = f"{summary(status, backend)}: {exc.error}"
+            return ProblemError(status, detail, slug=slug, lxd_error=exc.error, title=backend_title(slug, backend))
+        detail = summary(status, where) if status in (503, 504) else exc.error
         return ProblemError(status, detail, slug=slug, lxd_error=exc.error)
     return None
 

@@ -54,11 +54,20 @@ async def deny_websocket(websocket: WebSocket, status: int, detail: str) -> None
         await websocket.close(4000 + status, detail[:120])
 
 
+def _default_backend(request: Request) -> str:
+    """"LXD" or "Incus": what the default remote is (as it last answered)."""
+    registry = getattr(request.app.state, "remotes", None)
+    try:
+        return registry.backend_title() if registry is not None else "LXD"
+    except Exception:  # no remote configured: the words matter less than the error
+        return "LXD"
+
+
 async def _problem_error(request: Request, exc: Exception) -> JSONResponse:
     """A `ProblemError`, or an error `problem_of` maps (LXD's: the remote is named when LXD could not be reached or
     was too slow)."""
     remote = request.scope.get("state", {}).get("remote") or request.query_params.get("remote")
-    problem = problem_of(exc, where=f"remote {remote!r}" if remote else "LXD")
+    problem = problem_of(exc, where=f"remote {remote!r}" if remote else _default_backend(request))
     if problem is None:
         return await _unhandled(request, exc)
     return problem_response(problem.status, path=request.url.path, detail=problem.detail, slug=problem.slug,

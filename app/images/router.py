@@ -35,9 +35,10 @@ from app.images.mirror import ALIASES, IMAGES
 from app.images.schemas import AliasOut, ImageOut
 from app.jobs.models import Job
 from app.jobs.starter import JobStarterDep, job_responses
-from app.lxd.errors import NotFound
+from app.lxd.errors import LXDError, NotFound
 from app.lxd.images import MultipartError, split_multipart
 from app.mirror import HIT, Lookup, Record, Shaped
+from app.settings import searched_sources
 from app.store.tokens import Scope
 from app.tokens.guard import enforce_image_server
 
@@ -125,16 +126,26 @@ def _settings(request: Request) -> Any:
     return request.app.state.settings
 
 
-def _source_specs(request: Request, names: list[str] | None) -> list[dict[str, Any]]:
+async def _backend_name(b: Backend) -> str:
+    """"lxd" or "incus" (as the remote last answered; "lxd" when it cannot say: the job reports why then)."""
+    info = b.client.server.cached
+    if info is not None:
+        return info.environment.server or "lxd"
+    try:
+        return await b.client.server.backend()
+    except LXDError:
+        return "lxd"
+
+
+def _source_specs(request: Request, names: list[str] | None, backend: str = "lxd") -> list[dict[str, Any]]:
+    """The sources named (404 for an unknown one), else those that serve `backend` ("lxd" or "incus")."""
     configured = {s.name: s for s in _settings(request).image_sources}
     if names:
         unknown = [n for n in names if n not in configured]
         if unknown:
             raise ProblemError(404, f"no image source named {', '.join(map(repr, unknown))}",
                                slug="unknown-image-source", known=sorted(configured))
-        chosen = [configured[n] for n in names]
-    else:
-        chosen = list(configured.values())
+    chosen = searched_sources(list(configured.values()), names, backend)
     return [{"name": s.name, "url": s.url, "protocol": s.protocol,
              "certificate": s.certificate.read_text() if s.certificate else None} for s in chosen]
 
@@ -280,7 +291,7 @@ async def export_image(fingerprint: Fingerprint, backend: BackendDep, reader: Re
              responses=job_responses(401, 403, 404))
 async def find_image(body: FindRequest, backend: BackendDep, request: Request, jobs: JobStarterDep,
                      _: Writer, _own: OwnImages) -> Response:
-    specs = _source_specs(request, body.sources)
+    specs = _source_specs(request, body.sources, await _backend_name(backend))
     params = {**body.model_dump(), "source_specs": specs}
     return await jobs.start("image.find", params=params, resource="/v1/images", remote=backend.remote,
                             project=backend.project)

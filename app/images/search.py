@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.http.errors import ProblemError
-from app.lxd.servers import Protocol, ServerSpec, is_not_found
+from app.lxd.servers import ServerSpec, is_not_found
 
 DEFAULT_ALIAS_TEMPLATE = "juju/{series}/{arch}"
 NO_MATCHING_IMAGE = "no matching image found"
@@ -94,17 +94,13 @@ class ImageSource:
         if self.server is None:
             return {"type": "image", "fingerprint": self.fingerprint}
         src: dict[str, Any] = {"type": "image", "mode": "pull", "server": self.server.host,
-                               "protocol": _wire_protocol(self.server.protocol), "fingerprint": self.fingerprint}
+                               "protocol": self.server.protocol, "fingerprint": self.fingerprint}
         cert = self.certificate or (self.server.connection.server_cert if self.server.connection else "")
         if cert:
             src["certificate"] = cert
         if self.secret:
             src["secret"] = self.secret
         return src
-
-
-def _wire_protocol(protocol: str) -> str:
-    return Protocol.LXD.value if protocol in (Protocol.LXD, Protocol.INCUS) else protocol
 
 
 class ImageSearch:

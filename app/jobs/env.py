@@ -19,7 +19,7 @@ from app.lxd.client import Client
 from app.lxd.registry import RemoteRegistry
 from app.lxd.servers import ConnectionArgs, ServerSpec
 from app.mirror import Mirror
-from app.settings import Settings
+from app.settings import Settings, searched_sources
 
 SERVICE_KEY = "workflows"
 
@@ -42,10 +42,10 @@ class WorkflowEnv:
             client = client.with_project(project)
         return client
 
-    def image_sources(self, names: list[str] | None = None) -> list[ServerSpec]:
-        """The configured image servers (those named, in the order given; all, in search order, when None)."""
-        by_name = {s.name: s for s in self.settings.image_sources}
-        chosen = [by_name[n] for n in names if n in by_name] if names else list(self.settings.image_sources)
+    def image_sources(self, names: list[str] | None = None, backend: str = "lxd") -> list[ServerSpec]:
+        """The configured image servers (those named, in the order given; when None, all that serve `backend`,
+        "lxd" or "incus", in search order)."""
+        chosen = searched_sources(self.settings.image_sources, names, backend)
         return [ServerSpec(host=s.url, name=s.name, protocol=s.protocol,
                            connection=ConnectionArgs(server_cert=s.certificate.read_text()) if s.certificate
                            else None)

@@ -52,8 +52,9 @@ log = logging.getLogger("app.jobs")
 
 Claim = tuple[str, ...]
 """What a job reserves while it runs, e.g. ("container", remote, project, name) for a name being created."""
-ProblemOf = Callable[[BaseException], ProblemError | None]
-"""Maps an exception a step raised to the problem it answers (None: an unexpected error)."""
+ProblemOf = Callable[[BaseException, str], ProblemError | None]
+"""Maps an exception a step raised to the problem it answers (None: an unexpected error); the second argument
+names the backend of the job's remote ("LXD" or "Incus") for the problem's words."""
 
 
 RECOVERY_SEQ_SKIP = 100_000
@@ -93,20 +94,20 @@ class RunnerClosed(RuntimeError):
 
 
 def problem_for(exc: BaseException, *, kind: str, instance: str | None = None,
-                problem_of: ProblemOf | None = None) -> dict[str, Any]:
+                problem_of: ProblemOf | None = None, backend: str = "LXD") -> dict[str, Any]:
     """The problem object of a job that failed with `exc` (`problem_of` maps the errors the engine does not know,
-    e.g. LXD's)."""
+    e.g. LXD's); `backend` ("LXD" or "Incus") is what the job's remote is, named in the problem's words."""
     if isinstance(exc, JobFailure):
         return problem(exc.slug, exc.detail, title=exc.title, status=exc.status, lxd_error=exc.lxd_error,
                        instance=instance, **exc.extra)
-    mapped = problem_of(exc) if problem_of is not None else None
+    mapped = problem_of(exc, backend) if problem_of is not None else None
     if mapped is not None:
         return problem(mapped.slug, mapped.detail, status=mapped.status, lxd_error=mapped.lxd_error,
-                       instance=instance, **mapped.extra)
+                       title=mapped.title if mapped.title_given else None, instance=instance, **mapped.extra)
     lxd_message = getattr(exc, "lxd_error", None) or (
         getattr(exc, "message", None) if type(exc).__name__.upper().startswith("LXD") else None)
     if lxd_message:
-        return problem("lxd-error", f"{kind}: LXD refused: {lxd_message}", title="LXD refused", status=502,
+        return problem("lxd-error", f"{kind}: {backend} refused: {lxd_message}", title=f"{backend} refused", status=502,
                        lxd_error=str(lxd_message), instance=instance)
     if isinstance(exc, TimeoutError):
         return problem("timeout", f"{kind}: timed out", title="Timed out", status=504, instance=instance)
@@ -258,6 +259,8 @@ class JobRunner:
         self.kinds = kinds
         self.problem_of = problem_of
         """Maps what a failed step raised to its problem (the app hands `app.http.errors.problem_of`)."""
+        self.backend_of: Callable[[str], str] | None = None
+        """"LXD" or "Incus": what a remote (by name) is, for the words of a failed job's problem."""
         self.concurrency = concurrency_per_remote
         self.progress_interval = progress_interval
         self.lease_seconds = lease_seconds
@@ -511,7 +514,8 @@ class JobRunner:
                 raise
             outcome = RecoveryOutcome.failed("gateway-restarted", "recovery was interrupted")
         except Exception as exc:
-            error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}", problem_of=self.problem_of)
+            error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}", problem_of=self.problem_of,
+                                backend=self._backend(job.remote))
             outcome = RecoveryOutcome(JobStatus.failed,
                                       error={**error, "detail": f"recovery after a restart failed: {error['detail']}"})
             await self._rollback(active, ctx)  # what the dead process left half-made is undone, now or later
@@ -592,13 +596,22 @@ class JobRunner:
             if not active.finished:
                 await self._finish(active, JobStatus.failed, error=problem_for(exc, kind=job.kind,
                                                                                 instance=instance,
-                                                                                problem_of=self.problem_of))
+                                                                                problem_of=self.problem_of,
+                                                                                backend=self._backend(job.remote)))
+
+    def _backend(self, remote: str | None) -> str:
+        if self.backend_of is None or not remote:
+            return "LXD"
+        try:
+            return self.backend_of(remote)
+        except Exception:  # a remote removed meanwhile: the words matter less than the failure itself
+            return "LXD"
 
     async def _fail(self, active: _Active, ctx: JobContext, exc: BaseException) -> None:
         if not isinstance(exc, JobFailure):
             log.info("job %s (%s) failed: %r", active.job.id, active.job.kind, exc)
         error = problem_for(exc, kind=active.job.kind, instance=f"/v1/jobs/{active.job.id}",
-                            problem_of=self.problem_of)
+                            problem_of=self.problem_of, backend=self._backend(active.job.remote))
         await self._rollback(active, ctx)
         result = exc.result if isinstance(exc, JobFailure) else None
         await self._finish(active, JobStatus.failed, error=error, result=result)

@@ -3,6 +3,7 @@
     python -m app.locallxd ensure-local [--dir .lxd]   # prints the unix socket to use
     python -m app.locallxd stop-local [--dir .lxd]
     python -m app.locallxd cleanup                     # remove what killed test runs left behind
+    python -m app.locallxd backend-of SOCKET           # "LXD" or "Incus": what answers on a socket
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from app.locallxd.daemon import (
     HarnessError,
     LocalDaemon,
+    backend_title_of,
     cleanup_stale,
     ensure_installed,
     image_tarball,
@@ -51,6 +53,7 @@ def main(argv: list[str]) -> int:
         p = sub.add_parser(name)
         p.add_argument("--dir", type=Path, default=Path(".lxd"))
     sub.add_parser("cleanup")
+    sub.add_parser("backend-of", help="print LXD or Incus: what answers on a unix socket").add_argument("socket")
     sub.add_parser("check-clean", help="fail when a finished run left a daemon, mount, bridge or directory")
     args = parser.parse_args(argv)
     try:
@@ -58,6 +61,8 @@ def main(argv: list[str]) -> int:
             print(ensure_local(args.dir))
         elif args.cmd == "stop-local":
             LocalDaemon(args.dir, persistent=True).stop()
+        elif args.cmd == "backend-of":
+            print(backend_title_of(args.socket))
         elif args.cmd == "check-clean":
             leftovers = leftovers_of_finished_runs()
             if leftovers:

@@ -39,6 +39,31 @@ STATE_FILE = "harness.json"
 PACKAGES = ["lxd", "lxd-client", "busybox-static", "iptables", "dnsmasq-base", "iputils-ping"]
 REQUIRED_BINARIES = {"lxd": "lxd", "busybox": "busybox-static", "iptables": "iptables", "dnsmasq": "dnsmasq-base",
                      "ping": "iputils-ping"}
+INCUSD = "/usr/libexec/incus/incusd"
+INCUS_PACKAGES = ["incus-base", "incus-client"]
+BACKPORTS_SOURCE = Path("/etc/apt/sources.list.d/lxdgw-bookworm-backports.sources")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How one daemon kind is run: its binary, its directory variable, its CLI (the REST API is the same)."""
+
+    name: str  # "lxd" or "incus"
+    daemon: tuple[str, ...]
+    dir_env: str
+    cli: tuple[str, ...]  # the admin commands `waitready` and `shutdown` hang off this
+    header_prefix: str  # image upload headers: X-LXD-public / X-Incus-public
+    log_name: str
+
+    @property
+    def title(self) -> str:
+        return "Incus" if self.name == "incus" else "LXD"
+
+
+LXD = Backend("lxd", ("lxd", "--group", "root"), "LXD_DIR", ("lxd",), "X-LXD-", "lxd.log")
+# Incus: `incusd` is not on PATH; `waitready`/`shutdown` are `incus admin` subcommands.
+INCUS = Backend("incus", (INCUSD, "--group", "root"), "INCUS_DIR", ("incus", "admin"), "X-Incus-", "incus.log")
+BACKENDS = {"lxd": LXD, "incus": INCUS}
 
 
 class HarnessError(RuntimeError):
@@ -83,6 +108,47 @@ def ensure_installed() -> None:
     apt_install(PACKAGES)
     if missing_packages():
         raise HarnessError(f"still missing after install: {missing_packages()}")
+
+
+def _has_backports_source() -> bool:
+    for f in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+        with contextlib.suppress(OSError):
+            if f.suffix in ("", ".list", ".sources") and "bookworm-backports" in f.read_text():
+                return True
+    return False
+
+
+def incus_missing() -> bool:
+    return not Path(INCUSD).exists() or shutil.which("incus") is None
+
+
+def ensure_incus_installed() -> None:
+    """Install Incus 6.0 from Debian's bookworm-backports (adding that source once) when it is missing."""
+    ensure_installed()  # busybox, dnsmasq, iptables: shared with LXD
+    if not incus_missing():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise HarnessError("Incus is missing and cannot be installed (need root on Debian)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _has_backports_source():
+        log(f"adding bookworm-backports to apt's sources ({BACKPORTS_SOURCE})")
+        BACKPORTS_SOURCE.write_text("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\n"
+                                    "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    log(f"installing {' '.join(INCUS_PACKAGES)} from bookworm-backports")
+    r = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"], env=env, capture_output=True,
+                       text=True, check=False)
+    if r.returncode != 0:
+        raise HarnessError(f"apt-get update failed: {r.stderr.strip()[-1500:]}")
+    apt_install(["-t", "bookworm-backports", *INCUS_PACKAGES])
+    if incus_missing():
+        raise HarnessError(f"Incus still missing after installing {INCUS_PACKAGES}")
+
+
+def ensure_backend_installed(backend: Backend) -> None:
+    if backend.name == "incus":
+        ensure_incus_installed()
+    else:
+        ensure_installed()
 
 
 def ensure_binary(binary: str, package: str) -> str:
@@ -141,8 +207,23 @@ def _processes() -> dict[int, tuple[int, str]]:
     return procs
 
 
+def _daemon_dir_of(pid: int) -> str:
+    """The LXD_DIR or INCUS_DIR a process was started with ("" when none, or unreadable): the daemons' own command
+    lines (`lxd --group root`, `incusd --group root`) do not name their directory."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    for var in env:
+        name, _, value = var.partition(b"=")
+        if name in (b"LXD_DIR", b"INCUS_DIR"):
+            return value.decode(errors="replace")
+    return ""
+
+
 def kill_processes_of(directory: Path) -> None:
-    """SIGKILL every process whose command line names `directory`, with all their descendants."""
+    """SIGKILL every process whose command line or daemon directory names `directory`, with all their
+    descendants."""
     procs = _processes()
     needle = str(directory)
     spared = {os.getpid()}
@@ -150,7 +231,8 @@ def kill_processes_of(directory: Path) -> None:
     while pid in procs and procs[pid][0] not in spared and procs[pid][0] > 1:  # our ancestors name it too
         pid = procs[pid][0]
         spared.add(pid)
-    roots = {p for p, (_, cmd) in procs.items() if needle in cmd and p not in spared}
+    roots = {p for p, (_, cmd) in procs.items()
+             if (needle in cmd or _daemon_dir_of(p) == needle) and p not in spared}
     victims = set(roots)
     changed = True
     while changed:
@@ -183,7 +265,7 @@ def unmount_under(directory: Path) -> None:
 def delete_bridge(name: str) -> None:
     """Remove a bridge and every firewall rule LXD generated for it."""
     subprocess.run(["ip", "link", "del", name], check=False, stderr=subprocess.DEVNULL)
-    marker = f"generated for LXD network {name}"
+    markers = (f"generated for LXD network {name}", f"generated for Incus network {name}")  # LXD's, Incus's
     for save, cmd in (("iptables-save", "iptables"), ("ip6tables-save", "ip6tables")):
         if shutil.which(save) is None:
             continue
@@ -192,21 +274,20 @@ def delete_bridge(name: str) -> None:
         for line in out.splitlines():
             if line.startswith("*"):
                 table = line[1:]
-            elif line.startswith("-A ") and marker in line:
+            elif line.startswith("-A ") and any(m in line for m in markers):
                 args = ["-t", table, "-D", *_split_rule(line[3:])]
                 subprocess.run([cmd, *args], check=False, stderr=subprocess.DEVNULL)
     if shutil.which("nft"):
-        out = subprocess.run(["nft", "-a", "list", "table", "inet", "lxd"], check=False, capture_output=True,
-                             text=True)
-        if out.returncode == 0:
-            chain = None
+        for nft_table in ("lxd", "incus"):  # LXD's table, Incus's table
+            out = subprocess.run(["nft", "-a", "list", "table", "inet", nft_table], check=False,
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                continue
             for line in out.stdout.splitlines():
                 words = line.split()
-                if words[:1] == ["chain"]:
-                    chain = words[1]
-                    if name in chain:
-                        subprocess.run(["nft", "delete", "chain", "inet", "lxd", chain], check=False,
-                                       stderr=subprocess.DEVNULL)
+                if words[:1] == ["chain"] and name in words[1]:
+                    subprocess.run(["nft", "delete", "chain", "inet", nft_table, words[1]], check=False,
+                                   stderr=subprocess.DEVNULL)
 
 
 def _split_rule(rule: str) -> list[str]:
@@ -299,10 +380,20 @@ def destroy_dir(directory: Path) -> None:
     unmount_under(directory)
     for bridge in state.bridges if state else []:
         delete_bridge(bridge)
+    remove_lock_dir(directory)
     shutil.rmtree(directory, ignore_errors=True)
     if directory.exists():  # a busy mount: try once more
         unmount_under(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+LXC_LOCK_DIR = Path("/run/lxc/lock")
+
+
+def remove_lock_dir(directory: Path) -> None:
+    """liblxc's lock directory for a daemon directory (LXD's and Incus's alike): /run/lxc/lock/<its path>."""
+    lock = LXC_LOCK_DIR / str(directory).lstrip("/")
+    shutil.rmtree(lock, ignore_errors=True)
 
 
 def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
@@ -319,7 +410,10 @@ def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
         else:
             found.append(f"directory {d}")
     for pid, (_, cmd) in _processes().items():
-        if str(base / DIR_PREFIX) in cmd and not any(ld in cmd for ld in live_dirs) and pid != os.getpid():
+        where = _daemon_dir_of(pid) if pid != os.getpid() else ""
+        where = where if where.startswith(str(base / DIR_PREFIX)) else ""  # an LXD or Incus daemon of ours
+        if (str(base / DIR_PREFIX) in cmd or where) and not any(ld in cmd or ld == where for ld in live_dirs) \
+                and pid != os.getpid() and _pid_alive(pid):
             found.append(f"process {pid} ({cmd.strip()[:80]})")
     with open("/proc/self/mounts") as f:
         for line in f:
@@ -327,7 +421,23 @@ def leftovers_of_finished_runs(base: Path | None = None) -> list[str]:
             if point.startswith(str(base / DIR_PREFIX)) and not any(point.startswith(ld) for ld in live_dirs):
                 found.append(f"mount {point}")
     found += [f"bridge {b}" for b in bridges_with_prefix() if b not in live_bridges]
+    found += [f"firewall chain {c}" for c in firewall_chains_with_prefix() if not any(b in c for b in live_bridges)]
     return found
+
+
+def firewall_chains_with_prefix() -> list[str]:
+    """The nftables chains LXD (table `inet lxd`) or Incus (table `inet incus`) made for our bridges."""
+    if shutil.which("nft") is None:
+        return []
+    chains = []
+    for nft_table in ("lxd", "incus"):
+        out = subprocess.run(["nft", "list", "table", "inet", nft_table], check=False, capture_output=True,
+                             text=True)
+        for line in out.stdout.splitlines() if out.returncode == 0 else []:
+            words = line.split()
+            if words[:1] == ["chain"] and BRIDGE_PREFIX in words[1]:
+                chains.append(f"inet {nft_table} {words[1]}")
+    return chains
 
 
 def cleanup_stale(base: Path | None = None) -> None:
@@ -391,14 +501,18 @@ class DaemonInfo:
     pool: str = "default"
     image_alias: str = "busybox"
     image_fingerprint: str = ""
+    backend: str = "lxd"  # "lxd" or "incus"
 
 
 class LocalDaemon:
-    """One private LXD daemon in its own directory."""
+    """One private LXD (or Incus, with `backend=INCUS`) daemon in its own directory."""
 
-    def __init__(self, directory: Path | None = None, *, persistent: bool = False) -> None:
+    def __init__(self, directory: Path | None = None, *, persistent: bool = False,
+                 backend: Backend = LXD) -> None:
+        self.backend = backend
         if directory is None:
-            directory = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+            prefix = DIR_PREFIX if backend is LXD else f"{DIR_PREFIX}{backend.name}-"
+            directory = Path(tempfile.mkdtemp(prefix=prefix))
         self.dir = directory.resolve()
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
@@ -410,7 +524,7 @@ class LocalDaemon:
         return self.dir / "unix.socket"
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "LXD_DIR": str(self.dir)}
+        return {**os.environ, self.backend.dir_env: str(self.dir)}
 
     def is_running(self) -> bool:
         state = HarnessState.load(self.dir)
@@ -430,17 +544,21 @@ class LocalDaemon:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o711)
         self.state.save(self.dir)
-        logf = open(self.dir / "lxd.log", "ab")  # noqa: SIM115 - handed to the daemon
-        self.proc = subprocess.Popen(["lxd", "--group", "root"], env=self._env(), stdout=logf,
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the daemon
+        self.proc = subprocess.Popen(list(self.backend.daemon), env=self._env(), stdout=logf,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         self.state.daemon_pid = self.proc.pid
         self.state.save(self.dir)
-        r = subprocess.run(["lxd", "waitready", f"--timeout={int(timeout)}"], env=self._env(), check=False,
-                           capture_output=True, text=True)
+        r = subprocess.run([*self.backend.cli, "waitready", f"--timeout={int(timeout)}"], env=self._env(),
+                           check=False, capture_output=True, text=True)
         if r.returncode != 0 or self.proc.poll() is not None:
-            tail = (self.dir / "lxd.log").read_text(errors="replace")[-2000:]
-            raise HarnessError(f"LXD did not become ready in {self.dir}: {r.stderr.strip()}\n{tail}")
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise HarnessError(f"{self.backend.title} did not become ready in {self.dir}: {r.stderr.strip()}\n{tail}")
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / self.backend.log_name
 
     def prepare(self, *, image_tarball: Path, https: bool = True, bridge: bool = True,
                 public_image: bool = False) -> DaemonInfo:
@@ -453,7 +571,10 @@ class LocalDaemon:
 
     def _prepare(self, api: LXDApi, *, image_tarball: Path, https: bool, bridge: bool,
                  public_image: bool) -> DaemonInfo:
-        pools = api.request("GET", "/1.0/storage-pools")
+        if self.backend is INCUS:
+            # Incus looks up its image servers at start-up and on a timer: no outbound traffic from tests.
+            api.request("PATCH", "/1.0", json={"config": {"images.auto_update_interval": "0"}})
+        pools = api.request("GET", "/1.0/storage-pools") or []  # Incus: null for an empty list
         if "/1.0/storage-pools/default" not in pools:
             api.request("POST", "/1.0/storage-pools", json={"name": "default", "driver": "dir", "config": {}})
         devices: dict[str, dict[str, str]] = {"root": {"type": "disk", "path": "/", "pool": "default"}}
@@ -468,9 +589,11 @@ class LocalDaemon:
                 "config": {"ipv4.address": subnet, "ipv4.nat": "false", "ipv6.address": "none",
                            "ipv4.firewall": "false", "ipv6.firewall": "false"}})
             devices["eth0"] = {"type": "nic", "nictype": "bridged", "parent": bridge_name, "name": "eth0"}
-        api.request("PUT", "/1.0/profiles/default", json={"config": {}, "description": "Default LXD profile",
+        api.request("PUT", "/1.0/profiles/default", json={"config": {},
+                                                           "description": f"Default {self.backend.title} profile",
                                                            "devices": devices})
-        fingerprint = self._import_image(api, image_tarball, public=public_image)
+        fingerprint = self._import_image(api, image_tarball, public=public_image,
+                                         header_prefix=self.backend.header_prefix)
         client_cert = client_key = ""
         https_url, port = "", 0
         env = api.request("GET", "/1.0")["environment"]
@@ -488,17 +611,17 @@ class LocalDaemon:
             lxd_dir=str(self.dir), socket_path=str(self.socket_path), https_url=https_url, https_port=port,
             client_cert=client_cert, client_key=client_key, server_cert=str(server_cert),
             server_fingerprint=env["certificate_fingerprint"], bridge=bridge_name, subnet=subnet,
-            image_fingerprint=fingerprint)
+            image_fingerprint=fingerprint, backend=self.backend.name)
         (self.dir / "daemon.json").write_text(json.dumps(asdict(self.info), indent=2))
         return self.info
 
     def _keep_log(self, why: str) -> None:
         """A daemon that died on its own: keep its log (the directory goes) for whoever reads the failure."""
         with contextlib.suppress(OSError):
-            out = Path("test-artifacts") / f"lxd-{self.dir.name}.log"
+            out = Path("test-artifacts") / f"{self.backend.name}-{self.dir.name}.log"
             out.parent.mkdir(exist_ok=True)
-            shutil.copyfile(self.dir / "lxd.log", out)
-            log(f"LXD in {self.dir} {why}; its log is kept in {out}")
+            shutil.copyfile(self.log_path, out)
+            log(f"{self.backend.title} in {self.dir} {why}; its log is kept in {out}")
 
     @staticmethod
     def _wait_port(port: int, timeout: float = 10.0) -> None:
@@ -510,13 +633,14 @@ class LocalDaemon:
         raise HarnessError(f"HTTPS listener on port {port} did not open")
 
     @staticmethod
-    def _import_image(api: LXDApi, tarball: Path, *, public: bool, alias: str = "busybox") -> str:
-        aliases = api.request("GET", "/1.0/images/aliases")
+    def _import_image(api: LXDApi, tarball: Path, *, public: bool, alias: str = "busybox",
+                      header_prefix: str = "X-LXD-") -> str:
+        aliases = api.request("GET", "/1.0/images/aliases") or []
         if f"/1.0/images/aliases/{alias}" in aliases:
             return str(api.request("GET", f"/1.0/images/aliases/{alias}")["target"])
         with open(tarball, "rb") as f:
             op = api.request("POST", "/1.0/images", content=f.read(), headers={
-                "Content-Type": "application/octet-stream", "X-LXD-public": "1" if public else "0"})
+                "Content-Type": "application/octet-stream", f"{header_prefix}public": "1" if public else "0"})
         fingerprint = str(op["metadata"]["fingerprint"])
         api.request("POST", "/1.0/images/aliases", json={"name": alias, "target": fingerprint})
         return fingerprint
@@ -542,7 +666,7 @@ class LocalDaemon:
                     state.save(self.dir)
                 finally:
                     api.close()
-            subprocess.run(["lxd", "shutdown", "--timeout=15"], env=self._env(), check=False,
+            subprocess.run([*self.backend.cli, "shutdown", "--timeout=15"], env=self._env(), check=False,
                            capture_output=True, timeout=30)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -555,12 +679,24 @@ class LocalDaemon:
         unmount_under(self.dir)
         for bridge in state.bridges:
             delete_bridge(bridge)
+        remove_lock_dir(self.dir)
         if self.persistent and self.dir.exists():
             state.daemon_pid = None
             state.bridges = []
             state.save(self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def backend_title_of(socket_path: str) -> str:
+    """"Incus" or "LXD": what answers on a unix socket (what its path suggests when nothing answers)."""
+    api = LXDApi(Path(socket_path))
+    try:
+        return "Incus" if api.request("GET", "/1.0")["environment"].get("server") == "incus" else "LXD"
+    except (httpx.HTTPError, HarnessError, OSError, KeyError, TypeError, ValueError):
+        return "Incus" if "incus" in socket_path.lower() else "LXD"
+    finally:
+        api.close()
 
 
 # --------------------------------------------------------------------------------------------- image

@@ -1,8 +1,10 @@
 """Where the local LXD (or Incus) unix socket is.
 
-Order: an explicit path, `LXD_SOCKET`, `LXD_DIR/unix.socket`, the snap socket, the Debian socket, then Incus
-(`INCUS_SOCKET`, `INCUS_DIR/unix.socket`, `/run/incus/unix.socket`, `/var/lib/incus/unix.socket`). The first that
-exists as a socket wins; when none does, the first candidate is returned so the error names a real path.
+Order: what the user named, then what is found. Named: an explicit path, `LXD_SOCKET`, `LXD_DIR/unix.socket`,
+`INCUS_SOCKET`, `INCUS_DIR/unix.socket`. Found: the snap socket, the Debian LXD socket, then Incus's
+(`/run/incus/unix.socket`, `/var/lib/incus/unix.socket`). So a user who sets `INCUS_SOCKET` or `INCUS_DIR` on a
+host that also runs LXD gets Incus. The first that exists as a socket wins; when none does, the first candidate is
+returned so the error names a real path.
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ def socket_candidates(explicit: str | None = None, env: Mapping[str, str] | None
         out.append(env["LXD_SOCKET"])
     if env.get("LXD_DIR"):
         out.append(os.path.join(env["LXD_DIR"], "unix.socket"))
-    out += [SNAP_SOCKET, DEBIAN_SOCKET]
     if env.get("INCUS_SOCKET"):
         out.append(env["INCUS_SOCKET"])
     if env.get("INCUS_DIR"):
         out.append(os.path.join(env["INCUS_DIR"], "unix.socket"))
-    out += [INCUS_RUN_SOCKET, INCUS_SOCKET]
+    out += [SNAP_SOCKET, DEBIAN_SOCKET, INCUS_RUN_SOCKET, INCUS_SOCKET]
     return out
 
 

@@ -85,12 +85,22 @@ class OutputStream:
 
 
 async def _connect_all(client: Client, op: Operation, fds: Mapping[str, str], timeout: float) -> dict[str, Any]:
-    """Connect every fd websocket concurrently; close the ones that opened if any fails."""
+    """Connect the control websocket, then every other one concurrently; close the ones that opened if any fails.
+
+    Control comes first because the command starts as soon as its data sockets are connected: a short command can
+    end, and its operation with it, before a control socket opened alongside is connected ("Only running
+    operations can be connected": seen on Incus 6.0 over HTTPS on a busy machine)."""
     path = f"/1.0/operations/{op.id}/websocket"
-    names = list(fds)
-    results = await asyncio.gather(*(client.transport.websocket(path, {"secret": fds[n]}, open_timeout=timeout)
-                                     for n in names), return_exceptions=True)
-    socks = {n: r for n, r in zip(names, results, strict=True) if not isinstance(r, BaseException)}
+    first = [n for n in fds if n == "control"]
+    names = first + [n for n in fds if n != "control"]
+    results: list[Any] = []
+    for group in (first, names[len(first):]):
+        if any(isinstance(r, BaseException) for r in results):
+            break
+        results += await asyncio.gather(*(client.transport.websocket(path, {"secret": fds[n]},
+                                                                     open_timeout=timeout)
+                                          for n in group), return_exceptions=True)
+    socks = {n: r for n, r in zip(names, results, strict=False) if not isinstance(r, BaseException)}
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         for ws in socks.values():

@@ -444,17 +444,17 @@ class Images(SubAPI):
                    timeout: float | None = None) -> Image | Operation:
         """Copy an image (by `alias` or `fingerprint`) from a remote server into this one.
 
-        `protocol` is `lxd` (the default; `incus` on Incus) or `simplestreams`; `certificate` (PEM) pins an
-        `lxd` remote, else the remote must be public. `aliases` are given to the local copy, also when the image
-        was already here (LXD 5.0 alone does not add them then). With `wait=False` the `Operation` is returned
-        at once: follow `op.progress()`, `op.cancel()` it while it downloads (LXD 5.0 marks the operation
-        cancellable once the download has started), then call `ensure_aliases`.
+        `protocol` is `lxd` or `incus` (one API: sent as this daemon's name) or `simplestreams`; `certificate`
+        (PEM) pins an `lxd` remote, else the remote must be public. `aliases` are given to the local copy, also
+        when the image was already here (LXD 5.0 alone does not add them then). With `wait=False` the
+        `Operation` is returned at once: follow `op.progress()`, `op.cancel()` it while it downloads (LXD 5.0
+        marks the operation cancellable once the download has started), then call `ensure_aliases`.
         Cancelling the task awaiting `copy` cancels the download on the server.
         """
         if not alias and not fingerprint:
             raise ValueError("copy needs an alias or a fingerprint")
         source: dict[str, Any] = {"type": "image", "mode": "pull", "server": server,
-                                  "protocol": protocol or await self._client.server.image_protocol()}
+                                  "protocol": await self._client.server.pull_protocol(protocol)}
         source |= given(alias=alias, fingerprint=fingerprint, certificate=certificate, secret=secret,
                         image_type=image_type)
         body: dict[str, Any] = {"source": source, "public": public, "auto_update": auto_update}

@@ -71,12 +71,12 @@ class Instances(SubAPI):
                 if fingerprint:
                     source["fingerprint"] = fingerprint
                 if server:
-                    source.update(server=server, mode="pull",
-                                  protocol=protocol or await self._client.server.image_protocol())
+                    source.update(server=server, mode="pull", protocol=protocol)
                     if certificate:
                         source["certificate"] = certificate
             else:
                 source = {"type": "none"}
+        source = await self._client.server.pull_source(source)
         body: dict[str, Any] = {"type": type, "source": source, "ephemeral": ephemeral, "description": description}
         if name:
             body["name"] = name
@@ -103,7 +103,9 @@ class Instances(SubAPI):
     async def create_from(self, body: InstanceCreate, *, target: str | None = None, project: str | None = None,
                           wait: bool = True, timeout: float | None = None) -> Operation:
         """Create the instance `body` describes, as it is (`target` places it on a cluster member)."""
-        return await self._client.mutate("POST", "/1.0/instances", json=body.body(), params=with_target(target),
+        json = body.body()
+        json["source"] = await self._client.server.pull_source(json["source"])
+        return await self._client.mutate("POST", "/1.0/instances", json=json, params=with_target(target),
                                          project=project, wait=wait, timeout=timeout)
 
     @staticmethod
@@ -209,10 +211,13 @@ class Instances(SubAPI):
     # ------------------------------------------------------------------------------------------ console log
 
     async def console_log(self, name: str, *, project: str | None = None) -> str:
-        """The console log buffer (text)."""
+        """The console log buffer (text). Empty on Incus when nothing was written; LXD 5.0 answers 500 "no such
+        file or directory" then instead (raised as `LXDError`)."""
         resp = await self._client.transport.request("GET", f"{_p(name)}/console",
                                                     params=self._client._params(None, project, True))
         if resp.headers.get("content-type", "").startswith("application/json"):
+            if not resp.content.strip():
+                return ""  # Incus 6: an empty console log is a 200 JSON answer with an empty body
             decode(resp)
         return resp.text
 

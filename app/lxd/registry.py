@@ -96,6 +96,15 @@ class RemoteRegistry:
     def get(self, name: str | None = None) -> Client:
         return self._clients[self.spec(name).name]
 
+    def backend_title(self, name: str | None = None) -> str:
+        """"Incus" or "LXD": what the remote said it is when last asked; before that, what its address suggests
+        (an Incus socket or directory), else "LXD"."""
+        spec = self.spec(name)
+        info = self._clients[spec.name].server.cached
+        if info is not None:
+            return "Incus" if info.environment.server == "incus" else "LXD"
+        return "Incus" if "incus" in spec.url.lower() else "LXD"
+
     async def check(self, name: str, timeout: float = 3.0) -> str | None:
         """None when the remote answers `GET /1.0` within `timeout`, else the reason it does not.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.lxd.models import ServerInfo
 
@@ -70,3 +70,19 @@ class Server:
     async def image_protocol(self) -> str:
         """The protocol name for pulling from another server of the same backend."""
         return "incus" if await self.backend() == "incus" else "lxd"
+
+    async def pull_protocol(self, protocol: str | None) -> str:
+        """The protocol to send when this daemon pulls an image from another server.
+
+        `lxd` and `incus` name one REST API under two names, and each daemon accepts only its own: Incus refuses
+        `lxd` ("Invalid protocol: lxd"), LXD 5.0 refuses `incus` ("Unsupported protocol: incus"). Either (or none)
+        becomes the name this daemon speaks; `simplestreams` is sent as it is."""
+        if not protocol or protocol in ("lxd", "incus"):
+            return await self.image_protocol()
+        return protocol
+
+    async def pull_source(self, source: dict[str, Any]) -> dict[str, Any]:
+        """An instance or image `source` with its protocol in this daemon's name (see `pull_protocol`)."""
+        if not source.get("server"):
+            return source
+        return {**source, "protocol": await self.pull_protocol(source.get("protocol"))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.daemon import DaemonInfo
@@ -14,6 +15,8 @@ from app.lxd.pem import Certificate
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.support.app import make_settings
+
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
 
 
 async def test_trust_store_generate_add_get_delete(client: httpx.AsyncClient, lxd_daemon: DaemonInfo) -> None:

@@ -30,6 +30,8 @@ from tests.containers.support import (
 )
 from tests.support.streams import read_sse as read_sse_with_heartbeats
 
+pytestmark = pytest.mark.backends()  # the console websocket and interactive exec run on LXD and on Incus
+
 PREFIX = unique("tlv")
 BIG = 100 * 1024 * 1024
 

@@ -27,6 +27,9 @@ from app.store.tokens import Scope
 from tests.containers.support import counting, unique
 from tests.support.secured_gateway import Gateway, secured_gateway
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
+
 PREFIX = unique("tev")
 HEX_SECRET = re.compile(r"[0-9a-f]{64}")
 

@@ -48,7 +48,17 @@ def test_lxd_errors_of_a_job_say_what_lxd_did_then_quote_it() -> None:
                        problem_of=problem_of)
     assert body["type"].endswith("/lxd-unavailable") and body["status"] == 503
     assert body["detail"] == "LXD is unreachable: connection refused" and body["lxd_error"] == "connection refused"
-    assert body["title"] == "Lxd unavailable" and body["instance"] == "/v1/jobs/1"
+    assert body["title"] == "LXD unavailable" and body["instance"] == "/v1/jobs/1"
+
+
+def test_lxd_errors_of_a_job_on_incus_name_incus() -> None:
+    body = problem_for(LXDUnavailable("connection refused"), kind="t.x", problem_of=problem_of, backend="Incus")
+    assert body["type"].endswith("/lxd-unavailable")  # the slug is the contract's, whatever the backend
+    assert (body["title"], body["detail"]) == ("Incus unavailable", "Incus is unreachable: connection refused")
+    body = problem_for(OperationFailed("Invalid protocol: lxd"), kind="t.x", problem_of=problem_of, backend="Incus")
+    assert (body["title"], body["detail"]) == ("Incus operation failed", "Incus refused: Invalid protocol: lxd")
+    body = problem_for(NotFound("not found"), kind="t.x", problem_of=problem_of, backend="Incus")
+    assert body["title"] == "Not found"
 
 
 def test_unknown_errors_are_left_to_the_caller() -> None:

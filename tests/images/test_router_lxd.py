@@ -1,6 +1,6 @@
-"""/v1/images and /v1/image-sources against the real private LXD, with the second daemon as a configured image
-source (protocol `lxd`, pinned by its certificate): list, get by prefix, export, aliases with `/`, find (local hit
-and copy from the source with progress), copy, streamed upload, delete."""
+"""/v1/images and /v1/image-sources against the real private LXD (and Incus), with the second daemon of the same
+backend as a configured image source (protocol `lxd` or `incus`, pinned by its certificate): list, get by prefix,
+export, aliases with `/`, find (local hit and copy from the source with progress), copy, streamed upload, delete."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import socket
 import tarfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,17 +26,22 @@ from fastapi import FastAPI
 from app.locallxd.daemon import DaemonInfo
 from app.locallxd.image import build_busybox_image
 from app.lxd.client import Client
+from app.lxd.images import Image
 from app.main import create_app
 from app.settings import ImageSourceSettings, Settings
 from app.store.tokens import Scope
 from tests.support.app import make_settings
 from tests.support.gateway import running_gateway
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
+
 SOURCE = "lgw-images"
 
 
 def _settings(tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo, **kw: object) -> object:
-    sources = [ImageSourceSettings(name=SOURCE, url=image_server.https_url, protocol="lxd",
+    # an `incus`-protocol server for Incus, an `lxd`-protocol one for LXD
+    sources = [ImageSourceSettings(name=SOURCE, url=image_server.https_url, protocol=image_server.backend,
                                    certificate=Path(image_server.server_cert)),
                ImageSourceSettings(name="lgw-unused", url="https://127.0.0.1:9", protocol="simplestreams")]
     return make_settings(tmp_path, lxd_daemon, image_sources=sources, **kw)
@@ -162,6 +168,62 @@ async def test_copy_from_a_configured_source(gw: httpx.AsyncClient, lxd: Client,
         await _drop_aliases(lxd, alias)
     bad = await gw.post("/v1/images", json={"source": {"alias": "busybox"}})
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize("protocol", ["lxd", "incus"])
+async def test_a_source_of_either_protocol_name_is_pulled_on_every_copy_path(
+        tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo, lxd: Client, protocol: str) -> None:
+    """`lxd` and `incus` name one API, and each daemon takes only its own name (Incus refuses `lxd`, LXD 5.0
+    refuses `incus`): a source configured under either is pulled in the target daemon's name, by an image find
+    with `copy_local`, a copy, and a container create from the source."""
+    sources = [ImageSourceSettings(name=SOURCE, url=image_server.https_url, protocol=protocol,  # type: ignore[arg-type]
+                                   certificate=Path(image_server.server_cert))]
+    remote_alias = f"lgw-remote-{uuid.uuid4().hex[:8]}"
+    found, copied = f"lgw/found/{remote_alias}", f"lgw/copied/{remote_alias}"
+    container = f"lgwpr-{uuid.uuid4().hex[:6]}"
+    app = create_app(make_settings(tmp_path, lxd_daemon, image_sources=sources))
+    # an image the target does not have yet: a daemon that has the fingerprint never reads the protocol
+    tarball = build_busybox_image(tmp_path / "remote.tar.gz", description=remote_alias)
+    async with Client.unix(image_server.socket_path) as server:
+        remote = await server.images.upload(tarball, aliases=[remote_alias], public=True)
+        assert isinstance(remote, Image) and not await lxd.images.exists(remote.fingerprint)
+        try:
+            async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                               base_url="http://gw") as gw:
+                r = await gw.post("/v1/images/find", params={"wait": 120},
+                                  json={"alias": remote_alias, "local_alias": found, "copy_local": True})
+                job = r.json()
+                assert job["status"] == "succeeded" and job["result"]["copied"] is True, job
+                assert (await lxd.images.alias(found)).target == remote.fingerprint
+                await lxd.images.delete(remote.fingerprint)  # each path pulls the image afresh
+
+                r = await gw.post("/v1/images", params={"wait": 120}, json={
+                    "source": {"image_source": SOURCE, "alias": remote_alias}, "aliases": [copied]})
+                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+                assert (await lxd.images.alias(copied)).target == remote.fingerprint
+                await lxd.images.delete(remote.fingerprint)
+
+                image = {"alias": remote_alias, "sources": [SOURCE], "copy_local": False}
+                r = await gw.post("/v1/containers", params={"wait": 120},
+                                  json={"name": container, "image": image, "start": False})
+                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+                assert (await lxd.instances.get(container)).config["volatile.base_image"] == remote.fingerprint
+        finally:
+            await server.images.delete(remote.fingerprint)
+            await _drop_aliases(lxd, found, copied)
+            with contextlib.suppress(Exception):
+                await lxd.instances.delete(container)
+            with contextlib.suppress(Exception):
+                await lxd.images.delete(remote.fingerprint)
+
+
+async def test_a_failed_copy_names_the_backend_that_refused(gw: httpx.AsyncClient, backend: str) -> None:
+    r = await gw.post("/v1/images", params={"wait": 60},
+                      json={"source": {"image_source": SOURCE, "fingerprint": "0" * 64}})
+    job = r.json()
+    assert job["status"] == "failed", job
+    title = {"lxd": "LXD", "incus": "Incus"}[backend]
+    assert title in job["error"]["title"] and title in job["error"]["detail"], job["error"]
 
 
 async def test_copy_from_an_unknown_server_needs_admin(tmp_path: Path, lxd_daemon: DaemonInfo,

@@ -1,4 +1,4 @@
-"""The harness's daemons are real and usable: raw httpx over the unix socket and over HTTPS."""
+"""The harness's daemons (LXD and Incus) are real and usable: raw httpx over the unix socket and over HTTPS."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.locallxd.daemon import DaemonInfo
+from app.locallxd.daemon import DaemonInfo, backend_title_of
 
-pytestmark = pytest.mark.lxd
+pytestmark = [pytest.mark.lxd, pytest.mark.backends()]  # the daemon tests run on LXD and on Incus
 
 
 def _wait(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +41,17 @@ def test_container_lifecycle_over_unix_socket(lxd_daemon: DaemonInfo) -> None:
         assert c.get(f"/1.0/instances/{name}/state").json()["metadata"]["status"] == "Stopped"
         _wait(c, c.delete(f"/1.0/instances/{name}").json())
         assert c.get(f"/1.0/instances/{name}").status_code == 404
+
+
+def test_the_daemon_is_the_backend_asked_for_and_says_so(lxd_daemon: DaemonInfo, image_server: DaemonInfo,
+                                                          backend: str) -> None:
+    assert lxd_daemon.backend == image_server.backend == backend
+    assert backend_title_of(lxd_daemon.socket_path) == {"lxd": "LXD", "incus": "Incus"}[backend]
+    with httpx.Client(transport=httpx.HTTPTransport(uds=lxd_daemon.socket_path), base_url="http://d") as c:
+        info = c.get("/1.0").json()["metadata"]
+    assert info["environment"]["server"] == backend
+    if backend == "incus":  # Incus alone looks up image servers on a timer: the harness turns that off
+        assert info["config"]["images.auto_update_interval"] == "0"
 
 
 def test_https_listener_with_client_certificate(lxd_daemon: DaemonInfo) -> None:
@@ -90,3 +101,38 @@ def test_a_daemon_that_dies_is_revived_with_its_log_kept(tmp_path: Path) -> None
     finally:
         daemon.stop()
         Path(f"test-artifacts/lxd-{daemon.dir.name}.log").unlink(missing_ok=True)
+
+
+def test_a_killed_runs_daemon_is_found_by_check_clean_and_removed_by_cleanup(backend: str) -> None:
+    """A run killed with its daemon still up: `check-clean` names the directory and the daemon (found by its
+    LXD_DIR or INCUS_DIR: its command line does not name it), and `cleanup` removes both (only this directory
+    here: a cleanup in the middle of a session would also take bridges other tests have made)."""
+    import os
+    import subprocess
+    import sys
+
+    from app.locallxd.daemon import destroy_dir, leftovers_of_finished_runs, stale_dirs
+
+    script = ("import sys\nfrom app.locallxd.daemon import BACKENDS, LocalDaemon\n"
+              f"d = LocalDaemon(backend=BACKENDS[{backend!r}])\nd.start()\n"
+              "print(d.dir, flush=True)\nsys.stdin.read()\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert owner.stdout is not None
+    directory = Path(owner.stdout.readline().strip())
+    try:
+        assert directory.is_dir()
+        owner.kill()
+        owner.wait(10)
+        found = leftovers_of_finished_runs()
+        assert f"directory {directory}" in found, found
+        daemon = "incusd" if backend == "incus" else "lxd --group root"
+        assert any(f.startswith("process ") and daemon in f for f in found), found
+        assert directory in list(stale_dirs(directory.parent))
+        destroy_dir(directory)  # what `cleanup` does with each stale directory
+        assert not directory.exists()
+        assert not any(f.startswith("process ") and daemon in f for f in leftovers_of_finished_runs())
+    finally:
+        owner.kill()
+        if directory.exists():
+            destroy_dir(directory)

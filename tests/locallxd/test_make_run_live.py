@@ -43,6 +43,7 @@ def test_make_run_serves_ready_gateway_with_local_lxd(tmp_path: Path) -> None:
         output = (tmp_path / "make-run.log").read_text(errors="replace")
         assert ready is not None and ready.status_code == 200, output
         assert f"starting a local one in {lxd_dir}" in output
+        assert f"using the LXD socket {lxd_dir}" in output  # names the backend that answered
         nope = httpx.get(f"http://127.0.0.1:{port}/v1/nope", timeout=5)
         assert nope.status_code == 404
         assert nope.headers["content-type"] == "application/problem+json"

@@ -9,6 +9,8 @@ import pytest
 
 from app.lxd import Client, ExecTimeout, NotCancellable
 
+pytestmark = pytest.mark.backends()  # the client's calls run on LXD and on Incus (X-Incus-* headers)
+
 
 async def test_exit_code_and_separate_streams(client: Client, running: str) -> None:
     r = await client.exec.run(running, ["sh", "-c", "echo out; echo err >&2; exit 3"])

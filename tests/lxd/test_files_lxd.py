@@ -9,6 +9,8 @@ import pytest
 
 from app.lxd import Client, NotFound
 
+pytestmark = pytest.mark.backends()  # the client's calls run on LXD and on Incus (X-Incus-* headers)
+
 
 async def test_put_get_stat_modes(client: Client, running: str) -> None:
     await client.files.put(running, "/tmp/f1", b"hello", mode=0o640, uid=12, gid=34)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from app.lxd.models import ServerInfo
 from app.lxd.registry import RemoteRegistry, RemoteSpec
 
 
@@ -41,3 +42,15 @@ async def test_failure_and_timeout_are_reported() -> None:
     slow = RemoteRegistry([RemoteSpec(name="b", url="unix:///nowhere", default=True)])
     slow._clients["b"] = _CountingClient()  # type: ignore[assignment]
     assert await slow.check("b", timeout=0.01) == "no answer within 0.01s"
+
+
+async def test_a_remote_is_named_by_what_it_answered_and_before_that_by_its_address() -> None:
+    reg = RemoteRegistry([RemoteSpec(name="a", url="unix:///var/lib/incus/unix.socket", default=True),
+                          RemoteSpec(name="b", url="unix:///var/lib/lxd/unix.socket")])
+    try:
+        assert (reg.backend_title(), reg.backend_title("b")) == ("Incus", "LXD")
+        info = {"api_extensions": [], "environment": {"server": "lxd", "server_version": "5.0.2"}}
+        reg.get("a").server._info = ServerInfo.model_validate(info)  # it answered: LXD behind an "incus" path
+        assert reg.backend_title("a") == "LXD"
+    finally:
+        await reg.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.lxd.discovery import DEBIAN_SOCKET, SNAP_SOCKET, discover_socket
+from app.lxd.discovery import DEBIAN_SOCKET, INCUS_RUN_SOCKET, SNAP_SOCKET, discover_socket
 from app.lxd.models import ServerInfo
 from app.lxd.pem import Certificate
 from app.lxd.servers import (
@@ -63,6 +63,20 @@ def test_s03_socket_path_snap_before_debian() -> None:
 
 def test_s03_socket_path_only_debian() -> None:
     assert discover_socket(env={}, exists=lambda p: p == DEBIAN_SOCKET) == DEBIAN_SOCKET
+
+
+@pytest.mark.parametrize("env", [{"INCUS_SOCKET": "/srv/incus.socket"}, {"INCUS_DIR": "/srv/incus"}])
+def test_explicit_incus_settings_win_over_discovered_lxd_sockets(env: dict[str, str]) -> None:
+    wanted = env.get("INCUS_SOCKET") or "/srv/incus/unix.socket"
+    everything = {SNAP_SOCKET, DEBIAN_SOCKET, INCUS_RUN_SOCKET, wanted}
+    assert discover_socket(env=env, exists=lambda p: p in everything) == wanted
+    assert discover_socket(env=env, exists=lambda p: p != wanted) == SNAP_SOCKET  # named but absent: found ones
+    assert discover_socket(env={**env, "LXD_SOCKET": "/srv/lxd.socket"}, exists=lambda p: True) == "/srv/lxd.socket"
+
+
+def test_without_settings_lxd_sockets_come_before_incus_ones() -> None:
+    assert discover_socket(env={}, exists=lambda p: p in (DEBIAN_SOCKET, INCUS_RUN_SOCKET)) == DEBIAN_SOCKET
+    assert discover_socket(env={}, exists=lambda p: p == INCUS_RUN_SOCKET) == INCUS_RUN_SOCKET
 
 
 def test_s04_bad_image_remote_protocol() -> None:

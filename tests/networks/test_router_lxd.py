@@ -5,9 +5,13 @@ from __future__ import annotations
 import secrets
 
 import httpx
+import pytest
 
 from app.locallxd.daemon import DaemonInfo, pick_subnet
 from app.lxd.client import Client
+
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
 
 QUIET = {"ipv6.address": "none", "ipv4.nat": "false", "ipv4.firewall": "false", "ipv6.firewall": "false"}
 

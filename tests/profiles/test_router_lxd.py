@@ -16,6 +16,8 @@ from app.lxd.client import Client
 from app.main import create_app
 from tests.support.app import make_settings
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
 
 def _name() -> str:
     return f"lgw-p{secrets.token_hex(3)}"

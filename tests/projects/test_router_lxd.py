@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
 from app.store.tokens import Scope
 from tests.support.app import make_settings
+
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
 
 
 async def test_projects_list(client: httpx.AsyncClient) -> None:

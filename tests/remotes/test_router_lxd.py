@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -13,6 +14,8 @@ from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 from app.main import create_app
 from tests.support.app import make_settings
+
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
 
 
 def _asgi(app: FastAPI) -> httpx.AsyncClient:

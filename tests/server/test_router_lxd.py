@@ -10,16 +10,18 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from app.locallxd.daemon import DaemonInfo, LocalDaemon, free_port
+from app.locallxd.daemon import BACKENDS, DaemonInfo, LocalDaemon, free_port
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
 
-async def test_server_facts_and_certificate(client: httpx.AsyncClient, lxd_daemon: DaemonInfo) -> None:
+
+async def test_server_facts_and_certificate(client: httpx.AsyncClient, lxd_daemon: DaemonInfo, backend: str) -> None:
     r = await client.get("/v1/server")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["backend"] == "lxd" and body["version"] and body["clustered"] is False
+    assert body["backend"] == backend and body["version"] and body["clustered"] is False
     assert body["certificate_fingerprint"] == lxd_daemon.server_fingerprint
     assert "storage" in body["api_extensions"] and body["storage_supported"] is True
     assert body["host_arch"] in body["architectures"] and r.headers.get("etag")
@@ -33,8 +35,8 @@ async def test_server_facts_and_certificate(client: httpx.AsyncClient, lxd_daemo
 
 
 @pytest.fixture(scope="module")
-def throwaway() -> Iterator[LocalDaemon]:
-    daemon = LocalDaemon()
+def throwaway(backend: str) -> Iterator[LocalDaemon]:
+    daemon = LocalDaemon(backend=BACKENDS[backend])
     try:
         daemon.start()
         yield daemon

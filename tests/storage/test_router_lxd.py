@@ -10,6 +10,8 @@ import pytest
 from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
 
 async def test_pools_and_volumes(client: httpx.AsyncClient, lxd_daemon: DaemonInfo) -> None:
     pool, volume = f"lgw-{secrets.token_hex(3)}", "lgw-vol"

@@ -13,6 +13,9 @@ from app.locallxd.daemon import DaemonInfo
 from app.lxd.client import Client
 from tests.containers.support import create, job_ends, remove_all, unique
 
+pytestmark = pytest.mark.backends()  # every test here runs on LXD and on Incus
+
+
 POOL = "default"
 
 

@@ -1,4 +1,4 @@
-"""The app end to end through ASGI, against the real private LXD."""
+"""The app end to end through ASGI, against the real private daemon of the test's `backend` (LXD or Incus)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The test session's private LXD daemons: a prepared main daemon and a second one serving the busybox image."""
+"""The test session's private daemons, per backend (LXD, Incus): a prepared main daemon and a second one serving
+the busybox image publicly (over the backend's own image protocol, `lxd` or `incus`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from app.locallxd.daemon import DaemonInfo, LocalDaemon, cleanup_stale, ensure_installed, image_tarball, log
+from app.locallxd.daemon import (
+    LXD,
+    Backend,
+    DaemonInfo,
+    LocalDaemon,
+    cleanup_stale,
+    ensure_backend_installed,
+    image_tarball,
+    log,
+)
 
 
 @dataclass
 class HarnessEnvironment:
-    """A prepared main daemon and a second one serving the busybox image publicly."""
+    """A prepared main daemon and a second one serving the busybox image publicly, both of one backend."""
 
     main: DaemonInfo
     image_server: DaemonInfo
@@ -37,14 +47,15 @@ class HarnessEnvironment:
         return out
 
 
-
 @contextlib.contextmanager
-def harness_environment() -> Iterator[HarnessEnvironment]:
-    """Install, clean up after killed runs, start both daemons; tear everything down on exit."""
-    ensure_installed()
-    cleanup_stale()
+def harness_environment(backend: Backend = LXD, *, clean: bool = True) -> Iterator[HarnessEnvironment]:
+    """Install, clean up after killed runs (unless `clean` is false: a second environment of one session must not
+    take bridges the first one's tests made for stale ones), start both daemons; tear everything down on exit."""
+    ensure_backend_installed(backend)
+    if clean:
+        cleanup_stale()
     tarball = image_tarball()
-    main, server = LocalDaemon(), LocalDaemon()
+    main, server = LocalDaemon(backend=backend), LocalDaemon(backend=backend)
     try:
         main.start()
         server.start()
