@@ -95,7 +95,9 @@ class Settings(BaseSettings):
                                           "verify-network, e.g. a fixed `ipv4.address` instead of `auto`")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     auth_enabled: bool = Field(True, description="require bearer tokens (turning it off prints a warning)")
-    job_concurrency_per_remote: int = Field(8, ge=1, le=256)
+    job_concurrency_per_remote: int = Field(
+        32, ge=1, le=256, description="jobs running at once per remote (the rest wait `queued`): a burst of a few "
+        "dozen creates runs side by side, as LXD itself runs them")
     job_retention_days: float = Field(7.0, ge=0)
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     job_progress_interval_seconds: float = Field(

@@ -256,7 +256,7 @@ class JobRunner:
     """Runs jobs; one per gateway process."""
 
     def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds, problem_of: ProblemOf | None = None,
-                 concurrency_per_remote: int = 8, progress_interval: float = 1.0, lease_seconds: float = 60.0,
+                 concurrency_per_remote: int = 32, progress_interval: float = 1.0, lease_seconds: float = 60.0,
                  recovery_timeout: float = 50.0, retention: timedelta = timedelta(days=7),
                  owner_id: str | None = None) -> None:
         self._store = store
