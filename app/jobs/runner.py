@@ -729,8 +729,10 @@ class JobRunner:
             await self._store.save(active.job, seq=self._bus.seq(active.job.id) if seq is None else seq)
 
     async def _save_as(self, active: _Active, change: Callable[[Job], None], *, seq: int | None = None) -> None:
-        """Store the job as `change` makes it, without changing what callers see yet."""
-        job = active.job.model_copy(deep=True)
+        """Store the job as `change` makes it, without changing what callers see yet. (A shallow copy does: `change`
+        sets fields, never changes one in place; what the copy shares with the job, its operation list, only ever
+        gets newer.)"""
+        job = active.job.model_copy()
         change(job)
         async with active.save_lock:
             active.last_persist = time.monotonic()
