@@ -34,6 +34,9 @@ log = logging.getLogger("app.lxd.events")
 EVENT_TYPES = ("operation", "lifecycle")
 RECENT_OPERATIONS = 4096
 IDLE_LINGER = 5.0  # seconds a stream nobody holds stays open (a busy client keeps reusing it)
+SETTLE = 1.0
+"""Seconds a connection must have been up before it is trusted to carry every event of an operation created from
+then on (LXD adds a listener only after answering the websocket handshake)."""
 
 
 class Subscription:
@@ -100,6 +103,8 @@ class EventBus:
         self.backoff_max = backoff_max
         self.connections = 0  # websocket connections made so far
         self.reconnects = 0
+        self.settle = SETTLE
+        self._connected_at: float | None = None
         self.connected = asyncio.Event()
         self._tried = asyncio.Event()  # set after every connection attempt, successful or not
         self._task: asyncio.Task[None] | None = None
@@ -195,6 +200,7 @@ class EventBus:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             self._ws = ws
+            self._connected_at = time.monotonic()
             self.connections += 1
             if self.connections > 1:
                 self.reconnects += 1
@@ -214,12 +220,26 @@ class EventBus:
                 log.warning("events reader error: %s", exc)
             finally:
                 self.connected.clear()
+                self._connected_at = None
                 self._ws = None
                 with contextlib.suppress(Exception):
                     await asyncio.shield(ws.close())
             if not self._closed:
                 self._resync()
                 await asyncio.sleep(delay)
+
+    def settled_connection(self) -> int | None:
+        """The number of the current connection once it has been up for `settle` seconds, else None. While that
+        same connection stays up, every event of an operation created after this call reaches the stream."""
+        if self._connected_at is None or not self.connected.is_set():
+            return None
+        if time.monotonic() - self._connected_at < self.settle:
+            return None
+        return self.connections
+
+    def still_on(self, connection: int | None) -> bool:
+        """Whether the stream is still on `connection` (from `settled_connection`), never dropped since."""
+        return connection is not None and self.connected.is_set() and self.connections == connection
 
     def _resync(self) -> None:
         for watchers in list(self._watchers.values()):
