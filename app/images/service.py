@@ -3,7 +3,8 @@
 `find_image` looks up the local alias first (a hit returns at once and no image server is contacted), then asks
 each image server in order for the image's alias; the first server that has it wins. With `copy_local` the image
 is pulled into the local store under the local alias (default `juju/<series>/<arch>`), reporting progress as
-"Retrieving image: N%".
+"Retrieving image: N%". The description of a local image is kept for a few seconds (`LocalImages`, dropped on
+any image event), so that a burst of creates reads only the alias, not the image too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -27,7 +30,8 @@ from app.images.search import (
 from app.jobs.progress import PROVISIONING, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
-from app.lxd.models import Progress
+from app.lxd.events import EventBus
+from app.lxd.models import Event, Progress
 from app.lxd.operations import Operation
 from app.lxd.pem import fingerprint_of_pem
 from app.lxd.servers import Protocol as ServerProtocol
@@ -207,6 +211,76 @@ async def connect_image_remote(spec: ServerSpec) -> ImageRemote:
         raise
 
 
+LOCAL_KEEP = 5.0
+"""Seconds the description of a local image is kept (for the creates of a burst) while no image event came."""
+
+
+def _about_images(event: Event) -> bool:
+    """An event after which an image's description may have changed: any image or alias lifecycle event (created,
+    updated, renamed, deleted, refreshed...), any operation on images."""
+    md = event.metadata
+    if event.type == "lifecycle":
+        return str(md.get("action", "")).startswith("image")
+    return event.type == "operation" and bool((md.get("resources") or {}).get("images"))
+
+
+class LocalImages:
+    """Descriptions of the default project's local images by fingerprint, as last read, for `LOCAL_KEEP` seconds.
+
+    Which image a local alias names is always read from LXD (an alias moved behind the gateway's back is seen at
+    once); only the image's description is kept, and it is what a fingerprint names. A description is kept only
+    when LXD's events stream of the project had been up and settled before it was read and stayed up, with no image
+    event, until the read was done; it is used only while that same connection is still up (a stream that dropped
+    may have missed events); any image event drops everything kept."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[dict[str, Any], int, float]] = {}
+        self._generation = 0
+
+    def on_event(self, event: Event) -> None:
+        if _about_images(event):
+            self._generation += 1
+            self._kept.clear()
+
+    def get(self, bus: EventBus, fingerprint: str) -> dict[str, Any] | None:
+        kept = self._kept.get(fingerprint)
+        if kept is None:
+            return None
+        info, connection, until = kept
+        if time.monotonic() >= until or not bus.still_on(connection):
+            self._kept.pop(fingerprint, None)
+            return None
+        return dict(info)
+
+    def begin(self, bus: EventBus) -> tuple[int, int] | None:
+        """Taken before a read whose answer may be kept (None: it may not)."""
+        connection = bus.settled_connection()
+        return None if connection is None else (connection, self._generation)
+
+    def put(self, bus: EventBus, fingerprint: str, info: dict[str, Any], begun: tuple[int, int] | None) -> None:
+        if begun is None:
+            return
+        connection, generation = begun
+        if generation == self._generation and bus.still_on(connection):
+            self._kept[fingerprint] = (dict(info), connection, time.monotonic() + LOCAL_KEEP)
+
+
+_LOCAL_IMAGES: weakref.WeakKeyDictionary[EventBus, LocalImages] = weakref.WeakKeyDictionary()
+
+
+def local_images(client: Client) -> tuple[EventBus, LocalImages] | None:
+    """The kept image descriptions of the client's endpoint, for the default project only (None for another
+    project: its images may be the default project's, whose events its stream does not carry)."""
+    if (client.project or "default") != "default":
+        return None
+    bus = client.events.bus()
+    kept = _LOCAL_IMAGES.get(bus)
+    if kept is None:
+        kept = _LOCAL_IMAGES[bus] = LocalImages()
+        bus.listen(kept.on_event)
+    return bus, kept
+
+
 async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | None:
     try:
         alias = await client.images.alias(search.local_alias)
@@ -214,12 +288,19 @@ async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | No
         search.local_alias_failed(exc)
         return None
     if alias.target:
+        images = local_images(client)
+        if images is not None and (info := images[1].get(images[0], alias.target)) is not None:
+            return search.local_hit(alias.target, info)
+        begun = images[1].begin(images[0]) if images is not None else None
         try:
             image = await client.images.get(alias.target)
         except LXDError as exc:
             log.debug("local alias %s points at an unreadable image: %s", search.local_alias, exc)
         else:
-            return search.local_hit(image.fingerprint, image.model_dump(mode="json"))
+            info = image.model_dump(mode="json")
+            if images is not None:
+                images[1].put(images[0], image.fingerprint, info, begun)
+            return search.local_hit(image.fingerprint, info)
     search.local_alias_missing()
     return None
 

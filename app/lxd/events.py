@@ -84,6 +84,8 @@ class Subscription:
 
 OperationWatcher = Callable[[OperationState | None], None]
 """Called with each new state of a watched operation, or None after a reconnect (state may have been missed)."""
+EventListener = Callable[[Event], None]
+"""Called with every event the stream carries (on the event loop, synchronously: it must be quick)."""
 
 
 class EventBus:
@@ -112,6 +114,7 @@ class EventBus:
         self._closed = False
         self._subs: set[Subscription] = set()
         self._watchers: dict[str, set[OperationWatcher]] = {}
+        self._listeners: list[EventListener] = []
         self._recent: OrderedDict[str, OperationState] = OrderedDict()
         self.last_error: Exception | None = None
 
@@ -258,6 +261,8 @@ class EventBus:
                 state = None
             if state is not None:
                 self.remember(state)
+        for listener in list(self._listeners):
+            listener(event)
         for sub in list(self._subs):
             sub._put(event)
 
@@ -286,6 +291,11 @@ class EventBus:
             if not ws:
                 del self._watchers[op_id]
         self._arm_release()
+
+    def listen(self, listener: EventListener) -> None:
+        """Call `listener` with every event from now on, while the stream runs. Unlike a subscription it does not
+        keep the stream up: pair it with `settled_connection()`/`still_on()` to know it heard everything."""
+        self._listeners.append(listener)
 
     def subscribe(self, types: set[str] | None = None, maxsize: int = 1024) -> Subscription:
         sub = Subscription(self, types, maxsize)
