@@ -19,7 +19,8 @@ settings). Measured:
    comes once the job has ended), then 20 concurrent `DELETE /v1/containers/{name}?wait=60`. Raw httpx (asyncio):
    create, then start, each waiting on its operation; then force-stop, then delete. pylxd from a pool of 20
    threads with a `pylxd.Client` each: the same calls with `wait=True`. The median is over the N rounds;
-4. job end latency, p50 and p99 over EVENT_JOBS jobs run one after another (not per round): the clock starts at
+4. job end latency, p50 and p99 over 30 create jobs and 30 delete jobs run one after another, whatever N (with 30
+   values the p99 lies between the two largest, so it reads as "the worst but one"): the clock starts at
    the timestamp of LXD's own `operation` event saying the job's last operation ended (a final status; read from
    `/1.0/events`, same machine clock) and stops when the job's `end` message arrives on `/v1/jobs/{id}/ws`. Create
    jobs (started without `?wait`; last operation: the start) include the gateway's read of the new container for
