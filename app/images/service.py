@@ -3,7 +3,7 @@
 `find_image` looks up the local alias first (a hit returns at once and no image server is contacted), then asks
 each image server in order for the image's alias; the first server that has it wins. With `copy_local` the image
 is pulled into the local store under the local alias (default `juju/<series>/<arch>`), reporting progress as
-"Retrieving image: N%". The description of a local image is kept for a few seconds (`LocalImages`, dropped on
+"Retrieving image: N%". The description of a local image is kept for a few seconds (`local_images`, dropped on
 any image event), so that a burst of creates reads only the alias, not the image too.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
@@ -31,6 +29,7 @@ from app.jobs.progress import PROVISIONING, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
 from app.lxd.events import EventBus
+from app.lxd.kept import Kept, kept_on
 from app.lxd.models import Event, Progress
 from app.lxd.operations import Operation
 from app.lxd.pem import fingerprint_of_pem
@@ -224,61 +223,16 @@ def _about_images(event: Event) -> bool:
     return event.type == "operation" and bool((md.get("resources") or {}).get("images"))
 
 
-class LocalImages:
-    """Descriptions of the default project's local images by fingerprint, as last read, for `LOCAL_KEEP` seconds.
-
-    Which image a local alias names is always read from LXD (an alias moved behind the gateway's back is seen at
-    once); only the image's description is kept, and it is what a fingerprint names. A description is kept only
-    when LXD's events stream of the project had been up and settled before it was read and stayed up, with no image
-    event, until the read was done; it is used only while that same connection is still up (a stream that dropped
-    may have missed events); any image event drops everything kept."""
-
-    def __init__(self) -> None:
-        self._kept: dict[str, tuple[dict[str, Any], int, float]] = {}
-        self._generation = 0
-
-    def on_event(self, event: Event) -> None:
-        if _about_images(event):
-            self._generation += 1
-            self._kept.clear()
-
-    def get(self, bus: EventBus, fingerprint: str) -> dict[str, Any] | None:
-        kept = self._kept.get(fingerprint)
-        if kept is None:
-            return None
-        info, connection, until = kept
-        if time.monotonic() >= until or not bus.still_on(connection):
-            self._kept.pop(fingerprint, None)
-            return None
-        return dict(info)
-
-    def begin(self, bus: EventBus) -> tuple[int, int] | None:
-        """Taken before a read whose answer may be kept (None: it may not)."""
-        connection = bus.settled_connection()
-        return None if connection is None else (connection, self._generation)
-
-    def put(self, bus: EventBus, fingerprint: str, info: dict[str, Any], begun: tuple[int, int] | None) -> None:
-        if begun is None:
-            return
-        connection, generation = begun
-        if generation == self._generation and bus.still_on(connection):
-            self._kept[fingerprint] = (dict(info), connection, time.monotonic() + LOCAL_KEEP)
-
-
-_LOCAL_IMAGES: weakref.WeakKeyDictionary[EventBus, LocalImages] = weakref.WeakKeyDictionary()
-
-
-def local_images(client: Client) -> tuple[EventBus, LocalImages] | None:
-    """The kept image descriptions of the client's endpoint, for the default project only (None for another
-    project: its images may be the default project's, whose events its stream does not carry)."""
+def local_images(client: Client) -> tuple[EventBus, Kept[str, dict[str, Any]]] | None:
+    """Descriptions of the client's local images by fingerprint, as last read, kept `LOCAL_KEEP` seconds while
+    LXD's events stream carries no image event (`app.lxd.kept`). Which image a local alias names is always read
+    from LXD (an alias moved behind the gateway's back is seen at once): only what a fingerprint names is kept.
+    For the default project only (None for another: its images may be the default project's, whose events its
+    stream does not carry)."""
     if (client.project or "default") != "default":
         return None
     bus = client.events.bus()
-    kept = _LOCAL_IMAGES.get(bus)
-    if kept is None:
-        kept = _LOCAL_IMAGES[bus] = LocalImages()
-        bus.listen(kept.on_event)
-    return bus, kept
+    return bus, kept_on(bus, "images", _about_images, LOCAL_KEEP)
 
 
 async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | None:
@@ -290,7 +244,7 @@ async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | No
     if alias.target:
         images = local_images(client)
         if images is not None and (info := images[1].get(images[0], alias.target)) is not None:
-            return search.local_hit(alias.target, info)
+            return search.local_hit(alias.target, dict(info))
         begun = images[1].begin(images[0]) if images is not None else None
         try:
             image = await client.images.get(alias.target)
@@ -299,7 +253,7 @@ async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | No
         else:
             info = image.model_dump(mode="json")
             if images is not None:
-                images[1].put(images[0], image.fingerprint, info, begun)
+                images[1].put(images[0], image.fingerprint, dict(info), begun)
             return search.local_hit(image.fingerprint, info)
     search.local_alias_missing()
     return None
