@@ -13,13 +13,21 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.lxd.events import EventBus
 from app.lxd.models import Event
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+class Stream(Protocol):
+    """What a table asks of its events stream (an `EventBus`)."""
+
+    def settled_connection(self) -> int | None: ...
+
+    def still_on(self, connection: int | None) -> bool: ...
 
 
 class Kept(Generic[K, V]):
@@ -34,7 +42,7 @@ class Kept(Generic[K, V]):
             self._generation += 1
             self._kept.clear()
 
-    def get(self, bus: EventBus, key: K) -> V | None:
+    def get(self, bus: Stream, key: K) -> V | None:
         kept = self._kept.get(key)
         if kept is None:
             return None
@@ -44,12 +52,12 @@ class Kept(Generic[K, V]):
             return None
         return value
 
-    def begin(self, bus: EventBus) -> tuple[int, int] | None:
+    def begin(self, bus: Stream) -> tuple[int, int] | None:
         """Taken before a read whose answer may be kept (None: it may not)."""
         connection = bus.settled_connection()
         return None if connection is None else (connection, self._generation)
 
-    def put(self, bus: EventBus, key: K, value: V, begun: tuple[int, int] | None) -> None:
+    def put(self, bus: Stream, key: K, value: V, begun: tuple[int, int] | None) -> None:
         if begun is None:
             return
         connection, generation = begun
