@@ -689,7 +689,11 @@ class JobRunner:
                 j.progress = JobProgress(stage="done", percent=100, message=j.progress.message)
 
         try:
-            # Callers see the end once the store holds it (a full disk delays both alike).
+            # Callers see the end once the store holds it (a full disk delays both alike), never before: a client
+            # that saw `end` acts on it at once (reads the job back, reuses the name, retries its Idempotency-Key),
+            # and a process dying between publishing and storing would leave a job a client saw end `running` in
+            # the store, for recovery to settle again, maybe otherwise (an exec seen succeeded would turn failed).
+            # The write is one hop to the writer thread and no fsync: the wait is short.
             await self._durably(lambda: self._save_as(active, end, seq=self._bus.seq(job.id) + 1))
         except asyncio.CancelledError:
             if self._abandoning:  # the next start's recovery settles it from the store
