@@ -120,7 +120,9 @@ class Settings(BaseSettings):
                                           "verify-network, e.g. a fixed `ipv4.address` instead of `auto`")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     auth_enabled: bool = Field(True, description="require bearer tokens (turning it off prints a warning)")
-    job_concurrency_per_remote: int = Field(8, ge=1, le=256)
+    job_concurrency_per_remote: int = Field(
+        32, ge=1, le=256, description="jobs running at once per remote (the rest wait `queued`): a burst of a few "
+        "dozen creates runs side by side, as LXD itself runs them")
     read_model: bool = Field(True, description="answer reads of containers, images and profiles from a model of "
                              "each remote kept in sync by LXD's events (false: every read goes to LXD)")
     read_model_reconcile_seconds: float = Field(

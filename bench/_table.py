@@ -19,8 +19,10 @@ RAW = "raw LXD socket"
 MEASURES: list[tuple[str, list[str]]] = [
     ("one GET of an instance, per request", ["gateway", RAW, f"{RAW}, ?recursion=1", "pylxd"]),
     ("list 30 instances with state", ["gateway", RAW, "pylxd, all() + state() each"]),
-    ("20 concurrent create+start+delete", ["gateway", RAW, "pylxd, 20 threads"]),
-    ("job-event latency, LXD start done -> job end on websocket", ["gateway"]),
+    ("20 concurrent create+start", ["gateway", RAW, "pylxd, 20 threads"]),
+    ("20 concurrent force-stop+delete", ["gateway", RAW, "pylxd, 20 threads"]),
+    ("job end latency, LXD operation done -> job end on websocket, p50 / p99",
+     ["gateway, create job (reads the container)", "gateway, delete job (reads nothing)"]),
     ("job-event latency, progress -> websocket, p50 / p99", ["gateway"]),
     ("gateway memory (RSS)", ["idle", "peak under load"]),
     ("1,000 concurrent reads through the gateway", ["gateway"]),

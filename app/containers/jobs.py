@@ -150,7 +150,7 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
             .image_alias_template, bridge=env.settings.bridge_name, bridge_nat=env.settings.bridge_nat,
             progress=ctx.progress, cancel_check=lambda: ctx.cancel_requested, target=target,
             on_operation=lambda op_id, status: ctx.record_operation(ctx.remote or "", op_id, status),
-            on_step=step, roll_back=False)
+            on_step=step, roll_back=False, read_back=False)
     except CreateCancelled:
         raise JobCancelled(ctx.job_id) from None
     except ContainerStartError as exc:  # the job's rollback removes it; its `cleanup` says how that went
@@ -160,8 +160,6 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
         raise JobFailure("image-not-found", str(exc)) from exc
     except ContainerCreateError as exc:
         raise JobFailure("create-failed", str(exc), lxd_error=str(exc.__cause__ or exc)) from exc
-    with contextlib.suppress(JobCancelled):
-        await ctx.checkpoint(CREATED_STEP)
     view = await _view(ctx, client, spec.name)
     view["image"] = {"fingerprint": created.image.fingerprint, "local": created.image.local}
     if created.unknown_parents:

@@ -80,9 +80,10 @@ StepHook = Callable[[str], Awaitable[None]]
 
 @dataclass
 class CreatedContainer:
-    """A container made by `create_from_spec`: it, the image it came from, and NIC parents of unknown subnet."""
+    """A container made by `create_from_spec`: it (None when not read back), the image it came from, and NIC
+    parents of unknown subnet."""
 
-    container: Instance
+    container: Instance | None
     image: ImageSource
     unknown_parents: list[str] = field(default_factory=list)
     ensured_ipv4: bool = False
@@ -134,7 +135,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
                            bridge: str = DEFAULT_BRIDGE, bridge_nat: bool = True,
                            progress: ProgressFn | None = None, cancel_check: CancelCheck | None = None,
                            target: str | None = None, on_operation: OperationHook | None = None,
-                           on_step: StepHook | None = None, roll_back: bool = True) -> CreatedContainer:
+                           on_step: StepHook | None = None, roll_back: bool = True,
+                           read_back: bool = True) -> CreatedContainer:
     """Create a container from `spec` and (unless `spec.start` is false) start it.
 
     The image is `image` when given, else resolved from `spec.image` (an error there reads
@@ -148,6 +150,8 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     `on_step` is told `"creating"` just before the create request is sent (from then on a container of that name
     may exist) and `"created"` once LXD made it. `roll_back=False` leaves what was made to the caller (which then
     removes it itself). When LXD stops answering, its error is raised as it is: nothing is removed then.
+    `read_back=False` skips reading the container once made (`container` is None): for a caller that reads it
+    its own way.
     """
     from app.networks.service import ensure_ipv4
 
@@ -218,7 +222,7 @@ async def create_from_spec(client: Client, spec: ContainerSpec, *, image: ImageS
     except asyncio.CancelledError:
         await roll_back_if(created, "a cancel")
         raise
-    container = await client.instances.get(spec.name)
+    container = await client.instances.get(spec.name) if read_back else None
     await report(progress, "running", 100, "Container started" if spec.start else "Container created")
     return CreatedContainer(container=container, image=image, unknown_parents=request.unknown_parents,
                             ensured_ipv4=ensured)

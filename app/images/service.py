@@ -3,7 +3,8 @@
 `find_image` looks up the local alias first (a hit returns at once and no image server is contacted), then asks
 each image server in order for the image's alias; the first server that has it wins. With `copy_local` the image
 is pulled into the local store under the local alias (default `juju/<series>/<arch>`), reporting progress as
-"Retrieving image: N%".
+"Retrieving image: N%". The description of a local image is kept for a few seconds (`local_images`, dropped on
+any image event), so that a burst of creates reads only the alias, not the image too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from app.images.search import (
 from app.jobs.progress import PROVISIONING, ProgressFn, report
 from app.lxd.client import Client
 from app.lxd.errors import LXDError, NotFound
-from app.lxd.models import Progress
+from app.lxd.events import EventBus
+from app.lxd.kept import Kept, kept_on
+from app.lxd.models import Event, Progress
 from app.lxd.operations import Operation
 from app.lxd.pem import fingerprint_of_pem
 from app.lxd.servers import Protocol as ServerProtocol
@@ -207,6 +210,31 @@ async def connect_image_remote(spec: ServerSpec) -> ImageRemote:
         raise
 
 
+LOCAL_KEEP = 5.0
+"""Seconds the description of a local image is kept (for the creates of a burst) while no image event came."""
+
+
+def _about_images(event: Event) -> bool:
+    """An event after which an image's description may have changed: any image or alias lifecycle event (created,
+    updated, renamed, deleted, refreshed...), any operation on images."""
+    md = event.metadata
+    if event.type == "lifecycle":
+        return str(md.get("action", "")).startswith("image")
+    return event.type == "operation" and bool((md.get("resources") or {}).get("images"))
+
+
+def local_images(client: Client) -> tuple[EventBus, Kept[str, dict[str, Any]]] | None:
+    """Descriptions of the client's local images by fingerprint, as last read, kept `LOCAL_KEEP` seconds while
+    LXD's events stream carries no image event (`app.lxd.kept`). Which image a local alias names is always read
+    from LXD (an alias moved behind the gateway's back is seen at once): only what a fingerprint names is kept.
+    For the default project only (None for another: its images may be the default project's, whose events its
+    stream does not carry)."""
+    if (client.project or "default") != "default":
+        return None
+    bus = client.events.bus()
+    return bus, kept_on(bus, "images", _about_images, LOCAL_KEEP)
+
+
 async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | None:
     try:
         alias = await client.images.alias(search.local_alias)
@@ -214,12 +242,19 @@ async def _local_lookup(client: Client, search: ImageSearch) -> ImageSource | No
         search.local_alias_failed(exc)
         return None
     if alias.target:
+        images = local_images(client)
+        if images is not None and (info := images[1].get(images[0], alias.target)) is not None:
+            return search.local_hit(alias.target, dict(info))
+        begun = images[1].begin(images[0]) if images is not None else None
         try:
             image = await client.images.get(alias.target)
         except LXDError as exc:
             log.debug("local alias %s points at an unreadable image: %s", search.local_alias, exc)
         else:
-            return search.local_hit(image.fingerprint, image.model_dump(mode="json"))
+            info = image.model_dump(mode="json")
+            if images is not None:
+                images[1].put(images[0], image.fingerprint, dict(info), begun)
+            return search.local_hit(image.fingerprint, info)
     search.local_alias_missing()
     return None
 

@@ -142,12 +142,25 @@ class Subscription:
 
 class _Channel:
     def __init__(self, job: Job, seq: int, history: int, history_bytes: int) -> None:
-        self.job = job
+        self._job: Job | None = job
+        self._latest: dict[str, Any] = {}
+        self._token_id = job.token_id
         self.seq = seq
         self.history: deque[JobEvent] = deque(maxlen=history)
         self.history_bytes = history_bytes
         self.kept_bytes = 0
         self.subscribers: set[Subscription] = set()
+
+    @property
+    def job(self) -> Job:
+        """The job as its latest message showed it (made from that message when first asked for: publishing, which
+        happens far more often than reading, copies nothing)."""
+        if self._job is None:
+            self._job = Job.model_validate({**self._latest, "token_id": self._token_id})
+        return self._job
+
+    def moved_on(self, event: JobEvent) -> None:
+        self._latest, self._token_id, self._job = event.job, event.token_id, None
 
     def keep(self, event: JobEvent) -> None:
         """Keep `event` for resumes, dropping the oldest beyond the count or the bytes (the newest always stays)."""
@@ -186,8 +199,8 @@ class JobBus:
         if ch is None:
             ch = self._channels[job.id] = _Channel(job, 0, self.history, self.history_bytes)
         ch.seq += 1
-        ch.job = job.model_copy(deep=True)
         event = JobEvent.of(type, ch.seq, job, data)
+        ch.moved_on(event)
         ch.keep(event)
         for sub in list(ch.subscribers):
             sub._offer(event)

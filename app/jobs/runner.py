@@ -2,8 +2,9 @@
 `succeeded`, `failed` (with a problem object naming the cause and LXD's own message) or `cancelled`.
 
 A job's step coroutine gets a `JobContext`: it reports progress and output, records each LXD operation it starts,
-checkpoints its steps, and registers the hooks that cancel it. Every change goes on the bus at once; progress is
-written to the store at most once per `progress_interval` per job, everything else at once.
+checkpoints its steps, and registers the hooks that cancel it. Every change goes on the bus at once; progress (and
+the new status of an LXD operation already recorded) is written to the store at most once per `progress_interval`
+per job, everything else at once.
 
 At start-up `recover()` claims the jobs a dead gateway left behind: queued ones run again (they had not started),
 running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
@@ -160,7 +161,7 @@ class _Context(JobContext):
         self._active.job.progress = JobProgress(stage=stage, percent=pct, message=message)
         self._runner._bus.publish(self._active.job, "progress", self._active.job.progress.model_dump())
         try:
-            await self._runner._persist(self._active, throttled=True)
+            await self._runner._persist(self._active, throttled=True)  # in the background: never waits for the disk
         except (StorageFull, StoreUnavailable) as exc:  # the next status change stores it
             log.warning("progress of job %s not stored: %s", self._active.job.id, exc.reason)
 
@@ -179,20 +180,29 @@ class _Context(JobContext):
         self._runner._bus.publish(self._active.job, "output", payload)
 
     async def record_operation(self, remote: str, op_id: str, status: str = "Running") -> None:
-        """Record an LXD operation the job started (or its new status); kept with the job for good."""
+        """Record an LXD operation the job started (or its new status); kept with the job for good.
+
+        A new operation is stored before this returns (which operations a job started survives any crash). A new
+        status of one already recorded goes on the bus at once and is stored like progress: with the job's next
+        write, at most `progress_interval` later and at the latest with its end."""
         job = self._active.job
         for op in job.lxd_operations:
             if op.id == op_id and op.remote == remote:
                 op.status = status
+                known = True
                 break
         else:
             job.lxd_operations.append(LxdOperationRef(id=op_id, remote=remote, status=status))
+            known = False
         if self._active.finished:
             await self._runner._durably(lambda: self._runner._persist(self._active))
             return
         self._runner._bus.publish(job, "status", {"lxd_operation": {"id": op_id, "remote": remote,
                                                                      "status": status}})
-        await self._runner._durably(lambda: self._runner._persist(self._active))
+        if known:
+            await self._runner._persist(self._active, throttled=True)
+        else:
+            await self._runner._durably(lambda: self._runner._persist(self._active))
 
     async def set_resource(self, resource: str) -> None:
         self._active.job.resource = resource
@@ -251,7 +261,7 @@ class JobRunner:
     """Runs jobs; one per gateway process."""
 
     def __init__(self, store: JobStore, bus: JobBus, *, kinds: JobKinds, problem_of: ProblemOf | None = None,
-                 concurrency_per_remote: int = 8, progress_interval: float = 1.0, lease_seconds: float = 60.0,
+                 concurrency_per_remote: int = 32, progress_interval: float = 1.0, lease_seconds: float = 60.0,
                  recovery_timeout: float = 50.0, retention: timedelta = timedelta(days=7),
                  owner_id: str | None = None) -> None:
         self._store = store
@@ -705,7 +715,11 @@ class JobRunner:
                 j.progress = JobProgress(stage="done", percent=100, message=j.progress.message)
 
         try:
-            # Callers see the end once the store holds it (a full disk delays both alike).
+            # Callers see the end once the store holds it (a full disk delays both alike), never before: a client
+            # that saw `end` acts on it at once (reads the job back, reuses the name, retries its Idempotency-Key),
+            # and a process dying between publishing and storing would leave a job a client saw end `running` in
+            # the store, for recovery to settle again, maybe otherwise (an exec seen succeeded would turn failed).
+            # The write is one hop to the writer thread and no fsync: the wait is short.
             await self._durably(lambda: self._save_as(active, end, seq=self._bus.seq(job.id) + 1))
         except asyncio.CancelledError:
             if self._abandoning:  # the next start's recovery settles it from the store
@@ -725,24 +739,30 @@ class JobRunner:
             except Exception:
                 log.exception("on_finished hook failed for job %s", job.id)
 
-    async def _persist(self, active: _Active, *, throttled: bool = False, seq: int | None = None) -> None:
-        now = time.monotonic()
-        if throttled and now - active.last_persist < self.progress_interval:
+    async def _persist(self, active: _Active, *, throttled: bool = False, seq: int | None = None,
+                       background: bool = False) -> None:
+        """Store the job as it is now. `throttled`: never wait for it; it is written in the background, at most
+        once per `progress_interval` (the step goes on at once). A `background` write is left out once the job's
+        end is being stored (that write holds everything, and must not be overwritten)."""
+        if throttled:
             if active.flush is None:
-                loop = asyncio.get_running_loop()
-                delay = self.progress_interval - (now - active.last_persist)
-                active.flush = loop.call_later(delay, self._flush_later, active)
+                delay = max(0.0, self.progress_interval - (time.monotonic() - active.last_persist))
+                active.flush = asyncio.get_running_loop().call_later(delay, self._flush_later, active)
             return
         if active.flush is not None:
             active.flush.cancel()
             active.flush = None
         async with active.save_lock:
+            if background and active.finished and not active.job.ended:
+                return
             active.last_persist = time.monotonic()
             await self._store.save(active.job, seq=self._bus.seq(active.job.id) if seq is None else seq)
 
     async def _save_as(self, active: _Active, change: Callable[[Job], None], *, seq: int | None = None) -> None:
-        """Store the job as `change` makes it, without changing what callers see yet."""
-        job = active.job.model_copy(deep=True)
+        """Store the job as `change` makes it, without changing what callers see yet. (A shallow copy does: `change`
+        sets fields, never changes one in place; what the copy shares with the job, its operation list, only ever
+        gets newer.)"""
+        job = active.job.model_copy()
         change(job)
         async with active.save_lock:
             active.last_persist = time.monotonic()
@@ -769,6 +789,6 @@ class JobRunner:
 
     async def _flush(self, active: _Active) -> None:
         try:
-            await self._persist(active)
+            await self._persist(active, background=True)
         except (StorageFull, StoreUnavailable) as exc:
             log.warning("progress of job %s not stored: %s", active.job.id, exc.reason)

@@ -143,11 +143,12 @@ class Client:
         bus = self.events.bus(project or self.project)
         with bus.hold():  # the stream stays up until the operation is followed
             await bus.ensure_connected(0.5 if bus.last_error is not None else 5.0)
+            seen_from = bus.settled_connection()
             env = await self.request(method, path, params=params, json=json, headers=headers, content=content,
                                      project=project, long=long)
             if not env.is_async:
                 return Operation.completed(self, env.metadata)
-            op = Operation(self, OperationState.model_validate(env.metadata), bus=bus)
+            op = Operation(self, OperationState.model_validate(env.metadata), bus=bus, seen_from=seen_from)
         if wait:
             await op.wait(timeout)
         return op

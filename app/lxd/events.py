@@ -33,7 +33,11 @@ log = logging.getLogger("app.lxd.events")
 
 EVENT_TYPES = ("operation", "lifecycle")
 RECENT_OPERATIONS = 4096
+KEEPALIVE = 5.0  # seconds between our pings; a server that does not answer one within as long is dropped
 IDLE_LINGER = 5.0  # seconds a stream nobody holds stays open (a busy client keeps reusing it)
+SETTLE = 1.0
+"""Seconds a connection must have been up before it is trusted to carry every event of an operation created from
+then on (LXD adds a listener only after answering the websocket handshake)."""
 
 
 class Subscription:
@@ -96,6 +100,8 @@ class Listener:
 
 OperationWatcher = Callable[[OperationState | None], None]
 """Called with each new state of a watched operation, or None after a reconnect (state may have been missed)."""
+EventObserver = Callable[[Event], None]
+"""Called with every event the stream carries (on the event loop, synchronously: it must be quick)."""
 
 
 class EventBus:
@@ -115,6 +121,8 @@ class EventBus:
         self.backoff_max = backoff_max
         self.connections = 0  # websocket connections made so far
         self.reconnects = 0
+        self.settle = SETTLE
+        self._connected_at: float | None = None
         self.connected = asyncio.Event()
         self._tried = asyncio.Event()  # set after every connection attempt, successful or not
         self._task: asyncio.Task[None] | None = None
@@ -123,6 +131,7 @@ class EventBus:
         self._subs: set[Subscription] = set()
         self._listeners: set[Listener] = set()
         self._watchers: dict[str, set[OperationWatcher]] = {}
+        self._observers: list[EventObserver] = []
         self._recent: OrderedDict[str, OperationState] = OrderedDict()
         self.last_error: Exception | None = None
 
@@ -200,7 +209,7 @@ class EventBus:
         delay = 0.1
         while not self._closed:
             try:
-                ws = await self._client.transport.websocket("/1.0/events", self.params)
+                ws = await self._client.transport.websocket("/1.0/events", self.params, keepalive=KEEPALIVE)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -211,6 +220,7 @@ class EventBus:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             self._ws = ws
+            self._connected_at = time.monotonic()
             self.connections += 1
             if self.connections > 1:
                 self.reconnects += 1
@@ -230,6 +240,7 @@ class EventBus:
                 log.warning("events reader error: %s", exc)
             finally:
                 self.connected.clear()
+                self._connected_at = None
                 self._ws = None
                 self._gap()
                 with contextlib.suppress(Exception):
@@ -244,6 +255,19 @@ class EventBus:
                 listener.on_gap()
             except Exception:  # one listener must not stop the stream
                 log.exception("events listener failed on a gap")
+
+    def settled_connection(self) -> int | None:
+        """The number of the current connection once it has been up for `settle` seconds, else None. While that
+        same connection stays up, every event of an operation created after this call reaches the stream."""
+        if self._connected_at is None or not self.connected.is_set():
+            return None
+        if time.monotonic() - self._connected_at < self.settle:
+            return None
+        return self.connections
+
+    def still_on(self, connection: int | None) -> bool:
+        """Whether the stream is still on `connection` (from `settled_connection`), never dropped since."""
+        return connection is not None and self.connected.is_set() and self.connections == connection
 
     def _resync(self) -> None:
         for watchers in list(self._watchers.values()):
@@ -261,11 +285,18 @@ class EventBus:
                 state = OperationState.model_validate(event.metadata)
             except ValueError:
                 state = None
+        # Listeners and observers hear of an event before any waiter of an operation hears of its end: what they
+        # keep is up to date by the time a job goes on.
         for listener in list(self._listeners):
             try:
                 listener.on_event(event)
             except Exception:  # one listener must not stop the stream
                 log.exception("events listener failed")
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("events observer failed")
         if state is not None:
             self.remember(state)
         for sub in list(self._subs):
@@ -303,6 +334,11 @@ class EventBus:
         listener = Listener(self, on_event, on_gap)
         self._listeners.add(listener)
         return listener
+
+    def observe(self, observer: EventObserver) -> None:
+        """Call `observer` with every event from now on, while the stream runs. Unlike a listener it does not
+        keep the stream up: pair it with `settled_connection()`/`still_on()` to know it heard everything."""
+        self._observers.append(observer)
 
     def subscribe(self, types: set[str] | None = None, maxsize: int = 1024) -> Subscription:
         sub = Subscription(self, types, maxsize)

@@ -1,7 +1,8 @@
 """Background operations: wait (event driven, with `/wait` polls as fall-back), cancel, follow progress.
 
 An `Operation` is subscribed to the shared events stream before the request that creates it is sent, reconciles
-once with a GET, then follows `operation` events. While the stream is down it polls `/wait` in short slices
+once with a GET (unless the stream was up and settled before the request, and still is: then every event of the
+operation reaches it), then follows `operation` events. While the stream is down it polls `/wait` in short slices
 (proxies kill long polls). LXD forgets a finished operation after 5 s: the last state seen is remembered, so a 404
 after completion is not an error.
 """
@@ -39,12 +40,16 @@ LATE_EVENT = 1.0  # seconds to wait for the final event of an operation LXD no l
 class Operation:
     """One LXD operation, followed until it ends. `state` is the newest snapshot seen."""
 
-    def __init__(self, client: Client, state: OperationState, *, bus: EventBus | None = None) -> None:
+    def __init__(self, client: Client, state: OperationState, *, bus: EventBus | None = None,
+                 seen_from: int | None = None) -> None:
+        """`seen_from`: the bus's settled connection (`EventBus.settled_connection()`) taken before the request that
+        created the operation was sent; while the bus is still on it, no reconciling GET is needed."""
         self._client = client
         self._state = state
         self._bus = bus
         self._changed = asyncio.Event()
-        self._reconcile = bool(state.id) and not state.final
+        whole = bus is not None and bus.still_on(seen_from)
+        self._reconcile = bool(state.id) and not state.final and not whole
         self._listeners: set[asyncio.Queue[OperationState]] = set()
         if bus is not None and state.id and not state.final:
             bus.watch(state.id, self._on_event)

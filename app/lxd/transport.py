@@ -210,11 +210,14 @@ class Transport:
     # ------------------------------------------------------------------------------------------ websockets
 
     async def websocket(self, path: str, params: Mapping[str, str] | None = None, *,
-                        open_timeout: float | None = None) -> ClientConnection:
-        """Open a websocket on `path` with the same identity as REST calls, and no Origin header."""
+                        open_timeout: float | None = None, keepalive: float | None = None) -> ClientConnection:
+        """Open a websocket on `path` with the same identity as REST calls, and no Origin header. With `keepalive`,
+        a ping goes out every `keepalive` seconds and the connection is closed when no pong comes within as long
+        (a server that stopped answering, frozen or cut off, is noticed)."""
         query = f"?{urlencode(dict(params))}" if params else ""
         kw: dict[str, Any] = {"open_timeout": open_timeout or self.connect_timeout, "max_size": None,
-                              "ping_interval": None, "user_agent_header": USER_AGENT, "compression": None}
+                              "ping_interval": keepalive, "ping_timeout": keepalive,
+                              "user_agent_header": USER_AGENT, "compression": None}
         try:
             if self.uds is not None:
                 return await unix_connect(self.uds, f"ws://lxd{path}{query}", **kw)

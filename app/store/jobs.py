@@ -1,7 +1,15 @@
 """The embedded job database: `JobStore` (app.jobs.store) on SQLite, with idempotency keys and the audit trail.
 
-The SQLite store keeps `<data_dir>/jobs.sqlite3` in WAL mode with one writer connection (writes are serialised by
-a lock; rows that must be unique are written in `BEGIN IMMEDIATE` transactions) and one reader connection. The schema
+The SQLite store keeps `<data_dir>/jobs.sqlite3` in WAL mode with one writer connection on a thread of its own
+(every write is one transaction, `BEGIN IMMEDIATE`, run there whole: one hop from the event loop) and one reader
+connection.
+
+Durability: WAL with `synchronous=NORMAL`. A commit is a write to the WAL file and no fsync: it survives the
+gateway process dying (the kernel holds the written pages); a power loss may lose the last commits, never
+corrupting the database. The fsyncs come when WAL frames are copied back into the database (a checkpoint). The
+writer never does that itself (`wal_autocheckpoint=0`): a checkpointer connection of its own does, in the background,
+`checkpoint_interval` seconds after writes (and the last connection closed checkpoints in full), so that no job
+write waits for an fsync. The schema
 carries its version (`PRAGMA user_version`) and is migrated forward at open. An exclusive lock file next to the
 database makes sure one gateway process at a time uses it, so every unfinished job found at start-up belongs to a
 dead process. Rows carry `owner_id` and `lease_until` so that a shared store for several replicas can claim the jobs
@@ -18,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -35,9 +46,14 @@ from app.store.rows import AUDIT_COLUMNS, result_parts, row_to_job, row_to_store
 from app.store.rows import dumps as _dumps
 from app.store.rows import ts as _ts
 
+log = logging.getLogger("app.store.jobs")
+
+T = TypeVar("T")
 DB_NAME = "jobs.sqlite3"
 """The job database's file name in the data directory."""
 SCHEMA_VERSION = 4
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds after a write until the background WAL checkpoint."""
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE jobs (
@@ -128,15 +144,95 @@ _COLUMNS = ("jobs.position, jobs.id, kind, status, remote, project, resource, re
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def _set_up_writer(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer does it, off the writer's way
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def _transaction(conn: sqlite3.Connection, statements: list[Statement]) -> list[int]:
+    """Run `statements` in one transaction (on the writer's thread); the row count of each."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        counts = [conn.execute(sql, args).rowcount for sql, args in statements]
+        conn.execute("COMMIT")
+    except BaseException:
+        _roll_back(conn)
+        raise
+    return counts
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # SQLite may have rolled back already (e.g. a full disk)
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to `SCHEMA_VERSION`, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"job database {path} has schema version {version}, newer than this gateway's "
+                               f"({SCHEMA_VERSION}); upgrade the gateway")
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[v].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={v}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _roll_back(conn)
+        raise
+
+
+class _Writer:
+    """The one writer connection, used only on its own thread: each call runs there whole, in the order made."""
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-db-writer")
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` on the writer's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(self._run, fn, *args))
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+        return fn(self._conn, *args)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+        finally:
+            self._pool.shutdown(wait=False)
+
+
 class SQLiteJobStore:
     """The embedded store: `<data_dir>/jobs.sqlite3`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
+        self.checkpoint_interval = checkpoint_interval
+        self._writer: _Writer | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        self._written = asyncio.Event()
         self._lock_fd: int | None = None
-        self._write_lock = asyncio.Lock()
         self._full: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -156,22 +252,44 @@ class SQLiteJobStore:
         try:
             with self._storage_errors():
                 private_file(self.path)  # SQLite gives its -wal and -shm files the database's mode
-                self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-                self._writer.row_factory = aiosqlite.Row
-                await self._writer.execute("PRAGMA journal_mode=WAL")
-                await self._writer.execute("PRAGMA synchronous=NORMAL")
-                await self._writer.execute("PRAGMA busy_timeout=5000")
+                self._writer = _Writer(self.path)
+                await self._writer.call(_set_up_writer)
                 await self._migrate()
                 self._reader = await aiosqlite.connect(self.path, isolation_level=None)
                 self._reader.row_factory = aiosqlite.Row
                 await self._reader.execute("PRAGMA busy_timeout=5000")
                 await self._reader.execute("PRAGMA query_only=1")
+                self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+                await self._checkpointer.execute("PRAGMA busy_timeout=5000")
                 for suffix in ("-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.chmod(f"{self.path}{suffix}", FILE_MODE)
+            self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_loop(),
+                                                                      name="jobs-db-checkpoints")
         except BaseException:
             await self.close()
             raise
+
+    async def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database (with its fsyncs) off the writer's way, a while after writes."""
+        while True:
+            await self._written.wait()
+            await asyncio.sleep(self.checkpoint_interval)
+            self._written.clear()
+            try:
+                await self.checkpoint()
+            except Exception as exc:  # a full disk, say: the WAL keeps the commits; tried again after more writes
+                log.warning("checkpointing the job database failed: %s", exc)
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """One passive WAL checkpoint (it never waits for the writer): (1 when it could not run at all, frames in
+        the WAL, frames copied into the database)."""
+        if self._checkpointer is None:
+            raise RuntimeError("job store is not open")
+        async with self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
 
     async def check(self) -> None:
         """Read every page (`PRAGMA quick_check`) and write once: raises what a corrupt database or a full device
@@ -185,15 +303,7 @@ class SQLiteJobStore:
     async def _probe_write(self) -> None:
         if free_bytes(self.path.parent) < MIN_FREE_BYTES:
             raise StorageFull(self.path.parent, "no space left on device")
-        async with self._writing() as w:
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                await w.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                await w.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await w.execute("ROLLBACK")
-                raise
+        await self._write_all([(f"PRAGMA user_version={SCHEMA_VERSION}", ())])
 
     async def check_writable(self) -> str | None:
         """None when the store can write; else why not (the device is full, the last write failed...)."""
@@ -222,19 +332,34 @@ class SQLiteJobStore:
             raise StorageFull(self.path.parent, str(exc)) from exc
         self._full = None
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The writer connection, alone, with a full device turned into `StorageFull`."""
-        async with self._write_lock:
-            with self._storage_errors():
-                yield self._w
+    async def _on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` on the writer's thread, with a full device turned into `StorageFull`. Nothing is
+        written while the device counts as full (less than `MIN_FREE_BYTES` free), even where the WAL would still
+        have room: the store refuses exactly while it reports itself not writable."""
+        with self._storage_errors():
+            result = await self._w.call(self._unless_full, fn, *args)
+        self._written.set()
+        return result
+
+    def _unless_full(self, conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+        if free_bytes(self.path.parent) < MIN_FREE_BYTES:
+            raise StorageFull(self.path.parent, "no space left on device")
+        return fn(conn, *args)
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
+        for conn in (self._reader, self._checkpointer):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-        self._reader = self._writer = None
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the last connection closed checkpoints the WAL in full
+                await self._writer.close()
+        self._reader = self._checkpointer = self._writer = None
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -242,28 +367,10 @@ class SQLiteJobStore:
             self._lock_fd = None
 
     async def _migrate(self) -> None:
-        async with self._writing() as w:
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                async with w.execute("PRAGMA user_version") as cur:
-                    row = await cur.fetchone()
-                version = int(row[0]) if row else 0
-                if version > SCHEMA_VERSION:
-                    raise RuntimeError(f"job database {self.path} has schema version {version}, newer than this "
-                                       f"gateway's ({SCHEMA_VERSION}); upgrade the gateway")
-                for v in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[v].split(";"):
-                        if statement.strip():
-                            await w.execute(statement)
-                    await w.execute(f"PRAGMA user_version={v}")
-                await w.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
-                    await w.execute("ROLLBACK")
-                raise
+        await self._on_writer(_migrate, self.path)
 
     @property
-    def _w(self) -> aiosqlite.Connection:
+    def _w(self) -> _Writer:
         if self._writer is None:
             raise RuntimeError("job store is not open")
         return self._writer
@@ -275,28 +382,12 @@ class SQLiteJobStore:
         return self._reader
 
     async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
-        async with self._writing() as w:
-            cur = await w.execute(sql, args)
-            count = cur.rowcount
-            await cur.close()
-            return count
+        """One statement in a transaction of its own; its row count."""
+        return (await self._write_all([(sql, args)]))[0]
 
-    async def _write_all(self, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    async def _write_all(self, statements: list[Statement]) -> list[int]:
         """Several writes in one transaction; the row count of each."""
-        async with self._writing() as w:
-            await w.execute("BEGIN IMMEDIATE")
-            try:
-                counts = []
-                for sql, args in statements:
-                    cur = await w.execute(sql, args)
-                    counts.append(cur.rowcount)
-                    await cur.close()
-                await w.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
-                    await w.execute("ROLLBACK")
-                raise
-            return counts
+        return await self._on_writer(_transaction, statements)
 
     @staticmethod
     def _result_writes(job: Job) -> tuple[str | None, int, list[tuple[str, tuple[Any, ...]]]]:
@@ -387,20 +478,20 @@ class SQLiteJobStore:
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         # The lock file guarantees no other live process uses this database: every unfinished job is orphaned,
         # whatever its lease says. A shared store would claim only rows whose lease ran out.
-        async with self._writing() as w:
-            await w.execute("BEGIN IMMEDIATE")
+        def claim(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                async with w.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE status IN ('queued', 'running') "
-                                     "ORDER BY jobs.position") as cur:
-                    rows = await cur.fetchall()
-                await w.execute("UPDATE jobs SET owner_id=?, lease_until=? WHERE status IN ('queued', 'running')",
-                                (owner_id, lease_until))
-                await w.execute("COMMIT")
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE status IN ('queued', 'running') "
+                                    "ORDER BY jobs.position").fetchall()
+                conn.execute("UPDATE jobs SET owner_id=?, lease_until=? WHERE status IN ('queued', 'running')",
+                             (owner_id, lease_until))
+                conn.execute("COMMIT")
             except BaseException:
-                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
-                    await w.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
-        claimed = [row_to_stored(r) for r in rows]
+            return rows
+
+        claimed = [row_to_stored(r) for r in await self._on_writer(claim)]
         for s in claimed:
             s.owner_id, s.lease_until = owner_id, lease_until
         return claimed
@@ -426,29 +517,29 @@ class SQLiteJobStore:
 
         An expired record, or a reservation left without a job by a dead process, is replaced.
         """
-        async with self._writing() as w:
-            await w.execute("BEGIN IMMEDIATE")
+        def reserve(conn: sqlite3.Connection) -> tuple[IdempotencyRecord, bool]:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                async with w.execute("SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id "
-                                     "FROM idempotency WHERE scope=? AND key=?", (scope, key)) as cur:
-                    row = await cur.fetchone()
+                row = conn.execute("SELECT scope, key, fingerprint, job_id, created_at, expires_at, owner_id "
+                                   "FROM idempotency WHERE scope=? AND key=?", (scope, key)).fetchone()
                 if row is not None:
                     record = IdempotencyRecord(*tuple(row))
                     stale = record.expires_at <= now or (record.job_id is None and record.owner_id != owner_id)
                     if not stale:
-                        await w.execute("COMMIT")
+                        conn.execute("COMMIT")
                         return record, False
-                    await w.execute("DELETE FROM idempotency WHERE scope=? AND key=?", (scope, key))
+                    conn.execute("DELETE FROM idempotency WHERE scope=? AND key=?", (scope, key))
                 record = IdempotencyRecord(scope, key, fingerprint, None, now, now + ttl, owner_id)
-                await w.execute("INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, "
-                                "owner_id) VALUES (?, ?, ?, NULL, ?, ?, ?)",
-                                (scope, key, fingerprint, now, now + ttl, owner_id))
-                await w.execute("COMMIT")
+                conn.execute("INSERT INTO idempotency (scope, key, fingerprint, job_id, created_at, expires_at, "
+                             "owner_id) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                             (scope, key, fingerprint, now, now + ttl, owner_id))
+                conn.execute("COMMIT")
                 return record, True
             except BaseException:
-                with contextlib.suppress(Exception):  # SQLite may have rolled back already (e.g. a full disk)
-                    await w.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
+
+        return await self._on_writer(reserve)
 
     async def idempotency_complete(self, scope: str, key: str, job_id: str) -> None:
         await self._write("UPDATE idempotency SET job_id=? WHERE scope=? AND key=?", (job_id, scope, key))

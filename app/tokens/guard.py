@@ -18,6 +18,8 @@ from app.http.auth import Principal
 from app.http.deps import Backend
 from app.http.errors import ProblemError
 from app.lxd.errors import NotFound
+from app.lxd.kept import kept_on
+from app.lxd.models import Event
 from app.lxd.profiles import Profile
 from app.tokens.policy import Layer, Policy, PolicyViolation
 
@@ -44,9 +46,39 @@ def enforce(conn: HTTPConnection, principal: Principal, *, config: Mapping[str, 
     policy_for(conn, principal).check_instance(config, devices)
 
 
+NETWORKS_KEEP = 5.0
+"""Seconds the default project's managed networks are kept (for the requests of a burst) while no network event
+came."""
+
+
+def _about_networks(event: Event) -> bool:
+    """An event after which the networks LXD manages may differ: any network lifecycle event (created, deleted,
+    renamed, updated...), any operation on networks."""
+    md = event.metadata
+    if event.type == "lifecycle":
+        return str(md.get("action", "")).startswith("network")
+    return event.type == "operation" and bool((md.get("resources") or {}).get("networks"))
+
+
 async def managed_networks(b: Backend) -> dict[str, str]:
-    """The networks LXD manages (name -> type), as seen from the request's project."""
-    return {n.name: n.type for n in await b.client.networks.list() if n.managed}
+    """The networks LXD manages (name -> type), as seen from the request's project.
+
+    LXD lists networks only with what uses each (costly: it looks at every instance), so in the default project
+    the answer is kept `NETWORKS_KEEP` seconds while LXD's events stream carries no network event (`app.lxd.kept`:
+    only what was read on a settled stream that stayed up; a network created, deleted or renamed through LXD drops
+    it). Another project reads it every time (its networks may be the default project's, whose events its stream
+    does not carry)."""
+    client = b.client
+    if (client.project or "default") != "default":
+        return {n.name: n.type for n in await client.networks.list() if n.managed}
+    bus = client.events.bus()
+    kept = kept_on(bus, "managed-networks", _about_networks, NETWORKS_KEEP)
+    if (hit := kept.get(bus, "")) is not None:
+        return dict(hit)
+    begun = kept.begin(bus)
+    managed = {n.name: n.type for n in await client.networks.list() if n.managed}
+    kept.put(bus, "", dict(managed), begun)
+    return managed
 
 
 async def profile_layers(b: Backend, names: Sequence[str], where: str) -> list[Layer]:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.containers import jobs as container_jobs
 from app.containers.jobs import CREATE_STEP, CREATED_STEP
 from app.jobs import runner as runner_module
 from app.locallxd.daemon import DaemonInfo
@@ -24,11 +25,15 @@ from app.lxd import Client, NotFound
 from app.main import create_app
 from tests.support.app import make_settings
 
+STARTED = "started"
+"""Where a job is stopped once its container has started: at the read of the container for its result."""
+
 
 class Reworded:
-    """Rewords every progress report of every job and stops a job for good once it reached a checkpoint."""
+    """Rewords every progress report of every job and stops a job for good once it reached a checkpoint (or,
+    `stop_at=STARTED`, the read of its result)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_at: str, occurrence: int) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_at: str) -> None:
         self.originals: list[tuple[str | None, str | None]] = []
         self.stopped = asyncio.Event()
         progress = runner_module._Context.progress
@@ -44,20 +49,27 @@ class Reworded:
         async def stopping_checkpoint(ctx: Any, step: str, data: Any = None) -> None:
             await checkpoint(ctx, step, data)
             seen[step] = seen.get(step, 0) + 1
-            if step == stop_at and seen[step] == occurrence:
+            if step == stop_at and seen[step] == 1:
                 self.stopped.set()
                 await asyncio.Event().wait()  # the gateway dies here
 
+        async def stopping_view(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            self.stopped.set()
+            await asyncio.Event().wait()  # the gateway dies here
+            raise AssertionError("unreachable")
+
         monkeypatch.setattr(runner_module._Context, "progress", reworded_progress)
         monkeypatch.setattr(runner_module._Context, "checkpoint", stopping_checkpoint)
+        if stop_at == STARTED:
+            monkeypatch.setattr(container_jobs, "_view", stopping_view)
 
 
 async def _crash_then_recover(tmp_path: Path, daemon: DaemonInfo, monkeypatch: pytest.MonkeyPatch, *,
-                              start: bool, stop_at: str, occurrence: int = 1) -> tuple[str, dict[str, Any]]:
+                              start: bool, stop_at: str) -> tuple[str, dict[str, Any]]:
     name = f"ck-{uuid.uuid4().hex[:8]}"
     settings = make_settings(tmp_path, daemon, shutdown_grace_seconds=0)
     with monkeypatch.context() as patched:
-        reworded = Reworded(patched, stop_at, occurrence)
+        reworded = Reworded(patched, stop_at)
         app = create_app(settings)
         async with LifespanManager(app, startup_timeout=90), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
@@ -114,8 +126,7 @@ async def test_stopped_after_the_create_before_the_start_removes_the_container(
 
 async def test_stopped_once_started_succeeds_with_the_running_container(
         tmp_path: Path, lxd_daemon: DaemonInfo, monkeypatch: pytest.MonkeyPatch) -> None:
-    name, job = await _crash_then_recover(tmp_path, lxd_daemon, monkeypatch, start=True, stop_at=CREATED_STEP,
-                                          occurrence=2)
+    name, job = await _crash_then_recover(tmp_path, lxd_daemon, monkeypatch, start=True, stop_at=STARTED)
     async with Client.unix(lxd_daemon.socket_path) as lxd:
         try:
             assert job["status"] == "succeeded", job

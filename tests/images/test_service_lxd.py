@@ -3,16 +3,19 @@ stopping it), sources searched in order, a copy under the local alias with progr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.images.search import SeriesError
-from app.images.service import ImageRemote, connect_image_remote, find_image
+from app.images.service import ImageRemote, connect_image_remote, find_image, local_images
 from app.locallxd.daemon import DaemonInfo, free_port
 from app.lxd import Client, LXDError
+from app.lxd.events import EventBus
 from app.lxd.servers import ConnectionArgs, ServerSpec
 from tests.support.lxd_clients import Throwaway, unique
 
@@ -141,3 +144,97 @@ async def test_no_source_has_it_reports_the_connection_error(core_client: Client
     dead = ServerSpec(host=f"https://127.0.0.1:{free_port()}", name="dead", protocol="lxd")
     with pytest.raises(LXDError, match="cannot reach LXD"):
         await find_image(core_client, alias=unique("nothing"), sources=[dead])
+
+
+# -- what a burst of creates keeps: image descriptions, never which image an alias names -------------------------
+
+
+@pytest.fixture
+async def second_image(core_client: Client) -> AsyncIterator[str]:
+    """A second local image (published from a busybox container): its fingerprint."""
+    name = unique("pub")
+    await core_client.instances.create(name, image="busybox")
+    try:
+        image = await core_client.images.publish(name)
+        fingerprint = image.fingerprint  # type: ignore[union-attr]
+    finally:
+        await core_client.instances.delete(name)
+    try:
+        yield fingerprint
+    finally:
+        with contextlib.suppress(LXDError):
+            await core_client.images.delete(fingerprint)
+
+
+@contextlib.asynccontextmanager
+async def settled_stream(client: Client) -> AsyncIterator[EventBus]:
+    """The client's events stream, up long enough for what it carries to be trusted, held for the block."""
+    bus = client.events.bus()
+    with bus.hold():
+        assert await bus.ensure_connected()
+        await asyncio.sleep(bus.settle + 0.2)
+        yield bus
+
+
+def counting_image_reads(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    get = client.images.get
+
+    async def counted(fingerprint: str, **kw: Any) -> Any:
+        reads.append(fingerprint)
+        return await get(fingerprint, **kw)
+
+    monkeypatch.setattr(client.images, "get", counted)
+    return reads
+
+
+async def test_an_alias_moved_behind_the_gateways_back_is_seen_by_the_next_lookup(
+        core_client: Client, lxd_daemon: DaemonInfo, second_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    alias = unique("moved")
+    first = lxd_daemon.image_fingerprint
+    await core_client.images.create_alias(alias, first)
+    try:
+        async with settled_stream(core_client):
+            reads = counting_image_reads(core_client, monkeypatch)
+            assert (await find_image(core_client, alias=alias)).fingerprint == first
+            assert (await find_image(core_client, alias=alias)).fingerprint == first
+            assert reads == [first], "the image's description is read once"
+            async with Client.unix(lxd_daemon.socket_path) as elsewhere:  # not through this client
+                await elsewhere.images.update_alias(alias, second_image)
+            found = await find_image(core_client, alias=alias)  # at once: no wait for LXD's event
+            assert found.fingerprint == second_image and found.info is not None
+            assert found.info["fingerprint"] == second_image
+    finally:
+        await _drop_alias(core_client, alias)
+
+
+async def test_an_image_event_drops_the_kept_description(
+        core_client: Client, lxd_daemon: DaemonInfo, second_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    alias = unique("described")
+    await core_client.images.create_alias(alias, second_image)
+    try:
+        async with settled_stream(core_client) as bus:
+            reads = counting_image_reads(core_client, monkeypatch)
+            await find_image(core_client, alias=alias)
+            kept = local_images(core_client)
+            assert kept is not None and kept[1].get(bus, second_image) is not None
+            async with Client.unix(lxd_daemon.socket_path) as elsewhere:
+                await elsewhere.images.patch(second_image, {"properties": {"description": "changed"}})
+            async with asyncio.timeout(5):  # LXD's `image-updated` event
+                while kept[1].get(bus, second_image) is not None:
+                    await asyncio.sleep(0.01)
+            found = await find_image(core_client, alias=alias)
+            assert reads == [second_image, second_image]
+            assert found.info is not None and found.info["properties"]["description"] == "changed"
+    finally:
+        await _drop_alias(core_client, alias)
+
+
+async def test_nothing_is_kept_without_a_settled_stream(lxd_daemon: DaemonInfo,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Client.unix(lxd_daemon.socket_path) as fresh:
+        reads = counting_image_reads(fresh, monkeypatch)
+        assert fresh.events.bus().settled_connection() is None  # no stream yet
+        for _ in range(2):
+            assert (await find_image(fresh, alias="busybox")).fingerprint == lxd_daemon.image_fingerprint
+        assert len(reads) == 2

@@ -137,3 +137,21 @@ async def test_resume_history_is_bounded_in_bytes_of_output_too() -> None:
     assert [e.seq for e in first] == [e.seq for e in kept]  # still kept: exactly what was missed
     _sub, first = bus.subscribe("j1", after=1)  # type: ignore[misc]
     assert [(e.type, e.seq) for e in first] == [("snapshot", 100)]  # no longer kept: a fresh snapshot
+
+
+async def test_a_late_subscriber_gets_the_job_as_last_published_not_as_changed_since() -> None:
+    bus = JobBus(capacity=8)
+    j = Job(id="j2", kind="k", status=JobStatus.running, created_at=utcnow(), remote="local", project="default",
+            token_id="owner", result={"stdout": "secret"})
+    bus.open(j)
+    j.progress.percent = 40
+    bus.publish(j, "progress", {"percent": 40})
+    j.progress.percent = 99  # changed in place, not published
+    live = bus.live("j2")
+    assert live is not None and live.progress.percent == 40 and live.token_id == "owner"
+    for viewer, stdout in ((Viewer(token_id="owner"), "secret"), (Viewer(token_id="other"), None)):
+        subscribed = bus.subscribe("j2", viewer=viewer)
+        assert subscribed is not None
+        snapshot = subscribed[1][0]
+        assert snapshot.type == "snapshot" and snapshot.job["progress"]["percent"] == 40
+        assert (snapshot.job["result"] or {}).get("stdout") == stdout

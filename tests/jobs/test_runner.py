@@ -271,3 +271,63 @@ async def test_shutdown_gives_running_jobs_the_grace_period(runner: JobRunner, k
         assert type(exc).__name__ == "RunnerClosed"
     else:
         raise AssertionError("accepted a job while shutting down")
+
+
+async def test_a_new_operation_is_stored_at_once_and_its_end_goes_out_without_waiting_for_the_store(
+        runner: JobRunner, kinds: JobKinds, store: JobStore) -> None:
+    seen: dict[str, object] = {}
+
+    async def step(ctx: JobContext) -> dict[str, bool]:
+        await ctx.record_operation("local", "op-1")
+        stored = await store.load(ctx.job_id)
+        assert stored is not None
+        seen["stored at once"] = [o.status for o in stored.job.lxd_operations]
+        saves = store.save
+
+        async def stuck(job: Job, *, seq: int) -> None:
+            await asyncio.Event().wait()
+
+        store.save = stuck  # type: ignore[method-assign]
+        try:  # the new status goes on the bus at once, whatever the store does
+            await asyncio.wait_for(ctx.record_operation("local", "op-1", "Success"), 1)
+            await asyncio.wait_for(ctx.progress("started", 90, "started"), 1)
+        finally:
+            store.save = saves  # type: ignore[method-assign]
+        live = runner.bus.live(ctx.job_id)
+        assert live is not None
+        seen["live"] = [o.status for o in live.lxd_operations]
+        return {"ok": True}
+
+    kinds.register(JobKind("t.op", step))
+    job = await runner.submit("t.op", remote="local")
+    done = await runner.wait(job.id, 5)
+    assert done is not None and done.status is JobStatus.succeeded, done
+    assert seen == {"stored at once": ["Running"], "live": ["Success"]}
+    stored = await store.load(job.id)
+    assert stored is not None and [o.status for o in stored.job.lxd_operations] == ["Success"]
+
+
+async def test_progress_is_stored_in_the_background_and_never_over_the_end(
+        store_kind: str, request: pytest.FixtureRequest, tmp_path: Path, kinds: JobKinds) -> None:
+    store = new_store(store_kind, request, tmp_path)
+    await store.open()
+    runner = JobRunner(store, JobBus(), kinds=kinds, progress_interval=0.0)
+    await runner.start()
+
+    async def step(ctx: JobContext) -> None:
+        for i in range(3):
+            await ctx.progress("working", i * 30, None)
+            for _ in range(i):
+                await asyncio.sleep(0)  # let a background write start, or not, before the end
+
+    kinds.register(JobKind("t.progress", step))
+    try:
+        ids = [(await runner.submit("t.progress")).id for _ in range(30)]
+        for job_id in ids:
+            await runner.wait(job_id, 5)
+        await asyncio.sleep(0.1)
+        statuses = {(await store.load(job_id)).job.status for job_id in ids}  # type: ignore[union-attr]
+        assert statuses == {JobStatus.succeeded}
+    finally:
+        await runner.shutdown(0)
+        await store.close()

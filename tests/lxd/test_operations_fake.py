@@ -203,3 +203,48 @@ async def test_pool_exhaustion_is_unavailable_and_long_calls_do_not_starve_short
         for w in accepted:
             w.close()
         server.close()
+
+
+async def test_an_operation_started_on_a_settled_stream_is_followed_without_any_get(client: Client,
+                                                                                   fake: FakeLXD) -> None:
+    bus = client.events.bus()
+    bus.settle = 0.05
+    assert await bus.ensure_connected()
+    await asyncio.sleep(0.1)  # settled
+    op = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
+    task = asyncio.ensure_future(op.wait(5))
+    await asyncio.sleep(0.1)
+    await fake.emit(fake.op(op.id, 200, **{"return": 0}))
+    assert (await task).status_code == 200
+    assert fake.gets(op.id) == 0
+
+
+async def test_after_a_reconnect_operations_reconcile_again_until_the_stream_settles(client: Client,
+                                                                                    fake: FakeLXD) -> None:
+    bus = client.events.bus()
+    bus.settle = 0.5
+    op = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
+    await fake.emit(fake.op(op.id, 200))
+    await op.wait(5)
+    await asyncio.sleep(0.6)
+    await fake.conns[0].close()
+    await until(lambda: bus.connections == 2 and bus.connected.is_set())
+    again = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
+    task = asyncio.ensure_future(again.wait(5))
+    await until(lambda: fake.gets(again.id) == 1)  # a new connection is not trusted yet
+    await fake.emit(fake.op(again.id, 200))
+    assert (await task).status_code == 200
+
+
+async def test_a_drop_after_the_request_brings_the_reconciling_get_back(client: Client, fake: FakeLXD) -> None:
+    bus = client.events.bus()
+    bus.settle = 0.05
+    warm = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
+    await fake.emit(fake.op(warm.id, 200))
+    await warm.wait(5)
+    await asyncio.sleep(0.1)
+    op = await client.mutate("POST", "/1.0/instances", json={}, wait=False)
+    fake.op(op.id, 200)  # finishes while the stream is down: no event will ever say so
+    await fake.conns[-1].close()
+    assert (await op.wait(10)).status_code == 200  # learnt by asking LXD (a GET, or a `/wait` while down)
+    assert fake.gets(op.id) + fake.count("GET", f"/1.0/operations/{op.id}/wait") >= 1

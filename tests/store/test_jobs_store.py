@@ -230,3 +230,96 @@ async def test_a_version_2_database_gains_cleanups_and_keeps_its_jobs(tmp_path: 
         assert await store.pending_cleanups() == []
     finally:
         await store.close()
+
+
+# -- durability and checkpoints -------------------------------------------------------------------------------------
+
+
+async def test_the_writer_commits_to_the_wal_without_fsync_and_never_checkpoints(sqlite_store: SQLiteJobStore) -> None:
+    store = sqlite_store
+    def settings(conn: sqlite3.Connection) -> tuple[str, int, int]:
+        return (conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute("PRAGMA synchronous").fetchone()[0],
+                conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert await store._w.call(settings) == ("wal", 1, 0)  # synchronous=NORMAL; checkpoints are the checkpointer's
+
+
+async def _fill_wal(store: SQLiteJobStore) -> None:
+    big = {"blob": "x" * 8000}
+    for _ in range(600):  # about 5 MB of WAL, past SQLite's own automatic checkpoint (1,000 pages)
+        await store.insert(make_job(), params=big, owner_id="me", lease_until=time.time() + 30)
+
+
+async def test_no_commit_copies_the_wal_into_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = SQLiteJobStore(path, checkpoint_interval=3600)
+    await store.open()
+    try:
+        before = path.stat().st_size
+        await _fill_wal(store)
+        assert path.stat().st_size == before, "a commit checkpointed the WAL"
+        assert Path(f"{path}-wal").stat().st_size > 4_000_000
+        busy, frames, copied = await store.checkpoint()
+        assert busy == 0 and frames > 1000 and copied == frames
+        assert path.stat().st_size > 4_000_000
+    finally:
+        await store.close()
+
+
+async def test_the_background_checkpointer_copies_the_wal_soon_after_writes(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "jobs.sqlite3"
+    store = SQLiteJobStore(path, checkpoint_interval=0.05)
+    await store.open()
+    try:
+        await _fill_wal(store)
+        async with asyncio.timeout(10):
+            while path.stat().st_size < 4_000_000:
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+    assert not Path(f"{path}-wal").exists(), "closing the store checkpoints the WAL in full and removes it"
+
+
+CRASHING_WRITER = """
+import asyncio, os, signal, sys, time
+from pathlib import Path
+from app.jobs.models import Job, JobStatus, new_job_id, utcnow
+from app.store.jobs import SQLiteJobStore
+
+async def main(path):
+    store = SQLiteJobStore(path)
+    await store.open()
+    job = Job(id=new_job_id(), kind="t.crash", status=JobStatus.queued, created_at=utcnow())
+    await store.insert(job, params={}, owner_id="dead", lease_until=time.time() + 30)
+    job.status, job.finished_at, job.result = JobStatus.succeeded, utcnow(), {"ok": True}
+    await store.save(job, seq=3)
+    print(job.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint: the commits are only in the WAL
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+async def test_a_commit_survives_the_process_being_killed(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "jobs.sqlite3"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WRITER, str(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -9, err.decode()
+    job_id = out.decode().strip()
+    store = SQLiteJobStore(path)
+    await store.open()  # the lock died with the process
+    try:
+        stored = await store.load(job_id)
+    finally:
+        await store.close()
+    assert stored is not None and stored.job.status is JobStatus.succeeded and stored.job.result == {"ok": True}
+    assert stored.seq == 3

@@ -113,3 +113,42 @@ async def test_operator_default_policy_allows_for_everyone(tmp_path: Path, lxd_d
         assert (await c.delete(f"/v1/profiles/{name}")).status_code == 204
         _refused(await c.post("/v1/profiles", json={"name": name, "config": {"security.privileged": "1"}}),
                  "security.privileged")
+
+
+async def test_the_networks_a_burst_keeps_follow_a_network_deleted_behind_the_gateways_back(
+        tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    import asyncio
+    import contextlib
+
+    from app.lxd import Client, LXDError
+    from tests.containers.support import counting, remove_all
+
+    net = f"gwt{uuid.uuid4().hex[:6]}"
+    prefix = f"gwn-{uuid.uuid4().hex[:6]}"
+    nic = {"eth1": {"type": "nic", "network": net}}
+    app = create_app(make_settings(tmp_path, lxd_daemon, rate_limit=""))
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                       base_url="http://gw") as c, \
+            Client.unix(lxd_daemon.socket_path) as lxd:  # behind the gateway's back
+
+        async def create(name: str) -> httpx.Response:
+            return await c.post("/v1/containers", params={"wait": 60}, json={
+                "name": name, "image": {"alias": "busybox"}, "devices": nic, "start": False})
+
+        await lxd.networks.create(net, config={"ipv4.address": "none", "ipv6.address": "none"})
+        try:
+            assert (await create(f"{prefix}-a")).status_code == 200  # the gateway's events stream comes up
+            await asyncio.sleep(1.2)  # and settles
+            async with counting(app.state.remotes.get("local")) as log:
+                for name in (f"{prefix}-b", f"{prefix}-c"):
+                    r = await create(name)
+                    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+            assert log.calls.count(("GET", "/1.0/networks")) == 1, log.calls  # kept for the burst
+            await remove_all(lxd_daemon.socket_path, prefix)
+            await lxd.networks.delete(net)
+            r = await create(f"{prefix}-d")
+            assert r.status_code == 403 and r.json()["key"] == "devices.eth1.network", r.text
+        finally:
+            await remove_all(lxd_daemon.socket_path, prefix)
+            with contextlib.suppress(LXDError):
+                await lxd.networks.delete(net)
