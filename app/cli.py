@@ -1,4 +1,5 @@
-"""`python -m app tokens create|list|revoke`: manage API tokens in the tokens file. `python -m app db copy`: copy
+"""`python -m app tokens create|list|revoke`: manage API tokens where the settings keep them (the tokens file, or
+the PostgreSQL database of `LXDGW_DATABASE_URL`), also while the gateway runs. `python -m app db copy`: copy
 the embedded job database into PostgreSQL."""
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from app.settings import load_settings
-from app.store.tokens import Scope, TokenExists, TokenNotFound, TokenStore
+from app.settings import Settings, load_settings
+from app.store.database import shared_state
+from app.store.errors import StoreUnavailable
+from app.store.tokens import Scope, TokenExists, TokenNotFound, Tokens, TokenStore
 from app.tokens.policy import describe_rules, is_rule
 
 
@@ -35,7 +38,12 @@ def tokens_main(argv: list[str]) -> int:
     revoke = sub.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("name")
     args = parser.parse_args(argv)
-    store = TokenStore(load_settings().tokens_path)
+    settings = load_settings()
+    try:
+        store = _token_store(settings)
+    except StoreUnavailable as exc:
+        print(f"cannot reach the database: {exc.reason}", file=sys.stderr)
+        return 1
     try:
         if args.cmd == "create":
             record, secret = store.create(args.name, [Scope(s) for s in args.scope], remotes=args.remote,
@@ -55,7 +63,28 @@ def tokens_main(argv: list[str]) -> int:
     except TokenNotFound:
         print(f"no token named {args.name!r}", file=sys.stderr)
         return 1
+    except StoreUnavailable as exc:
+        print(f"cannot reach the database: {exc.reason}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _token_store(settings: Settings) -> Tokens:
+    """The tokens file (SQLite), or the tokens of the PostgreSQL database (its schema brought up to date first)."""
+    shared = shared_state(settings)
+    if shared is None:
+        return TokenStore(settings.tokens_path)
+    import asyncio
+
+    from app.store.postgres import PostgresJobStore
+
+    async def migrate() -> None:
+        store = PostgresJobStore(settings.job_database[1])
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    return shared.tokens
 
 
 def db_main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.store.tokens import TokenStore
+from app.store.tokens import Tokens
 
 log = logging.getLogger("app.http.open_streams")
 
@@ -73,7 +73,7 @@ class OpenStream:
 class OpenStreams:
     """The open streams of this process, and the watch that ends those whose token is no longer live."""
 
-    def __init__(self, tokens: TokenStore, interval: float = CHECK_INTERVAL) -> None:
+    def __init__(self, tokens: Tokens, interval: float = CHECK_INTERVAL) -> None:
         self.tokens = tokens
         self.interval = interval
         self._open: set[OpenStream] = set()
