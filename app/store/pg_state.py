@@ -404,41 +404,46 @@ class StateWatch:
                 await handler(conn)
                 self._versions[name] = version
 
-    async def _session(self) -> None:
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        """A connection that LISTENs on every channel, the handlers run once on it (what changed while none
+        listened)."""
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
             for channel in self.handlers:
                 await conn.execute(f"LISTEN {channel}")
             await self._check(conn)
-            while True:
-                async for _ in conn.notifies(timeout=self.interval, stop_after=1):
-                    pass
-                await self._check(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
-    async def _run(self) -> None:
+    async def _run(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
         while True:
             try:
-                await self._session()
+                if conn is None:
+                    conn = await self._listen()
+                async with conn:
+                    while True:
+                        async for _ in conn.notifies(timeout=self.interval, stop_after=1):
+                            pass
+                        await self._check(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("watching the shared state failed (%s); retrying", " ".join(str(exc).split()))
+            conn = None
             await asyncio.sleep(self.interval)
 
     async def start(self) -> None:
         """Run the handlers once (when the database answers), then keep watching."""
+        conn = None
         try:
-            await self._session_once()
+            conn = await self._listen()
         except Exception as exc:
             log.warning("reading the shared state failed (%s); retrying", " ".join(str(exc).split()))
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="shared-state-watch")
-
-    async def _session_once(self) -> None:
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-            await self._check(conn)
+        self._task = asyncio.get_running_loop().create_task(self._run(conn), name="shared-state-watch")
 
     async def stop(self) -> None:
         if self._task is not None:
