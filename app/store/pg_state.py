@@ -18,7 +18,9 @@ added at run time. Chosen with the job store (`LXDGW_DATABASE_URL=postgresql://.
 - **Remotes added at run time** (`PostgresRemoteStore`): the spec, client certificate, server certificate and the
   client key encrypted with AES-GCM under a key derived from `LXDGW_SECRET_KEY` (never in the database; the remote's
   name is the associated data, so a row's key cannot be moved to another row). Each process decrypts a remote's
-  key into a private directory of its own (0700, removed at stop) because TLS loads it from a file. The `remotes`
+  key into a private directory of its own (0700; in memory under `/dev/shm` where it can, else the temporary
+  directory; removed at stop, or at the next start of a gateway when the process was killed) because TLS loads it
+  from a file. The `remotes`
   channel and version tell the other processes to add or drop it.
 """
 
@@ -276,11 +278,30 @@ def fingerprint_of(secret: bytes) -> str:
     return base64.b32encode(hashlib.sha256(b"lxd-gateway key id\0" + secret).digest()[:5]).decode().lower()
 
 
+RUNTIME_PREFIX = "lxdgw-remotes-"
+
+
+def _runtime_base() -> Path:
+    """Where the decrypted keys go: memory (`/dev/shm`) when it can be written, else the temporary directory."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PostgresRemoteStore(RemoteStore):
     """Run-time remotes in the shared database; the files TLS needs live in a private directory of this process."""
 
     def __init__(self, conninfo: str, secret: bytes | None) -> None:
-        super().__init__(Path(tempfile.gettempdir()) / f"lxdgw-remotes-{os.getpid()}-{os.urandom(4).hex()}")
+        super().__init__(_runtime_base() / f"{RUNTIME_PREFIX}{os.getpid()}-{os.urandom(4).hex()}")
         self._conninfo = conninfo
         self._secret = secret
         self._known: dict[str, RemoteSpec] = {}
@@ -288,7 +309,13 @@ class PostgresRemoteStore(RemoteStore):
         self._certs: dict[str, str] = {}
 
     def open(self) -> None:
-        """Make the private directory of the decrypted keys (0700)."""
+        """Make the private directory of the decrypted keys (0700), after removing those that processes of this
+        user which no longer run left behind (killed before they could remove theirs)."""
+        for stale in self.data_dir.parent.glob(f"{RUNTIME_PREFIX}*"):
+            pid = stale.name[len(RUNTIME_PREFIX):].partition("-")[0]
+            with contextlib.suppress(OSError, ValueError):
+                if stale.stat().st_uid == os.getuid() and not _running(int(pid)):
+                    shutil.rmtree(stale, ignore_errors=True)
         self.data_dir.mkdir(mode=0o700)
 
     @property

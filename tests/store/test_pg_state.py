@@ -160,3 +160,24 @@ async def test_remote_keys_are_encrypted_and_need_the_secret_key(postgres_url: s
             await _closed(c)
     finally:
         await _closed(a, b, wrong)
+
+
+def test_decrypted_keys_live_in_a_private_directory_that_a_killed_process_leaves_to_the_next(tmp_path: Path) -> None:
+    import subprocess
+
+    from app.store.pg_state import RUNTIME_PREFIX, PostgresRemoteStore
+
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    store = PostgresRemoteStore("dbname=unused", SECRET)
+    left = store.data_dir.parent / f"{RUNTIME_PREFIX}{gone_pid.pid}-0000"
+    left.mkdir(mode=0o700)
+    (left / "client.key").write_text("stale")
+    store.open()
+    try:
+        assert not left.exists()
+        assert store.data_dir.stat().st_mode & 0o777 == 0o700
+        assert str(store.data_dir).startswith("/dev/shm/") or not Path("/dev/shm").is_dir()
+    finally:
+        store.close()
+    assert not store.data_dir.exists()
