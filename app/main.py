@@ -177,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = jobs
         if app.state.shared is not None:  # PostgreSQL: tokens, tickets, run-time remotes in the database
             app.state.shared.on_remotes = partial(follow_remotes, registry, mirror, {r.name for r in configured})
+            app.state.shared.tokens.on_change = app.state.streams.wake  # another process revoked one
             await app.state.shared.start(jobs.store)
         app.state.metrics.bind(remotes=registry, jobs=jobs, mirror=mirror)
         app.state.streams.start()
