@@ -138,9 +138,6 @@ class PostgresTokenStore:
 
     # Tokens
 
-    def list(self) -> list[TokenRecord]:
-        return sorted(self._snapshot().values(), key=lambda r: r.name)
-
     def get(self, name: str) -> TokenRecord:
         try:
             return self._snapshot()[name]
@@ -216,6 +213,9 @@ class PostgresTokenStore:
             log.info("imported %d tokens from %s into the database", added, path)
         self.refresh()
         return added, refused
+
+    def list(self) -> list[TokenRecord]:  # last: its name would hide the builtin in the annotations above
+        return sorted(self._snapshot().values(), key=lambda r: r.name)
 
 
 # -- tickets ---------------------------------------------------------------------------------------------------
@@ -527,4 +527,4 @@ def shared_state(url: str, *, tokens_file: Path, secret: bytes | None) -> Shared
     params = conninfo_to_dict(url)
     params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
     params.setdefault("application_name", "lxd-gateway")
-    return SharedState(make_conninfo(**params), tokens_file=tokens_file, secret=secret)
+    return SharedState(make_conninfo("", **params), tokens_file=tokens_file, secret=secret)

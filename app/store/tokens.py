@@ -110,8 +110,6 @@ class Tokens(Protocol):
     from memory (the file's last reading, or the database's cache), writes are short and rare (call them in a
     thread from async code)."""
 
-    def list(self) -> list[TokenRecord]: ...
-
     def get(self, name: str) -> TokenRecord: ...
 
     def create(self, name: str, scopes: list[Scope], *, remotes: list[str] | None = None,
@@ -125,6 +123,8 @@ class Tokens(Protocol):
     def by_id(self) -> dict[str, TokenRecord]: ...
 
     def is_live(self, token_id: str) -> bool: ...
+
+    def list(self) -> list[TokenRecord]: ...  # last: its name would hide the builtin in the annotations above
 
 
 class TokenStore:
