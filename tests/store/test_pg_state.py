@@ -12,9 +12,11 @@ from cryptography.exceptions import InvalidTag
 
 from app.lxd.pem import Certificate
 from app.lxd.registry import RemoteSpec
+from app.store.errors import StoreUnavailable
 from app.store.pg_state import SharedState, decrypt_key, shared_state
 from app.store.postgres import PostgresJobStore
 from app.store.tokens import Scope, TokenExists, TokenNotFound, TokenStore
+from tests.support.postgres import PostgresServer
 
 SECRET = b"a-secret-key-of-at-least-32-characters!"
 
@@ -181,3 +183,26 @@ def test_decrypted_keys_live_in_a_private_directory_that_a_killed_process_leaves
     finally:
         store.close()
     assert not store.data_dir.exists()
+
+
+async def test_while_the_database_is_down_tokens_still_authenticate_and_writes_fail_fast(
+        postgres_server: PostgresServer, postgres_url: str, tmp_path: Path) -> None:
+    a, b = await _opened(postgres_url, tmp_path, "a"), await _opened(postgres_url, tmp_path, "b")
+    try:
+        _, secret = a[1].tokens.create("ci", [Scope.read])
+        await _until(lambda: b[1].tokens.authenticate(secret) is not None)
+        postgres_server.stop("immediate")
+        try:
+            assert b[1].tokens.authenticate(secret) is not None  # from memory: no database on the hot path
+            for call in (lambda: asyncio.to_thread(a[1].tokens.create, "other", [Scope.read]),
+                         lambda: a[1].tickets.put("lxdgwt_x", "id", True, 30), lambda: b[1].tickets.take("x")):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await call()
+                assert time.monotonic() - started < 3.5
+        finally:
+            postgres_server.start()
+        a[1].tokens.revoke("ci")  # b's watch reconnects by itself and reads what changed
+        await _until(lambda: b[1].tokens.authenticate(secret) is None, timeout=5)
+    finally:
+        await _closed(a, b)
