@@ -11,6 +11,7 @@ Sent Events) only; `?ticket=` anywhere else is a 401.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,10 @@ class SharedTicketBook:
         if not authenticated:
             return ANONYMOUS_ADMIN
         record = self.tokens.by_id().get(token_id)
+        refresh = getattr(self.tokens, "refresh", None)
+        if record is None and refresh is not None:  # a token made elsewhere a moment ago: not in memory yet
+            await asyncio.to_thread(refresh)
+            record = self.tokens.by_id().get(token_id)
         if record is None or record.expired():
             return None
         return Principal.from_record(record)

@@ -206,3 +206,20 @@ async def test_while_the_database_is_down_tokens_still_authenticate_and_writes_f
         await _until(lambda: b[1].tokens.authenticate(secret) is None, timeout=5)
     finally:
         await _closed(a, b)
+
+
+async def test_a_ticket_for_a_token_made_elsewhere_a_moment_ago_is_redeemed(postgres_url: str,
+                                                                           tmp_path: Path) -> None:
+    from app.http.auth import Principal, SharedTicketBook
+
+    a, b = await _opened(postgres_url, tmp_path, "a"), await _opened(postgres_url, tmp_path, "b")
+    try:
+        assert b[1]._watch is not None
+        await b[1]._watch.stop()  # b has not heard of the token yet
+        record, _ = a[1].tokens.create("web", [Scope.read])
+        assert record.id not in b[1].tokens.by_id()
+        ticket, _ = await SharedTicketBook(a[1].tokens, a[1].tickets).issue(Principal.from_record(record))
+        redeemed = await SharedTicketBook(b[1].tokens, b[1].tickets).redeem(ticket)
+        assert redeemed is not None and redeemed.name == "web" and redeemed.token_id == record.id
+    finally:
+        await _closed(a, b)
