@@ -86,12 +86,19 @@ def _connect(conninfo: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def _bump(conn: psycopg.Connection[Any], name: str) -> None:
-    """In the caller's transaction: the next version of `name`, and a notification on its channel (sent at
-    commit)."""
+def _bump(conn: psycopg.Connection[Any], name: str) -> int:
+    """In the caller's transaction: the next version of `name` (returned), and a notification on its channel (sent
+    at commit)."""
     row = conn.execute("UPDATE state_versions SET version = version + 1 WHERE name = %s RETURNING version",
                        (name,)).fetchone()
-    conn.execute("SELECT pg_notify(%s, %s)", (name, str(row[0] if row else 0)))
+    version = int(row[0]) if row else 0
+    conn.execute("SELECT pg_notify(%s, %s)", (name, str(version)))
+    return version
+
+
+_READ_TOKENS = ("SELECT (SELECT version FROM state_versions WHERE name = 'tokens') AS version, "
+                "coalesce((SELECT json_agg(record) FROM tokens), '[]'::json) AS records")
+"""Every token and the version they make, in one statement (so one snapshot)."""
 
 
 # -- tokens ----------------------------------------------------------------------------------------------------
@@ -105,28 +112,41 @@ class PostgresTokenStore:
         self.bootstrap = bootstrap
         self._lock = threading.Lock()
         self._records: dict[str, TokenRecord] = {}
+        self._version = -1
+        """The version of `state_versions.tokens` the copy reflects: an older reading never replaces it."""
         self._loaded = False
         self.on_change: Callable[[], None] | None = None
         """Called (in the event loop) after a change made by another process was read, e.g. to check open streams."""
 
     # the copy in memory
 
-    def _set(self, rows: list[Any]) -> None:
+    def _set(self, row: Any) -> None:
+        version, raw = row
         records = {}
-        for (raw,) in rows:
-            record = TokenRecord.model_validate(raw if isinstance(raw, dict) else json.loads(raw))
+        for item in raw if isinstance(raw, list) else json.loads(raw):
+            record = TokenRecord.model_validate(item)
             records[record.name] = record
         with self._lock:
-            self._records, self._loaded = records, True
+            if int(version) >= self._version:
+                self._records, self._version, self._loaded = records, int(version), True
+
+    def _changed(self, version: int, name: str, record: TokenRecord | None) -> None:
+        """This process's own write (committed as `version`), in the copy at once."""
+        with self._lock:
+            if record is None:
+                self._records.pop(name, None)
+            else:
+                self._records[name] = record
+            self._version = max(self._version, version)
 
     def refresh(self) -> None:
         """Read every token again (synchronously)."""
         with _connect(self._conninfo) as conn:
-            self._set(conn.execute("SELECT record FROM tokens").fetchall())
+            self._set(conn.execute(_READ_TOKENS).fetchone())
 
     async def refresh_on(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        cur = await conn.execute("SELECT record FROM tokens")
-        self._set(await cur.fetchall())
+        cur = await conn.execute(_READ_TOKENS)
+        self._set(await cur.fetchone())
         if self.on_change is not None:
             self.on_change()
 
@@ -153,9 +173,8 @@ class PostgresTokenStore:
         with _connect(self._conninfo) as conn, conn.transaction():
             if not self._insert(conn, record):
                 raise TokenExists(name)
-            _bump(conn, "tokens")
-        with self._lock:
-            self._records[name] = record
+            version = _bump(conn, "tokens")
+        self._changed(version, name, record)
         return record, secret
 
     @staticmethod
@@ -172,9 +191,8 @@ class PostgresTokenStore:
             if row is None:
                 raise TokenNotFound(name)
             conn.execute("DELETE FROM tickets WHERE token_id = %s", (row[0],))
-            _bump(conn, "tokens")
-        with self._lock:
-            self._records.pop(name, None)
+            version = _bump(conn, "tokens")
+        self._changed(version, name, None)
 
     def authenticate(self, secret: str) -> TokenRecord | None:
         return find_live(list(self._snapshot().values()), secret)

@@ -223,3 +223,22 @@ async def test_a_ticket_for_a_token_made_elsewhere_a_moment_ago_is_redeemed(post
         assert redeemed is not None and redeemed.name == "web" and redeemed.token_id == record.id
     finally:
         await _closed(a, b)
+
+
+async def test_a_reading_older_than_this_process_s_own_write_does_not_undo_it(postgres_url: str,
+                                                                              tmp_path: Path) -> None:
+    a = await _opened(postgres_url, tmp_path, "a")
+    try:
+        async with a[0].connection() as conn:  # what the watch may have read just before the writes below
+            stale = (await (await conn.execute("SELECT version FROM state_versions WHERE name = 'tokens'"))
+                     .fetchone())["version"]  # type: ignore[index]
+        _, kept = a[1].tokens.create("new", [Scope.read])
+        a[1].tokens._set((stale, []))
+        assert a[1].tokens.authenticate(kept) is not None
+        _, gone = a[1].tokens.create("gone", [Scope.read])
+        before_revoke = [r.model_dump(mode="json") for r in a[1].tokens.list()]
+        a[1].tokens.revoke("gone")
+        a[1].tokens._set((stale + 2, before_revoke))  # read before the revocation committed
+        assert a[1].tokens.authenticate(gone) is None
+    finally:
+        await _closed(a)
