@@ -1,4 +1,5 @@
-"""`python -m app tokens create|list|revoke`: manage API tokens in the tokens file. `python -m app db copy`: copy
+"""`python -m app tokens create|list|revoke`: manage API tokens where the settings keep them (the tokens file, or
+the PostgreSQL database of `LXDGW_DATABASE_URL`), also while the gateway runs. `python -m app db copy`: copy
 the embedded job database into PostgreSQL."""
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from app.settings import load_settings
-from app.store.tokens import Scope, TokenExists, TokenNotFound, TokenStore
+from app.settings import Settings, load_settings
+from app.store.database import shared_state
+from app.store.errors import StoreUnavailable
+from app.store.tokens import Scope, TokenExists, TokenNotFound, Tokens, TokenStore
 from app.tokens.policy import describe_rules, is_rule
 
 
@@ -35,7 +38,12 @@ def tokens_main(argv: list[str]) -> int:
     revoke = sub.add_parser("revoke", help="revoke a token (effective at once)")
     revoke.add_argument("name")
     args = parser.parse_args(argv)
-    store = TokenStore(load_settings().tokens_path)
+    settings = load_settings()
+    try:
+        store = _token_store(settings)
+    except StoreUnavailable as exc:
+        print(f"cannot reach the database: {exc.reason}", file=sys.stderr)
+        return 1
     try:
         if args.cmd == "create":
             record, secret = store.create(args.name, [Scope(s) for s in args.scope], remotes=args.remote,
@@ -55,11 +63,33 @@ def tokens_main(argv: list[str]) -> int:
     except TokenNotFound:
         print(f"no token named {args.name!r}", file=sys.stderr)
         return 1
+    except StoreUnavailable as exc:
+        print(f"cannot reach the database: {exc.reason}", file=sys.stderr)
+        return 1
     return 0
 
 
+def _token_store(settings: Settings) -> Tokens:
+    """The tokens file (SQLite), or the tokens of the PostgreSQL database (its schema brought up to date first)."""
+    shared = shared_state(settings)
+    if shared is None:
+        return TokenStore(settings.tokens_path)
+    import asyncio
+
+    from app.store.postgres import PostgresJobStore
+
+    async def migrate() -> None:
+        store = PostgresJobStore(settings.job_database[1])
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    return shared.tokens
+
+
 def db_main(argv: list[str]) -> int:
-    """`python -m app db copy`: copy the embedded job database into PostgreSQL (jobs, idempotency keys, audit)."""
+    """`python -m app db copy`: copy the embedded job database into PostgreSQL (jobs, idempotency keys, audit), with
+    the tokens file and the remotes added at run time."""
     parser = argparse.ArgumentParser(prog="python -m app db")
     sub = parser.add_subparsers(dest="cmd", required=True)
     copy = sub.add_parser("copy", help="copy an SQLite job database into an empty PostgreSQL one (stop the gateway "
@@ -68,6 +98,11 @@ def db_main(argv: list[str]) -> int:
                       help="the SQLite job database (default: <LXDGW_DATA_DIR>/jobs.sqlite3)")
     copy.add_argument("--to", dest="target", metavar="postgresql://...",
                       help="the PostgreSQL database (default: LXDGW_DATABASE_URL when it names one)")
+    copy.add_argument("--tokens-file", type=Path, metavar="PATH",
+                      help="the tokens file to copy (default: tokens.json next to the SQLite file)")
+    copy.add_argument("--data-dir", type=Path, metavar="PATH", help="the data directory whose remotes added at run "
+                      "time are copied (default: the SQLite file's directory); their private keys are encrypted "
+                      "with LXDGW_SECRET_KEY")
     args = parser.parse_args(argv)
     source, target = args.source, args.target
     if source is None or target is None:
@@ -83,20 +118,28 @@ def db_main(argv: list[str]) -> int:
         parser.error("--from must be sqlite:///PATH")
     if not target.startswith(("postgresql://", "postgres://")):
         parser.error("--to must be postgresql://...")
-    return _copy(Path(source[len("sqlite:///"):]), target)
+    return _copy(Path(source[len("sqlite:///"):]), target, tokens_file=args.tokens_file, data_dir=args.data_dir)
 
 
-def _copy(source: Path, target: str) -> int:
+def _secret() -> bytes | None:
+    try:
+        return load_settings().remote_key_secret()
+    except (SystemExit, OSError):
+        return None
+
+
+def _copy(source: Path, target: str, *, tokens_file: Path | None = None, data_dir: Path | None = None) -> int:
     import asyncio
 
     from app.jobs.store import StoreLocked
     from app.store.copy import TargetNotEmpty, copy_sqlite_to_postgres
     from app.store.database import redact_url
-    from app.store.errors import StoreUnavailable
+    from app.store.pg_state import SecretKeyMissing
 
     shown = redact_url(target)
     try:
-        copied = asyncio.run(copy_sqlite_to_postgres(source, target))
+        copied = asyncio.run(copy_sqlite_to_postgres(source, target, tokens_file=tokens_file, data_dir=data_dir,
+                                                     secret=_secret()))
     except StoreLocked:
         print(f"a gateway process uses {source}: stop it before copying its job database", file=sys.stderr)
         return 1
@@ -109,8 +152,12 @@ def _copy(source: Path, target: str) -> int:
     except FileNotFoundError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except SecretKeyMissing as exc:
+        print(f"{exc}; nothing was copied", file=sys.stderr)
+        return 1
     print(f"copied {copied.jobs} jobs ({copied.outputs} with output), {copied.idempotency_keys} idempotency keys "
-          f"and {copied.audit_records} audit records from {source} to {shown}", file=sys.stderr)
+          f"and {copied.audit_records} audit records; {copied.tokens} tokens and {copied.remotes} remotes added "
+          f"at run time; from {source} to {shown}", file=sys.stderr)
     return 0
 
 

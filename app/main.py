@@ -27,7 +27,7 @@ from app.containers.router_snapshots import router as snapshots_router
 from app.events.router import router as events_router
 from app.health.router import router as health_router
 from app.health.router_metrics import router as metrics_router
-from app.http.auth import TicketBook
+from app.http.auth import SharedTicketBook, TicketBook
 from app.http.docs import install_docs
 from app.http.errors import Problem, problem_of
 from app.http.fastpath import FastRead, FastReads
@@ -56,14 +56,15 @@ from app.networks.router import router as networks_router
 from app.profiles import mirror as profile_mirror
 from app.profiles.router import router as profiles_router
 from app.projects.router import router as projects_router
+from app.remotes.router import follow_remotes
 from app.remotes.router import router as remotes_router
 from app.server.router import router as server_router
 from app.settings import Settings, SettingsError, load_settings
 from app.storage import jobs as storage_jobs
 from app.storage.router import router as storage_router
-from app.store.database import job_store
+from app.store.database import job_store, shared_state
 from app.store.datadir import secure_data_dir
-from app.store.remotes import persisted_remotes
+from app.store.remotes import RemoteStore, persisted_remotes
 from app.store.tokens import TokenStore
 from app.tokens.audit import AuditMiddleware
 from app.tokens.audit import router as audit_router
@@ -175,6 +176,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             raise
         app.state.jobs = jobs
+        if app.state.shared is not None:  # PostgreSQL: tokens, tickets, run-time remotes in the database
+            app.state.shared.on_remotes = partial(follow_remotes, registry, mirror, {r.name for r in configured})
+            app.state.shared.tokens.on_change = app.state.streams.wake  # another process revoked one
+            await app.state.shared.start(jobs.store)
         app.state.metrics.bind(remotes=registry, jobs=jobs, mirror=mirror)
         app.state.streams.start()
         mirror.start([s.name for s in registry.specs()])
@@ -183,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             try:
                 await app.state.streams.stop()
+                if app.state.shared is not None:
+                    await app.state.shared.stop()
                 await jobs.stop(settings.shutdown_grace_seconds)
             finally:
                 await mirror.aclose()
@@ -200,8 +207,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.job_kinds = JobKinds(JOB_KINDS)
-    app.state.tokens = TokenStore(settings.tokens_path)
-    app.state.tickets = TicketBook(app.state.tokens)
+    shared = app.state.shared = shared_state(settings)
+    if shared is None:
+        app.state.tokens = TokenStore(settings.tokens_path)
+        app.state.tickets = TicketBook(app.state.tokens)
+        app.state.remote_store = RemoteStore(settings.data_dir)
+    else:
+        app.state.tokens = shared.tokens
+        app.state.tickets = SharedTicketBook(shared.tokens, shared.tickets)
+        app.state.remote_store = shared.remotes
     app.state.streams = OpenStreams(app.state.tokens)
     app.state.owners = OperationOwners()
     app.state.rate_limit = RateLimit(settings.rate_limit)

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         "process; a relative path, or `sqlite:////abs/path`), default `<data_dir>/jobs.sqlite3`; or "
         "`postgresql://user:password@host:port/db?sslmode=verify-full&sslrootcert=ca.pem` (any number of gateway "
         "processes share it). Never logged with its password")
+    secret_key: SecretStr | None = Field(
+        None, description="encrypts the private keys of remotes added at run time in a PostgreSQL database "
+        "(AES-GCM; any text of 32 characters or more); never stored in the database. Without it (or "
+        "`LXDGW_SECRET_KEY_FILE`), adding a remote at run time on PostgreSQL is refused")
+    secret_key_file: Path | None = Field(None, description="a file holding `LXDGW_SECRET_KEY` (e.g. a mounted "
+                                         "secret); read at start-up")
     remotes: list[RemoteSettings] = Field(default_factory=list)
     image_sources: list[ImageSourceSettings] = Field(default_factory=default_image_sources)
     image_alias_template: str = Field("juju/{series}/{arch}", description="local alias of found images")
@@ -196,6 +202,13 @@ class Settings(BaseSettings):
             return SecretStr(url)
         raise ValueError("must be sqlite:///<path> or postgresql://...")
 
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and 0 < len(v.get_secret_value().strip()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return v
+
     @model_validator(mode="after")
     def _remotes(self) -> Settings:
         names = [r.name for r in self.remotes]
@@ -223,6 +236,14 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite", url[len("sqlite:///"):]
         return "postgresql", url
+
+    def remote_key_secret(self) -> bytes | None:
+        """The secret that encrypts the private keys of run-time remotes (PostgreSQL), or None when none is set."""
+        if self.secret_key is not None and self.secret_key.get_secret_value().strip():
+            return self.secret_key.get_secret_value().strip().encode()
+        if self.secret_key_file is not None:
+            return self.secret_key_file.read_bytes().strip() or None
+        return None
 
     @property
     def tokens_path(self) -> Path:

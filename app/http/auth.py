@@ -11,17 +11,22 @@ Sent Events) only; `?ticket=` anywhere else is a 401.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, WebSocketException
 from starlette.requests import HTTPConnection
 
 from app.http.errors import ProblemError
 from app.http.owners import acting_for
-from app.store.tokens import Scope, TokenRecord, TokenStore
+from app.store.tokens import Scope, TokenRecord, Tokens
+
+if TYPE_CHECKING:
+    from app.store.pg_state import PostgresTicketStore
 
 TICKET_TTL = 30.0
 TICKET_PREFIX = "lxdgwt_"
@@ -68,18 +73,18 @@ ANONYMOUS_ADMIN = Principal(name="anonymous", scopes=frozenset(Scope), authentic
 class TicketBook:
     """One-time tickets (valid 30 s, single use) that stand in for a token where browsers cannot send headers."""
 
-    tokens: TokenStore
+    tokens: Tokens
     ttl: float = TICKET_TTL
     _tickets: dict[str, tuple[float, Principal]] = field(default_factory=dict)
 
-    def issue(self, principal: Principal) -> tuple[str, float]:
+    async def issue(self, principal: Principal) -> tuple[str, float]:
         now = time.monotonic()
         self._tickets = {k: v for k, v in self._tickets.items() if v[0] > now}
         ticket = TICKET_PREFIX + secrets.token_urlsafe(24)
         self._tickets[ticket] = (now + self.ttl, principal)
         return ticket, self.ttl
 
-    def redeem(self, ticket: str) -> Principal | None:
+    async def redeem(self, ticket: str) -> Principal | None:
         """The caller the ticket stands for, once; None when it is unknown, used, stale, or its token is gone."""
         entry = self._tickets.pop(ticket, None)
         if entry is None or entry[0] < time.monotonic():
@@ -88,6 +93,36 @@ class TicketBook:
         if principal.authenticated and not self.tokens.is_live(principal.token_id):
             return None
         return principal
+
+
+@dataclass
+class SharedTicketBook:
+    """One-time tickets in the shared database (PostgreSQL): issued by one process, redeemed once by any."""
+
+    tokens: Tokens
+    store: PostgresTicketStore
+    ttl: float = TICKET_TTL
+
+    async def issue(self, principal: Principal) -> tuple[str, float]:
+        ticket = TICKET_PREFIX + secrets.token_urlsafe(24)
+        await self.store.put(ticket, principal.token_id, principal.authenticated, self.ttl)
+        return ticket, self.ttl
+
+    async def redeem(self, ticket: str) -> Principal | None:
+        taken = await self.store.take(ticket)
+        if taken is None:
+            return None
+        token_id, authenticated = taken
+        if not authenticated:
+            return ANONYMOUS_ADMIN
+        record = self.tokens.by_id().get(token_id)
+        refresh = getattr(self.tokens, "refresh", None)
+        if record is None and refresh is not None:  # a token made elsewhere a moment ago: not in memory yet
+            await asyncio.to_thread(refresh)
+            record = self.tokens.by_id().get(token_id)
+        if record is None or record.expired():
+            return None
+        return Principal.from_record(record)
 
 
 def accepts_ticket(conn: HTTPConnection) -> bool:
@@ -152,7 +187,7 @@ async def current_principal(conn: HTTPConnection) -> Principal:
         if not accepts_ticket(conn):
             raise _deny(conn, 401, "a ticket opens websocket and event-stream routes only; send the token as "
                                    "'Authorization: Bearer <token>'")
-        principal = conn.app.state.tickets.redeem(ticket)
+        principal = await conn.app.state.tickets.redeem(ticket)
         if principal is None:
             raise await _unauthenticated(conn, "invalid or expired ticket (or its token was revoked)")
     else:
@@ -180,5 +215,5 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-def token_store(conn: HTTPConnection) -> TokenStore:
+def token_store(conn: HTTPConnection) -> Tokens:
     return conn.app.state.tokens  # type: ignore[no-any-return]

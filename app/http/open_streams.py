@@ -4,13 +4,14 @@ closed within a second.
 `StreamGuardMiddleware` (pure ASGI) registers every websocket connection, and every HTTP response that turns out
 to be `text/event-stream`, with `OpenStreams`, together with the task serving it. A watch, woken by revocation
 through the API and otherwise every `CHECK_INTERVAL` seconds, compares the token of each open stream (the caller
-the authentication dependency put in the connection's scope) with the live tokens of the tokens file, which is
-re-read when it changed on disk (so a revocation by the CLI from another process counts) and says which have
-expired. A stream whose token is gone is ended for the client at once (a websocket is closed with 1008 and the
-reason "token revoked" or "token expired"; an event stream is ended), then its task is cancelled and the
-middleware takes that cancellation back. Whatever the route holds (an LXD exec session, an events subscription, a
-job subscription) is released by its own `finally`/`async with` on the way out, as on any disconnect: an
-interactive command is killed.
+the authentication dependency put in the connection's scope) with the live tokens: those of the tokens file, which
+is re-read when it changed on disk (so a revocation by the CLI from another process counts), or, on PostgreSQL,
+the copy in memory that a notification refreshes when any process (or the CLI) revokes one, which also wakes the
+watch (`app.store.pg_state`). Either says which have expired. A stream whose token is gone is ended for the
+client at once (a websocket is closed with 1008 and the reason "token revoked" or "token expired"; an event stream
+is ended), then its task is cancelled and the middleware takes that cancellation back. Whatever the route holds
+(an LXD exec session, an events subscription, a job subscription) is released by its own `finally`/`async with`
+on the way out, as on any disconnect: an interactive command is killed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.store.tokens import TokenStore
+from app.store.tokens import Tokens
 
 log = logging.getLogger("app.http.open_streams")
 
@@ -73,7 +74,7 @@ class OpenStream:
 class OpenStreams:
     """The open streams of this process, and the watch that ends those whose token is no longer live."""
 
-    def __init__(self, tokens: TokenStore, interval: float = CHECK_INTERVAL) -> None:
+    def __init__(self, tokens: Tokens, interval: float = CHECK_INTERVAL) -> None:
         self.tokens = tokens
         self.interval = interval
         self._open: set[OpenStream] = set()

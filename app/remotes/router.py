@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
@@ -23,6 +23,9 @@ from app.lxd.errors import Forbidden, LXDError, LXDUnavailable
 from app.lxd.pem import Certificate
 from app.lxd.registry import RemoteRegistry, RemoteSpec, UnknownRemote
 from app.store.remotes import RemoteStore
+
+if TYPE_CHECKING:
+    from app.mirror import Mirror
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/remotes", tags=["remotes"])
@@ -61,7 +64,30 @@ def _registry(request: Request) -> RemoteRegistry:
 
 
 def _store(request: Request) -> RemoteStore:
-    return RemoteStore(request.app.state.settings.data_dir)
+    return request.app.state.remote_store  # type: ignore[no-any-return]
+
+
+async def follow_remotes(registry: RemoteRegistry, mirror: Mirror, configured: set[str], added: list[RemoteSpec],
+                         dropped: list[str]) -> None:
+    """Serve the remotes another gateway process added to the shared database (or changed), stop serving those it
+    removed; remotes configured in settings win over a run-time one of the same name."""
+    for name in dropped:
+        if name in configured:
+            continue
+        with contextlib.suppress(Exception):
+            await mirror.drop(name)
+        await registry.remove(name)
+    for spec in added:
+        if spec.name in configured:
+            log.warning("remote %r added at run time is shadowed by a configured remote of the same name", spec.name)
+            continue
+        with contextlib.suppress(UnknownRemote):
+            if registry.spec(spec.name) == spec:
+                continue
+            with contextlib.suppress(Exception):
+                await mirror.drop(spec.name)
+            await registry.remove(spec.name)
+        registry.add(spec)
 
 
 async def _describe(registry: RemoteRegistry, spec: RemoteSpec, default: str, persisted: set[str]) -> RemoteOut:
@@ -98,6 +124,10 @@ async def list_remotes(request: Request, page: PageDep, principal: Reader) -> Pa
 async def add_remote(body: RemoteAdd, request: Request, response: Response, _: Admin) -> RemoteOut:
     registry = _registry(request)
     store = _store(request)
+    if not getattr(store, "can_save", True):
+        raise ProblemError(503, "remotes added at run time need LXDGW_SECRET_KEY (or LXDGW_SECRET_KEY_FILE) with a "
+                           "shared database: their private keys are stored encrypted with it",
+                           slug="secret-key-missing")
     try:
         registry.spec(body.name)
     except UnknownRemote:

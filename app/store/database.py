@@ -16,6 +16,7 @@ from app.store.jobs import SQLiteJobStore
 if TYPE_CHECKING:
     from app.jobs.store import JobStore
     from app.settings import Settings
+    from app.store.pg_state import SharedState
 
 _PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&\s]*")
 
@@ -48,3 +49,14 @@ def job_store(settings: Settings) -> JobStore:
 
         return PostgresJobStore(target)
     return SQLiteJobStore(Path(target))
+
+
+def shared_state(settings: Settings) -> SharedState | None:
+    """Tokens, tickets and run-time remotes in the PostgreSQL database `settings` choose; None with SQLite (the
+    tokens file, tickets in memory, remotes in the data directory)."""
+    kind, target = settings.job_database
+    if kind != "postgresql":
+        return None
+    from app.store.pg_state import shared_state as make
+
+    return make(target, tokens_file=settings.tokens_path, secret=settings.remote_key_secret())

@@ -7,6 +7,11 @@ lock, so replicas starting together never apply one twice. Never edit a released
 JSON values are `json` (kept as written: exec output may hold `\\u0000`, which `jsonb` refuses), except checkpoints,
 which are merged key by key (`jsonb`). Times are `timestamptz`; leases are epoch seconds (`double precision`) as the
 engine computes them.
+
+Migration 2 holds what else a replica needs: tokens (their record as JSON, the secret only as its sha256), the ids
+of tokens imported once from a tokens file, one-time tickets (sha256 of the ticket), remotes added at run time
+(the client key encrypted with a key kept outside the database), and a version per kind of state that every write
+bumps (`state_versions`), which replicas poll as a fallback to LISTEN/NOTIFY.
 """
 
 from __future__ import annotations
@@ -85,6 +90,39 @@ MIGRATIONS: dict[int, str] = {
         alive_until  double precision NOT NULL,
         started_at   timestamptz NOT NULL DEFAULT now()
     );
+    """,
+    2: """
+    CREATE TABLE tokens (
+        name          text PRIMARY KEY,
+        id            text NOT NULL UNIQUE,
+        secret_sha256 text NOT NULL UNIQUE,
+        record        json NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE token_imports (
+        id           text PRIMARY KEY,
+        imported_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE tickets (
+        ticket_sha256 text PRIMARY KEY,
+        token_id      text NOT NULL,
+        authenticated boolean NOT NULL,
+        expires_at    double precision NOT NULL
+    );
+    CREATE INDEX tickets_expires ON tickets (expires_at);
+    CREATE TABLE remotes (
+        name         text PRIMARY KEY,
+        spec         json NOT NULL,
+        client_cert  text NOT NULL,
+        client_key   bytea NOT NULL,
+        server_cert  text,
+        created_at   timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE state_versions (
+        name         text PRIMARY KEY,
+        version      bigint NOT NULL
+    );
+    INSERT INTO state_versions (name, version) VALUES ('tokens', 0), ('remotes', 0);
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

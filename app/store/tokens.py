@@ -17,6 +17,7 @@ import tempfile
 import threading
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
@@ -87,6 +88,45 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def find_live(records: list[TokenRecord], secret: str) -> TokenRecord | None:
+    """The unexpired record of `secret` among `records`; every one is compared in constant time."""
+    digest = hash_secret(secret)
+    found = None
+    for r in records:
+        if hmac.compare_digest(r.secret_sha256, digest):
+            found = r
+    if found is None or found.expired():
+        return None
+    return found
+
+
+class Tokens(Protocol):
+    """Where the tokens are: the tokens file (`TokenStore`, with SQLite) or the shared database
+    (`app.store.pg_state.PostgresTokenStore`, with PostgreSQL). Every method is synchronous: reads are answered
+    from memory (the file's last reading, or the database's cache), writes are short and rare (call them in a
+    thread from async code)."""
+
+    def get(self, name: str) -> TokenRecord: ...
+
+    def create(self, name: str, scopes: list[Scope], *, remotes: list[str] | None = None,
+               projects: list[str] | None = None, expires_at: dt.datetime | None = None,
+               allow: list[str] | None = None) -> tuple[TokenRecord, str]: ...
+
+    def revoke(self, name: str) -> None: ...
+
+    def authenticate(self, secret: str) -> TokenRecord | None: ...
+
+    def by_id(self) -> dict[str, TokenRecord]: ...
+
+    def is_live(self, token_id: str) -> bool: ...
+
+    def list(self) -> list[TokenRecord]: ...  # last: its name would hide the builtin in the annotations above
+
+
 class TokenStore:
     """The tokens file. Safe to share between the server and the CLI."""
 
@@ -142,7 +182,7 @@ class TokenStore:
                projects: list[str] | None = None, expires_at: dt.datetime | None = None,
                allow: list[str] | None = None) -> tuple[TokenRecord, str]:
         """Add a token; returns the record and the secret, which is never stored nor shown again."""
-        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        secret = new_secret()
         with self._lock:
             self._reload()
             if name in self._records:
@@ -163,17 +203,10 @@ class TokenStore:
 
     def authenticate(self, secret: str) -> TokenRecord | None:
         """The live, unexpired token with this secret, or None. Every record is compared in constant time."""
-        digest = hash_secret(secret)
         with self._lock:
             self._reload()
             records = list(self._records.values())
-        found = None
-        for r in records:
-            if hmac.compare_digest(r.secret_sha256, digest):
-                found = r
-        if found is None or found.expired():
-            return None
-        return found
+        return find_live(records, secret)
 
     def by_id(self) -> dict[str, TokenRecord]:
         """Every token (expired ones too) by its id; the file is re-read when it changed on disk."""

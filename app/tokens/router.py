@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -83,7 +85,8 @@ class Ticket(BaseModel):
 @router.get("/tokens", summary="List API tokens (never their secrets)", response_model=TokenList,
             operation_id="tokens-list", responses=problem_responses(401, 403))
 async def list_tokens(request: Request, _: Admin) -> TokenList:
-    return TokenList(items=[TokenInfo.of(r) for r in request.app.state.tokens.list()])
+    records = await asyncio.to_thread(request.app.state.tokens.list)
+    return TokenList(items=[TokenInfo.of(r) for r in records])
 
 
 @router.post("/tokens", summary="Create an API token (the secret is shown once)", status_code=201,
@@ -91,9 +94,9 @@ async def list_tokens(request: Request, _: Admin) -> TokenList:
              responses=problem_responses(401, 403, 409, 422))
 async def create_token(body: TokenCreate, request: Request, _: Admin) -> TokenCreated:
     try:
-        record, secret = request.app.state.tokens.create(body.name, body.scopes, remotes=body.remotes,
-                                                         projects=body.projects, expires_at=body.expires_at,
-                                                         allow=body.allow)
+        record, secret = await asyncio.to_thread(
+            partial(request.app.state.tokens.create, body.name, body.scopes, remotes=body.remotes,
+                    projects=body.projects, expires_at=body.expires_at, allow=body.allow))
     except TokenExists:
         raise ProblemError(409, f"a token named {body.name!r} exists") from None
     return TokenCreated(**TokenInfo.of(record).model_dump(), token=secret)
@@ -103,7 +106,7 @@ async def create_token(body: TokenCreate, request: Request, _: Admin) -> TokenCr
                status_code=204, operation_id="tokens-delete", responses=problem_responses(401, 403, 404))
 async def revoke_token(name: str, request: Request, _: Admin) -> Response:
     try:
-        request.app.state.tokens.revoke(name)
+        await asyncio.to_thread(request.app.state.tokens.revoke, name)
     except TokenNotFound:
         raise ProblemError(404, f"no token named {name!r}") from None
     request.app.state.streams.wake()  # its open streams end now, not at the next check
@@ -122,5 +125,5 @@ async def whoami(principal: Caller) -> WhoAmI:
 @router.post("/tickets", summary="A one-time ticket for a websocket or SSE connection", status_code=201,
              response_model=Ticket, operation_id="tokens-ticket", responses=problem_responses(401))
 async def ticket(request: Request, principal: Caller) -> Ticket:
-    value, ttl = request.app.state.tickets.issue(principal)
+    value, ttl = await request.app.state.tickets.issue(principal)
     return Ticket(ticket=value, expires_in=ttl)

@@ -118,3 +118,65 @@ def test_a_source_in_use_by_a_gateway_is_refused(tmp_path: Path, postgres_url: s
     r = subprocess.run([sys.executable, "-m", "app", "db", "copy", "--from", f"sqlite:///{source}", "--to",
                         postgres_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "copied 5 jobs" in r.stderr, r.stderr
+
+
+def _data_dir_with_tokens_and_a_remote(data: Path) -> tuple[str, bytes]:
+    """A data directory as an SQLite gateway leaves it: a token in the tokens file, a remote added at run time."""
+    from app.lxd.pem import Certificate
+    from app.lxd.registry import RemoteSpec
+    from app.store.remotes import RemoteStore
+    from app.store.tokens import Scope, TokenStore
+
+    _, secret = TokenStore(data / "tokens.json").create("ci", [Scope.write])
+    store = RemoteStore(data)
+    cert = Certificate.generate("lxd-gateway-lxd2", common_name="lxd-gateway-lxd2")
+    cert_path, key_path = store.write_identity("lxd2", cert)
+    store.write_server_cert("lxd2", "-----BEGIN CERTIFICATE-----\nserver\n-----END CERTIFICATE-----\n")
+    store.save(RemoteSpec(name="lxd2", url="https://192.0.2.1:8443", client_cert=cert_path, client_key=key_path,
+                          server_fingerprint="ab" * 32))
+    return secret, cert.key_pem
+
+
+def test_tokens_and_remotes_are_copied_and_keys_need_the_secret_key(tmp_path: Path, postgres_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.exceptions import InvalidTag
+
+    from app.store.pg_state import decrypt_key, shared_state
+
+    source = tmp_path / "jobs.sqlite3"
+    asyncio.run(fill(source))
+    token, key_pem = _data_dir_with_tokens_and_a_remote(tmp_path)
+    monkeypatch.delenv("LXDGW_SECRET_KEY", raising=False)
+    monkeypatch.delenv("LXDGW_SECRET_KEY_FILE", raising=False)
+    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 1
+    assert "need LXDGW_SECRET_KEY" in capsys.readouterr().err  # nothing is copied without the key
+    key_file = tmp_path / "secret-key"
+    key_file.write_text("a-secret-key-of-at-least-32-characters!\n")
+    monkeypatch.setenv("LXDGW_SECRET_KEY_FILE", str(key_file))
+    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 0
+    assert "1 tokens and 1 remotes added at run time" in capsys.readouterr().err
+
+    async def check() -> None:
+        postgres = PostgresJobStore(postgres_url)
+        await postgres.open()
+        try:
+            async with postgres.connection() as conn:
+                row = await (await conn.execute("SELECT client_key, server_cert FROM remotes")).fetchone()
+            blob = bytes(row["client_key"])  # type: ignore[index]
+            assert key_pem not in blob and b"PRIVATE KEY" not in blob and "server" in row["server_cert"]  # type: ignore[index]
+            with pytest.raises(InvalidTag):  # the database alone does not open the remote
+                decrypt_key(b"not-the-secret-key-but-32-characters-long", "lxd2", blob)
+            for secret, served in ((None, set()), (key_file.read_bytes().strip(), {"lxd2"})):
+                state = shared_state(postgres_url, tokens_file=tmp_path / "tokens.json", secret=secret)
+                await state.start(postgres)
+                try:
+                    assert state.tokens.authenticate(token) is not None  # copied, and not imported twice
+                    assert [t.name for t in state.tokens.list()] == ["ci"]
+                    assert state.remotes.names() == served
+                finally:
+                    await state.stop()
+        finally:
+            await postgres.close()
+
+    asyncio.run(check())

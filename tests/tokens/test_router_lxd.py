@@ -1,4 +1,5 @@
-"""Bearer tokens, scopes, revocation at once, tickets, the CLI."""
+"""Bearer tokens, scopes, revocation at once, tickets, the CLI; with the tokens file (SQLite) and with the tokens in
+a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from fastapi import FastAPI
 
 from app.locallxd.daemon import DaemonInfo
 from app.main import create_app
-from app.store.tokens import Scope, TokenStore
+from app.store.tokens import Scope, Tokens, TokenStore
 from tests.support.app import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def secured(tmp_path: Path, lxd_daemon: DaemonInfo) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    application = create_app(make_settings(tmp_path, lxd_daemon, auth_enabled=True))
+@pytest.fixture(params=["sqlite", "postgres"])
+async def secured(request: pytest.FixtureRequest, tmp_path: Path,
+                  lxd_daemon: DaemonInfo) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    database = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    application = create_app(make_settings(tmp_path, lxd_daemon, auth_enabled=True, **database))
     async with LifespanManager(application), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=application), base_url="http://gw") as c:
         yield application, c
@@ -46,7 +49,7 @@ async def test_missing_or_bad_token_is_401_with_challenge(secured: tuple[FastAPI
 
 async def test_scopes_and_revocation(secured: tuple[FastAPI, httpx.AsyncClient]) -> None:
     app, c = secured
-    store: TokenStore = app.state.tokens
+    store: Tokens = app.state.tokens
     _, admin = store.create("root", [Scope.admin])
     _, reader = store.create("reader", [Scope.read], remotes=["local"])
     me = (await c.get("/v1/whoami", headers=_bearer(reader))).json()
@@ -61,7 +64,8 @@ async def test_scopes_and_revocation(secured: tuple[FastAPI, httpx.AsyncClient])
     listed = (await c.get("/v1/tokens", headers=_bearer(admin))).json()["items"]
     assert [t["name"] for t in listed] == ["ci", "reader", "root"]
     assert created["token"] not in str(listed) and "secret_sha256" not in str(listed)
-    assert created["token"] not in Path(store.path).read_text()
+    if isinstance(store, TokenStore):
+        assert created["token"] not in Path(store.path).read_text()
     assert (await c.get("/v1/whoami", headers=_bearer(created["token"]))).status_code == 200
     assert (await c.post("/v1/tokens", json={"name": "ci", "scopes": ["read"]},
                          headers=_bearer(admin))).status_code == 409
@@ -133,6 +137,42 @@ def test_cli_revocation_takes_effect_without_restart(tmp_path: Path) -> None:
     assert run("revoke", "deploy").returncode == 0
     assert store.authenticate(secret) is None
     assert run("revoke", "deploy").returncode == 1
+
+
+async def test_cli_revocation_on_postgresql_takes_effect_in_a_running_gateway(tmp_path: Path,
+                                                                              postgres_url: str) -> None:
+    import asyncio
+    import time
+
+    from app.store.pg_state import shared_state
+    from app.store.postgres import PostgresJobStore
+
+    env = {**os.environ, "LXDGW_DATA_DIR": str(tmp_path), "LXDGW_DATABASE_URL": postgres_url}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app", "tokens", *a], cwd=ROOT, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    jobs = PostgresJobStore(postgres_url)
+    await jobs.open()
+    gateway = shared_state(postgres_url, tokens_file=tmp_path / "tokens.json", secret=None)  # what a gateway keeps
+    await gateway.start(jobs)
+    try:
+        created = await asyncio.to_thread(run, "create", "deploy", "--scope", "write", "--project", "default")
+        assert created.returncode == 0, created.stderr
+        secret = created.stdout.strip()
+        deadline = time.monotonic() + 1
+        while gateway.tokens.authenticate(secret) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert secret not in (await asyncio.to_thread(run, "list")).stdout
+        assert not (tmp_path / "tokens.json").exists()  # the database holds it, not a file
+        assert (await asyncio.to_thread(run, "revoke", "deploy")).returncode == 0
+        deadline = time.monotonic() + 1
+        while gateway.tokens.authenticate(secret) is not None:
+            assert time.monotonic() < deadline, "the revocation did not reach the gateway within a second"
+            await asyncio.sleep(0.01)
+        assert (await asyncio.to_thread(run, "revoke", "deploy")).returncode == 1
+    finally:
+        await gateway.stop()
+        await jobs.close()
 
 
 async def test_token_allow_takes_the_policy_rule_names_and_refuses_a_typo(
