@@ -29,6 +29,23 @@ async def load_one(client: Client, remote: str, name: str) -> Shaped | None:
     return container_view(data, remote=remote, project=client.project or "default")
 
 
+async def load_definition(client: Client, remote: str, name: str, previous: Shaped) -> Shaped | None:
+    """The container read without its state (`recursion=0`, which LXD answers at once), its addresses kept from
+    `previous`; a full read when its status is not the one `previous` has (the state changed too)."""
+    try:
+        inst = await client.instances.get(name)
+    except NotFound:
+        return None
+    if inst.type != "container":
+        return None
+    data = inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    view = container_view(data, remote=remote, project=client.project or "default")
+    if view["status"] != previous.get("status"):
+        return await load_one(client, remote, name)
+    view["addresses"] = previous.get("addresses") or []
+    return view
+
+
 def running(view: Shaped) -> bool:
     return view.get("status") == "Running"
 
@@ -47,5 +64,5 @@ def touched_by(job_kind: str, params: dict[str, Any]) -> list[tuple[str, list[st
     return [(KIND, names)] if names else []
 
 
-CONTAINERS = MirrorKind(name=KIND, load_all=load_all, load_one=load_one, running=running,
-                        awaits_address=awaits_address)
+CONTAINERS = MirrorKind(name=KIND, load_all=load_all, load_one=load_one, load_definition=load_definition,
+                        running=running, awaits_address=awaits_address)

@@ -27,6 +27,10 @@ class MirrorKind:
     """Every object of the client's project on the remote named, keyed, with one listing (recursion)."""
     load_one: Callable[[Client, str, str], Awaitable[Shaped | None]]
     """One object (client, remote, key) read afresh; None when it no longer exists."""
+    load_definition: Callable[[Client, str, str, Shaped], Awaitable[Shaped | None]] | None = None
+    """One object (client, remote, key, as the model has it now) read again without what only a costlier read
+    gives, that part kept from the model: the read after a change of definition (an instance's `recursion=0`
+    answers at once; its state can take LXD tens of milliseconds)."""
     whole: bool = False
     """Any event of the collection reloads all of it (images: an alias event changes the image it names)."""
     awaits_address: Callable[[Shaped], bool] | None = None

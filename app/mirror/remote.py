@@ -43,6 +43,9 @@ ADDRESS_POLL = 0.5
 PENDING_WAIT = 2.0
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
+DEFINITION_ACTIONS = ("-updated", "-snapshot-created", "-snapshot-deleted", "-snapshot-renamed", "-snapshot-updated")
+"""Lifecycle actions after which only an object's definition changed (its state, and so an instance's status and
+addresses, did not): the kind's cheaper read is enough."""
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
                             "instance-console-retrieved", "instance-log-retrieved", "instance-file-retrieved",
                             "instance-file-pushed", "instance-file-deleted"})
@@ -270,7 +273,7 @@ class RemoteMirror:
                 old = (event.metadata.get("context") or {}).get("old_name")
                 if event.action.endswith("-renamed") and old:
                     self._request_in(kind, project, str(old))
-                self._request_in(kind, project, parts[1])
+                self._request_in(kind, project, parts[1], definition=event.action.endswith(DEFINITION_ACTIONS))
         elif event.type == "operation":
             status = event.metadata.get("status_code")
             if not isinstance(status, int) or status < 200 or event.metadata.get("class") == "websocket":
@@ -280,13 +283,15 @@ class RemoteMirror:
                 for kind in self.kinds.values():
                     if kind.events_of != collection:
                         continue
-                    for parts in objects:
-                        self._request_in(kind, project, ALL if kind.whole or len(parts) < 2 else parts[1])
+                    for parts in objects:  # what changed came with a lifecycle event: this read only confirms it
+                        self._request_in(kind, project, ALL if kind.whole or len(parts) < 2 else parts[1],
+                                         definition=True)
 
-    def _request_in(self, kind: MirrorKind, project: str, key: str, *, quiet: bool = False) -> None:
+    def _request_in(self, kind: MirrorKind, project: str, key: str, *, quiet: bool = False,
+                    definition: bool = False) -> None:
         """Read `key` again in `project`, or in every mirrored project for a collection projects may share."""
         for p in list(self.projects) if kind.shared else [project]:
-            self.request(p, kind.name, key, quiet=quiet)
+            self.request(p, kind.name, key, quiet=quiet, definition=definition)
 
     @staticmethod
     def _apply_project_event(names: set[str], action: str, name: str, old: str) -> None:
@@ -300,16 +305,21 @@ class RemoteMirror:
 
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 
-    def request(self, project: str, kind: str, key: str, *, quiet: bool = False) -> asyncio.Future[None] | None:
+    def request(self, project: str, kind: str, key: str, *, quiet: bool = False,
+                definition: bool = False) -> asyncio.Future[None] | None:
         """Have `key` (or `ALL`) of `kind` in `project` read again; the future ends once a read that started after
         this request has been applied (readers of the key wait for it: `settle`). While a read is under way, one
         more is queued after it (the read under way may have started before the change), and every request made
         meanwhile shares the queued one. A `quiet` read (nothing said the object changed: an address poll, a
-        follower's reload) is not waited for, and is skipped when any read of the key is under way or queued."""
+        follower's reload) is not waited for, and is skipped when any read of the key is under way or queued. A
+        `definition` request (only the object's definition changed) may be served by the kind's cheaper read, unless
+        a full one was asked for since the last read started."""
         colls = self.projects.get(project)
         if colls is None or kind not in colls:
             return None
         coll = colls[kind]
+        if not definition:
+            coll.full.add(key)
         ident = (project, kind, key)
         if quiet:
             if key not in coll.pending and key not in coll.queued and ident not in self._quiet:
@@ -357,9 +367,15 @@ class RemoteMirror:
             async with self._fetches:
                 seq = self.next_seq()
                 fetched = time.monotonic()
+                full = key in coll.full
+                coll.full.discard(key)
+                prev = coll.records.get(key)
                 if key == ALL:
                     items = await kind.load_all(client, self.name)
                     self.counters.listings += 1
+                elif not full and prev is not None and kind.load_definition is not None:
+                    data = await kind.load_definition(client, self.name, key, prev.data)
+                    self.counters.reads += 1
                 else:
                     data = await kind.load_one(client, self.name, key)
                     self.counters.reads += 1
@@ -376,7 +392,6 @@ class RemoteMirror:
             for k, rec in coll.items():
                 self._track_address(project, kind_name, k, before.get(k), rec.data)
         else:
-            prev = coll.records.get(key)
             coll.put(key, data, fetched, seq)
             self._track_address(project, kind_name, key, prev.data if prev else None, data)
         return True

@@ -278,6 +278,59 @@ async def test_every_write_through_the_gateway_shows_in_the_very_next_read(clien
     assert await listed(c, names) == {}
 
 
+async def test_image_and_profile_writes_through_the_gateway_show_in_the_very_next_read(
+        client: httpx.AsyncClient, lxd_daemon: DaemonInfo, names: str) -> None:
+    """Aliases, images, profiles and the profiles' `used_by`: after each write through the gateway the next read
+    (from the model: hit) shows it, with no sleep."""
+    c, fp = client, lxd_daemon.image_fingerprint
+
+    async def model(path: str) -> Any:
+        r = await c.get(path, params={"limit": 1000} if "/" not in path.removeprefix("/v1/") else None)
+        assert r.status_code == 200 and r.headers[CACHE] == "hit", (path, r.headers.get(CACHE), r.text)
+        return r.json()
+
+    # aliases: create and delete through the gateway
+    alias = f"{names}-al"
+    r = await c.post("/v1/images/aliases", json={"name": alias, "target": fp})
+    assert r.status_code == 201, r.text
+    assert alias in {a["name"] for a in (await model("/v1/images/aliases"))["items"]}
+    assert alias in (await model(f"/v1/images/{fp}"))["aliases"]
+    assert (await c.delete(f"/v1/images/aliases/{alias}")).status_code == 204
+    assert alias not in {a["name"] for a in (await model("/v1/images/aliases"))["items"]}
+    assert alias not in (await model(f"/v1/images/{fp}"))["aliases"]
+
+    # profiles: create, replace, patch, and a container that starts using one, then stops; delete
+    prof = f"{names}-pr"
+    r = await c.post("/v1/profiles", json={"name": prof, "config": {"user.p": "1"}})
+    assert r.status_code == 201, r.text
+    assert (await model(f"/v1/profiles/{prof}"))["config"] == {"user.p": "1"}
+    assert prof in {p["name"] for p in (await model("/v1/profiles"))["items"]}
+    r = await c.put(f"/v1/profiles/{prof}", json={"config": {"user.p": "2"}, "devices": {}, "description": "d"})
+    assert r.status_code == 200, r.text
+    got = await model(f"/v1/profiles/{prof}")
+    assert got["config"] == {"user.p": "2"} and got["description"] == "d"
+    r = await c.patch(f"/v1/profiles/{prof}", json={"config": {"user.q": "3"}},
+                      headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    assert (await model(f"/v1/profiles/{prof}"))["config"] == {"user.p": "2", "user.q": "3"}
+
+    user = f"{names}-u"
+    await create(c, user, start=False, profiles=["default", prof])
+    assert any(u.startswith(f"/1.0/instances/{user}") for u in (await model(f"/v1/profiles/{prof}"))["used_by"])
+    assert (await hit(c, user))["profiles"] == ["default", prof]
+    r = await c.patch(f"/v1/containers/{user}", json={"profiles": ["default"]})
+    assert r.status_code == 200, r.text
+    assert (await model(f"/v1/profiles/{prof}"))["used_by"] == []
+    r = await c.patch(f"/v1/containers/{user}", json={"profiles": ["default", prof]})
+    assert r.status_code == 200, r.text
+    assert (await model(f"/v1/profiles/{prof}"))["used_by"] != []
+    await run_job(c, "DELETE", f"/v1/containers/{user}")
+    assert (await model(f"/v1/profiles/{prof}"))["used_by"] == []
+    assert (await c.delete(f"/v1/profiles/{prof}")).status_code == 204
+    assert (await c.get(f"/v1/profiles/{prof}")).status_code == 404
+    assert prof not in {p["name"] for p in (await model("/v1/profiles"))["items"]}
+
+
 # -- 2. changes made behind the gateway's back ---------------------------------------------------------------------
 
 
