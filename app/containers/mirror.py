@@ -29,9 +29,8 @@ async def load_one(client: Client, remote: str, name: str) -> Shaped | None:
     return container_view(data, remote=remote, project=client.project or "default")
 
 
-async def load_definition(client: Client, remote: str, name: str, previous: Shaped) -> Shaped | None:
-    """The container read without its state (`recursion=0`, which LXD answers at once), its addresses kept from
-    `previous`; a full read when its status is not the one `previous` has (the state changed too)."""
+async def load_definition(client: Client, remote: str, name: str) -> Shaped | None:
+    """The container read without its state (`recursion=0`, which LXD answers at once; its status is in it)."""
     try:
         inst = await client.instances.get(name)
     except NotFound:
@@ -39,11 +38,15 @@ async def load_definition(client: Client, remote: str, name: str, previous: Shap
     if inst.type != "container":
         return None
     data = inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    view = container_view(data, remote=remote, project=client.project or "default")
-    if view["status"] != previous.get("status"):
-        return await load_one(client, remote, name)
-    view["addresses"] = previous.get("addresses") or []
-    return view
+    return container_view(data, remote=remote, project=client.project or "default")
+
+
+def keep_state(view: Shaped, current: Shaped | None) -> tuple[Shaped, bool]:
+    """A container read without its state, with the addresses the model has while its status is the same; one
+    that stopped has none; one that started (or is new) gets them from the full read that follows."""
+    if current is not None and view["status"] == current.get("status"):
+        return {**view, "addresses": current.get("addresses") or []}, True
+    return {**view, "addresses": []}, view["status"] not in ("Running", "Frozen")
 
 
 def running(view: Shaped) -> bool:
@@ -65,4 +68,4 @@ def touched_by(job_kind: str, params: dict[str, Any]) -> list[tuple[str, list[st
 
 
 CONTAINERS = MirrorKind(name=KIND, load_all=load_all, load_one=load_one, load_definition=load_definition,
-                        running=running, awaits_address=awaits_address)
+                        keep_state=keep_state, running=running, awaits_address=awaits_address)

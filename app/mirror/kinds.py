@@ -27,10 +27,14 @@ class MirrorKind:
     """Every object of the client's project on the remote named, keyed, with one listing (recursion)."""
     load_one: Callable[[Client, str, str], Awaitable[Shaped | None]]
     """One object (client, remote, key) read afresh; None when it no longer exists."""
-    load_definition: Callable[[Client, str, str, Shaped], Awaitable[Shaped | None]] | None = None
-    """One object (client, remote, key, as the model has it now) read again without what only a costlier read
-    gives, that part kept from the model: the read after a change of definition (an instance's `recursion=0`
-    answers at once; its state can take LXD tens of milliseconds)."""
+    load_definition: Callable[[Client, str, str], Awaitable[Shaped | None]] | None = None
+    """One object (client, remote, key) read without what only a costlier read gives (an instance's `recursion=0`
+    answers at once; its state can take LXD tens of milliseconds right after a start). Events are followed with it;
+    `keep_state` completes it when it is applied."""
+    keep_state: Callable[[Shaped, Shaped | None], tuple[Shaped, bool]] | None = None
+    """Given a `load_definition` answer and the object as the model has it when the answer is applied: the answer
+    with what it lacks taken from the model where that still holds, and whether it is complete (when not, a full
+    read follows at once in the background; readers do not wait for it)."""
     whole: bool = False
     """Any event of the collection reloads all of it (images: an alias event changes the image it names)."""
     awaits_address: Callable[[Shaped], bool] | None = None

@@ -147,11 +147,12 @@ class Mirror:
 
     async def fresh(self, remote: str, project: str, kind: str, key: str, *, client: Client) -> Shaped | None:
         """`key` as LXD has it now, read once and applied to the model (a job's result after its write): a copy,
-        the caller's to change."""
+        the caller's to change. The kind's quick read serves (an instance without its state: what changed with the
+        job is in its definition and status; its addresses follow in the background)."""
         rm, coll = self._collection(remote, project, kind)
         if coll is None or rm is None:
             return await self.kinds[kind].load_one(client, remote, key)
-        fut = rm.request(project, kind, key)
+        fut = rm.request(project, kind, key, definition=True)
         try:
             if fut is not None:
                 await asyncio.wait_for(asyncio.shield(fut), 10)

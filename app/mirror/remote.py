@@ -43,9 +43,6 @@ ADDRESS_POLL = 0.5
 PENDING_WAIT = 2.0
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
-DEFINITION_ACTIONS = ("-updated", "-snapshot-created", "-snapshot-deleted", "-snapshot-renamed", "-snapshot-updated")
-"""Lifecycle actions after which only an object's definition changed (its state, and so an instance's status and
-addresses, did not): the kind's cheaper read is enough."""
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
                             "instance-console-retrieved", "instance-log-retrieved", "instance-file-retrieved",
                             "instance-file-pushed", "instance-file-deleted"})
@@ -273,7 +270,7 @@ class RemoteMirror:
                 old = (event.metadata.get("context") or {}).get("old_name")
                 if event.action.endswith("-renamed") and old:
                     self._request_in(kind, project, str(old))
-                self._request_in(kind, project, parts[1], definition=event.action.endswith(DEFINITION_ACTIONS))
+                self._request_in(kind, project, parts[1], definition=True)
         elif event.type == "operation":
             status = event.metadata.get("status_code")
             if not isinstance(status, int) or status < 200 or event.metadata.get("class") == "websocket":
@@ -352,8 +349,10 @@ class RemoteMirror:
             _resolve(coll.pending.pop(key, None))
             _resolve(coll.queued.pop(key, None))
 
-    async def _quietly(self, ident: tuple[str, str, str], coll: Collection) -> None:
+    async def _quietly(self, ident: tuple[str, str, str], coll: Collection, *, full: bool = True) -> None:
         try:
+            if full:
+                coll.full.add(ident[2])
             await self._read_once(*ident, coll)
         finally:
             self._quiet.discard(ident)
@@ -369,12 +368,13 @@ class RemoteMirror:
                 fetched = time.monotonic()
                 full = key in coll.full
                 coll.full.discard(key)
-                prev = coll.records.get(key)
+                partial = False
                 if key == ALL:
                     items = await kind.load_all(client, self.name)
                     self.counters.listings += 1
-                elif not full and prev is not None and kind.load_definition is not None:
-                    data = await kind.load_definition(client, self.name, key, prev.data)
+                elif not full and kind.load_definition is not None:
+                    data = await kind.load_definition(client, self.name, key)
+                    partial = True
                     self.counters.reads += 1
                 else:
                     data = await kind.load_one(client, self.name, key)
@@ -392,8 +392,16 @@ class RemoteMirror:
             for k, rec in coll.items():
                 self._track_address(project, kind_name, k, before.get(k), rec.data)
         else:
+            prev = coll.records.get(key)  # as it is now, when the answer is applied
+            complete = True
+            if partial and data is not None and kind.keep_state is not None:
+                data, complete = kind.keep_state(data, prev.data if prev is not None else None)
             coll.put(key, data, fetched, seq)
             self._track_address(project, kind_name, key, prev.data if prev else None, data)
+            ident = (project, kind_name, key)
+            if not complete and ident not in self._quiet:  # the rest (an instance's state) in the background
+                self._quiet.add(ident)
+                self._spawn(self._quietly(ident, coll, full=True))
         return True
 
     async def _reload_later(self, project: str, kind: str) -> None:
