@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     job_concurrency_per_remote: int = Field(
         32, ge=1, le=256, description="jobs running at once per remote (the rest wait `queued`): a burst of a few "
         "dozen creates runs side by side, as LXD itself runs them")
+    required_remotes: list[str] = Field(
+        default_factory=list, description="remotes that must answer for /readyz to be 200 (empty: any one remote "
+        "answering is enough; one dead remote among several does not take the gateway out of service)")
     read_model: bool = Field(True, description="answer reads of containers, images and profiles from a model of "
                              "each remote kept in sync by LXD's events (false: every read goes to LXD)")
     read_model_reconcile_seconds: float = Field(

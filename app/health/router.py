@@ -33,7 +33,9 @@ class StoreReadiness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(examples=["ok"])
+    status: str = Field(description="`ok`: every remote answers; `degraded`: some do not, but the gateway serves "
+                        "(the store can write, and the required remotes, or at least one, answer)",
+                        examples=["ok"])
     remotes: list[RemoteReadiness]
     store: StoreReadiness | None = Field(None, description="whether the job store (the data directory) can write")
 
@@ -43,9 +45,12 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Every remote is reachable and the job store can write", response_model=Readiness,
-            operation_id="readyz", responses=problem_responses(503))
+@router.get("/readyz", summary="The gateway can serve: its job store can write, and the required remotes (by default: "
+                           "at least one) answer", response_model=Readiness, operation_id="readyz",
+            responses=problem_responses(503))
 async def readyz(request: Request) -> Readiness | JSONResponse:
+    """200 while the gateway can serve; the body gives every remote's state (a remote that does not answer makes
+    it `degraded`, not 503, unless `LXDGW_REQUIRED_REMOTES` names it, or no remote answers at all)."""
     registry: RemoteRegistry = request.app.state.remotes
     names = [s.name for s in registry.specs()]
     jobs = getattr(request.app.state, "jobs", None)
@@ -57,10 +62,14 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
     remotes = [{"name": n, "reachable": err is None, "error": err, "model": models.get(n, "off")}
                for n, err in zip(names, results, strict=True)]
     store = {"writable": store_error is None, "error": store_error}
-    failing = [f"remote {r['name']!r} unreachable: {r['error']}" for r in remotes if not r["reachable"]]
+    down = [r for r in remotes if not r["reachable"]]
+    required = set(request.app.state.settings.required_remotes)
+    failing = [f"remote {r['name']!r} unreachable: {r['error']}" for r in down
+               if r["name"] in required or len(down) == len(remotes)]
+    failing += [f"required remote {n!r} is not configured" for n in sorted(required - set(names))]
     if store_error is not None:
         failing.append(f"the job store cannot write: {store_error}")
     if failing:
         return problem_response(503, path=request.url.path, detail="; ".join(failing), remotes=remotes,
                                 store=store)
-    return Readiness.model_validate({"status": "ok", "remotes": remotes, "store": store})
+    return Readiness.model_validate({"status": "degraded" if down else "ok", "remotes": remotes, "store": store})

@@ -119,6 +119,20 @@ class _LiveCollector(Collector):
             for spec in self.remotes.specs():
                 reconnects.add_metric([spec.name], self.remotes.get(spec.name).events.reconnect_count)
         yield reconnects
+        if self.remotes is not None:
+            up = GaugeMetricFamily("lxdgw_remote_up", "1 when the remote answered its last check (readiness "
+                                   "probes; unknown until the first), else 0", labels=["remote"])
+            info = GaugeMetricFamily("lxdgw_remote_info", "the remote's backend, version and whether it is a "
+                                     "cluster, once known", labels=["remote", "backend", "version", "clustered"])
+            for spec in self.remotes.specs():
+                last = self.remotes.last_check(spec.name)
+                if last is not None:
+                    up.add_metric([spec.name], 1.0 if last is True else 0.0)
+                facts = self.remotes.get(spec.name).server.cached
+                if facts is not None:
+                    info.add_metric([spec.name, facts.environment.server or "lxd", facts.version,
+                                     "true" if facts.clustered else "false"], 1.0)
+            yield from (up, info)
         if self.mirror is None:
             return
         stats = self.mirror.stats()

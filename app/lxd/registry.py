@@ -105,6 +105,11 @@ class RemoteRegistry:
             return "Incus" if info.environment.server == "incus" else "LXD"
         return "Incus" if "incus" in spec.url.lower() else "LXD"
 
+    def last_check(self, name: str) -> bool | None:
+        """Whether the remote answered its last check: True, False, or None when it was never checked."""
+        cached = self._checked.get(name)
+        return None if cached is None else cached[1] is None
+
     async def check(self, name: str, timeout: float = 3.0) -> str | None:
         """None when the remote answers `GET /1.0` within `timeout`, else the reason it does not.
 
@@ -123,7 +128,7 @@ class RemoteRegistry:
 
     async def _check(self, name: str, timeout: float) -> str | None:
         try:
-            await asyncio.wait_for(self.get(name).server.ping(), timeout)
+            await asyncio.wait_for(self.get(name).server.info(refresh=True), timeout)  # its facts, fresh
             result = None
         except TimeoutError:
             result = f"no answer within {timeout:g}s"

@@ -73,19 +73,29 @@ async def test_readyz_ok_against_real_lxd(client: httpx.AsyncClient) -> None:
     assert {x["name"]: x["reachable"] for x in r.json()["remotes"]} == {"local": True, "tls": True}
 
 
-async def test_readyz_names_the_unreachable_remote(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path, auth_enabled=False, remotes=[  # type: ignore[call-arg]
-        RemoteSettings(name="local", url=f"unix://{lxd_daemon.socket_path}", default=True),
-        RemoteSettings(name="gone", url=f"unix://{tmp_path}/missing.socket"),
-    ])
-    application = create_app(settings)
-    async with LifespanManager(application), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=application), base_url="http://gw") as c:
-        r = await c.get("/readyz")
-    assert r.status_code == 503
-    assert r.headers["content-type"] == PROBLEM
-    assert "'gone'" in r.json()["detail"]
-    assert "'local'" not in r.json()["detail"]
+async def test_readyz_names_the_unreachable_remote_and_fails_only_for_a_required_one(
+        tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    remotes = [RemoteSettings(name="local", url=f"unix://{lxd_daemon.socket_path}", default=True),
+               RemoteSettings(name="gone", url=f"unix://{tmp_path}/missing.socket")]
+    for required, status in (([], 200), (["gone"], 503), (["local"], 200)):
+        settings = Settings(_env_file=None, data_dir=tmp_path / str(status) / "-".join(required),  # type: ignore
+                            auth_enabled=False, remotes=remotes, required_remotes=required)
+        application = create_app(settings)
+        async with LifespanManager(application), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://gw") as c:
+            r = await c.get("/readyz")
+            metrics = (await c.get("/metrics")).text
+        assert r.status_code == status, (required, r.text)
+        body = r.json()
+        states = {x["name"]: x["reachable"] for x in body["remotes"]}
+        assert states == {"local": True, "gone": False}, body
+        if status == 503:
+            assert r.headers["content-type"] == PROBLEM
+            assert "'gone'" in body["detail"] and "'local'" not in body["detail"]
+        else:
+            assert body["status"] == "degraded"  # one dead remote does not take the gateway out of service
+        assert 'lxdgw_remote_up{remote="gone"} 0.0' in metrics and 'lxdgw_remote_up{remote="local"} 1.0' in metrics
+        assert 'lxdgw_remote_info{backend="lxd",clustered="false",remote="local"' in metrics
 
 
 async def test_docs_served_from_local_assets(client: httpx.AsyncClient) -> None:
