@@ -19,6 +19,15 @@ class StoreLocked(RuntimeError):
     """Another gateway process already uses this job database."""
 
 
+class LeaseLost(RuntimeError):
+    """A write of a job this process no longer owns: another process claimed it (its lease had run out). The
+    writer must stop working on the job and write nothing more of it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is no longer owned by this process")
+        self.job_id = job_id
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """List filters; `None` means any."""
@@ -65,7 +74,13 @@ class IdempotencyRecord:
 
 
 class JobStore(Protocol):
-    """Persistence of jobs and idempotency records. Every method is safe to call concurrently."""
+    """Persistence of jobs and idempotency records. Every method is safe to call concurrently.
+
+    `shared` says whether several processes use the store at once (then leases are renewed, claimed when they run
+    out, and fenced: a write given `owner_id` changes the job only while that process owns it, else raises
+    `LeaseLost`)."""
+
+    shared: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -73,8 +88,8 @@ class JobStore(Protocol):
     async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
                      request_id: str | None = None) -> None: ...
     """Store a new job; `job.token_id` is the token that started it."""
-    async def save(self, job: Job, *, seq: int) -> None: ...
-    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None: ...
+    async def save(self, job: Job, *, seq: int, owner_id: str | None = None) -> None: ...
+    async def save_checkpoint(self, job_id: str, step: str, data: Any, *, owner_id: str | None = None) -> None: ...
     async def pending_cleanups(self) -> list[StoredJob]: ...
     async def check_writable(self) -> str | None: ...
     async def get(self, job_id: str) -> Job | None: ...
@@ -86,8 +101,13 @@ class JobStore(Protocol):
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
     """Give `owner_id` the unfinished jobs no live process holds, oldest first: every one on the embedded store
     (its lock admits one process), those whose lease ran out on a shared store (never one job to two callers)."""
-    async def renew_leases(self, owner_id: str, lease_until: float) -> None: ...
-    """Extend the leases of `owner_id`'s unfinished jobs (a time already past gives them up)."""
+    async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
+    """Give `owner_id` the unfinished jobs whose lease ran out (whoever held them), oldest first; never one job to
+    two callers. Nothing on the embedded store (its one process holds every job)."""
+    async def renew_leases(self, owner_id: str, lease_until: float,
+                           job_ids: list[str] | None = None) -> list[str]: ...
+    """Extend the leases of `owner_id`'s unfinished jobs (only `job_ids` among them when given; a time already past
+    gives them up). Returns the ids renewed (a shared store; the embedded one returns [])."""
     async def prune(self, finished_before: datetime) -> int: ...
 
     async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,
