@@ -14,8 +14,10 @@ On a shared store (several gateway processes) each process renews the leases of 
 process that died, or that stopped renewing. It is fenced: a job whose lease this process has not renewed for
 `lease_seconds - fence_margin` (the database unreachable, the process paused) is abandoned, before another process
 may claim it: its task is cancelled and nothing more of it is written or published here. Every write of a job names
-its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. On the
-embedded store (one process) none of this applies.
+its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. A cancel
+asked of a process that does not run the job is marked in the store, and its owner, notified (or at its next
+renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
+the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
 
@@ -72,6 +74,8 @@ CLEANUP_MAX_DELAY = 15.0
 """A pending cleanup is retried after 1, 2, 4... seconds, at most this far apart."""
 STORE_RETRY_MAX_DELAY = 5.0
 """A write the store refused for lack of space is retried, at most this far apart, until it succeeds."""
+STORED_WAIT_INTERVAL = 0.25
+"""How often a wait for a job another process runs reads it from the store."""
 FENCE_CHECK_INTERVAL = 0.25
 """How often (seconds, at most) a process on a shared store checks that the leases of its jobs are still fresh."""
 
@@ -364,6 +368,7 @@ class JobRunner:
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
+            await self._store.listen_cancels(self._cancel_asked)
         for stored in await self._store.pending_cleanups():
             self._cleanups[stored.job.id] = 0.0
         self._cleaner = asyncio.create_task(self._clean_up(), name="jobs-cleanup")
@@ -384,6 +389,8 @@ class JobRunner:
                 if self.shared:
                     await self.renew()
                     await self.take_over()
+                    for job_id in await self._store.cancel_requests(self.owner_id):
+                        self._cancel_asked(job_id)
                 else:
                     await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
                 if time.monotonic() - last_prune > 3600:
@@ -435,6 +442,17 @@ class JobRunner:
         if adopted:
             log.info("took over %d jobs whose lease ran out: %s", len(adopted), ", ".join(adopted))
         return adopted
+
+    def _cancel_asked(self, job_id: str) -> None:
+        """Another process asked to cancel a job (a shared store): cancel it if it runs here."""
+        active = self._active.get(job_id)
+        if active is not None and not active.finished and not active.cancel_requested and not active.recovering:
+            log.info("job %s: cancel asked through another gateway process", job_id)
+            self._spawn(self._cancel_quietly(job_id))
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(JobNotFound, JobAlreadyEnded):
+            await self.cancel(job_id)
 
     def _abandon(self, active: _Active, why: str) -> None:
         """Stop working on a job this process no longer owns (or may no longer own): cancel its task, write and
@@ -504,6 +522,8 @@ class JobRunner:
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         """The job once it has ended, or as it is after `timeout` seconds."""
         active = self._active.get(job_id)
+        if active is None and self.shared and timeout > 0:
+            return await self._wait_stored(job_id, timeout)
         if active is not None and timeout > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(active.done.wait()), timeout)
@@ -511,6 +531,18 @@ class JobRunner:
                 return await self._store.get(job_id)
             return active.job.model_copy(deep=True)
         return await self.get(job_id)
+
+    async def _wait_stored(self, job_id: str, timeout: float) -> Job | None:
+        """Wait for a job another process runs (a shared store): read it from the store until it has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self._store.get(job_id)
+            left = deadline - time.monotonic()
+            if job is None or job.ended or left <= 0:
+                return job
+            if job_id in self._active:  # taken over here meanwhile
+                return await self.wait(job_id, left)
+            await asyncio.sleep(min(STORED_WAIT_INTERVAL, left))
 
     # -- submitting and cancelling ------------------------------------------------------------------------------
 
@@ -546,7 +578,11 @@ class JobRunner:
             job = await self._store.get(job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            raise JobAlreadyEnded(job)
+            if not job.ended and await self._store.request_cancel(job_id):
+                # Another process runs it (a shared store): its owner hears of the cancel and acts on it.
+                log.info("job %s: cancel passed on to the gateway process running it", job_id)
+                return await self._store.get(job_id) or job
+            raise JobAlreadyEnded(await self._store.get(job_id) or job)
         if active.finished:
             if active.job.ended:
                 raise JobAlreadyEnded(active.job.model_copy(deep=True))

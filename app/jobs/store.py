@@ -8,6 +8,7 @@ change in the callers. A store that cannot reach its database raises `app.store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -108,6 +109,13 @@ class JobStore(Protocol):
                            job_ids: list[str] | None = None) -> list[str]: ...
     """Extend the leases of `owner_id`'s unfinished jobs (only `job_ids` among them when given; a time already past
     gives them up). Returns the ids renewed (a shared store; the embedded one returns [])."""
+    async def request_cancel(self, job_id: str) -> bool: ...
+    """Ask the owner of an unfinished job (another process) to cancel it: False when it is not unfinished. The
+    embedded store has no other process: always False."""
+    async def cancel_requests(self, owner_id: str) -> list[str]: ...
+    """The unfinished jobs of `owner_id` whose cancel another process asked."""
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None: ...
+    """From now on, call `callback(job_id)` when another process asks a cancel (a shared store; else never)."""
     async def prune(self, finished_before: datetime) -> int: ...
 
     async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,

@@ -502,6 +502,15 @@ class SQLiteJobStore:
     async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         return []  # one process: `claim_unfinished` at its start took every job
 
+    async def request_cancel(self, job_id: str) -> bool:
+        return False  # one process: every unfinished job is its own, cancelled directly
+
+    async def cancel_requests(self, owner_id: str) -> list[str]:
+        return []
+
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None:
+        return None
+
     async def renew_leases(self, owner_id: str, lease_until: float,
                            job_ids: list[str] | None = None) -> list[str]:
         await self._write("UPDATE jobs SET lease_until=? WHERE owner_id=? AND status IN ('queued', 'running')",

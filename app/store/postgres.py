@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,11 @@ from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, j
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("app.store")
+JOBS_CHANNEL = "jobs"
+"""Notified with a job's id when another replica asks its owner to cancel it."""
+LISTEN_RETRY = 1.0
 
 _STORED = ", ".join(f"jobs.{c}" for c in STORED_COLUMNS) + ", job_outputs.output AS output"
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
@@ -100,6 +106,7 @@ class PostgresJobStore:
         self._down_reason = ""
         self._probed = -PROBE_INTERVAL
         self._revive_lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def conninfo(self) -> str:
@@ -169,6 +176,11 @@ class PostgresJobStore:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
@@ -434,6 +446,46 @@ class PostgresJobStore:
                 args = (*args, list(job_ids))
             cur = await conn.execute(sql + " RETURNING id", args)
             return [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+    async def request_cancel(self, job_id: str) -> bool:
+        """Mark an unfinished job to be cancelled by its owner, and notify the `jobs` channel (at commit). False
+        when the job is not unfinished (ended, or no such job)."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(f"UPDATE jobs SET cancel_requested=true WHERE id=%s AND {_UNFINISHED} "
+                                     "RETURNING id", (job_id,))
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, job_id))
+        return True
+
+    async def cancel_requests(self, owner_id: str) -> list[str]:
+        """The unfinished jobs of `owner_id` another replica asked to cancel (what a lost notification said)."""
+        rows = await self._fetch(f"SELECT id FROM jobs WHERE owner_id=%s AND cancel_requested AND {_UNFINISHED}",
+                                 (owner_id,))
+        return [r["id"] for r in rows]
+
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(job_id)` for every cancel another replica asks (a connection of its own that LISTENs on
+        the `jobs` channel, connected again after a failure), until `close`."""
+        self._listener = asyncio.get_running_loop().create_task(self._listen(callback), name="job-notices")
+
+    async def _listen(self, callback: Callable[[str], None]) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    async for notice in conn.notifies():
+                        try:
+                            callback(notice.payload)
+                        except Exception:
+                            log.exception("handling the cancel of job %s failed", notice.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listening for job cancels failed (%s); retrying", _reason(exc))
+            await asyncio.sleep(LISTEN_RETRY)
 
     async def prune(self, finished_before: datetime) -> int:
         """Remove jobs ended before `finished_before` (their outputs go with them), and replicas long gone."""

@@ -163,3 +163,33 @@ def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_
     assert not any(f"(container.create) {end}" in line for line in lines
                    for end in ("succeeded", "failed", "cancelled")), lines
     assert container_status(lxd_daemon, name) == (None if job["status"] == "failed" else "Running")
+
+
+def test_a_cancel_sent_to_another_replica_stops_the_job_where_it_runs(
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo) -> None:
+    a, b = replicas
+    name = f"cancel-{uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{a.base}/v1/containers", params={"wait": 120},
+                   json={"name": name, "image": {"alias": "busybox"}}, timeout=130)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    try:
+        r = httpx.post(f"{a.base}/v1/containers/{name}/exec", json={"command": ["sleep", "60"]}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{b.base}/v1/jobs/{job_id}", timeout=10).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        r = httpx.delete(f"{b.base}/v1/jobs/{job_id}", params={"wait": 30}, timeout=40)
+        took = time.monotonic() - asked
+        print(f"\ncancel through the other replica: ended {took:.2f}s after the DELETE")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled", r.text
+        assert took < 10
+        again = httpx.delete(f"{b.base}/v1/jobs/{job_id}", timeout=10)
+        assert again.status_code == 409, again.text
+        assert any("cancel asked through another gateway process" in line for line in job_lines(a, job_id))
+    finally:
+        httpx.delete(f"{a.base}/v1/containers/{name}", params={"force": "true", "wait": 60}, timeout=70)

@@ -210,7 +210,7 @@ async def test_a_replica_that_cannot_renew_stops_before_another_claims_its_job(
     await until(settled, LEASE + 3, "the job settled by b")
     settled_row = await row(postgres_url, job.id)
     assert settled_row["owner_id"] == "b" and "settled by b" in settled_row["error"]
-    assert f"tick-{ticks_at_stop + 1}" not in settled_row["checkpoints"]  # a wrote nothing after it stopped
+    assert f'"tick-{ticks_at_stop + 1}"' not in settled_row["checkpoints"]  # a wrote nothing after it stopped
     await asyncio.sleep(LEASE)
     assert await row(postgres_url, job.id) == settled_row
     assert len(a.ticks) == ticks_at_stop
@@ -267,3 +267,31 @@ async def test_the_embedded_store_keeps_its_jobs_when_renewing_fails(
     finally:
         await runner.shutdown(0)
         await store.close()
+
+
+async def test_a_cancel_asked_of_another_replica_reaches_the_owner(replicas: Any, postgres_url: str) -> None:
+    a: Replica = await replicas("a")
+    b: Replica = await replicas("b")
+    job = await a.runner.submit("t.work")
+    await until(lambda: asyncio.sleep(0, len(a.ticks) > 2), 5, "the job runs on a")
+    asked = time.monotonic()
+    seen = await b.runner.cancel(job.id)
+    assert seen.id == job.id and not seen.ended  # b answers as the owner would: the job, while it stops
+    ended = await b.runner.wait(job.id, 5)  # b reads the store until the owner has stored the end
+    took = time.monotonic() - asked
+    assert ended is not None and ended.status is JobStatus.cancelled, ended
+    assert took < 2, took
+    assert a.stopped.is_set()
+    with pytest.raises(Exception, match="already ended"):
+        await b.runner.cancel(job.id)
+
+
+async def test_a_lost_cancel_notification_is_made_up_for_at_the_next_renewal(
+        replicas: Any, postgres_url: str) -> None:
+    a: Replica = await replicas("a")
+    job = await a.runner.submit("t.work")
+    await until(lambda: asyncio.sleep(0, len(a.ticks) > 2), 5, "the job runs on a")
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("UPDATE jobs SET cancel_requested=true WHERE id=%s", (job.id,))  # and no notification
+    ended = await a.runner.wait(job.id, a.runner.takeover_interval + 3)
+    assert ended is not None and ended.status is JobStatus.cancelled, ended
