@@ -49,12 +49,12 @@ def create_on(gateway: GatewayProcess, name: str) -> str:
     return str(r.json()["id"])
 
 
-def wait_for_operation(gateway: GatewayProcess, job_id: str) -> None:
-    """Until the job has recorded its first LXD operation (the create itself)."""
+def wait_for_operation(gateway: GatewayProcess, job_id: str, count: int = 1) -> None:
+    """Until the job has recorded `count` LXD operations (1: the create itself, 2: the start)."""
     deadline = time.monotonic() + 60
     while True:
         job = httpx.get(f"{gateway.base}/v1/jobs/{job_id}", timeout=10).json()
-        if job["lxd_operations"]:
+        if len(job["lxd_operations"]) >= count:
             return
         assert job["status"] in ("queued", "running"), job
         assert time.monotonic() < deadline, job
@@ -118,18 +118,20 @@ def job_lines(gateway: GatewayProcess, job_id: str) -> list[str]:
     return found
 
 
+@pytest.mark.parametrize("operations", [1, 2], ids=["during-create", "during-start"])
 def test_a_replica_killed_mid_create_leaves_the_job_to_another(
-        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo) -> None:
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, operations: int) -> None:
     a, b = replicas
     name = f"kill-{uuid.uuid4().hex[:8]}"
     job_id = create_on(a, name)
-    wait_for_operation(a, job_id)
+    wait_for_operation(a, job_id, operations)
     a.kill()
     killed = time.monotonic()
     job, _ = settled_on(b, job_id, LEASE + TAKEOVER_INTERVAL + 30)
     took = time.monotonic() - killed
     print(f"\ntakeover after SIGKILL: settled by the other replica {took:.2f}s after the kill "
-          f"(lease {LEASE:g}s, claims every {TAKEOVER_INTERVAL:.2f}s): {job['status']}")
+          f"(lease {LEASE:g}s, claims every {TAKEOVER_INTERVAL:.2f}s; killed after {operations} LXD operations): "
+          f"{job['status']}")
     assert took < LEASE + TAKEOVER_INTERVAL + 10
     check_outcome(lxd_daemon, job, name)
     assert any("took over" in line for line in job_lines(b, job_id))
