@@ -176,7 +176,7 @@ class _Context(JobContext):
     async def progress(self, stage: str | None, percent: int | float | None = None,
                        message: str | None = None) -> None:
         """Report progress (LXD's progress passes through here)."""
-        if self._active.finished:
+        if self._active.finished or self._runner.fence_passed(self._active):
             return
         pct = None if percent is None else max(0, min(100, int(percent)))
         self._active.job.progress = JobProgress(stage=stage, percent=pct, message=message)
@@ -188,7 +188,7 @@ class _Context(JobContext):
 
     async def output(self, stream: str, data: str | bytes) -> None:
         """Stream output (e.g. an exec's stdout/stderr); text as text, bytes as base64."""
-        if self._active.finished:
+        if self._active.finished or self._runner.fence_passed(self._active):
             return
         payload: dict[str, Any] = {"stream": stream}
         if isinstance(data, bytes):
@@ -206,6 +206,8 @@ class _Context(JobContext):
         A new operation is stored before this returns (which operations a job started survives any crash). A new
         status of one already recorded goes on the bus at once and is stored like progress: with the job's next
         write, at most `progress_interval` later and at the latest with its end."""
+        if self._runner.fence_passed(self._active):
+            raise LeaseLost(self._active.job.id)
         job = self._active.job
         for op in job.lxd_operations:
             if op.id == op_id and op.remote == remote:
@@ -953,11 +955,17 @@ class JobRunner:
         `LeaseLost` when another process owns the job)."""
         return {"owner_id": self.owner_id} if self.shared else {}
 
-    def _owned(self, active: _Active) -> None:
-        """Before a write of a job: raise `LeaseLost` when it was abandoned, or its fence passed (abandon it)."""
+    def fence_passed(self, active: _Active) -> bool:
+        """Whether the job's lease could not be renewed in time (a shared store): it is abandoned then. Checked
+        before every write and report of a job, so that a process resuming from a pause stops at its first step,
+        whichever of its timers runs first."""
         if self.shared and not active.abandoned and active.fence <= time.monotonic():
             self._abandon(active, "its lease could not be renewed in time")
-        if active.abandoned:
+        return active.abandoned
+
+    def _owned(self, active: _Active) -> None:
+        """Before a write of a job: raise `LeaseLost` when it was abandoned, or its fence passed (abandon it)."""
+        if self.fence_passed(active):
             raise LeaseLost(active.job.id)
 
     async def _owned_write(self, active: _Active, write: Awaitable[None]) -> None:

@@ -295,3 +295,18 @@ async def test_a_lost_cancel_notification_is_made_up_for_at_the_next_renewal(
         await conn.execute("UPDATE jobs SET cancel_requested=true WHERE id=%s", (job.id,))  # and no notification
     ended = await a.runner.wait(job.id, a.runner.takeover_interval + 3)
     assert ended is not None and ended.status is JobStatus.cancelled, ended
+
+
+async def test_a_replica_frozen_past_its_fence_writes_nothing_when_it_resumes(
+        replicas: Any, postgres_url: str) -> None:
+    a: Replica = await replicas("a")
+    job = await a.runner.submit("t.work")
+    await until(lambda: asyncio.sleep(0, len(a.ticks) > 2), 5, "the job runs on a")
+    before = len(a.ticks)
+    time.sleep(LEASE - a.runner.fence_margin + 0.3)  # the whole process stands still (as under SIGSTOP)
+    await asyncio.wait_for(a.stopped.wait(), 1)
+    assert len(a.ticks) <= before + 1  # at most the checkpoint written before the pause
+    await asyncio.sleep(0.5)
+    stored = await row(postgres_url, job.id)
+    assert f'"tick-{before + 1}"' not in stored["checkpoints"] and stored["status"] == "running"
+    assert job.id not in a.runner._active
