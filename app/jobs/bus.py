@@ -255,6 +255,14 @@ class JobBus:
         if sub.job_id is not None and (ch := self._channels.get(sub.job_id)) is not None:
             ch.subscribers.discard(sub)
 
+    def drop(self, job_id: str) -> None:
+        """Stop carrying a job without its `end` (this process no longer runs it): its subscribers are closed, and
+        read the job from the store."""
+        ch = self._channels.pop(job_id, None)
+        if ch is not None:
+            for sub in list(ch.subscribers):
+                sub.close()
+
     def close_all(self) -> None:
         """Close every subscriber (shutdown)."""
         for ch in list(self._channels.values()):

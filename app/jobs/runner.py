@@ -8,6 +8,16 @@ per job, everything else at once.
 
 At start-up `recover()` claims the jobs a dead gateway left behind: queued ones run again (they had not started),
 running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
+
+On a shared store (several gateway processes) each process renews the leases of the jobs it runs every
+`lease_seconds / 3`, and at the same pace claims and settles (as above) the jobs whose lease ran out: those of a
+process that died, or that stopped renewing. It is fenced: a job whose lease this process has not renewed for
+`lease_seconds - fence_margin` (the database unreachable, the process paused) is abandoned, before another process
+may claim it: its task is cancelled and nothing more of it is written or published here. Every write of a job names
+its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. A cancel
+asked of a process that does not run the job is marked in the store, and its owner, notified (or at its next
+renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
+the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
 
@@ -45,7 +55,7 @@ from app.jobs.kinds import (
     RollbackIncomplete,
 )
 from app.jobs.models import Job, JobCleanup, JobProgress, JobStatus, LxdOperationRef, new_job_id, problem, utcnow
-from app.jobs.store import JobStore, StoredJob
+from app.jobs.store import JobStore, LeaseLost, StoredJob
 from app.store.datadir import StorageFull
 from app.store.errors import StoreUnavailable
 
@@ -64,6 +74,17 @@ CLEANUP_MAX_DELAY = 15.0
 """A pending cleanup is retried after 1, 2, 4... seconds, at most this far apart."""
 STORE_RETRY_MAX_DELAY = 5.0
 """A write the store refused for lack of space is retried, at most this far apart, until it succeeds."""
+STORED_WAIT_INTERVAL = 0.25
+"""How often a wait for a job another process runs reads it from the store."""
+FENCE_CHECK_INTERVAL = 0.25
+"""How often (seconds, at most) a process on a shared store checks that the leases of its jobs are still fresh."""
+
+
+def fence_margin(lease_seconds: float) -> float:
+    """How long before its lease runs out a job is abandoned when its lease could not be renewed: a fifth of the
+    lease, at least a second (less for very short leases), so that the process stops before another may claim it
+    even with its clock a little ahead."""
+    return min(max(1.0, lease_seconds / 5), lease_seconds / 2)
 
 
 class JobCancelled(Exception):
@@ -155,7 +176,7 @@ class _Context(JobContext):
     async def progress(self, stage: str | None, percent: int | float | None = None,
                        message: str | None = None) -> None:
         """Report progress (LXD's progress passes through here)."""
-        if self._active.finished:
+        if self._active.finished or self._runner.fence_passed(self._active):
             return
         pct = None if percent is None else max(0, min(100, int(percent)))
         self._active.job.progress = JobProgress(stage=stage, percent=pct, message=message)
@@ -167,7 +188,7 @@ class _Context(JobContext):
 
     async def output(self, stream: str, data: str | bytes) -> None:
         """Stream output (e.g. an exec's stdout/stderr); text as text, bytes as base64."""
-        if self._active.finished:
+        if self._active.finished or self._runner.fence_passed(self._active):
             return
         payload: dict[str, Any] = {"stream": stream}
         if isinstance(data, bytes):
@@ -185,6 +206,8 @@ class _Context(JobContext):
         A new operation is stored before this returns (which operations a job started survives any crash). A new
         status of one already recorded goes on the bus at once and is stored like progress: with the job's next
         write, at most `progress_interval` later and at the latest with its end."""
+        if self._runner.fence_passed(self._active):
+            raise LeaseLost(self._active.job.id)
         job = self._active.job
         for op in job.lxd_operations:
             if op.id == op_id and op.remote == remote:
@@ -211,7 +234,7 @@ class _Context(JobContext):
     async def checkpoint(self, step: str, data: Any = None) -> None:
         """Record that `step` is done (with what recovery or rollback needs to know). Raises `JobCancelled` when
         the job was asked to stop."""
-        await self._runner._durably(lambda: self._runner._store.save_checkpoint(self._active.job.id, step, data))
+        await self._runner._durably(lambda: self._runner._save_checkpoint(self._active, step, data))
         self.checkpoints[step] = data
         self._active.checkpoints[step] = data
         self.raise_if_cancelled()
@@ -255,6 +278,11 @@ class _Active:
         self.last_persist = 0.0
         self.claim: Claim | None = None
         self.flush: asyncio.TimerHandle | None = None
+        self.fence = float("inf")
+        """(monotonic) When this process stops working on the job unless its lease is renewed before (a shared
+        store only)."""
+        self.abandoned = False
+        """The job's lease was lost: nothing more of it is written or published here."""
 
 
 class JobRunner:
@@ -277,6 +305,11 @@ class JobRunner:
         self.recovery_timeout = recovery_timeout
         self.retention = retention
         self.owner_id = owner_id or uuid.uuid4().hex
+        self.shared = bool(getattr(store, "shared", False))
+        """Several processes share the store: leases are renewed, fenced, and those that ran out taken over."""
+        self.fence_margin = fence_margin(lease_seconds)
+        self.takeover_interval = max(0.5, lease_seconds / 3)
+        """How often leases are renewed and those that ran out claimed (a shared store)."""
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
         self.before_end: Callable[[Job, dict[str, Any], JobStatus, Any], None] | None = None
@@ -292,6 +325,7 @@ class JobRunner:
         self._accepting = True
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
+        self._fencing: asyncio.Task[None] | None = None
         self._cleaner: asyncio.Task[None] | None = None
         self._cleanups: dict[str, float] = {}
         """Jobs with a pending cleanup: when (monotonic) to try again."""
@@ -334,6 +368,9 @@ class JobRunner:
         await self.prune()
         recovered = await self.recover()
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
+        if self.shared:
+            self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
+            await self._store.listen_cancels(self._cancel_asked)
         for stored in await self._store.pending_cleanups():
             self._cleanups[stored.job.id] = 0.0
         self._cleaner = asyncio.create_task(self._clean_up(), name="jobs-cleanup")
@@ -349,14 +386,97 @@ class JobRunner:
     async def _maintain(self) -> None:
         last_prune = time.monotonic()
         while True:
-            await asyncio.sleep(max(1.0, self.lease_seconds / 3))
+            await asyncio.sleep(self.takeover_interval if self.shared else max(1.0, self.lease_seconds / 3))
             try:
-                await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
+                if self.shared:
+                    await self.renew()
+                    await self.take_over()
+                    for job_id in await self._store.cancel_requests(self.owner_id):
+                        self._cancel_asked(job_id)
+                else:
+                    await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     await self.prune()
+            except StoreUnavailable as exc:
+                log.warning("job maintenance: the job store is unreachable: %s", exc.reason)
             except Exception:  # keep maintaining: a transient store error must not stop leases
                 log.exception("job maintenance failed")
+
+    async def renew(self) -> None:
+        """Renew the leases of the jobs this process runs (a shared store). A job whose lease is not renewed, because
+        another process owns it now, is abandoned; the fence of those renewed moves on."""
+        self.check_fences()
+        ids = [job_id for job_id, a in self._active.items() if not a.abandoned]
+        started = time.monotonic()
+        renewed = set(await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds, ids))
+        for job_id in ids:
+            active = self._active.get(job_id)
+            if active is None or active.abandoned:
+                continue
+            if job_id in renewed:
+                active.fence = max(active.fence, started + self.lease_seconds - self.fence_margin)
+            elif not active.finished:  # another process owns it now (an end being stored is no longer unfinished)
+                self._abandon(active, "another gateway process owns it now")
+
+    def check_fences(self) -> int:
+        """Abandon the jobs whose lease this process could not renew in time; returns how many."""
+        now = time.monotonic()
+        late = [a for a in self._active.values() if not a.abandoned and a.fence <= now]
+        for active in late:
+            self._abandon(active, f"its lease could not be renewed for {self.lease_seconds - self.fence_margin:.1f}s")
+        return len(late)
+
+    async def _fence_loop(self) -> None:
+        interval = min(FENCE_CHECK_INTERVAL, self.fence_margin / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self.check_fences()
+
+    async def take_over(self) -> list[str]:
+        """Claim the jobs whose lease ran out (their process died or stopped renewing) and settle them, as at
+        start-up (a shared store). Returns their ids."""
+        if not self._accepting:
+            return []
+        started = time.monotonic()
+        claimed = await self._store.claim_expired(self.owner_id, time.time() + self.lease_seconds)
+        adopted = self._adopt(claimed, started)
+        if adopted:
+            log.info("took over %d jobs whose lease ran out: %s", len(adopted), ", ".join(adopted))
+        return adopted
+
+    def _cancel_asked(self, job_id: str) -> None:
+        """Another process asked to cancel a job (a shared store): cancel it if it runs here."""
+        active = self._active.get(job_id)
+        if active is not None and not active.finished and not active.cancel_requested and not active.recovering:
+            log.info("job %s: cancel asked through another gateway process", job_id)
+            self._spawn(self._cancel_quietly(job_id))
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        with contextlib.suppress(JobNotFound, JobAlreadyEnded):
+            await self.cancel(job_id)
+
+    def _abandon(self, active: _Active, why: str) -> None:
+        """Stop working on a job this process no longer owns (or may no longer own): cancel its task, write and
+        publish nothing more of it (its watchers here are closed; the job is read from the store)."""
+        if active.abandoned:
+            return
+        job = active.job
+        active.abandoned = True
+        active.finished = True
+        if active.flush is not None:
+            active.flush.cancel()
+            active.flush = None
+        if self._active.get(job.id) is active:
+            del self._active[job.id]
+        if active.claim is not None:
+            self._claims.pop(active.claim, None)
+        self._bus.drop(job.id)
+        log.warning("job %s (%s) abandoned: %s; this process writes nothing more of it", job.id, job.kind, why)
+        task = active.task
+        if task is not None and not task.done():
+            task.cancel()
+        active.done.set()
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting jobs, give running ones `grace` seconds, leave the rest to the next start's recovery."""
@@ -376,7 +496,7 @@ class JobRunner:
             if not active.finished:
                 with contextlib.suppress(Exception):
                     await self._persist(active)
-        for task in (self._maintenance, self._cleaner):
+        for task in (self._maintenance, self._cleaner, self._fencing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -404,11 +524,27 @@ class JobRunner:
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         """The job once it has ended, or as it is after `timeout` seconds."""
         active = self._active.get(job_id)
+        if active is None and self.shared and timeout > 0:
+            return await self._wait_stored(job_id, timeout)
         if active is not None and timeout > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(active.done.wait()), timeout)
+            if active.abandoned:  # another process owns it now: the store says what it is
+                return await self._store.get(job_id)
             return active.job.model_copy(deep=True)
         return await self.get(job_id)
+
+    async def _wait_stored(self, job_id: str, timeout: float) -> Job | None:
+        """Wait for a job another process runs (a shared store): read it from the store until it has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self._store.get(job_id)
+            left = deadline - time.monotonic()
+            if job is None or job.ended or left <= 0:
+                return job
+            if job_id in self._active:  # taken over here meanwhile
+                return await self.wait(job_id, left)
+            await asyncio.sleep(min(STORED_WAIT_INTERVAL, left))
 
     # -- submitting and cancelling ------------------------------------------------------------------------------
 
@@ -424,9 +560,12 @@ class JobRunner:
         job = Job(id=new_job_id(), kind=kind, status=JobStatus.queued, remote=remote, project=project,
                   resource=resource, created_at=utcnow(), requested_by=requested_by, token_id=token_id)
         params = dict(params or {})
+        started = time.monotonic()
         await self._store.insert(job, params=params, owner_id=self.owner_id,
                                  lease_until=time.time() + self.lease_seconds, request_id=request_id)
         active = _Active(job, job_kind, params, {})
+        if self.shared:
+            active.fence = started + self.lease_seconds - self.fence_margin
         if claim is not None:
             active.claim = claim
             self._claims[claim] = job.id
@@ -441,7 +580,11 @@ class JobRunner:
             job = await self._store.get(job_id)
             if job is None:
                 raise JobNotFound(job_id)
-            raise JobAlreadyEnded(job)
+            if not job.ended and await self._store.request_cancel(job_id):
+                # Another process runs it (a shared store): its owner hears of the cancel and acts on it.
+                log.info("job %s: cancel passed on to the gateway process running it", job_id)
+                return await self._store.get(job_id) or job
+            raise JobAlreadyEnded(await self._store.get(job_id) or job)
         if active.finished:
             if active.job.ended:
                 raise JobAlreadyEnded(active.job.model_copy(deep=True))
@@ -485,8 +628,21 @@ class JobRunner:
 
     async def recover(self) -> list[str]:
         """Claim the jobs a dead gateway left: run queued ones, settle running ones (in the background)."""
+        started = time.monotonic()
         claimed = await self._store.claim_unfinished(self.owner_id, time.time() + self.lease_seconds)
+        self._adopt(claimed, started)
+        if claimed:
+            log.info("recovering %d jobs left by a previous gateway process", len(claimed))
+        return [s.job.id for s in claimed]
+
+    def _adopt(self, claimed: list[StoredJob], started: float) -> list[str]:
+        """Run the claimed queued jobs, settle the running ones (in the background). `started` (monotonic) is when
+        the claim was asked: the leases run from then."""
+        adopted: list[str] = []
         for stored in claimed:
+            if stored.job.id in self._active:  # already ours, and running here
+                continue
+            adopted.append(stored.job.id)
             kind = self.kinds.find(stored.job.kind)
             if stored.job.status is JobStatus.queued and kind is not None:
                 active = _Active(stored.job, kind, stored.params, stored.checkpoints)
@@ -499,9 +655,9 @@ class JobRunner:
                 # number is ever used twice for a job.
                 self._track(active, seq=stored.seq + RECOVERY_SEQ_SKIP)
                 active.task = self._spawn(self._recover(active, stored), name=f"recover-{stored.job.id}")
-        if claimed:
-            log.info("recovering %d jobs left by a previous gateway process", len(claimed))
-        return [s.job.id for s in claimed]
+            if self.shared:
+                active.fence = started + self.lease_seconds - self.fence_margin
+        return adopted
 
     async def _recover(self, active: _Active, stored: StoredJob) -> None:
         job = active.job
@@ -520,10 +676,15 @@ class JobRunner:
                 outcome = await asyncio.wait_for(active.kind.recover(job.model_copy(deep=True), ctx),
                                                  self.recovery_timeout)
         except asyncio.CancelledError:
-            if self._abandoning:
+            if self._abandoning or active.abandoned:
                 raise
             outcome = RecoveryOutcome.failed("gateway-restarted", "recovery was interrupted")
+        except LeaseLost:
+            self._abandon(active, "another gateway process owns it now")
+            return
         except Exception as exc:
+            if active.abandoned:
+                return
             error = problem_for(exc, kind=job.kind, instance=f"/v1/jobs/{job.id}", problem_of=self.problem_of,
                                 backend=self._backend(job.remote))
             outcome = RecoveryOutcome(JobStatus.failed,
@@ -580,8 +741,10 @@ class JobRunner:
                 ctx = _Context(self, active)
                 try:
                     result = await kind.run(ctx)
+                except LeaseLost:
+                    raise
                 except (JobCancelled, asyncio.CancelledError) as exc:
-                    if self._abandoning or not active.cancel_requested:
+                    if self._abandoning or active.abandoned or not active.cancel_requested:
                         if isinstance(exc, asyncio.CancelledError):
                             raise
                         await self._fail(active, ctx, JobFailure("internal", "the job stopped itself"))
@@ -589,6 +752,8 @@ class JobRunner:
                     await self._rollback(active, ctx)
                     await self._finish(active, JobStatus.cancelled)
                 except Exception as exc:
+                    if active.abandoned:
+                        return
                     await self._fail(active, ctx, exc)
                 else:
                     if active.cancel_requested:
@@ -597,10 +762,12 @@ class JobRunner:
                     else:
                         await self._finish(active, JobStatus.succeeded, result=result)
         except asyncio.CancelledError:
-            if self._abandoning:
+            if self._abandoning or active.abandoned:
                 raise
             if not active.finished:
                 await self._finish(active, JobStatus.cancelled)
+        except LeaseLost:
+            self._abandon(active, "another gateway process owns it now")
         except Exception as exc:  # a bug in the runner itself: never leave the job running
             log.exception("job %s crashed the runner", job.id)
             if not active.finished:
@@ -628,7 +795,7 @@ class JobRunner:
 
     async def _rollback(self, active: _Active, ctx: JobContext) -> None:
         kind = active.kind
-        if kind is None or kind.rollback is None:
+        if kind is None or kind.rollback is None or active.abandoned:
             return
         active.rolling_back = True
         await ctx.progress("rolling back", None, None)
@@ -699,6 +866,8 @@ class JobRunner:
     async def _finish(self, active: _Active, status: JobStatus, *, result: Any = None,
                       error: dict[str, Any] | None = None) -> None:
         job = active.job
+        if active.abandoned:
+            return
         active.finished = True
         if active.flush is not None:
             active.flush.cancel()
@@ -722,10 +891,15 @@ class JobRunner:
             # The write is one hop to the writer thread and no fsync: the wait is short.
             await self._durably(lambda: self._save_as(active, end, seq=self._bus.seq(job.id) + 1))
         except asyncio.CancelledError:
-            if self._abandoning:  # the next start's recovery settles it from the store
+            if self._abandoning or active.abandoned:  # the next start's recovery settles it from the store
                 raise
+        except LeaseLost:
+            self._abandon(active, "another gateway process owns it now")
+            return
         except Exception:
             log.exception("could not store the end of job %s", job.id)
+        if active.abandoned:
+            return
         end(job)
         self._bus.publish(job, "end")
         log.info("job %s (%s) %s", job.id, job.kind, status.value)
@@ -755,8 +929,10 @@ class JobRunner:
         async with active.save_lock:
             if background and active.finished and not active.job.ended:
                 return
+            self._owned(active)
             active.last_persist = time.monotonic()
-            await self._store.save(active.job, seq=self._bus.seq(active.job.id) if seq is None else seq)
+            await self._owned_write(active, self._store.save(
+                active.job, seq=self._bus.seq(active.job.id) if seq is None else seq, **self._owner()))
 
     async def _save_as(self, active: _Active, change: Callable[[Job], None], *, seq: int | None = None) -> None:
         """Store the job as `change` makes it, without changing what callers see yet. (A shallow copy does: `change`
@@ -765,8 +941,39 @@ class JobRunner:
         job = active.job.model_copy()
         change(job)
         async with active.save_lock:
+            self._owned(active)
             active.last_persist = time.monotonic()
-            await self._store.save(job, seq=self._bus.seq(job.id) if seq is None else seq)
+            await self._owned_write(active, self._store.save(
+                job, seq=self._bus.seq(job.id) if seq is None else seq, **self._owner()))
+
+    async def _save_checkpoint(self, active: _Active, step: str, data: Any) -> None:
+        self._owned(active)
+        await self._owned_write(active, self._store.save_checkpoint(active.job.id, step, data, **self._owner()))
+
+    def _owner(self) -> dict[str, Any]:
+        """What a job write passes to the store: its owner, on a shared store (the write then fails with
+        `LeaseLost` when another process owns the job)."""
+        return {"owner_id": self.owner_id} if self.shared else {}
+
+    def fence_passed(self, active: _Active) -> bool:
+        """Whether the job's lease could not be renewed in time (a shared store): it is abandoned then. Checked
+        before every write and report of a job, so that a process resuming from a pause stops at its first step,
+        whichever of its timers runs first."""
+        if self.shared and not active.abandoned and active.fence <= time.monotonic():
+            self._abandon(active, "its lease could not be renewed in time")
+        return active.abandoned
+
+    def _owned(self, active: _Active) -> None:
+        """Before a write of a job: raise `LeaseLost` when it was abandoned, or its fence passed (abandon it)."""
+        if self.fence_passed(active):
+            raise LeaseLost(active.job.id)
+
+    async def _owned_write(self, active: _Active, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except LeaseLost:
+            self._abandon(active, "another gateway process owns it now")
+            raise
 
     async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
         """Run a store write, retrying it (with backoff) while the disk is full or the database unreachable, until it
@@ -790,5 +997,7 @@ class JobRunner:
     async def _flush(self, active: _Active) -> None:
         try:
             await self._persist(active, background=True)
+        except LeaseLost:
+            pass  # abandoned: nothing more of it is written here
         except (StorageFull, StoreUnavailable) as exc:
             log.warning("progress of job %s not stored: %s", active.job.id, exc.reason)

@@ -8,6 +8,7 @@ change in the callers. A store that cannot reach its database raises `app.store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,6 +18,15 @@ from app.jobs.models import Job
 
 class StoreLocked(RuntimeError):
     """Another gateway process already uses this job database."""
+
+
+class LeaseLost(RuntimeError):
+    """A write of a job this process no longer owns: another process claimed it (its lease had run out). The
+    writer must stop working on the job and write nothing more of it."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is no longer owned by this process")
+        self.job_id = job_id
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,13 @@ class IdempotencyRecord:
 
 
 class JobStore(Protocol):
-    """Persistence of jobs and idempotency records. Every method is safe to call concurrently."""
+    """Persistence of jobs and idempotency records. Every method is safe to call concurrently.
+
+    `shared` says whether several processes use the store at once (then leases are renewed, claimed when they run
+    out, and fenced: a write given `owner_id` changes the job only while that process owns it, else raises
+    `LeaseLost`)."""
+
+    shared: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -73,8 +89,8 @@ class JobStore(Protocol):
     async def insert(self, job: Job, *, params: dict[str, Any], owner_id: str, lease_until: float,
                      request_id: str | None = None) -> None: ...
     """Store a new job; `job.token_id` is the token that started it."""
-    async def save(self, job: Job, *, seq: int) -> None: ...
-    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None: ...
+    async def save(self, job: Job, *, seq: int, owner_id: str | None = None) -> None: ...
+    async def save_checkpoint(self, job_id: str, step: str, data: Any, *, owner_id: str | None = None) -> None: ...
     async def pending_cleanups(self) -> list[StoredJob]: ...
     async def check_writable(self) -> str | None: ...
     async def get(self, job_id: str) -> Job | None: ...
@@ -86,8 +102,20 @@ class JobStore(Protocol):
     async def claim_unfinished(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
     """Give `owner_id` the unfinished jobs no live process holds, oldest first: every one on the embedded store
     (its lock admits one process), those whose lease ran out on a shared store (never one job to two callers)."""
-    async def renew_leases(self, owner_id: str, lease_until: float) -> None: ...
-    """Extend the leases of `owner_id`'s unfinished jobs (a time already past gives them up)."""
+    async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]: ...
+    """Give `owner_id` the unfinished jobs whose lease ran out (whoever held them), oldest first; never one job to
+    two callers. Nothing on the embedded store (its one process holds every job)."""
+    async def renew_leases(self, owner_id: str, lease_until: float,
+                           job_ids: list[str] | None = None) -> list[str]: ...
+    """Extend the leases of `owner_id`'s unfinished jobs (only `job_ids` among them when given; a time already past
+    gives them up). Returns the ids renewed (a shared store; the embedded one returns [])."""
+    async def request_cancel(self, job_id: str) -> bool: ...
+    """Ask the owner of an unfinished job (another process) to cancel it: False when it is not unfinished. The
+    embedded store has no other process: always False."""
+    async def cancel_requests(self, owner_id: str) -> list[str]: ...
+    """The unfinished jobs of `owner_id` whose cancel another process asked."""
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None: ...
+    """From now on, call `callback(job_id)` when another process asks a cancel (a shared store; else never)."""
     async def prune(self, finished_before: datetime) -> int: ...
 
     async def idempotency_reserve(self, scope: str, key: str, fingerprint: str, *, owner_id: str, now: float,

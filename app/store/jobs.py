@@ -224,6 +224,8 @@ class _Writer:
 class SQLiteJobStore:
     """The embedded store: `<data_dir>/jobs.sqlite3`."""
 
+    shared = False
+
     def __init__(self, path: Path, *, checkpoint_interval: float = CHECKPOINT_INTERVAL) -> None:
         self.path = path
         self.checkpoint_interval = checkpoint_interval
@@ -413,7 +415,8 @@ class SQLiteJobStore:
              job.token_id, has_output),
         ), *(output_writes if has_output else [])])
 
-    async def save(self, job: Job, *, seq: int) -> None:
+    async def save(self, job: Job, *, seq: int, owner_id: str | None = None) -> None:
+        # One process holds every job of this store (its lock file): `owner_id` needs no check.
         result, has_output, output_writes = self._result_writes(job)
         await self._write_all([(
             "UPDATE jobs SET status=?, started_at=?, finished_at=?, progress=?, operations=?, result=?, error=?, "
@@ -424,7 +427,7 @@ class SQLiteJobStore:
              _dumps(job.cleanup.model_dump(mode="json")) if job.cleanup is not None else None, seq, job.id),
         ), *output_writes])
 
-    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
+    async def save_checkpoint(self, job_id: str, step: str, data: Any, *, owner_id: str | None = None) -> None:
         await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
                           "WHERE id=?", (step, _dumps(data), job_id))
 
@@ -496,9 +499,23 @@ class SQLiteJobStore:
             s.owner_id, s.lease_until = owner_id, lease_until
         return claimed
 
-    async def renew_leases(self, owner_id: str, lease_until: float) -> None:
+    async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]:
+        return []  # one process: `claim_unfinished` at its start took every job
+
+    async def request_cancel(self, job_id: str) -> bool:
+        return False  # one process: every unfinished job is its own, cancelled directly
+
+    async def cancel_requests(self, owner_id: str) -> list[str]:
+        return []
+
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None:
+        return None
+
+    async def renew_leases(self, owner_id: str, lease_until: float,
+                           job_ids: list[str] | None = None) -> list[str]:
         await self._write("UPDATE jobs SET lease_until=? WHERE owner_id=? AND status IN ('queued', 'running')",
                           (lease_until, owner_id))
+        return []
 
     async def prune(self, finished_before: datetime) -> int:
         old = ("finished_at IS NOT NULL AND finished_at<? AND status IN ('succeeded', 'failed', 'cancelled')",

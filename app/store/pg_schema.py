@@ -12,6 +12,9 @@ Migration 2 holds what else a replica needs: tokens (their record as JSON, the s
 of tokens imported once from a tokens file, one-time tickets (sha256 of the ticket), remotes added at run time
 (the client key encrypted with a key kept outside the database), and a version per kind of state that every write
 bumps (`state_versions`), which replicas poll as a fallback to LISTEN/NOTIFY.
+
+Migration 3 marks a job whose cancel was asked of another replica than its owner (`cancel_requested`): the owner
+hears of it by a notification on the `jobs` channel (the job's id), or at the latest when it renews its leases.
 """
 
 from __future__ import annotations
@@ -123,6 +126,9 @@ MIGRATIONS: dict[int, str] = {
         version      bigint NOT NULL
     );
     INSERT INTO state_versions (name, version) VALUES ('tokens', 0), ('remotes', 0);
+    """,
+    3: """
+    ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

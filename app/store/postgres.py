@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from app.jobs.models import Job, rfc3339
-from app.jobs.store import IdempotencyRecord, JobFilter, ListedJob, StoredJob
+from app.jobs.store import IdempotencyRecord, JobFilter, LeaseLost, ListedJob, StoredJob
 from app.store.errors import StoreUnavailable
 from app.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, job_values, row_to_job, row_to_stored
@@ -39,6 +40,11 @@ from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, j
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("app.store")
+JOBS_CHANNEL = "jobs"
+"""Notified with a job's id when another replica asks its owner to cancel it."""
+LISTEN_RETRY = 1.0
 
 _STORED = ", ".join(f"jobs.{c}" for c in STORED_COLUMNS) + ", job_outputs.output AS output"
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
@@ -82,6 +88,8 @@ def _reason(exc: BaseException) -> str:
 class PostgresJobStore:
     """The shared store: one PostgreSQL database, any number of gateway processes."""
 
+    shared = True
+
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, timeout: float = DEFAULT_POOL_TIMEOUT,
                  connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -98,6 +106,7 @@ class PostgresJobStore:
         self._down_reason = ""
         self._probed = -PROBE_INTERVAL
         self._revive_lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def conninfo(self) -> str:
@@ -167,6 +176,11 @@ class PostgresJobStore:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
@@ -305,20 +319,27 @@ class PostgresJobStore:
             if v["output"] is not None:
                 await self._write_output(conn, job.id, v["output"])
 
-    async def save(self, job: Job, *, seq: int) -> None:
+    async def save(self, job: Job, *, seq: int, owner_id: str | None = None) -> None:
+        """Store the job as it is. With `owner_id`, only while that process owns it: else nothing is written and
+        `LeaseLost` is raised (another process claimed it)."""
         v = job_values(job)
         async with self.connection() as conn, conn.transaction():
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE jobs SET status=%s, started_at=%s, finished_at=%s, progress=%s::json, operations=%s::json, "
                 "result=%s::json, error=%s::json, resource=%s, has_output=%s, cleanup=%s::json, "
-                "seq=GREATEST(seq, %s) WHERE id=%s",
+                "seq=GREATEST(seq, %s) WHERE id=%s AND (%s::text IS NULL OR owner_id=%s)",
                 (v["status"], job.started_at, job.finished_at, v["progress"], v["operations"], v["result"],
-                 v["error"], job.resource, v["output"] is not None, v["cleanup"], seq, job.id))
+                 v["error"], job.resource, v["output"] is not None, v["cleanup"], seq, job.id, owner_id, owner_id))
+            if owner_id is not None and cur.rowcount == 0:
+                raise LeaseLost(job.id)
             await self._write_output(conn, job.id, v["output"])
 
-    async def save_checkpoint(self, job_id: str, step: str, data: Any) -> None:
-        await self._execute("UPDATE jobs SET checkpoints = checkpoints || jsonb_build_object(%s::text, %s::jsonb) "
-                            "WHERE id=%s", (step, dumps(data), job_id))
+    async def save_checkpoint(self, job_id: str, step: str, data: Any, *, owner_id: str | None = None) -> None:
+        count = await self._execute(
+            "UPDATE jobs SET checkpoints = checkpoints || jsonb_build_object(%s::text, %s::jsonb) "
+            "WHERE id=%s AND (%s::text IS NULL OR owner_id=%s)", (step, dumps(data), job_id, owner_id, owner_id))
+        if owner_id is not None and count == 0:
+            raise LeaseLost(job_id)
 
     async def pending_cleanups(self) -> list[StoredJob]:
         """Ended jobs whose undoing could not be done yet (`cleanup.status` is `pending`), oldest first."""
@@ -387,18 +408,84 @@ class PostgresJobStore:
             rows = await cur.fetchall()
         return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
 
+    async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]:
+        """Take the unfinished jobs whose lease ran out, whoever held them (this replica too: a job it gave up
+        when it could not renew its lease), oldest first; never one job to two replicas (as `claim_unfinished`)."""
+        now = time.time()
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
+                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR lease_until IS NULL OR "
+                "   lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
+                ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
+                {"owner": owner_id, "lease": lease_until, "now": now})
+            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+            if not ids:
+                return []
+            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
+                                     (ids,))
+            rows = await cur.fetchall()
+        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+
     @staticmethod
     async def _heartbeat(conn: psycopg.AsyncConnection[Any], owner_id: str, alive_until: float) -> None:
         await conn.execute("INSERT INTO replicas (owner_id, alive_until) VALUES (%s, %s) ON CONFLICT (owner_id) "
                            "DO UPDATE SET alive_until=excluded.alive_until", (owner_id, alive_until))
 
-    async def renew_leases(self, owner_id: str, lease_until: float) -> None:
-        """Extend the leases of the unfinished jobs `owner_id` holds, and its heartbeat (a time in the past gives
-        them up at once: another replica may claim them)."""
+    async def renew_leases(self, owner_id: str, lease_until: float,
+                           job_ids: list[str] | None = None) -> list[str]:
+        """Extend the leases of the unfinished jobs `owner_id` holds (only `job_ids` among them when given), and its
+        heartbeat (a time in the past gives them up at once: another replica may claim them). Returns the ids
+        renewed: a job asked for and not among them is no longer this replica's."""
         async with self.connection() as conn, conn.transaction():
             await self._heartbeat(conn, owner_id, lease_until)
-            await conn.execute(f"UPDATE jobs SET lease_until=%s WHERE owner_id=%s AND {_UNFINISHED}",
-                               (lease_until, owner_id))
+            sql = f"UPDATE jobs SET lease_until=%s WHERE owner_id=%s AND {_UNFINISHED}"
+            args: tuple[Any, ...] = (lease_until, owner_id)
+            if job_ids is not None:
+                sql += " AND id = ANY(%s)"
+                args = (*args, list(job_ids))
+            cur = await conn.execute(sql + " RETURNING id", args)
+            return [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+    async def request_cancel(self, job_id: str) -> bool:
+        """Mark an unfinished job to be cancelled by its owner, and notify the `jobs` channel (at commit). False
+        when the job is not unfinished (ended, or no such job)."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(f"UPDATE jobs SET cancel_requested=true WHERE id=%s AND {_UNFINISHED} "
+                                     "RETURNING id", (job_id,))
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, job_id))
+        return True
+
+    async def cancel_requests(self, owner_id: str) -> list[str]:
+        """The unfinished jobs of `owner_id` another replica asked to cancel (what a lost notification said)."""
+        rows = await self._fetch(f"SELECT id FROM jobs WHERE owner_id=%s AND cancel_requested AND {_UNFINISHED}",
+                                 (owner_id,))
+        return [r["id"] for r in rows]
+
+    async def listen_cancels(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(job_id)` for every cancel another replica asks (a connection of its own that LISTENs on
+        the `jobs` channel, connected again after a failure), until `close`."""
+        self._listener = asyncio.get_running_loop().create_task(self._listen(callback), name="job-notices")
+
+    async def _listen(self, callback: Callable[[str], None]) -> None:
+        import psycopg
+
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    async for notice in conn.notifies():
+                        try:
+                            callback(notice.payload)
+                        except Exception:
+                            log.exception("handling the cancel of job %s failed", notice.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listening for job cancels failed (%s); retrying", _reason(exc))
+            await asyncio.sleep(LISTEN_RETRY)
 
     async def prune(self, finished_before: datetime) -> int:
         """Remove jobs ended before `finished_before` (their outputs go with them), and replicas long gone."""

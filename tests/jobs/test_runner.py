@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,10 +191,10 @@ async def test_progress_is_persisted_at_most_once_per_interval(runner: JobRunner
     saves = 0
     original = store.save
 
-    async def counting(job: Job, *, seq: int) -> None:
+    async def counting(job: Job, *, seq: int, **owner: Any) -> None:
         nonlocal saves
         saves += 1
-        await original(job, seq=seq)
+        await original(job, seq=seq, **owner)
 
     store.save = counting  # type: ignore[method-assign]
     job = await runner.submit("t.chatty")
@@ -284,7 +285,7 @@ async def test_a_new_operation_is_stored_at_once_and_its_end_goes_out_without_wa
         seen["stored at once"] = [o.status for o in stored.job.lxd_operations]
         saves = store.save
 
-        async def stuck(job: Job, *, seq: int) -> None:
+        async def stuck(job: Job, *, seq: int, **owner: Any) -> None:
             await asyncio.Event().wait()
 
         store.save = stuck  # type: ignore[method-assign]

@@ -1,0 +1,197 @@
+"""Gateway processes (`python -m app`) sharing one PostgreSQL and the real LXD: when the process running a create
+dies (SIGKILL) or is paused (SIGSTOP) past its lease, another running process takes the job over and settles it
+from the container's state; a paused process, resumed, writes nothing more of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from app.locallxd.daemon import DaemonInfo, free_port
+from app.lxd import Client, NotFound
+from tests.support.gateway import GatewayProcess, gateway_env, start_gateway
+
+LEASE = 5.0
+TAKEOVER_INTERVAL = LEASE / 3
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, lxd_daemon: DaemonInfo, postgres_url: str) -> Iterator[list[GatewayProcess]]:
+    """Two gateway processes on one database, with a short lease."""
+    started: list[GatewayProcess] = []
+    try:
+        for name in ("a", "b"):
+            env = gateway_env(lxd_daemon.socket_path, tmp_path / name, free_port(), LXDGW_DATABASE_URL=postgres_url,
+                              LXDGW_JOB_LEASE_SECONDS=str(LEASE), LXDGW_SHUTDOWN_GRACE_SECONDS="1")
+            started.append(start_gateway(env, log=tmp_path / name / "gateway.log"))
+        yield started
+    finally:
+        for g in started:
+            if g.proc.poll() is None:
+                os.kill(g.proc.pid, signal.SIGCONT)
+                g.stop()
+
+
+def create_on(gateway: GatewayProcess, name: str) -> str:
+    r = httpx.post(f"{gateway.base}/v1/containers", json={"name": name, "image": {"alias": "busybox"}}, timeout=30)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def wait_for_operation(gateway: GatewayProcess, job_id: str, count: int = 1) -> None:
+    """Until the job has recorded `count` LXD operations (1: the create itself, 2: the start)."""
+    deadline = time.monotonic() + 60
+    while True:
+        job = httpx.get(f"{gateway.base}/v1/jobs/{job_id}", timeout=10).json()
+        if len(job["lxd_operations"]) >= count:
+            return
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+
+
+def settled_on(gateway: GatewayProcess, job_id: str, timeout: float) -> tuple[dict[str, Any], float]:
+    """The job once ended, read from `gateway`, and how long that took."""
+    start = time.monotonic()
+    while True:
+        job = httpx.get(f"{gateway.base}/v1/jobs/{job_id}", timeout=10).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job, time.monotonic() - start
+        assert job["status"] == "running", job
+        assert time.monotonic() - start < timeout, f"not settled within {timeout}s: {job}"
+        time.sleep(0.05)
+
+
+def container_status(daemon: DaemonInfo, name: str) -> str | None:
+    async def read() -> str | None:
+        async with Client.unix(daemon.socket_path) as lxd:
+            try:
+                return str((await lxd.instances.get(name)).status)
+            except NotFound:
+                return None
+
+    return asyncio.run(read())
+
+
+def check_outcome(daemon: DaemonInfo, job: dict[str, Any], name: str) -> None:
+    """Running and succeeded, or gone and failed naming why."""
+    status = container_status(daemon, name)
+    if job["status"] == "succeeded":
+        assert status == "Running", (job, status)
+    else:
+        assert job["status"] == "failed" and status is None, (job, status)
+        assert job["error"]["type"].endswith(("/rolled-back", "/gateway-restarted")), job
+        assert "the gateway stopped" in job["error"]["detail"], job
+
+
+def stored_row(url: str, job_id: str) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status, owner_id, seq, finished_at, error::text, result::text, progress::text, "
+                           "operations::text, checkpoints::text, cleanup::text FROM jobs WHERE id=%s",
+                           (job_id,)).fetchone()
+    assert row is not None
+    return dict(zip(("status", "owner_id", "seq", "finished_at", "error", "result", "progress", "operations",
+                     "checkpoints", "cleanup"), row, strict=True))
+
+
+def job_lines(gateway: GatewayProcess, job_id: str) -> list[str]:
+    """The messages of the gateway's log lines about the job."""
+    found = []
+    for line in gateway.output().splitlines():
+        try:
+            event = json.loads(line).get("event", "")
+        except (ValueError, AttributeError):
+            event = line
+        if job_id in str(event):
+            found.append(str(event))
+    return found
+
+
+@pytest.mark.parametrize("operations", [1, 2], ids=["during-create", "during-start"])
+def test_a_replica_killed_mid_create_leaves_the_job_to_another(
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, operations: int) -> None:
+    a, b = replicas
+    name = f"kill-{uuid.uuid4().hex[:8]}"
+    job_id = create_on(a, name)
+    wait_for_operation(a, job_id, operations)
+    a.kill()
+    killed = time.monotonic()
+    job, _ = settled_on(b, job_id, LEASE + TAKEOVER_INTERVAL + 30)
+    took = time.monotonic() - killed
+    print(f"\ntakeover after SIGKILL: settled by the other replica {took:.2f}s after the kill "
+          f"(lease {LEASE:g}s, claims every {TAKEOVER_INTERVAL:.2f}s; killed after {operations} LXD operations): "
+          f"{job['status']}")
+    assert took < LEASE + TAKEOVER_INTERVAL + 10
+    check_outcome(lxd_daemon, job, name)
+    assert any("took over" in line for line in job_lines(b, job_id))
+
+
+def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_after(
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, postgres_url: str) -> None:
+    a, b = replicas
+    name = f"pause-{uuid.uuid4().hex[:8]}"
+    job_id = create_on(a, name)
+    wait_for_operation(a, job_id)
+    owner_a = stored_row(postgres_url, job_id)["owner_id"]
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    paused = time.monotonic()
+    try:
+        job, _ = settled_on(b, job_id, LEASE + TAKEOVER_INTERVAL + 30)
+        took = time.monotonic() - paused
+        settled = stored_row(postgres_url, job_id)
+        print(f"\ntakeover after SIGSTOP: settled by the other replica {took:.2f}s after the pause: {job['status']}")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert settled["owner_id"] != owner_a  # the other replica's now
+    check_outcome(lxd_daemon, job, name)
+    time.sleep(LEASE)  # a runs again: its renewals, fencing and the create it was in resume
+    assert stored_row(postgres_url, job_id) == settled  # untouched by a
+    assert httpx.get(f"{a.base}/livez", timeout=10).status_code == 200
+    seen_on_a = httpx.get(f"{a.base}/v1/jobs/{job_id}", timeout=10).json()
+    assert seen_on_a["status"] == job["status"]  # a answers from the store: the other replica's outcome
+    lines = job_lines(a, job_id)
+    assert any("abandoned" in line for line in lines), lines
+    assert not any(f"(container.create) {end}" in line for line in lines
+                   for end in ("succeeded", "failed", "cancelled")), lines
+    assert container_status(lxd_daemon, name) == (None if job["status"] == "failed" else "Running")
+
+
+def test_a_cancel_sent_to_another_replica_stops_the_job_where_it_runs(
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo) -> None:
+    a, b = replicas
+    name = f"cancel-{uuid.uuid4().hex[:8]}"
+    r = httpx.post(f"{a.base}/v1/containers", params={"wait": 120},
+                   json={"name": name, "image": {"alias": "busybox"}}, timeout=130)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    try:
+        r = httpx.post(f"{a.base}/v1/containers/{name}/exec", json={"command": ["sleep", "60"]}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{b.base}/v1/jobs/{job_id}", timeout=10).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        r = httpx.delete(f"{b.base}/v1/jobs/{job_id}", params={"wait": 30}, timeout=40)
+        took = time.monotonic() - asked
+        print(f"\ncancel through the other replica: ended {took:.2f}s after the DELETE")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled", r.text
+        assert took < 10
+        again = httpx.delete(f"{b.base}/v1/jobs/{job_id}", timeout=10)
+        assert again.status_code == 409, again.text
+        assert any("cancel asked through another gateway process" in line for line in job_lines(a, job_id))
+    finally:
+        httpx.delete(f"{a.base}/v1/containers/{name}", params={"force": "true", "wait": 60}, timeout=70)
