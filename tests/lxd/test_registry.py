@@ -15,7 +15,7 @@ class _CountingClient:
         self.fail = fail
         self.server = self
 
-    async def ping(self, *args: Any, **kw: Any) -> None:
+    async def info(self, *args: Any, **kw: Any) -> None:  # a check reads the server's facts afresh
         self.calls += 1
         await asyncio.sleep(0.05)
         if self.fail:
