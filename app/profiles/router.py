@@ -177,7 +177,9 @@ async def get_profile(name: ProfileName, request: Request, backend: BackendDep, 
 
 
 @router.put("/{name}", summary="Replace a profile's description, config and devices", response_model=ProfileOut,
-            operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 412, 422, 503))
+            operation_id="profiles-replace", responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+            description="409 when LXD refuses the change for the instances using the profile (e.g. removing the "
+                        "root disk they rely on).")
 async def replace_profile(name: ProfileName, body: ProfileBody, backend: BackendDep, request: Request,
                           response: Response, principal: Writer, _own: OwnProfiles,
                           if_match: IfMatch = None) -> Response:
@@ -194,7 +196,9 @@ async def replace_profile(name: ProfileName, body: ProfileBody, backend: Backend
 
 @router.patch("/{name}", summary="Merge-patch a profile (null removes a key or a device)",
               response_model=ProfileOut, operation_id="profiles-patch",
-              responses=problem_responses(401, 403, 404, 412, 422, 503))
+              responses=problem_responses(401, 403, 404, 409, 412, 422, 503),
+              description="409 when LXD refuses the change for the instances using the profile (e.g. removing the "
+                          "root disk they rely on).")
 async def patch_profile(name: ProfileName, backend: BackendDep, request: Request, response: Response,
                         principal: Writer, _own: OwnProfiles, if_match: IfMatch = None,
                         patch: ProfilePatch = Body(openapi_examples={"merge": {
