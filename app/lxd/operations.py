@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from app.lxd.events import EventBus
 
 POLL_SLICE = 2.0  # seconds per `/wait` long poll when the events stream is down
-SAFETY_GET = 10.0  # seconds without an event before one reconciling GET
+SAFETY_GET = 3.0  # seconds without an event before one reconciling GET (a missed event costs at most this)
 LATE_EVENT = 1.0  # seconds to wait for the final event of an operation LXD no longer knows
 
 

@@ -110,6 +110,10 @@ async def test_a_full_disk_refuses_writes_with_507_and_keeps_the_store_consisten
             r = await c.post(f"/v1/containers/{name}/exec", json={"command": ["sh", "-c", "sleep 3; echo done"]})
             assert r.status_code == 202, r.text
             running_id = r.json()["id"]
+            deadline = time.monotonic() + 30  # running (stored so) before the disk fills up
+            while (await c.get(f"/v1/jobs/{running_id}")).json()["status"] != "running":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
             filler = _fill(small_disk)
 
             writes: list[Any] = []
