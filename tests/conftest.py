@@ -13,17 +13,20 @@ clients) is the daemon of the session-scoped `backend`, `lxd` unless a module (o
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 
 import pytest
 
-from app.locallxd.daemon import BACKENDS, DaemonInfo, HarnessError
+from app.locallxd.daemon import BACKENDS, OFFLINE_ENV, DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients",
                   "tests.support.postgres",
                   "tests.support.victim"]
+
+os.environ.setdefault(OFFLINE_ENV, "1")  # the private daemons the tests start reach nothing outside this machine
 
 _ENV: list[HarnessEnvironment] = []
 

@@ -504,6 +504,10 @@ class DaemonInfo:
     backend: str = "lxd"  # "lxd" or "incus"
 
 
+OFFLINE_ENV = "LXDGW_LOCAL_LXD_OFFLINE"  # "1": the daemon reaches nothing outside this machine (the tests set it)
+DEAD_PROXY = "http://127.0.0.1:9"
+
+
 class LocalDaemon:
     """One private LXD (or Incus, with `backend=INCUS`) daemon in its own directory."""
 
@@ -524,7 +528,13 @@ class LocalDaemon:
         return self.dir / "unix.socket"
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, self.backend.dir_env: str(self.dir)}
+        env = {**os.environ, self.backend.dir_env: str(self.dir)}
+        if os.environ.get(OFFLINE_ENV) == "1":
+            # The daemon fetches instance types from the internet at start; a proxy that refuses at once keeps
+            # that lookup on this machine. Traffic to 127/8 does not use the proxy.
+            env.update(https_proxy=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY, http_proxy=DEAD_PROXY, HTTP_PROXY=DEAD_PROXY,
+                       no_proxy="127.0.0.0/8,localhost", NO_PROXY="127.0.0.0/8,localhost")
+        return env
 
     def is_running(self) -> bool:
         state = HarnessState.load(self.dir)

@@ -121,6 +121,10 @@ async def test_https_remote_that_stops_answering_gives_504_not_a_hang(
     async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                                        base_url="http://gw", timeout=60) as c:
         live = {"Cache-Control": "no-cache"}  # a live read (the read model may still answer for a few seconds)
+        deadline = time.monotonic() + 30
+        while (await c.get("/v1/containers")).headers.get("x-gateway-cache") != "hit":
+            assert time.monotonic() < deadline, "the read model did not load"  # its reads are done: none holds
+            await asyncio.sleep(0.2)  # a connection that the request below would then have to open afresh
         assert (await c.get("/v1/containers", headers=live)).status_code == 200  # connections are open and warm
         assert daemon.proc is not None
         os.kill(daemon.proc.pid, signal.SIGSTOP)
