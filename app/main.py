@@ -30,6 +30,7 @@ from app.health.router_metrics import router as metrics_router
 from app.http.auth import SharedTicketBook, TicketBook
 from app.http.docs import install_docs
 from app.http.errors import Problem, problem_of
+from app.http.fanout import AllRemotes
 from app.http.fastpath import FastRead, FastReads
 from app.http.handlers import install_error_handlers
 from app.http.limits import BodyLimitMiddleware, RateLimit
@@ -241,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    certificates_router, server_router, remotes_router):
         app.include_router(router)
     app.state.metrics = Metrics()
+    app.add_middleware(AllRemotes, timeout=settings.lxd_timeout_seconds + 5)
     app.add_middleware(FastReads, reads=FAST_READS)
     app.add_middleware(StreamGuardMiddleware, streams=app.state.streams)
     app.add_middleware(MethodCheckMiddleware)

@@ -80,7 +80,8 @@ class Backend:
 async def backend(
     conn: HTTPConnection,
     principal: Annotated[Principal, Depends(current_principal)],
-    remote: Annotated[str | None, Query(description="a configured remote; default: the default remote",
+    remote: Annotated[str | None, Query(description="a configured remote; default: the default remote. "
+                                        "On list routes, `*` lists across every remote the token may use",
                                         examples=["local"])] = None,
     project: Annotated[str, Query(pattern=PROJECT_PATTERN, description="the LXD project",
                                   examples=["default"])] = "default",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer
 
 from app.http.errors import ProblemError
 
@@ -21,9 +21,28 @@ T = TypeVar("T")
 MAX_LIMIT = 1000
 
 
+class Unreachable(BaseModel):
+    remote: str = Field(description="the remote that did not answer", examples=["lxd2"])
+    problem: dict[str, Any] = Field(description="the problem that remote answered (a problem+json document)",
+                                    examples=[{"type": "https://lxd-gateway.dev/problems/lxd-unavailable",
+                                               "title": "Service unavailable", "status": 503,
+                                               "detail": "remote 'lxd2' is unreachable"}])
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next page; null on the last page")
+    unreachable: list[Unreachable] | None = Field(
+        None, description="with `remote=*` only: the remotes that did not answer, each with its problem (their items "
+        "are missing)", examples=[[]])
+
+    # Unannotated on purpose: the JSON schema of the answer stays the fields' (an annotation would replace it).
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        out: dict[str, Any] = handler(self)
+        if out.get("unreachable") is None:
+            out.pop("unreachable", None)
+        return out
 
 
 class PageParams(BaseModel):

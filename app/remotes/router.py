@@ -35,6 +35,12 @@ RemoteName = Annotated[str, Path(pattern=REMOTE_NAME, description="the remote's 
 CHECK_TIMEOUT = 2.0
 
 
+class RemoteMember(BaseModel):
+    name: str = Field(description="the member's name (pass as `?target=`)", examples=["node1"])
+    status: str = Field(description="as the cluster says: `Online`, `Offline`, `Evacuated`...", examples=["Online"])
+    message: str = Field(description="what the cluster says of its state", examples=["Fully operational"])
+
+
 class RemoteOut(BaseModel):
     name: str = Field(description="the name to pass as `?remote=`", examples=["local"])
     url: str = Field(description="`unix:///path` or `https://host:port`", examples=["unix:///var/lib/lxd/unix.socket"])
@@ -44,7 +50,12 @@ class RemoteOut(BaseModel):
     reachable: bool = Field(description="whether its server endpoint answered just now", examples=[True])
     backend: str | None = Field(description="`lxd` or `incus` (null when unreachable)", examples=["lxd"])
     version: str | None = Field(description="the server version (null when unreachable)", examples=["5.0.2"])
-    error: str | None = Field(None, description="why it is unreachable", examples=[None])
+    clustered: bool | None = Field(None, description="whether it is a cluster (null when unreachable)",
+                                   examples=[False])
+    members: list[RemoteMember] | None = Field(
+        None, description="a cluster's members and their state (null when unreachable or not clustered)",
+        examples=[[{"name": "node1", "status": "Online", "message": "Fully operational"}]])
+    error: str | None = Field(None, description="why it is unreachable (the last error)", examples=[None])
     added_at_run_time: bool = Field(description="added through this API (removable), not configured in settings",
                                     examples=[False])
 
@@ -93,15 +104,21 @@ async def follow_remotes(registry: RemoteRegistry, mirror: Mirror, configured: s
 async def _describe(registry: RemoteRegistry, spec: RemoteSpec, default: str, persisted: set[str]) -> RemoteOut:
     error = await registry.check(spec.name, timeout=CHECK_TIMEOUT)
     info = None
+    members: list[RemoteMember] | None = None
     if error is None:
+        client = registry.get(spec.name)
         try:
-            info = await asyncio.wait_for(registry.get(spec.name).server_info(), CHECK_TIMEOUT)
+            info = await asyncio.wait_for(client.server_info(), CHECK_TIMEOUT)
+            if info.environment.server_clustered:
+                members = [RemoteMember(name=m.server_name, status=m.status, message=m.message)
+                           for m in await asyncio.wait_for(client.cluster.members(), CHECK_TIMEOUT)]
         except Exception as exc:  # gone again since the check
             error = str(exc) or type(exc).__name__
     return RemoteOut(name=spec.name, url=spec.url, protocol=spec.protocol, default=spec.name == default,
                      project=spec.project, reachable=error is None,
                      backend=(info.environment.server or "lxd") if info else None,
-                     version=info.environment.server_version if info else None, error=error,
+                     version=info.environment.server_version if info else None,
+                     clustered=info.environment.server_clustered if info else None, members=members, error=error,
                      added_at_run_time=spec.name in persisted)
 
 

@@ -27,12 +27,14 @@ async def _trusted(image_server: DaemonInfo) -> set[str]:
         return {c.fingerprint for c in await lxd.certificates.list()}
 
 
-async def test_list_remotes(client: httpx.AsyncClient) -> None:
+async def test_list_remotes(client: httpx.AsyncClient, backend: str) -> None:
     r = await client.get("/v1/remotes")
     assert r.status_code == 200, r.text
     items = {i["name"]: i for i in r.json()["items"]}
     assert items["local"]["default"] is True and items["local"]["protocol"] == "unix"
     assert items["local"]["reachable"] is True and items["local"]["version"]
+    assert items["local"]["backend"] == backend and items["local"]["error"] is None
+    assert items["local"]["clustered"] is False and items["local"]["members"] is None  # a standalone daemon
     assert items["tls"]["protocol"] == "https" and items["tls"]["reachable"] is True
     assert r.json()["next_cursor"] is None
 
