@@ -94,7 +94,7 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
         await deny_websocket(websocket, p.status, p.detail or "")
         return
     except LXDError as exc:
-        await deny_websocket(websocket, 503, f"the LXD events stream is unavailable: {exc.error}")
+        await deny_websocket(websocket, 503, f"the events stream of remote {b.remote!r} is unavailable: {exc.error}")
         return
     owners: OperationOwners = websocket.app.state.owners
     await websocket.accept()
@@ -138,6 +138,6 @@ async def events_ws(websocket: WebSocket, b: WsBackend,
     except LXDError as exc:
         with contextlib.suppress(Exception):
             await websocket.send_text(json.dumps({"type": "error", "status": 503, "detail": exc.error}))
-            await websocket.close(code=1011, reason="the LXD events stream is unavailable")
+            await websocket.close(code=1011, reason=f"the events stream of remote {b.remote!r} is unavailable")
     finally:
         metrics.events_subscribers -= 1
