@@ -170,7 +170,21 @@ async def reads(gateways: list[GatewayProcess], path: str, rounds: int, tally: C
                                f"{dict(res.statuses)} {dict(res.errors)}")
         tally.merge(res.cache)
         out.append(res)
+        if res.statuses[503]:
+            example = await refusal(gateways, path)
+            log(f"{len(ports)} replica(s): {path}: {res.statuses[503]:,} answered 503, e.g. {example}")
     return out
+
+
+async def refusal(gateways: list[GatewayProcess], path: str) -> str:
+    """The detail of a 503 answer of one of the replicas to `path` (asked again a few times), or what they answer."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(20):
+            for gateway in gateways:
+                r = await http.get(f"{gateway.base}{path}")
+                if r.status_code == 503:
+                    return f"{r.json().get('slug')}: {r.json().get('detail')}"
+    return "none when asked one at a time"
 
 
 async def phase(gateways: list[GatewayProcess], rounds: int) -> dict[str, tuple[float, str]]:
