@@ -38,6 +38,11 @@ MEASURES: list[tuple[str, list[str]]] = [
     ("gateway memory (RSS) with 1,000 containers", ["idle, 2 containers", "1,000 containers, after a listing"]),
     ("X-Gateway-Cache of the gateway's answers, hit / miss / bypass / none",
      ["GET one container", "list 500", "1,000 connections", "freshness"]),
+    ("GET one container through replicas on one PostgreSQL, 48 connections, req/s",
+     ["1 replica", "3 replicas, round robin"]),
+    ("list jobs (?limit=20) through replicas on one PostgreSQL, 48 connections, req/s",
+     ["1 replica", "3 replicas, round robin"]),
+    ("busybox create+delete jobs per minute through replicas, 12 at once", ["1 replica", "3 replicas, round robin"]),
 ]
 
 HEADER = ("measure", "via", "median", "vs raw LXD socket", "rounds")

@@ -6,6 +6,8 @@ the end. Debian's PostgreSQL is installed with apt when its binaries are missing
 cannot start, the tests that need it fail: they never skip. `postgres_url` is an empty database for one test (a new
 one, or one an earlier test used, emptied: see `Databases`). Every test that uses them, or the `store` fixture's
 `postgres` flavour, is marked `postgres` at collection: `pytest -m "not postgres"` leaves them out.
+`private_postgres(tls=ServerTls(...))` starts a server that also listens on 127.0.0.1 (a free port), with `ssl=on`,
+accepting TCP connections over TLS only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from app.locallxd.daemon import HarnessError, apt_install
+from app.locallxd.daemon import HarnessError, apt_install, free_port
 
 PG_FIXTURES = {"postgres_server", "postgres_databases", "postgres_url"}
 _SEQ = itertools.count(1)
@@ -66,19 +68,36 @@ def ensure_postgres() -> Path:
 
 
 @dataclass
+class ServerTls:
+    """The server certificate (PEM, its chain after it) and its unencrypted private key (PEM) of a TLS server."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass
 class PostgresServer:
-    """A running private server: data in `directory/data`, socket in `directory/sock`, log in `directory/log`."""
+    """A running private server: data in `directory/data`, socket in `directory/sock`, log in `directory/log`.
+    With `tls`, also on 127.0.0.1:`port` over TLS only (`directory/server.crt` and `server.key`)."""
 
     bindir: Path
     directory: Path
     as_user: str | None
+    port: int = 5432
+    tls: bool = False
 
     @property
     def socket_dir(self) -> Path:
         return self.directory / "sock"
 
     def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}"
+        port = f"&port={self.port}" if self.port != 5432 else ""
+        return f"postgresql://postgres@/{dbname}?host={self.socket_dir}{port}"
+
+    def tcp_url(self, dbname: str = "postgres", **params: str) -> str:
+        """A URL over TCP on 127.0.0.1 (a `tls` server), with libpq parameters (e.g. sslmode, sslrootcert)."""
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}" + (f"?{query}" if query else "")
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -94,10 +113,17 @@ class PostgresServer:
     def init(self) -> None:
         self._run("initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C.UTF-8")
+        if self.tls:  # TCP only over TLS; the unix socket as before
+            (self.directory / "data" / "pg_hba.conf").write_text(
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
 
     def start(self) -> None:
-        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
+        listen = "127.0.0.1" if self.tls else "''"
+        options = (f"-k {self.socket_dir} -c listen_addresses={listen} -c fsync=off "
                    "-c full_page_writes=off -c max_connections=200")
+        if self.tls:
+            options += (f" -c port={self.port} -c ssl=on -c ssl_cert_file={self.directory}/server.crt"
+                        f" -c ssl_key_file={self.directory}/server.key")
         self._run("pg_ctl", "-D", str(self.directory / "data"), "-o", options, "-l", str(self.directory / "log"),
                   "-w", "-t", "30", "start")
 
@@ -106,7 +132,7 @@ class PostgresServer:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         return self._run("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-                         "-U", "postgres", "-d", dbname, "-c", sql).stdout.strip()
+                         "-p", str(self.port), "-U", "postgres", "-d", dbname, "-c", sql).stdout.strip()
 
 
 PREFIX = "lxdgw-pg-"
@@ -138,8 +164,9 @@ def remove_stale(bindir: Path, as_user: str | None) -> None:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PostgresServer]:
-    """Start a private server in a temporary directory; stop it and remove the directory at the end."""
+def private_postgres(tls: ServerTls | None = None) -> Iterator[PostgresServer]:
+    """Start a private server in a temporary directory; stop it and remove the directory at the end. With `tls`,
+    it also listens on 127.0.0.1 (a free port: `server.port`), over TLS only, with that certificate and key."""
     bindir = ensure_postgres()
     as_user = "postgres" if os.geteuid() == 0 else None
     remove_stale(bindir, as_user)
@@ -153,6 +180,9 @@ def private_postgres() -> Iterator[PostgresServer]:
             for path in (directory, directory / "sock"):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         server = PostgresServer(bindir, directory, as_user)
+        if tls is not None:
+            server.port, server.tls = free_port(), True
+            _install_tls(tls, directory, as_user)
         server.init()
         server.start()
         started = True
@@ -162,6 +192,17 @@ def private_postgres() -> Iterator[PostgresServer]:
             with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
                 server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _install_tls(tls: ServerTls, directory: Path, as_user: str | None) -> None:
+    """The certificate and key where the server reads them, owned by its user (it refuses a key others can read)."""
+    for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+        target = directory / name
+        target.write_bytes(source.read_bytes())
+        target.chmod(0o600)
+        if as_user:
+            entry = pwd.getpwnam(as_user)
+            os.chown(target, entry.pw_uid, entry.pw_gid)
 
 
 class Databases:
@@ -215,7 +256,7 @@ def postgres_databases(postgres_server: PostgresServer) -> Databases:
 
 def ensure_running(server: PostgresServer) -> None:
     """Start the server again if a test stopped it."""
-    if not (server.socket_dir / ".s.PGSQL.5432").exists():
+    if not (server.socket_dir / f".s.PGSQL.{server.port}").exists():
         server.start()
 
 
