@@ -69,8 +69,10 @@ def _unavailable(exc: BaseException) -> bool:
     import psycopg
     from psycopg_pool import PoolClosed, PoolTimeout
 
-    if isinstance(exc, PoolTimeout | PoolClosed):
+    if isinstance(exc, PoolClosed):
         return True
+    if isinstance(exc, PoolTimeout):
+        return False  # every connection busy; the server itself answered the probe (see `connection`)
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         state = getattr(exc, "sqlstate", None)
         return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
@@ -225,9 +227,12 @@ class PostgresJobStore:
         except Exception as exc:
             from psycopg_pool import PoolTimeout
 
-            if not isinstance(exc, PoolTimeout) or self.timeout <= QUICK_WAIT:
+            if not isinstance(exc, PoolTimeout):
                 self._failed(exc)
                 raise
+            if self.timeout <= QUICK_WAIT:
+                await self._probe()
+                raise self._busy() from None
         # No connection at once: the pool is busy, or the server is gone. Connecting tells which.
         await self._probe()
         try:
@@ -236,8 +241,16 @@ class PostgresJobStore:
         except StoreUnavailable:
             raise
         except Exception as exc:
+            from psycopg_pool import PoolTimeout
+
+            if isinstance(exc, PoolTimeout):  # the server answered the probe: busy, not gone (nothing is reset)
+                raise self._busy() from None
             self._failed(exc)
             raise
+
+    def _busy(self) -> StoreUnavailable:
+        return StoreUnavailable(f"all {self.pool_size} connections of this process to the job database stayed busy "
+                                f"for {self.timeout:g}s")
 
     def _failed(self, exc: BaseException) -> None:
         """Raise `StoreUnavailable` for an error saying the server is gone (and remember it); else return."""

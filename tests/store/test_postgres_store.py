@@ -238,3 +238,32 @@ async def test_a_busy_pool_makes_calls_wait_rather_than_fail(postgres_url: str) 
         await holder
     finally:
         await store.close()
+
+
+async def test_a_busy_pool_is_not_a_lost_server(postgres_url: str) -> None:
+    """Every pooled connection in use: a call waits its timeout and fails naming that, but the store is not marked
+    down (no call is refused at once afterwards, the pool is not replaced), and the next call works."""
+    store = PostgresJobStore(postgres_url, pool_size=1, timeout=1.0)
+    await store.open()
+    try:
+        pool = store._pool
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with store.connection():
+                held.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold())
+        await held.wait()
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="busy"):
+            await store.check()
+        assert 0.9 < time.monotonic() - start < 5
+        release.set()
+        await holder
+        await store.check()  # at once: not refused as if the server were gone
+        assert store._pool is pool and store._down is None
+    finally:
+        await store.close()
