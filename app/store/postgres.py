@@ -35,7 +35,16 @@ from app.jobs.models import Job, rfc3339
 from app.jobs.store import IdempotencyRecord, JobFilter, LeaseLost, ListedJob, StoredJob
 from app.store.errors import StoreUnavailable
 from app.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
-from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, job_values, row_to_job, row_to_stored
+from app.store.rows import (
+    AUDIT_COLUMNS,
+    LIST_COLUMNS,
+    STORED_COLUMNS,
+    dumps,
+    job_values,
+    list_query,
+    row_to_job,
+    row_to_stored,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -358,30 +367,11 @@ class PostgresJobStore:
     async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
                    remotes: tuple[str, ...] | None = None,
                    projects: tuple[str, ...] | None = None) -> list[ListedJob]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, allowed in (("remote", remotes), ("project", projects)):
-            if allowed is not None:
-                if not allowed:
-                    return []
-                where.append(f"{column} = ANY(%s)")
-                args.append(list(allowed))
-        if flt.status:
-            where.append("status = ANY(%s)")
-            args.append(list(flt.status))
-        for column in ("kind", "resource", "remote", "project"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column}=%s")
-                args.append(value)
-        if before is not None:
-            where.append("position<%s")
-            args.append(before)
-        sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY position DESC LIMIT %s"
-        args.append(limit)
+        query = list_query(flt, limit=limit, before=before, remotes=remotes, projects=projects,
+                           columns=", ".join(LIST_COLUMNS), mark="%s")
+        if query is None:
+            return []
+        sql, args = query
         rows = await self._fetch(sql, args)
         return [ListedJob(row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
 
@@ -391,32 +381,25 @@ class PostgresJobStore:
         Rows another replica is claiming at the same moment are skipped (`SKIP LOCKED`), and a row claimed and
         committed meanwhile no longer matches the expired-lease condition when it is re-checked: a job is never
         given to two replicas. Also renews this replica's heartbeat."""
-        now = time.time()
-        async with self.connection() as conn, conn.transaction():
-            await self._heartbeat(conn, owner_id, lease_until)
-            cur = await conn.execute(
-                "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
-                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR owner_id=%(owner)s OR "
-                "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
-                ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
-                {"owner": owner_id, "lease": lease_until, "now": now})
-            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            if not ids:
-                return []
-            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
-                                     (ids,))
-            rows = await cur.fetchall()
-        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+        return await self._claim(owner_id, lease_until, own=True)
 
     async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         """Take the unfinished jobs whose lease ran out, whoever held them (this replica too: a job it gave up
         when it could not renew its lease), oldest first; never one job to two replicas (as `claim_unfinished`)."""
+        return await self._claim(owner_id, lease_until, own=False)
+
+    async def _claim(self, owner_id: str, lease_until: float, *, own: bool) -> list[StoredJob]:
+        """Give `owner_id` the unfinished jobs whose lease ran out (with `own`, also those it holds already, and
+        renew its heartbeat)."""
         now = time.time()
+        mine = "owner_id=%(owner)s OR " if own else ""
         async with self.connection() as conn, conn.transaction():
+            if own:
+                await self._heartbeat(conn, owner_id, lease_until)
             cur = await conn.execute(
                 "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
-                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR lease_until IS NULL OR "
-                "   lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
+                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR {mine}"
+                "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
                 ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
                 {"owner": owner_id, "lease": lease_until, "now": now})
             ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
