@@ -18,8 +18,11 @@ the per-token job limit and the job itself belong to the calling token's id (not
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -34,6 +37,33 @@ from app.jobs.models import Job
 from app.jobs.runner import Claim, RunnerClosed
 from app.jobs.service import JobsService
 from app.store.tokens import Scope
+
+log = logging.getLogger("app.jobs")
+
+RESERVATION_SECONDS = 120.0
+"""How long a shared store keeps a reservation (a name, a place under the job cap) whose job is not submitted yet,
+should the request never end (its replica alive): longer than any check before a job is made."""
+
+
+class SharedReservations(Protocol):
+    """What a store several gateway processes share offers to reserve across them (`app.store.postgres`)."""
+
+    async def reserve_name(self, key: tuple[str, ...], *, owner_id: str, now: float, ttl: float) -> str | None: ...
+    async def bind_name(self, key: tuple[str, ...], job_id: str, *, owner_id: str) -> None: ...
+    async def release_name(self, key: tuple[str, ...], *, owner_id: str) -> None: ...
+    async def reserve_job_slot(self, token_id: str, limit: int, *, slot_id: str, owner_id: str, now: float,
+                               ttl: float) -> bool: ...
+    async def release_job_slot(self, slot_id: str) -> None: ...
+
+
+def shared_reservations(service: JobsService) -> SharedReservations | None:
+    """The store's reservations across processes when several share it; None on the embedded store (its one
+    process reserves in memory)."""
+    store = service.runner.store
+    if service.runner.shared and hasattr(store, "reserve_name") and hasattr(store, "reserve_job_slot"):
+        return cast(SharedReservations, store)
+    return None
+
 
 WAIT_DESCRIPTION = ("seconds to wait for the job to end (0 to 300): when it ends within the wait the answer is "
                     "200 with the finished job, otherwise 202 with the job as it is")
@@ -128,18 +158,32 @@ class JobStarter:
                 return job_response(job, viewer, replayed=True)
             reservation = outcome
         claimed_here = False
+        shared = shared_reservations(svc)
+        owner = svc.runner.owner_id
+        stored_claim: Claim | None = None
+        slot: str | None = None
         try:
             if claim is not None:
                 holder = svc.runner.claim(claim)
+                claimed_here = holder is None
+                if holder is None and shared is not None:
+                    holder = await shared.reserve_name(claim, owner_id=owner, now=time.time(),
+                                                       ttl=RESERVATION_SECONDS)
+                    stored_claim = claim if holder is None else None
                 if holder is not None:
                     by = f"job {holder}" if holder else "another request"
                     raise ProblemError(409, f"{claimed} is being created by {by}", slug=claimed_slug,
                                        job_id=holder or None)
-                claimed_here = True
             limit = self.request.app.state.settings.max_jobs_per_token
-            if limit and svc.runner.unfinished_count(caller) >= limit:
-                raise ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
-                                   slug="too-many-jobs", headers={"Retry-After": "5"})
+            if limit:
+                if shared is not None:
+                    slot = uuid.uuid4().hex
+                    if not await shared.reserve_job_slot(caller, limit, slot_id=slot, owner_id=owner,
+                                                         now=time.time(), ttl=RESERVATION_SECONDS):
+                        slot = None
+                        raise self._too_many(limit)
+                elif svc.runner.unfinished_count(caller) >= limit:
+                    raise self._too_many(limit)
             if precheck is not None:
                 await precheck()
             try:
@@ -152,14 +196,41 @@ class JobStarter:
         except BaseException:
             if claimed_here and claim is not None:
                 svc.runner.release(claim)
+            if shared is not None:
+                await self._give_back(shared, stored_claim, slot, owner)
             if reservation is not None:
                 await svc.idempotency.release(reservation)
             raise
+        if shared is not None:
+            await self._give_back(shared, None, slot, owner)
+            if stored_claim is not None:
+                try:
+                    await shared.bind_name(stored_claim, job.id, owner_id=owner)
+                except Exception as exc:  # it lapses with its expiry; this process still holds the name
+                    log.warning("the reservation of %s could not be tied to job %s: %s", claimed, job.id, exc)
         if reservation is not None:
             await svc.idempotency.complete(reservation, job.id)
         if self.wait:
             job = await svc.runner.wait(job.id, self.wait) or job
         return job_response(job, viewer)
+
+
+    @staticmethod
+    def _too_many(limit: int) -> ProblemError:
+        return ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
+                            slug="too-many-jobs", headers={"Retry-After": "5"})
+
+    @staticmethod
+    async def _give_back(shared: SharedReservations, claim: Claim | None, slot: str | None, owner: str) -> None:
+        """Release a name reserved in the store for a job never made, and a place under the job cap (a job made
+        counts itself from now on). A failure leaves them to lapse with their expiry."""
+        try:
+            if claim is not None:
+                await shared.release_name(claim, owner_id=owner)
+            if slot is not None:
+                await shared.release_job_slot(slot)
+        except Exception as exc:
+            log.warning("a reservation in the job store could not be given back (it lapses by itself): %s", exc)
 
 
 async def job_starter(request: Request, service: JobsDep,

@@ -54,6 +54,8 @@ log = logging.getLogger("app.store")
 JOBS_CHANNEL = "jobs"
 """Notified with a job's id when another replica asks its owner to cancel it."""
 LISTEN_RETRY = 1.0
+JOB_SLOT_LOCK = 0x6C786777
+"""The first key of the transaction lock under which one token's places under its job cap are counted and taken."""
 
 _STORED = ", ".join(f"jobs.{c}" for c in STORED_COLUMNS) + ", job_outputs.output AS output"
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
@@ -84,6 +86,12 @@ def _unavailable(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None)
         return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
     return False
+
+
+def _reservation_key(key: tuple[str, ...]) -> dict[str, str]:
+    """A reservation's key, e.g. ("container", remote, project, name), as the columns of `name_reservations`."""
+    kind, remote, project, *name = (*key, "", "", "")[:max(4, len(key))]
+    return {"kind": kind, "remote": remote or "", "project": project or "", "name": "/".join(name)}
 
 
 def _reason(exc: BaseException) -> str:
@@ -524,6 +532,79 @@ class PostgresJobStore:
 
     async def idempotency_prune(self, now: float | None = None) -> int:
         return await self._execute("DELETE FROM idempotency WHERE expires_at<=%s", (now or time.time(),))
+
+    # -- reservations across replicas ---------------------------------------------------------------------------
+
+    async def reserve_name(self, key: tuple[str, ...], *, owner_id: str, now: float, ttl: float) -> str | None:
+        """Reserve `key` (kind, remote, project, name: e.g. a name being created) for `owner_id` in the database.
+        None when reserved; else who holds it: the id of its unfinished job, or "" while the replica that reserved
+        it has not submitted its job yet. A reservation holds while its job is unfinished, or (no job yet) while
+        its expiry and its owner's heartbeat last; one that no longer holds is taken over here."""
+        k = _reservation_key(key)
+        alive = ("EXISTS (SELECT 1 FROM replicas WHERE replicas.owner_id = name_reservations.owner_id AND "
+                 "alive_until > %(now)s)")
+        unfinished = (f"EXISTS (SELECT 1 FROM jobs WHERE jobs.id = name_reservations.job_id AND {_UNFINISHED})")
+        args = {**k, "owner": owner_id, "now": now, "until": now + ttl}
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO name_reservations (remote, project, kind, name, owner_id, job_id, expires_at) "
+                "VALUES (%(remote)s, %(project)s, %(kind)s, %(name)s, %(owner)s, NULL, %(until)s) "
+                "ON CONFLICT (remote, project, kind, name) DO NOTHING RETURNING name", args)
+            if await cur.fetchone() is not None:
+                return None
+            cur = await conn.execute(
+                f"SELECT job_id, CASE WHEN job_id IS NULL THEN expires_at > %(now)s AND {alive} ELSE {unfinished} "
+                "END AS holds FROM name_reservations WHERE remote=%(remote)s AND project=%(project)s AND "
+                "kind=%(kind)s AND name=%(name)s FOR UPDATE", args)
+            row = await cur.fetchone()
+            if row is not None and row["holds"]:  # type: ignore[call-overload]
+                return row["job_id"] or ""  # type: ignore[call-overload, no-any-return]
+            await conn.execute(
+                "INSERT INTO name_reservations (remote, project, kind, name, owner_id, job_id, expires_at) "
+                "VALUES (%(remote)s, %(project)s, %(kind)s, %(name)s, %(owner)s, NULL, %(until)s) "
+                "ON CONFLICT (remote, project, kind, name) DO UPDATE SET owner_id=excluded.owner_id, job_id=NULL, "
+                "expires_at=excluded.expires_at", args)
+            # Reservations long lapsed (expired, their job ended or never made) go.
+            await conn.execute(f"DELETE FROM name_reservations WHERE expires_at < %(old)s AND NOT {unfinished}",
+                               {"old": now - ttl})
+        return None
+
+    async def bind_name(self, key: tuple[str, ...], job_id: str, *, owner_id: str) -> None:
+        """The job reserving `key` exists: the reservation holds until it ends (on whichever replica)."""
+        await self._execute("UPDATE name_reservations SET job_id=%(job)s WHERE remote=%(remote)s AND "
+                            "project=%(project)s AND kind=%(kind)s AND name=%(name)s AND owner_id=%(owner)s",
+                            {**_reservation_key(key), "job": job_id, "owner": owner_id})
+
+    async def release_name(self, key: tuple[str, ...], *, owner_id: str) -> None:
+        """Give up a reservation whose job was never submitted."""
+        await self._execute("DELETE FROM name_reservations WHERE remote=%(remote)s AND project=%(project)s AND "
+                            "kind=%(kind)s AND name=%(name)s AND owner_id=%(owner)s AND job_id IS NULL",
+                            {**_reservation_key(key), "owner": owner_id})
+
+    async def reserve_job_slot(self, token_id: str, limit: int, *, slot_id: str, owner_id: str, now: float,
+                               ttl: float) -> bool:
+        """Take a place under the cap of `limit` unfinished jobs of token `token_id`: False when its unfinished
+        jobs and the places taken for jobs on the way (by live replicas, unexpired) reach it. Atomic across
+        replicas: one token's places are counted and taken under a transaction lock of that token. The place is
+        given back (`release_job_slot`) once the job is stored (then the job counts) or was never made."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (JOB_SLOT_LOCK, token_id))
+            await conn.execute(
+                "DELETE FROM job_slots WHERE token_id=%(token)s AND (expires_at <= %(now)s OR NOT EXISTS ("
+                "SELECT 1 FROM replicas WHERE replicas.owner_id = job_slots.owner_id AND alive_until > %(now)s))",
+                {"token": token_id, "now": now})
+            cur = await conn.execute(
+                f"SELECT (SELECT count(*) FROM jobs WHERE token_id=%(token)s AND {_UNFINISHED}) + "
+                "(SELECT count(*) FROM job_slots WHERE token_id=%(token)s) AS n", {"token": token_id})
+            row = await cur.fetchone()
+            if row is not None and int(row["n"]) >= limit:  # type: ignore[call-overload]
+                return False
+            await conn.execute("INSERT INTO job_slots (id, token_id, owner_id, expires_at) VALUES (%s, %s, %s, %s)",
+                               (slot_id, token_id, owner_id, now + ttl))
+        return True
+
+    async def release_job_slot(self, slot_id: str) -> None:
+        await self._execute("DELETE FROM job_slots WHERE id=%s", (slot_id,))
 
     # -- audit --------------------------------------------------------------------------------------------------
 
