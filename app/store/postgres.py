@@ -364,6 +364,26 @@ class PostgresJobStore:
                                  "cleanup->>'status' = 'pending' ORDER BY jobs.position")
         return [row_to_stored(r) for r in rows]
 
+    async def claim_pending_cleanups(self, owner_id: str, now: float) -> list[StoredJob]:
+        """Pending cleanups `owner_id` is to retry, oldest first: those of its own jobs, and those of jobs whose
+        owner is no longer alive (its heartbeat ran out; they become `owner_id`'s). Never those of another live
+        replica, which retries them itself; never one to two replicas claiming at once."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE jobs SET owner_id=%(owner)s FROM ("
+                "  SELECT id FROM jobs WHERE cleanup IS NOT NULL AND cleanup->>'status' = 'pending' AND ("
+                "   owner_id IS NULL OR owner_id=%(owner)s OR NOT EXISTS (SELECT 1 FROM replicas WHERE "
+                "   replicas.owner_id = jobs.owner_id AND alive_until > %(now)s)) "
+                "  ORDER BY position FOR UPDATE SKIP LOCKED"
+                ") AS mine WHERE jobs.id=mine.id RETURNING jobs.id", {"owner": owner_id, "now": now})
+            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+            if not ids:
+                return []
+            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
+                                     (ids,))
+            rows = await cur.fetchall()
+        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+
     async def get(self, job_id: str) -> Job | None:
         stored = await self.load(job_id)
         return stored.job if stored else None
