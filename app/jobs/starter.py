@@ -18,9 +18,11 @@ the per-token job limit and the job itself belong to the calling token's id (not
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, cast
 
@@ -34,7 +36,7 @@ from app.http.request_id import current_request_id
 from app.jobs.access import Viewer
 from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
 from app.jobs.models import Job
-from app.jobs.runner import Claim, RunnerClosed
+from app.jobs.runner import Claim, JobRunner, RunnerClosed
 from app.jobs.service import JobsService
 from app.store.tokens import Scope
 
@@ -63,6 +65,17 @@ def shared_reservations(service: JobsService) -> SharedReservations | None:
     if service.runner.shared and hasattr(store, "reserve_name") and hasattr(store, "reserve_job_slot"):
         return cast(SharedReservations, store)
     return None
+
+
+_starting: weakref.WeakKeyDictionary[JobRunner, collections.Counter[str]] = weakref.WeakKeyDictionary()
+"""Per runner (the embedded store): requests of each token that passed the job cap and have not submitted yet."""
+
+
+def _uncount(counted: collections.Counter[str] | None, token_id: str) -> None:
+    if counted is not None and counted[token_id] > 0:
+        counted[token_id] -= 1
+        if not counted[token_id]:
+            del counted[token_id]
 
 
 WAIT_DESCRIPTION = ("seconds to wait for the job to end (0 to 300): when it ends within the wait the answer is "
@@ -162,6 +175,7 @@ class JobStarter:
         owner = svc.runner.owner_id
         stored_claim: Claim | None = None
         slot: str | None = None
+        counted: collections.Counter[str] | None = None
         try:
             if claim is not None:
                 holder = svc.runner.claim(claim)
@@ -182,8 +196,12 @@ class JobStarter:
                                                          now=time.time(), ttl=RESERVATION_SECONDS):
                         slot = None
                         raise self._too_many(limit)
-                elif svc.runner.unfinished_count(caller) >= limit:
-                    raise self._too_many(limit)
+                else:  # one process: its unfinished jobs and the requests about to submit one, counted at once
+                    starting = _starting.setdefault(svc.runner, collections.Counter())
+                    if svc.runner.unfinished_count(caller) + starting[caller] >= limit:
+                        raise self._too_many(limit)
+                    starting[caller] += 1
+                    counted = starting
             if precheck is not None:
                 await precheck()
             try:
@@ -194,6 +212,7 @@ class JobStarter:
                 raise ProblemError(503, "the gateway is shutting down; retry shortly", slug="shutting-down",
                                    headers={"Retry-After": "5"}) from None
         except BaseException:
+            _uncount(counted, caller)
             if claimed_here and claim is not None:
                 svc.runner.release(claim)
             if shared is not None:
@@ -201,6 +220,7 @@ class JobStarter:
             if reservation is not None:
                 await svc.idempotency.release(reservation)
             raise
+        _uncount(counted, caller)  # the job counts itself from now on
         if shared is not None:
             await self._give_back(shared, None, slot, owner)
             if stored_claim is not None:
