@@ -234,7 +234,6 @@ class JobStarter:
             job = await svc.runner.wait(job.id, self.wait) or job
         return job_response(job, viewer)
 
-
     @staticmethod
     def _too_many(limit: int) -> ProblemError:
         return ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
