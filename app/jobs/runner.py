@@ -19,7 +19,9 @@ asked of a process that does not run the job is marked in the store, and its own
 renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
 the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
-`pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
+`pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`. On a shared
+store a process retries only the pending cleanups of the jobs it owns, and takes over (as its own) those of a
+process whose heartbeat ran out; never those of another live process.
 
 When the store cannot write (a full disk), a job's status changes wait, retried, until the write succeeds: what
 callers see of a job never runs ahead of what the store holds. Progress that cannot be stored is skipped.

@@ -145,7 +145,11 @@ class JobStarter:
         it) and before the job exists; a `ProblemError` it raises is the answer. `claim` reserves something until
         the job ends (e.g. a name being created): while another request or unfinished job holds it the answer is
         409 (`claimed_slug`) at once, "`claimed` is being created", naming the job. With `upload=True` the body is not
-        read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`."""
+        read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`.
+
+        On a store several processes share, the claim and the token's place under its job cap are also reserved in
+        the store (`SharedReservations`), so that they hold across every process: two asked at once for one name
+        answer one 202 and one 409, and no number of requests to any processes exceeds the cap."""
         svc = self.service
         caller = self.principal.token_id  # idempotency keys and the job limit belong to the token, by its id
         viewer = viewer_of(self.principal)
