@@ -12,6 +12,11 @@ needs:
   `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`: replicas claiming at once never get the same job. A
   replica's heartbeat (`replicas.alive_until`) is renewed with its leases; an idempotency reservation left without
   a job is taken over only when its owner's heartbeat ran out.
+- **Reservations.** A name being created (`reserve_name`) and a place under a token's cap of unfinished jobs
+  (`reserve_job_slot`, counted under a transaction lock per token) are reserved in the database, so they hold
+  across replicas; both lapse with their owner's heartbeat or their expiry, and a name is free once its job ends.
+  A pending cleanup is retried by its job's owner only, or by whoever outlives a dead owner
+  (`claim_pending_cleanups`).
 - **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that gets no
   connection within `QUICK_WAIT` connects once itself: when that fails (the server down or unreachable; connecting
   gives up after `connect_timeout`), or when its connection breaks, it raises `StoreUnavailable` (the API answers
