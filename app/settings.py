@@ -7,6 +7,7 @@ With no remote configured, the default remote is the local socket found by disco
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -179,6 +180,10 @@ class Settings(BaseSettings):
                                           "after")
     max_connections: int = Field(2048, ge=1, description="open client connections (HTTP and websocket); one more "
                                  "is answered 503 and closed at once")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses and CIDR networks of the reverse proxies whose "
+        "`X-Forwarded-For` names the client (the right-most address not itself a trusted proxy); from any other "
+        "peer the header is ignored. Empty (the default): no header is trusted, the client is the connection's peer")
     max_jobs_per_token: int = Field(100, ge=0, description="unfinished jobs one token may have (429 above); 0: "
                                     "no limit")
     policy_allow: list[str] = Field(default_factory=list,
@@ -192,6 +197,16 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port")
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is neither an address nor a CIDR network") from None
+        return [entry.strip() for entry in v]
 
     @field_validator("database_url")
     @classmethod

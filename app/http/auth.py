@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 
 from app.http.errors import ProblemError
 from app.http.owners import acting_for
+from app.http.proxies import client_of, trusted_networks
 from app.store.tokens import Scope, TokenRecord, Tokens
 
 if TYPE_CHECKING:
@@ -145,7 +146,12 @@ def _deny(conn: HTTPConnection, status: int, detail: str) -> Exception:
 
 
 def client_address(conn: HTTPConnection) -> str:
-    return conn.client.host if conn.client else "unknown"
+    """The client's address, through the trusted proxies (`app.http.proxies`)."""
+    proxies = conn.app.state.settings.trusted_proxies
+    peer = conn.client.host if conn.client else None
+    if not proxies:
+        return peer or "unknown"
+    return client_of(peer, conn.headers.getlist("x-forwarded-for"), trusted_networks(tuple(proxies)))
 
 
 async def _unauthenticated(conn: HTTPConnection, detail: str) -> Exception:

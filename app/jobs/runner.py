@@ -19,7 +19,9 @@ asked of a process that does not run the job is marked in the store, and its own
 renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
 the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
-`pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
+`pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`. On a shared
+store a process retries only the pending cleanups of the jobs it owns, and takes over (as its own) those of a
+process whose heartbeat ran out; never those of another live process.
 
 When the store cannot write (a full disk), a job's status changes wait, retried, until the write succeeds: what
 callers see of a job never runs ahead of what the store holds. Progress that cannot be stored is skipped.
@@ -371,8 +373,7 @@ class JobRunner:
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
             await self._store.listen_cancels(self._cancel_asked)
-        for stored in await self._store.pending_cleanups():
-            self._cleanups[stored.job.id] = 0.0
+        await self.claim_cleanups()
         self._cleaner = asyncio.create_task(self._clean_up(), name="jobs-cleanup")
         return recovered
 
@@ -391,6 +392,7 @@ class JobRunner:
                 if self.shared:
                     await self.renew()
                     await self.take_over()
+                    await self.claim_cleanups()
                     for job_id in await self._store.cancel_requests(self.owner_id):
                         self._cancel_asked(job_id)
                 else:
@@ -823,6 +825,22 @@ class JobRunner:
         return JobCleanup(status="done", detail=done or "nothing was left to undo", attempts=attempts,
                           updated_at=utcnow())
 
+    async def claim_cleanups(self) -> list[str]:
+        """Find the pending cleanups this process is to retry, and retry them from now on: all of them on the
+        embedded store; on a shared store those of the jobs it owns, and those a replica no longer alive left
+        (they become this process's), never another live replica's. Returns the ids newly found."""
+        claim = getattr(self._store, "claim_pending_cleanups", None)
+        if self.shared and claim is not None:
+            pending = await claim(self.owner_id, time.time())
+        else:
+            pending = await self._store.pending_cleanups()
+        found = [s.job.id for s in pending if s.job.id not in self._cleanups]
+        for job_id in found:
+            self._cleanups[job_id] = 0.0
+        if found:
+            self._cleanup_wake.set()
+        return found
+
     async def _clean_up(self) -> None:
         """Retry pending cleanups, each with its own backoff, until they are done."""
         while True:
@@ -847,15 +865,20 @@ class JobRunner:
         stored = await self._store.load(job_id)
         kind = self.kinds.find(stored.job.kind) if stored is not None else None
         if stored is None or stored.job.cleanup is None or stored.job.cleanup.status != "pending" or (
-                kind is None or kind.rollback is None):
-            self._cleanups.pop(job_id, None)
+                kind is None or kind.rollback is None) or (self.shared and stored.owner_id != self.owner_id):
+            self._cleanups.pop(job_id, None)  # done, or another replica's now
             return
         active = _Active(stored.job, kind, stored.params, stored.checkpoints)
         active.started = active.finished = active.rolling_back = True
         ctx = _Context(self, active)
         cleanup = await self._attempt_cleanup(kind, ctx, stored.job.cleanup)
         stored.job.cleanup = cleanup
-        await self._store.save(stored.job, seq=stored.seq)
+        try:
+            await self._store.save(stored.job, seq=stored.seq, owner_id=self.owner_id if self.shared else None)
+        except LeaseLost:
+            self._cleanups.pop(job_id, None)
+            log.warning("the cleanup of job %s is another gateway process's now", job_id)
+            return
         if cleanup is not None and cleanup.status == "pending":
             delay = min(CLEANUP_MAX_DELAY, CLEANUP_FIRST_DELAY * 2 ** min(cleanup.attempts - 1, 10))
             self._cleanups[job_id] = time.monotonic() + delay

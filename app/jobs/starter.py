@@ -18,8 +18,13 @@ the per-token job limit and the job itself belong to the calling token's id (not
 
 from __future__ import annotations
 
+import collections
+import logging
+import time
+import uuid
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
@@ -31,9 +36,47 @@ from app.http.request_id import current_request_id
 from app.jobs.access import Viewer
 from app.jobs.idempotency import IdempotencyConflict, Replay, fingerprint
 from app.jobs.models import Job
-from app.jobs.runner import Claim, RunnerClosed
+from app.jobs.runner import Claim, JobRunner, RunnerClosed
 from app.jobs.service import JobsService
 from app.store.tokens import Scope
+
+log = logging.getLogger("app.jobs")
+
+RESERVATION_SECONDS = 120.0
+"""How long a shared store keeps a reservation (a name, a place under the job cap) whose job is not submitted yet,
+should the request never end (its replica alive): longer than any check before a job is made."""
+
+
+class SharedReservations(Protocol):
+    """What a store several gateway processes share offers to reserve across them (`app.store.postgres`)."""
+
+    async def reserve_name(self, key: tuple[str, ...], *, owner_id: str, now: float, ttl: float) -> str | None: ...
+    async def bind_name(self, key: tuple[str, ...], job_id: str, *, owner_id: str) -> None: ...
+    async def release_name(self, key: tuple[str, ...], *, owner_id: str) -> None: ...
+    async def reserve_job_slot(self, token_id: str, limit: int, *, slot_id: str, owner_id: str, now: float,
+                               ttl: float) -> bool: ...
+    async def release_job_slot(self, slot_id: str) -> None: ...
+
+
+def shared_reservations(service: JobsService) -> SharedReservations | None:
+    """The store's reservations across processes when several share it; None on the embedded store (its one
+    process reserves in memory)."""
+    store = service.runner.store
+    if service.runner.shared and hasattr(store, "reserve_name") and hasattr(store, "reserve_job_slot"):
+        return cast(SharedReservations, store)
+    return None
+
+
+_starting: weakref.WeakKeyDictionary[JobRunner, collections.Counter[str]] = weakref.WeakKeyDictionary()
+"""Per runner (the embedded store): requests of each token that passed the job cap and have not submitted yet."""
+
+
+def _uncount(counted: collections.Counter[str] | None, token_id: str) -> None:
+    if counted is not None and counted[token_id] > 0:
+        counted[token_id] -= 1
+        if not counted[token_id]:
+            del counted[token_id]
+
 
 WAIT_DESCRIPTION = ("seconds to wait for the job to end (0 to 300): when it ends within the wait the answer is "
                     "200 with the finished job, otherwise 202 with the job as it is")
@@ -102,7 +145,11 @@ class JobStarter:
         it) and before the job exists; a `ProblemError` it raises is the answer. `claim` reserves something until
         the job ends (e.g. a name being created): while another request or unfinished job holds it the answer is
         409 (`claimed_slug`) at once, "`claimed` is being created", naming the job. With `upload=True` the body is not
-        read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`."""
+        read: the request must carry `Content-SHA256` when it carries an `Idempotency-Key`.
+
+        On a store several processes share, the claim and the token's place under its job cap are also reserved in
+        the store (`SharedReservations`), so that they hold across every process: two asked at once for one name
+        answer one 202 and one 409, and no number of requests to any processes exceeds the cap."""
         svc = self.service
         caller = self.principal.token_id  # idempotency keys and the job limit belong to the token, by its id
         viewer = viewer_of(self.principal)
@@ -128,18 +175,37 @@ class JobStarter:
                 return job_response(job, viewer, replayed=True)
             reservation = outcome
         claimed_here = False
+        shared = shared_reservations(svc)
+        owner = svc.runner.owner_id
+        stored_claim: Claim | None = None
+        slot: str | None = None
+        counted: collections.Counter[str] | None = None
         try:
             if claim is not None:
                 holder = svc.runner.claim(claim)
+                claimed_here = holder is None
+                if holder is None and shared is not None:
+                    holder = await shared.reserve_name(claim, owner_id=owner, now=time.time(),
+                                                       ttl=RESERVATION_SECONDS)
+                    stored_claim = claim if holder is None else None
                 if holder is not None:
                     by = f"job {holder}" if holder else "another request"
                     raise ProblemError(409, f"{claimed} is being created by {by}", slug=claimed_slug,
                                        job_id=holder or None)
-                claimed_here = True
             limit = self.request.app.state.settings.max_jobs_per_token
-            if limit and svc.runner.unfinished_count(caller) >= limit:
-                raise ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
-                                   slug="too-many-jobs", headers={"Retry-After": "5"})
+            if limit:
+                if shared is not None:
+                    slot = uuid.uuid4().hex
+                    if not await shared.reserve_job_slot(caller, limit, slot_id=slot, owner_id=owner,
+                                                         now=time.time(), ttl=RESERVATION_SECONDS):
+                        slot = None
+                        raise self._too_many(limit)
+                else:  # one process: its unfinished jobs and the requests about to submit one, counted at once
+                    starting = _starting.setdefault(svc.runner, collections.Counter())
+                    if svc.runner.unfinished_count(caller) + starting[caller] >= limit:
+                        raise self._too_many(limit)
+                    starting[caller] += 1
+                    counted = starting
             if precheck is not None:
                 await precheck()
             try:
@@ -150,16 +216,44 @@ class JobStarter:
                 raise ProblemError(503, "the gateway is shutting down; retry shortly", slug="shutting-down",
                                    headers={"Retry-After": "5"}) from None
         except BaseException:
+            _uncount(counted, caller)
             if claimed_here and claim is not None:
                 svc.runner.release(claim)
+            if shared is not None:
+                await self._give_back(shared, stored_claim, slot, owner)
             if reservation is not None:
                 await svc.idempotency.release(reservation)
             raise
+        _uncount(counted, caller)  # the job counts itself from now on
+        if shared is not None:
+            await self._give_back(shared, None, slot, owner)
+            if stored_claim is not None:
+                try:
+                    await shared.bind_name(stored_claim, job.id, owner_id=owner)
+                except Exception as exc:  # it lapses with its expiry; this process still holds the name
+                    log.warning("the reservation of %s could not be tied to job %s: %s", claimed, job.id, exc)
         if reservation is not None:
             await svc.idempotency.complete(reservation, job.id)
         if self.wait:
             job = await svc.runner.wait(job.id, self.wait) or job
         return job_response(job, viewer)
+
+    @staticmethod
+    def _too_many(limit: int) -> ProblemError:
+        return ProblemError(429, f"this token has {limit} unfinished jobs already; wait for some to end",
+                            slug="too-many-jobs", headers={"Retry-After": "5"})
+
+    @staticmethod
+    async def _give_back(shared: SharedReservations, claim: Claim | None, slot: str | None, owner: str) -> None:
+        """Release a name reserved in the store for a job never made, and a place under the job cap (a job made
+        counts itself from now on). A failure leaves them to lapse with their expiry."""
+        try:
+            if claim is not None:
+                await shared.release_name(claim, owner_id=owner)
+            if slot is not None:
+                await shared.release_job_slot(slot)
+        except Exception as exc:
+            log.warning("a reservation in the job store could not be given back (it lapses by itself): %s", exc)
 
 
 async def job_starter(request: Request, service: JobsDep,

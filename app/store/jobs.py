@@ -42,7 +42,7 @@ import aiosqlite
 from app.jobs.models import Job, rfc3339
 from app.jobs.store import IdempotencyRecord, JobFilter, ListedJob, StoredJob, StoreLocked
 from app.store.datadir import FILE_MODE, MIN_FREE_BYTES, StorageFull, free_bytes, is_storage_full, private_file
-from app.store.rows import AUDIT_COLUMNS, result_parts, row_to_job, row_to_stored
+from app.store.rows import AUDIT_COLUMNS, list_query, result_parts, row_to_job, row_to_stored
 from app.store.rows import dumps as _dumps
 from app.store.rows import ts as _ts
 
@@ -450,30 +450,11 @@ class SQLiteJobStore:
     async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
                    remotes: tuple[str, ...] | None = None,
                    projects: tuple[str, ...] | None = None) -> list[ListedJob]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, allowed in (("remote", remotes), ("project", projects)):
-            if allowed is not None:
-                if not allowed:
-                    return []
-                where.append(f"{column} IN ({','.join('?' * len(allowed))})")
-                args.extend(allowed)
-        if flt.status:
-            where.append(f"status IN ({','.join('?' * len(flt.status))})")
-            args.extend(flt.status)
-        for column in ("kind", "resource", "remote", "project"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column}=?")
-                args.append(value)
-        if before is not None:
-            where.append("position<?")
-            args.append(before)
-        sql = f"SELECT {_LIST_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY position DESC LIMIT ?"
-        args.append(limit)
+        query = list_query(flt, limit=limit, before=before, remotes=remotes, projects=projects,
+                           columns=_LIST_COLUMNS, mark="?")
+        if query is None:
+            return []
+        sql, args = query
         async with self._r.execute(sql, tuple(args)) as cur:
             rows = await cur.fetchall()
         return [ListedJob(row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]

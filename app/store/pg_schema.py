@@ -15,6 +15,11 @@ bumps (`state_versions`), which replicas poll as a fallback to LISTEN/NOTIFY.
 
 Migration 3 marks a job whose cancel was asked of another replica than its owner (`cancel_requested`): the owner
 hears of it by a notification on the `jobs` channel (the job's id), or at the latest when it renews its leases.
+
+Migration 4 holds what a request reserves across replicas before its job exists: a name being created
+(`name_reservations`, one row per remote, project, kind and name: its owner, the job once submitted, an expiry) and
+a place under a token's cap of unfinished jobs (`job_slots`). A reservation holds while its job is unfinished, or,
+before the job exists, while its owner's heartbeat (`replicas`) and its expiry last: a dead replica's lapse.
 """
 
 from __future__ import annotations
@@ -129,6 +134,27 @@ MIGRATIONS: dict[int, str] = {
     """,
     3: """
     ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+    """,
+    4: """
+    CREATE TABLE name_reservations (
+        remote       text NOT NULL,
+        project      text NOT NULL,
+        kind         text NOT NULL,
+        name         text NOT NULL,
+        owner_id     text NOT NULL,
+        job_id       text,
+        expires_at   double precision NOT NULL,
+        PRIMARY KEY (remote, project, kind, name)
+    );
+    CREATE INDEX name_reservations_expires ON name_reservations (expires_at);
+    CREATE TABLE job_slots (
+        id           text PRIMARY KEY,
+        token_id     text NOT NULL,
+        owner_id     text NOT NULL,
+        expires_at   double precision NOT NULL
+    );
+    CREATE INDEX job_slots_token ON job_slots (token_id);
+    CREATE INDEX jobs_token_unfinished ON jobs (token_id) WHERE status IN ('queued', 'running');
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

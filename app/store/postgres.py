@@ -12,6 +12,11 @@ needs:
   `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)`: replicas claiming at once never get the same job. A
   replica's heartbeat (`replicas.alive_until`) is renewed with its leases; an idempotency reservation left without
   a job is taken over only when its owner's heartbeat ran out.
+- **Reservations.** A name being created (`reserve_name`) and a place under a token's cap of unfinished jobs
+  (`reserve_job_slot`, counted under a transaction lock per token) are reserved in the database, so they hold
+  across replicas; both lapse with their owner's heartbeat or their expiry, and a name is free once its job ends.
+  A pending cleanup is retried by its job's owner only, or by whoever outlives a dead owner
+  (`claim_pending_cleanups`).
 - **Connections.** A pool (psycopg_pool) of autocommit connections, each checked when taken. A call that gets no
   connection within `QUICK_WAIT` connects once itself: when that fails (the server down or unreachable; connecting
   gives up after `connect_timeout`), or when its connection breaks, it raises `StoreUnavailable` (the API answers
@@ -35,7 +40,16 @@ from app.jobs.models import Job, rfc3339
 from app.jobs.store import IdempotencyRecord, JobFilter, LeaseLost, ListedJob, StoredJob
 from app.store.errors import StoreUnavailable
 from app.store.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
-from app.store.rows import AUDIT_COLUMNS, LIST_COLUMNS, STORED_COLUMNS, dumps, job_values, row_to_job, row_to_stored
+from app.store.rows import (
+    AUDIT_COLUMNS,
+    LIST_COLUMNS,
+    STORED_COLUMNS,
+    dumps,
+    job_values,
+    list_query,
+    row_to_job,
+    row_to_stored,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,6 +59,8 @@ log = logging.getLogger("app.store")
 JOBS_CHANNEL = "jobs"
 """Notified with a job's id when another replica asks its owner to cancel it."""
 LISTEN_RETRY = 1.0
+JOB_SLOT_LOCK = 0x6C786777
+"""The first key of the transaction lock under which one token's places under its job cap are counted and taken."""
 
 _STORED = ", ".join(f"jobs.{c}" for c in STORED_COLUMNS) + ", job_outputs.output AS output"
 _FROM = "jobs LEFT JOIN job_outputs ON job_outputs.job_id = jobs.id"
@@ -77,6 +93,12 @@ def _unavailable(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None)
         return state is None or state.startswith("08") or state in _UNAVAILABLE_STATES
     return False
+
+
+def _reservation_key(key: tuple[str, ...]) -> dict[str, str]:
+    """A reservation's key, e.g. ("container", remote, project, name), as the columns of `name_reservations`."""
+    kind, remote, project, *name = (*key, "", "", "")[:max(4, len(key))]
+    return {"kind": kind, "remote": remote or "", "project": project or "", "name": "/".join(name)}
 
 
 def _reason(exc: BaseException) -> str:
@@ -360,6 +382,26 @@ class PostgresJobStore:
                                  "cleanup->>'status' = 'pending' ORDER BY jobs.position")
         return [row_to_stored(r) for r in rows]
 
+    async def claim_pending_cleanups(self, owner_id: str, now: float) -> list[StoredJob]:
+        """Pending cleanups `owner_id` is to retry, oldest first: those of its own jobs, and those of jobs whose
+        owner is no longer alive (its heartbeat ran out; they become `owner_id`'s). Never those of another live
+        replica, which retries them itself; never one to two replicas claiming at once."""
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE jobs SET owner_id=%(owner)s FROM ("
+                "  SELECT id FROM jobs WHERE cleanup IS NOT NULL AND cleanup->>'status' = 'pending' AND ("
+                "   owner_id IS NULL OR owner_id=%(owner)s OR NOT EXISTS (SELECT 1 FROM replicas WHERE "
+                "   replicas.owner_id = jobs.owner_id AND alive_until > %(now)s)) "
+                "  ORDER BY position FOR UPDATE SKIP LOCKED"
+                ") AS mine WHERE jobs.id=mine.id RETURNING jobs.id", {"owner": owner_id, "now": now})
+            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+            if not ids:
+                return []
+            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
+                                     (ids,))
+            rows = await cur.fetchall()
+        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+
     async def get(self, job_id: str) -> Job | None:
         stored = await self.load(job_id)
         return stored.job if stored else None
@@ -371,30 +413,11 @@ class PostgresJobStore:
     async def list(self, flt: JobFilter, *, limit: int, before: int | None = None,
                    remotes: tuple[str, ...] | None = None,
                    projects: tuple[str, ...] | None = None) -> list[ListedJob]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, allowed in (("remote", remotes), ("project", projects)):
-            if allowed is not None:
-                if not allowed:
-                    return []
-                where.append(f"{column} = ANY(%s)")
-                args.append(list(allowed))
-        if flt.status:
-            where.append("status = ANY(%s)")
-            args.append(list(flt.status))
-        for column in ("kind", "resource", "remote", "project"):
-            value = getattr(flt, column)
-            if value is not None:
-                where.append(f"{column}=%s")
-                args.append(value)
-        if before is not None:
-            where.append("position<%s")
-            args.append(before)
-        sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY position DESC LIMIT %s"
-        args.append(limit)
+        query = list_query(flt, limit=limit, before=before, remotes=remotes, projects=projects,
+                           columns=", ".join(LIST_COLUMNS), mark="%s")
+        if query is None:
+            return []
+        sql, args = query
         rows = await self._fetch(sql, args)
         return [ListedJob(row_to_job(r), r["position"], bool(r["has_output"])) for r in rows]
 
@@ -404,32 +427,25 @@ class PostgresJobStore:
         Rows another replica is claiming at the same moment are skipped (`SKIP LOCKED`), and a row claimed and
         committed meanwhile no longer matches the expired-lease condition when it is re-checked: a job is never
         given to two replicas. Also renews this replica's heartbeat."""
-        now = time.time()
-        async with self.connection() as conn, conn.transaction():
-            await self._heartbeat(conn, owner_id, lease_until)
-            cur = await conn.execute(
-                "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
-                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR owner_id=%(owner)s OR "
-                "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
-                ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
-                {"owner": owner_id, "lease": lease_until, "now": now})
-            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            if not ids:
-                return []
-            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
-                                     (ids,))
-            rows = await cur.fetchall()
-        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+        return await self._claim(owner_id, lease_until, own=True)
 
     async def claim_expired(self, owner_id: str, lease_until: float) -> list[StoredJob]:
         """Take the unfinished jobs whose lease ran out, whoever held them (this replica too: a job it gave up
         when it could not renew its lease), oldest first; never one job to two replicas (as `claim_unfinished`)."""
+        return await self._claim(owner_id, lease_until, own=False)
+
+    async def _claim(self, owner_id: str, lease_until: float, *, own: bool) -> list[StoredJob]:
+        """Give `owner_id` the unfinished jobs whose lease ran out (with `own`, also those it holds already, and
+        renew its heartbeat)."""
         now = time.time()
+        mine = "owner_id=%(owner)s OR " if own else ""
         async with self.connection() as conn, conn.transaction():
+            if own:
+                await self._heartbeat(conn, owner_id, lease_until)
             cur = await conn.execute(
                 "UPDATE jobs SET owner_id=%(owner)s, lease_until=%(lease)s FROM ("
-                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR lease_until IS NULL OR "
-                "   lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
+                f"  SELECT id FROM jobs WHERE {_UNFINISHED} AND (owner_id IS NULL OR {mine}"
+                "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
                 ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
                 {"owner": owner_id, "lease": lease_until, "now": now})
             ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
@@ -554,6 +570,79 @@ class PostgresJobStore:
 
     async def idempotency_prune(self, now: float | None = None) -> int:
         return await self._execute("DELETE FROM idempotency WHERE expires_at<=%s", (now or time.time(),))
+
+    # -- reservations across replicas ---------------------------------------------------------------------------
+
+    async def reserve_name(self, key: tuple[str, ...], *, owner_id: str, now: float, ttl: float) -> str | None:
+        """Reserve `key` (kind, remote, project, name: e.g. a name being created) for `owner_id` in the database.
+        None when reserved; else who holds it: the id of its unfinished job, or "" while the replica that reserved
+        it has not submitted its job yet. A reservation holds while its job is unfinished, or (no job yet) while
+        its expiry and its owner's heartbeat last; one that no longer holds is taken over here."""
+        k = _reservation_key(key)
+        alive = ("EXISTS (SELECT 1 FROM replicas WHERE replicas.owner_id = name_reservations.owner_id AND "
+                 "alive_until > %(now)s)")
+        unfinished = (f"EXISTS (SELECT 1 FROM jobs WHERE jobs.id = name_reservations.job_id AND {_UNFINISHED})")
+        args = {**k, "owner": owner_id, "now": now, "until": now + ttl}
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO name_reservations (remote, project, kind, name, owner_id, job_id, expires_at) "
+                "VALUES (%(remote)s, %(project)s, %(kind)s, %(name)s, %(owner)s, NULL, %(until)s) "
+                "ON CONFLICT (remote, project, kind, name) DO NOTHING RETURNING name", args)
+            if await cur.fetchone() is not None:
+                return None
+            cur = await conn.execute(
+                f"SELECT job_id, CASE WHEN job_id IS NULL THEN expires_at > %(now)s AND {alive} ELSE {unfinished} "
+                "END AS holds FROM name_reservations WHERE remote=%(remote)s AND project=%(project)s AND "
+                "kind=%(kind)s AND name=%(name)s FOR UPDATE", args)
+            row = await cur.fetchone()
+            if row is not None and row["holds"]:  # type: ignore[call-overload]
+                return row["job_id"] or ""  # type: ignore[call-overload, no-any-return]
+            await conn.execute(
+                "INSERT INTO name_reservations (remote, project, kind, name, owner_id, job_id, expires_at) "
+                "VALUES (%(remote)s, %(project)s, %(kind)s, %(name)s, %(owner)s, NULL, %(until)s) "
+                "ON CONFLICT (remote, project, kind, name) DO UPDATE SET owner_id=excluded.owner_id, job_id=NULL, "
+                "expires_at=excluded.expires_at", args)
+            # Reservations long lapsed (expired, their job ended or never made) go.
+            await conn.execute(f"DELETE FROM name_reservations WHERE expires_at < %(old)s AND NOT {unfinished}",
+                               {"old": now - ttl})
+        return None
+
+    async def bind_name(self, key: tuple[str, ...], job_id: str, *, owner_id: str) -> None:
+        """The job reserving `key` exists: the reservation holds until it ends (on whichever replica)."""
+        await self._execute("UPDATE name_reservations SET job_id=%(job)s WHERE remote=%(remote)s AND "
+                            "project=%(project)s AND kind=%(kind)s AND name=%(name)s AND owner_id=%(owner)s",
+                            {**_reservation_key(key), "job": job_id, "owner": owner_id})
+
+    async def release_name(self, key: tuple[str, ...], *, owner_id: str) -> None:
+        """Give up a reservation whose job was never submitted."""
+        await self._execute("DELETE FROM name_reservations WHERE remote=%(remote)s AND project=%(project)s AND "
+                            "kind=%(kind)s AND name=%(name)s AND owner_id=%(owner)s AND job_id IS NULL",
+                            {**_reservation_key(key), "owner": owner_id})
+
+    async def reserve_job_slot(self, token_id: str, limit: int, *, slot_id: str, owner_id: str, now: float,
+                               ttl: float) -> bool:
+        """Take a place under the cap of `limit` unfinished jobs of token `token_id`: False when its unfinished
+        jobs and the places taken for jobs on the way (by live replicas, unexpired) reach it. Atomic across
+        replicas: one token's places are counted and taken under a transaction lock of that token. The place is
+        given back (`release_job_slot`) once the job is stored (then the job counts) or was never made."""
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (JOB_SLOT_LOCK, token_id))
+            await conn.execute(
+                "DELETE FROM job_slots WHERE token_id=%(token)s AND (expires_at <= %(now)s OR NOT EXISTS ("
+                "SELECT 1 FROM replicas WHERE replicas.owner_id = job_slots.owner_id AND alive_until > %(now)s))",
+                {"token": token_id, "now": now})
+            cur = await conn.execute(
+                f"SELECT (SELECT count(*) FROM jobs WHERE token_id=%(token)s AND {_UNFINISHED}) + "
+                "(SELECT count(*) FROM job_slots WHERE token_id=%(token)s) AS n", {"token": token_id})
+            row = await cur.fetchone()
+            if row is not None and int(row["n"]) >= limit:  # type: ignore[call-overload]
+                return False
+            await conn.execute("INSERT INTO job_slots (id, token_id, owner_id, expires_at) VALUES (%s, %s, %s, %s)",
+                               (slot_id, token_id, owner_id, now + ttl))
+        return True
+
+    async def release_job_slot(self, slot_id: str) -> None:
+        await self._execute("DELETE FROM job_slots WHERE id=%s", (slot_id,))
 
     # -- audit --------------------------------------------------------------------------------------------------
 

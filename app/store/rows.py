@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from app.jobs.models import Job, JobStatus, rfc3339, split_output
-from app.jobs.store import StoredJob
+from app.jobs.store import JobFilter, StoredJob
 
 LIST_COLUMNS = ("position", "id", "kind", "status", "remote", "project", "resource", "requested_by", "created_at",
                 "started_at", "finished_at", "progress", "operations", "result", "error", "token_id", "has_output",
@@ -76,3 +76,31 @@ def job_values(job: Job) -> dict[str, Any]:
         "cleanup": dumps(job.cleanup.model_dump(mode="json")) if job.cleanup is not None else None,
         "output": output,
     }
+
+
+def list_query(flt: JobFilter, *, limit: int, before: int | None, remotes: tuple[str, ...] | None,
+               projects: tuple[str, ...] | None, columns: str, mark: str) -> tuple[str, list[Any]] | None:
+    """The query of a job listing (newest first) and its arguments, `mark` being the database's parameter marker
+    (`?` or `%s`); None when the caller may see no remote or no project (the listing is empty)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, allowed in (("remote", remotes), ("project", projects), ("status", flt.status or None)):
+        if allowed is not None:
+            if not allowed:
+                return None
+            where.append(f"{column} IN ({','.join([mark] * len(allowed))})")
+            args.extend(allowed)
+    for column in ("kind", "resource", "remote", "project"):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"{column}={mark}")
+            args.append(value)
+    if before is not None:
+        where.append(f"position<{mark}")
+        args.append(before)
+    sql = f"SELECT {columns} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY position DESC LIMIT {mark}"
+    args.append(limit)
+    return sql, args

@@ -87,6 +87,19 @@ async def test_unfinished_jobs_per_token_are_limited(tmp_path: Path, lxd_daemon:
             await c.delete(f"/v1/jobs/{job['id']}")
 
 
+async def test_the_job_cap_holds_for_requests_asking_at_once(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    from tests.jobs.test_router_live import EXTENSION
+
+    async for c in _client(tmp_path, lxd_daemon, max_jobs_per_token=3, extensions=[EXTENSION]):
+        answers = await asyncio.gather(*(c.post("/v1/test-jobs", json={"steps": 20, "interval": 0.1})
+                                         for _ in range(12)))
+        codes = [r.status_code for r in answers]
+        assert codes.count(202) == 3 and codes.count(429) == 9, codes
+        for r in answers:
+            if r.status_code == 202:
+                await c.delete(f"/v1/jobs/{r.json()['id']}")
+
+
 async def test_without_authentication_the_rate_limit_is_per_address(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
     async for c in _client(tmp_path, lxd_daemon, auth_enabled=False, rate_limit="3/minute"):
         codes = [(await c.get("/v1/whoami")).status_code for _ in range(4)]

@@ -310,3 +310,60 @@ async def test_a_replica_frozen_past_its_fence_writes_nothing_when_it_resumes(
     stored = await row(postgres_url, job.id)
     assert f'"tick-{before + 1}"' not in stored["checkpoints"] and stored["status"] == "running"
     assert job.id not in a.runner._active
+
+
+# -- pending cleanups -----------------------------------------------------------------------------------------------
+
+
+async def test_pending_cleanups_are_retried_only_by_their_owner_or_for_a_dead_one(postgres_url: str) -> None:
+    """A replica retries the pending cleanups of its own jobs and of a replica whose heartbeat ran out (they become
+    its own), never those of another live replica."""
+    from app.jobs.models import JobCleanup
+
+    attempts: list[tuple[str, str]] = []
+
+    def replica(name: str) -> Replica:
+        r = Replica(postgres_url, name)
+
+        async def rollback(ctx: JobContext) -> None:
+            attempts.append((name, ctx.job_id))
+            raise RuntimeError("LXD does not answer")
+
+        r.kinds.register(JobKind("t.undo", r.work, rollback=rollback))
+        return r
+
+    seed = PostgresJobStore(postgres_url)
+    await seed.open()
+    jobs: dict[str, str] = {}
+    try:
+        for owner in ("a", "ghost"):
+            job = job_of(JobStatus.failed, kind="t.undo")
+            job.finished_at = utcnow()
+            await seed.insert(job, params={}, owner_id=owner, lease_until=time.time() - 1)
+            job.cleanup = JobCleanup(status="pending", detail="left to undo", attempts=1, updated_at=utcnow())
+            await seed.save(job, seq=1)
+            jobs[owner] = job.id
+    finally:
+        await seed.close()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO replicas (owner_id, alive_until) VALUES ('a', %s), ('ghost', %s)",
+                           (time.time() + 600, time.time() - 1))
+    b = await replica("b").open()
+    try:
+        await until(lambda: _true(("b", jobs["ghost"]) in attempts), 5, "b retries the dead replica's cleanup")
+        await asyncio.sleep(1.5)  # the first retry is at once: the live replica's would have happened by now
+        assert ("b", jobs["a"]) not in attempts, "b retried the cleanup of a live replica's job"
+        assert (await row(postgres_url, jobs["ghost"]))["owner_id"] == "b"
+        assert (await row(postgres_url, jobs["a"]))["owner_id"] == "a"
+        a = await replica("a").open()
+        try:
+            await until(lambda: _true(("a", jobs["a"]) in attempts), 5, "a retries its own cleanup")
+            assert ("a", jobs["ghost"]) not in attempts
+        finally:
+            await a.close()
+    finally:
+        await b.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
