@@ -23,7 +23,7 @@ from app.locallxd.daemon import BACKENDS, OFFLINE_ENV, DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients",
-                  "tests.support.postgres",
+                  "tests.support.lxd_cluster", "tests.support.postgres",
                   "tests.support.victim"]
 
 os.environ.setdefault(OFFLINE_ENV, "1")  # the private daemons the tests start reach nothing outside this machine
@@ -32,8 +32,8 @@ _ENV: list[HarnessEnvironment] = []
 
 ALL_BACKENDS = ("lxd", "incus")
 
-# the session's private daemons (either backend); a module's own throwaway daemon
-LXD_FIXTURES = {"lxd_env", "incus_env", "backend_env", "throwaway"}
+# the session's private daemons (either backend), its LXD cluster; a module's own throwaway daemon
+LXD_FIXTURES = {"lxd_env", "incus_env", "backend_env", "lxd_cluster", "throwaway"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
