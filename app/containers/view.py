@@ -29,8 +29,9 @@ async def read_container(client: Client, name: str) -> dict[str, Any]:
 
 
 async def list_with_state(client: Client) -> list[dict[str, Any]]:
-    """Every container of the client's project with its live state, in one call."""
-    return [_data(i) for i in await client.instances.list(recursion=2) if i.type == "container"]
+    """Every container of the client's project with its live state, in one call. An instance on a cluster member
+    LXD cannot reach comes with its name, status `Error` and location only (no type): it is kept."""
+    return [_data(i) for i in await client.instances.list(recursion=2) if i.type in ("container", "")]
 
 
 def addresses_of(data: dict[str, Any]) -> list[dict[str, str]]:
@@ -47,6 +48,13 @@ def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:
     except NetworkConfigError:
         return []
     return [i.model_dump(mode="json") for i in infos]
+
+
+def error_message(status: str, location: str) -> str:
+    """What an `Error` status of a container in a cluster means: LXD could not reach the member holding it."""
+    if status == "Error" and location:
+        return f"LXD cannot reach cluster member {location!r}, which holds this container"
+    return ""
 
 
 def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[str, Any]:
@@ -71,6 +79,7 @@ def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[s
         "ephemeral": bool(data.get("ephemeral")),
         "created_at": data.get("created_at"),
         "location": data.get("location") or "",
+        "status_message": error_message(status, data.get("location") or ""),
         "project": data.get("project") or project,
         "remote": remote,
     }

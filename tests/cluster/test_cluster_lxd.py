@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 
 from app.locallxd.cluster import LocalCluster
@@ -18,37 +15,10 @@ from app.locallxd.daemon import DaemonInfo
 from app.lxd import Client
 from app.main import create_app
 from app.settings import ImageSourceSettings
-from tests.containers.support import unique
+from tests.cluster.conftest import MEMBERS, create_on
 from tests.support.lxd_cluster import CLUSTER_REMOTE, cluster_settings
 
 PROBLEM = "application/problem+json"
-MEMBERS = ["m1", "m2", "m3"]
-
-
-async def _create(c: httpx.AsyncClient, name: str, target: str | None = None, **extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"wait": 120}
-    if target:
-        params["target"] = target
-    r = await c.post("/v1/containers", json={"name": name, "image": {"alias": "busybox"}, **extra}, params=params)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-@pytest.fixture
-async def m1(cluster: LocalCluster) -> AsyncIterator[Client]:
-    """A raw client of the cluster (through m1's unix socket), for checks and cleanup."""
-    async with Client.unix(str(cluster.first.socket_path)) as c:
-        yield c
-
-
-@pytest.fixture
-async def names(m1: Client) -> AsyncIterator[str]:
-    prefix = unique("tcl")
-    yield prefix
-    for name in await m1.instances.names():
-        if name.startswith(prefix):
-            await m1.instances.set_state(name, "stop", force=True)
-            await m1.instances.delete(name)
 
 
 def test_every_member_is_online_and_trusts_the_client_certificate(cluster: LocalCluster) -> None:
@@ -97,8 +67,8 @@ async def test_cluster_members_of_a_standalone_remote_is_a_conflict(client: http
 
 async def test_placement_location_and_default_placement(cluster_client: httpx.AsyncClient, m1: Client,
                                                         names: str) -> None:
-    jobs = await asyncio.gather(*(_create(cluster_client, f"{names}-{m}", target=m) for m in MEMBERS),
-                                _create(cluster_client, f"{names}-any"))
+    jobs = await asyncio.gather(*(create_on(cluster_client, f"{names}-{m}", target=m) for m in MEMBERS),
+                                create_on(cluster_client, f"{names}-any"))
     for job, where in zip(jobs, [*MEMBERS, None], strict=True):
         assert job["status"] == "succeeded", job
         result = job["result"]
@@ -121,8 +91,9 @@ async def test_placement_location_and_default_placement(cluster_client: httpx.As
 
     r = await cluster_client.post("/v1/containers", params={"target": "m9", "wait": 60},
                                   json={"name": f"{names}-nowhere", "image": {"alias": "busybox"}})
-    job = r.json()
-    assert job["status"] == "failed" and "m9" in job["error"]["detail"], job
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM, r.text
+    assert r.json()["type"].endswith("/member-not-found") and "'m9'" in r.json()["detail"]
+    assert r.json()["members"] == MEMBERS
 
 
 async def test_image_found_in_the_cluster_and_copied_into_it(tmp_path: Path, cluster: LocalCluster, m1: Client,
@@ -145,7 +116,7 @@ async def test_image_found_in_the_cluster_and_copied_into_it(tmp_path: Path, clu
         try:
             assert (await m1.images.alias(alias)).target == image_server.image_fingerprint
             # the copied image is one of the cluster's: a container made from it on another member runs
-            job = await _create(gw, f"{names}-copied", target="m3", image={"fingerprint":
+            job = await create_on(gw, f"{names}-copied", target="m3", image={"fingerprint":
                                                                           image_server.image_fingerprint})
             assert job["status"] == "succeeded" and job["result"]["location"] == "m3", job
         finally:
