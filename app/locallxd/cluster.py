@@ -168,6 +168,7 @@ class ClusterInfo:
 
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as LXD's listener: TIME_WAIT does not count
         try:
             s.bind((host, port))
         except OSError:
