@@ -95,7 +95,7 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
                    client_key=str(r.client_key) if r.client_key else None,
                    server_cert=str(r.server_cert) if r.server_cert else None,
                    server_fingerprint=r.server_fingerprint, insecure_skip_verify=r.insecure_skip_verify,
-                   proxy=r.proxy, project=r.project, default=r.default)
+                   proxy=r.proxy, project=r.project, default=r.default, urls=tuple(r.urls))
         for r in settings.effective_remotes()
     ]
 

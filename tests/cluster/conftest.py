@@ -11,6 +11,7 @@ import pytest
 from app.locallxd.cluster import LocalCluster
 from app.lxd import Client
 from tests.containers.support import unique
+from tests.support.cleanup import remove_instance
 
 MEMBERS = ["m1", "m2", "m3"]
 
@@ -37,7 +38,6 @@ async def names(m1: Client) -> AsyncIterator[str]:
     yield prefix
     for name in await m1.instances.names():
         if name.startswith(prefix):
-            await m1.instances.set_state(name, "stop", force=True)
-            await m1.instances.delete(name)
+            await remove_instance(m1, name)
 
 
