@@ -10,6 +10,7 @@ from typing import Any
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
 from app.containers.spec import cpus_of, memory_mib_of, status_of, user_metadata
 from app.lxd.client import Client
+from app.lxd.errors import LXDError
 from app.lxd.models import Instance, InstanceState
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
 
@@ -18,9 +19,22 @@ def _data(inst: Instance) -> dict[str, Any]:
     return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
+UNREACHABLE_MEMBER = "Missing event connection with target cluster member"
+"""What LXD answers (after 10 s) for an instance whose cluster member it cannot reach."""
+
+
 async def read_container(client: Client, name: str) -> dict[str, Any]:
-    """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`."""
-    inst = await client.instances.get(name, recursion=1)
+    """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`. An
+    instance on a cluster member LXD cannot reach is read as LXD lists it: status `Error`, its location, no state."""
+    try:
+        inst = await client.instances.get(name, recursion=1)
+    except LXDError as exc:
+        if UNREACHABLE_MEMBER not in exc.error:
+            raise
+        listed = [i for i in await client.instances.list(recursion=1, filter=f"name eq {name}") if i.name == name]
+        if not listed:
+            raise
+        return {**_data(listed[0]), "_etag": ""}
     if inst.state is None:
         inst.state = await client.instances.state(name)
     data = _data(inst)
