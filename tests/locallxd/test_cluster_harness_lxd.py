@@ -56,3 +56,38 @@ def test_a_cluster_starts_and_stops_cleanly() -> None:
             s.bind((host, int(port)))
     assert started < 60 and stopped < 15, (started, stopped)
     print(f"\ncluster up in {started:.1f}s, stopped and removed in {stopped:.1f}s")
+
+
+def test_a_killed_runs_cluster_is_found_by_check_clean_and_removed_by_cleanup() -> None:
+    """A run killed with its cluster up: `check-clean` names each member's directory and daemon, and removing the
+    stale directories (what `cleanup` does) takes the whole cluster down."""
+    import os
+    import subprocess
+    import sys
+
+    from app.locallxd.daemon import destroy_dir, leftovers_of_finished_runs, stale_dirs
+
+    script = ("import sys\nfrom app.locallxd.cluster import LocalCluster\nfrom app.locallxd.daemon import "
+              "image_tarball\nc = LocalCluster()\nc.start(image_tarball=image_tarball())\n"
+              "print(' '.join(str(m.dir) for m in c.members), flush=True)\nsys.stdin.read()\n")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert owner.stdout is not None
+    dirs = [Path(d) for d in owner.stdout.readline().split()]
+    try:
+        assert len(dirs) == 3 and all(d.is_dir() for d in dirs), dirs
+        owner.kill()
+        owner.wait(10)
+        found = leftovers_of_finished_runs()
+        for d in dirs:
+            assert f"directory {d}" in found, found
+            assert d in list(stale_dirs(d.parent))
+        assert sum(f.startswith("process ") and "lxd --group root" in f for f in found) >= 3, found
+        for d in dirs:
+            destroy_dir(d)
+        assert _traces([str(d) for d in dirs]) == []
+    finally:
+        owner.kill()
+        for d in dirs:
+            if d.exists():
+                destroy_dir(d)
