@@ -3,7 +3,8 @@
 `lxd_env` starts them once per session (installing LXD when missing) and tears them down at the end, even when
 tests fail; `incus_env` does the same for Incus 6.0, started only when a test runs on Incus. When a backend cannot
 start, the tests that need it fail: they never skip. Every test that uses them is marked `lxd` at collection, so
-`pytest -m "not lxd"` runs the quick tests alone.
+`pytest -m "not lxd"` runs the quick tests alone. `lxd_cluster` (tests/support/lxd_cluster.py) is a private
+3-member LXD cluster on loopback addresses, started once by the first test that asks for it.
 
 Backends: `lxd_daemon` (and `image_server`, and every fixture built on them: the gateway `app`/`client`, raw
 clients) is the daemon of the session-scoped `backend`, `lxd` unless a module (or test) is marked

@@ -46,6 +46,8 @@ async def test_a_dead_member_and_its_return(cluster_client: httpx.AsyncClient, c
         r, took = await _timed(gw.get(f"/v1/containers/{names}-m3", headers=LIVE))  # LXD itself waits 10 s
         assert r.status_code == 200 and took < 12.0, (r.text, took)
         assert r.json()["status"] == "Error" and "'m3'" in r.json()["status_message"], r.json()
+        r, took = await _timed(gw.get(f"/v1/containers/{names}-m3"))  # the read model took what was read live
+        assert r.headers["x-gateway-cache"] == "hit" and took < 1.0 and r.json()["status"] == "Error", r.text
 
         # a create placed on it, before LXD knows: the job fails at once, naming the member
         r, took = await _timed(gw.post("/v1/containers", params={"target": "m3", "wait": 10},
