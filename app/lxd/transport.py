@@ -28,6 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, error_for
 
 USER_AGENT = "lxd-gateway"
+RETIRE_GRACE = 30.0
+"""Seconds the connections of a member URL moved away from stay open for the calls still under way on them."""
 
 
 def normalise_fingerprint(fp: str) -> str:
@@ -50,7 +52,8 @@ class Transport:
         self.urls = [self.base_url, *dict.fromkeys(u.rstrip("/") for u in fallback_urls
                                                    if u.rstrip("/") != self.base_url)]
         """The endpoint's URLs (several members of one cluster): `base_url` is the one in use."""
-        self._retired: list[httpx.AsyncClient] = []
+        self._retired: list[httpx.AsyncClient] = []  # the clients of URLs moved away from, closed after a grace
+        self._closing: set[asyncio.Future[None]] = set()
         self.uds = uds
         self.client_cert, self.client_key = client_cert, client_key
         self.server_cert = server_cert
@@ -167,10 +170,21 @@ class Transport:
         async with self._lock:
             if self.base_url == failed:
                 self.base_url = self.urls[(self.urls.index(failed) + 1) % len(self.urls)]
-                self._retired += [c for c in (self._short, self._long) if c is not None]
+                old = [c for c in (self._short, self._long) if c is not None]
                 self._short = self._long = None
+                self._retired += old
+                if old:
+                    asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, old)
                 self._ssl = None if self.server_fingerprint else self._ssl  # a pin by fingerprint is checked again
         return True
+
+    def _close_retired(self, clients: list[httpx.AsyncClient]) -> None:
+        for c in clients:
+            if c in self._retired:
+                self._retired.remove(c)
+                task = asyncio.ensure_future(c.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     # ------------------------------------------------------------------------------------------ HTTP
 
@@ -292,7 +306,8 @@ class Transport:
 
     async def aclose(self) -> None:
         self._closed = True
-        for c in (self._short, self._long, *self._retired):
+        retired, self._retired = self._retired, []
+        for c in (self._short, self._long, *retired):
             if c is not None:
                 await c.aclose()
         self._short = self._long = None
