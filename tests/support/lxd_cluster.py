@@ -33,9 +33,9 @@ def lxd_cluster() -> Iterator[LocalCluster]:
         pytest.fail(f"the private LXD cluster could not be started: {exc}", pytrace=False)
     try:
         cluster.start(image_tarball=image_tarball())
-    except (HarnessError, OSError) as exc:
+    except Exception as exc:  # whatever failed, the members that did start are removed
         cluster.stop()
-        pytest.fail(f"the private LXD cluster could not be started: {exc}", pytrace=False)
+        pytest.fail(f"the private LXD cluster could not be started: {exc!r}", pytrace=False)
     try:
         yield cluster
     finally:
