@@ -21,12 +21,13 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -126,8 +127,6 @@ class ClusterMemberDaemon(LocalDaemon):
         time.sleep(0.2)
         unmount_under(self.dir)
         remove_lock_dir(self.dir)
-        import shutil
-
         shutil.rmtree(self.dir, ignore_errors=True)
         if self.dir.exists():
             unmount_under(self.dir)
@@ -156,7 +155,6 @@ class ClusterInfo:
     image_alias: str = "busybox"
     image_fingerprint: str = ""
     backend: str = "lxd"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def urls(self) -> list[str]:
@@ -195,6 +193,15 @@ class LocalCluster:
 
     def member(self, name: str) -> ClusterMemberDaemon:
         return next(m for m in self.members if m.name == name)
+
+    def revive(self) -> list[str]:
+        """Restart every member whose daemon is not running, wait until the cluster sees each Online; their names."""
+        dead = [m for m in self.members if not _pid_alive(m.state.daemon_pid)]
+        for m in dead:
+            m.restart()
+        for m in dead:
+            self.wait_status(m.name, "Online")
+        return [m.name for m in dead]
 
     @property
     def first(self) -> ClusterMemberDaemon:

@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from app.locallxd.cluster import ClusterInfo, LocalCluster
-from app.locallxd.daemon import HarnessError, _pid_alive, ensure_installed, image_tarball
+from app.locallxd.daemon import HarnessError, ensure_installed, image_tarball
 from app.main import create_app
 from app.settings import RemoteSettings, Settings
 from tests.support.app import model_in_sync
@@ -42,20 +42,10 @@ def lxd_cluster() -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-def revive_members(cluster: LocalCluster) -> list[str]:
-    """Restart every member whose daemon is not running and wait until the cluster sees it Online again."""
-    dead = [m for m in cluster.members if not _pid_alive(m.state.daemon_pid)]
-    for m in dead:
-        m.restart()
-    for m in dead:
-        cluster.wait_status(m.name, "Online")
-    return [m.name for m in dead]
-
-
 @pytest.fixture
 def cluster(lxd_cluster: LocalCluster) -> LocalCluster:
     """The session cluster with every member up."""
-    revive_members(lxd_cluster)
+    lxd_cluster.revive()
     return lxd_cluster
 
 
