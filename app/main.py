@@ -60,6 +60,7 @@ from app.projects.router import router as projects_router
 from app.remotes.router import follow_remotes
 from app.remotes.router import router as remotes_router
 from app.server.router import router as server_router
+from app.server.router_cluster import router as cluster_router
 from app.settings import Settings, SettingsError, load_settings
 from app.storage import jobs as storage_jobs
 from app.storage.router import router as storage_router
@@ -95,7 +96,7 @@ def remote_specs(settings: Settings) -> list[RemoteSpec]:
                    client_key=str(r.client_key) if r.client_key else None,
                    server_cert=str(r.server_cert) if r.server_cert else None,
                    server_fingerprint=r.server_fingerprint, insecure_skip_verify=r.insecure_skip_verify,
-                   proxy=r.proxy, project=r.project, default=r.default)
+                   proxy=r.proxy, project=r.project, default=r.default, urls=tuple(r.urls))
         for r in settings.effective_remotes()
     ]
 
@@ -239,7 +240,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(audit_router)
     for router in (images_router, profiles_router, networks_router, storage_router, projects_router,
-                   certificates_router, server_router, remotes_router):
+                   certificates_router, server_router, cluster_router, remotes_router):
         app.include_router(router)
     app.state.metrics = Metrics()
     app.add_middleware(AllRemotes, timeout=settings.lxd_timeout_seconds + 5)

@@ -31,6 +31,8 @@ class RemoteSettings(BaseModel):
     proxy: str | None = Field(None, description="HTTP proxy for this remote")
     project: str = "default"
     default: bool = False
+    urls: list[str] = Field(default_factory=list, description="more `https://` member URLs of a clustered remote: "
+                            "when the member at `url` cannot be reached, the gateway moves to the next")
 
     @field_validator("url")
     @classmethod
@@ -38,6 +40,13 @@ class RemoteSettings(BaseModel):
         if not (v.startswith("unix://") or v.startswith("https://")):
             raise ValueError("must start with unix:// or https://")
         return v.rstrip("/")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        if any(not u.startswith("https://") for u in v):
+            raise ValueError("member URLs must start with https://")
+        return [u.rstrip("/") for u in v]
 
     @field_validator("server_fingerprint")
     @classmethod

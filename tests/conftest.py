@@ -3,7 +3,8 @@
 `lxd_env` starts them once per session (installing LXD when missing) and tears them down at the end, even when
 tests fail; `incus_env` does the same for Incus 6.0, started only when a test runs on Incus. When a backend cannot
 start, the tests that need it fail: they never skip. Every test that uses them is marked `lxd` at collection, so
-`pytest -m "not lxd"` runs the quick tests alone.
+`pytest -m "not lxd"` runs the quick tests alone. `lxd_cluster` (tests/support/lxd_cluster.py) is a private
+3-member LXD cluster on loopback addresses, started once by the first test that asks for it.
 
 Backends: `lxd_daemon` (and `image_server`, and every fixture built on them: the gateway `app`/`client`, raw
 clients) is the daemon of the session-scoped `backend`, `lxd` unless a module (or test) is marked
@@ -23,7 +24,7 @@ from app.locallxd.daemon import BACKENDS, OFFLINE_ENV, DaemonInfo, HarnessError
 from tests.support.lxd_env import HarnessEnvironment, harness_environment
 
 pytest_plugins = ["tests.fakes.fixtures", "tests.support.app", "tests.support.job_store", "tests.support.lxd_clients",
-                  "tests.support.postgres",
+                  "tests.support.lxd_cluster", "tests.support.postgres",
                   "tests.support.victim"]
 
 os.environ.setdefault(OFFLINE_ENV, "1")  # the private daemons the tests start reach nothing outside this machine
@@ -32,8 +33,8 @@ _ENV: list[HarnessEnvironment] = []
 
 ALL_BACKENDS = ("lxd", "incus")
 
-# the session's private daemons (either backend); a module's own throwaway daemon
-LXD_FIXTURES = {"lxd_env", "incus_env", "backend_env", "throwaway"}
+# the session's private daemons (either backend), its LXD cluster; a module's own throwaway daemon
+LXD_FIXTURES = {"lxd_env", "incus_env", "backend_env", "lxd_cluster", "throwaway"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

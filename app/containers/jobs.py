@@ -132,6 +132,11 @@ async def _recover_create(job: Job, ctx: JobContext) -> RecoveryOutcome:
                                   "nothing was left behind")
 
 
+def _on_member(detail: str, target: str | None) -> str:
+    """A create failure's detail, naming the cluster member it was placed on."""
+    return f"on cluster member {target!r}: {detail}" if target and repr(target) not in detail else detail
+
+
 async def create_container(ctx: JobContext) -> dict[str, Any]:
     """Find (or copy) the image, create the container, start it; a failed start removes it again."""
     env = workflow_env(ctx)
@@ -159,7 +164,13 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
     except ImageError as exc:
         raise JobFailure("image-not-found", str(exc)) from exc
     except ContainerCreateError as exc:
-        raise JobFailure("create-failed", str(exc), lxd_error=str(exc.__cause__ or exc)) from exc
+        raise JobFailure("create-failed", _on_member(str(exc), target),
+                         lxd_error=str(exc.__cause__ or exc)) from exc
+    except LXDError as exc:
+        if not target:
+            raise
+        raise JobFailure("create-failed", _on_member(f"could not create {spec.name!r}: {exc.error}", target),
+                         lxd_error=exc.error) from exc
     view = await _view(ctx, client, spec.name)
     view["image"] = {"fingerprint": created.image.fingerprint, "local": created.image.local}
     if created.unknown_parents:

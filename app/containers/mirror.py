@@ -24,7 +24,7 @@ async def load_one(client: Client, remote: str, name: str) -> Shaped | None:
         data = await read_container(client, name)
     except NotFound:
         return None
-    if data.get("type", "container") != "container":
+    if (data.get("type") or "container") != "container":  # no type: on a cluster member LXD cannot reach
         return None
     return container_view(data, remote=remote, project=client.project or "default")
 

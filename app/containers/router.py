@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.containers.listing import select
 from app.containers.mirror import KIND
+from app.containers.placement import check_target
 from app.containers.spec import ContainerSpec, user_metadata
 from app.containers.view import container_view
 from app.http.auth import TICKETS_ACCEPTED_WHEN_WATCHING, require
@@ -114,7 +115,9 @@ class ContainerOut(BaseModel):
     description: str = Field("", description="free text")
     ephemeral: bool = Field(False, description="LXD deletes the container when it stops")
     created_at: str | None
-    location: str
+    location: str = Field(description="the cluster member holding it (`none` or empty on a standalone server)")
+    status_message: str = Field("", description="why the status is `Error`, when the gateway knows (a cluster "
+                                "member LXD cannot reach)")
     project: str
     remote: str
 
@@ -387,6 +390,7 @@ async def create_container(
         await enforce_expanded(request, b, profiles=draft.profiles,
                                layers=[Layer(config=draft.config, devices=draft.devices)])
         await require_free_name(b, spec.name)
+        await check_target(b.client, b.remote, target)
 
     params = spec.model_dump(mode="json")
     if target:

@@ -10,6 +10,7 @@ from typing import Any
 from app.containers.addresses import DEFAULT_SKIPPED_INTERFACES, container_addresses
 from app.containers.spec import cpus_of, memory_mib_of, status_of, user_metadata
 from app.lxd.client import Client
+from app.lxd.errors import LXDError
 from app.lxd.models import Instance, InstanceState
 from app.networks.decisions import NetworkConfigError, interface_info_from_devices, nic_devices
 
@@ -18,9 +19,22 @@ def _data(inst: Instance) -> dict[str, Any]:
     return inst.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
+UNREACHABLE_MEMBER = "Missing event connection with target cluster member"
+"""What LXD answers (after 10 s) for an instance whose cluster member it cannot reach."""
+
+
 async def read_container(client: Client, name: str) -> dict[str, Any]:
-    """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`."""
-    inst = await client.instances.get(name, recursion=1)
+    """The instance with its live `state` (one call where the server returns both), its ETag in `_etag`. An
+    instance on a cluster member LXD cannot reach is read as LXD lists it: status `Error`, its location, no state."""
+    try:
+        inst = await client.instances.get(name, recursion=1)
+    except LXDError as exc:
+        if UNREACHABLE_MEMBER not in exc.error:
+            raise
+        listed = [i for i in await client.instances.list(recursion=1, filter=f"name eq {name}") if i.name == name]
+        if not listed:
+            raise
+        return {**_data(listed[0]), "_etag": ""}
     if inst.state is None:
         inst.state = await client.instances.state(name)
     data = _data(inst)
@@ -29,8 +43,9 @@ async def read_container(client: Client, name: str) -> dict[str, Any]:
 
 
 async def list_with_state(client: Client) -> list[dict[str, Any]]:
-    """Every container of the client's project with its live state, in one call."""
-    return [_data(i) for i in await client.instances.list(recursion=2) if i.type == "container"]
+    """Every container of the client's project with its live state, in one call. An instance on a cluster member
+    LXD cannot reach comes with its name, status `Error` and location only (no type): it is kept."""
+    return [_data(i) for i in await client.instances.list(recursion=2) if i.type in ("container", "")]
 
 
 def addresses_of(data: dict[str, Any]) -> list[dict[str, str]]:
@@ -47,6 +62,13 @@ def interfaces_of(data: dict[str, Any]) -> list[dict[str, Any]]:
     except NetworkConfigError:
         return []
     return [i.model_dump(mode="json") for i in infos]
+
+
+def error_message(status: str, location: str) -> str:
+    """What an `Error` status of a container in a cluster means: LXD could not reach the member holding it."""
+    if status == "Error" and location:
+        return f"LXD cannot reach cluster member {location!r}, which holds this container"
+    return ""
 
 
 def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[str, Any]:
@@ -71,6 +93,7 @@ def container_view(data: dict[str, Any], *, remote: str, project: str) -> dict[s
         "ephemeral": bool(data.get("ephemeral")),
         "created_at": data.get("created_at"),
         "location": data.get("location") or "",
+        "status_message": error_message(status, data.get("location") or ""),
         "project": data.get("project") or project,
         "remote": remote,
     }

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 
 class StatusCode(IntEnum):
@@ -291,6 +291,14 @@ class Instance(Tagged):
     location: str = ""
     project: str = ""
     state: InstanceState | None = None
+
+    @field_validator("config", "devices", "expanded_config", "expanded_devices", "profiles", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any, info: ValidationInfo) -> Any:
+        """A cluster member that cannot be reached lists its instances with `null` for these (status `Error`)."""
+        if v is None:
+            return [] if info.field_name == "profiles" else {}
+        return v
 
     def writable(self) -> dict[str, Any]:
         """The fields a PUT replaces."""

@@ -24,6 +24,8 @@ class RemoteSpec:
     proxy: str | None = None
     project: str = "default"
     default: bool = False
+    urls: tuple[str, ...] = ()
+    """More member URLs of a clustered remote, moved to when the current one cannot be reached."""
 
     @property
     def protocol(self) -> str:
@@ -37,7 +39,7 @@ def open_client(spec: RemoteSpec, *, timeout: float = 30.0) -> Client:
     return Client.https(spec.url, client_cert=spec.client_cert, client_key=spec.client_key,
                         server_cert=spec.server_cert, server_fingerprint=spec.server_fingerprint,
                         insecure=spec.insecure_skip_verify, proxy=spec.proxy, project=spec.project,
-                        timeout=timeout)
+                        timeout=timeout, fallback_urls=tuple(spec.urls))
 
 
 CHECK_TTL = 1.0

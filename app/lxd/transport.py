@@ -28,6 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from app.lxd.errors import LXDError, LXDTimeout, LXDUnavailable, error_for
 
 USER_AGENT = "lxd-gateway"
+RETIRE_GRACE = 30.0
+"""Seconds the connections of a member URL moved away from stay open for the calls still under way on them."""
 
 
 def normalise_fingerprint(fp: str) -> str:
@@ -43,10 +45,15 @@ class Transport:
                  timeout: float = 30.0, connect_timeout: float = 10.0, pool_timeout: float = 10.0,
                  max_connections: int = 20, max_long_connections: int = 64,
                  http_transport: httpx.AsyncBaseTransport | None = None,
-                 min_tls: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3) -> None:
+                 min_tls: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3, fallback_urls: tuple[str, ...] = ()) -> None:
         if server_fingerprint and len(normalise_fingerprint(server_fingerprint)) != 64:
             raise ValueError("server_fingerprint must be a sha256 (64 hex digits)")
         self.base_url = base_url.rstrip("/")
+        self.urls = [self.base_url, *dict.fromkeys(u.rstrip("/") for u in fallback_urls
+                                                   if u.rstrip("/") != self.base_url)]
+        """The endpoint's URLs (several members of one cluster): `base_url` is the one in use."""
+        self._retired: list[httpx.AsyncClient] = []  # the clients of URLs moved away from, closed after a grace
+        self._closing: set[asyncio.Future[None]] = set()
         self.uds = uds
         self.client_cert, self.client_key = client_cert, client_key
         self.server_cert = server_cert
@@ -155,6 +162,30 @@ class Transport:
                     self._long = self._make_client(long=True, ctx=ctx)
         return self._short, self._long
 
+    async def fail_over(self, failed: str) -> bool:
+        """Move to the next of `urls` after `failed` could not be reached; False when there is no other. The
+        clients of the old URL are closed with this transport (calls under way on them finish as they can)."""
+        if len(self.urls) < 2:
+            return False
+        async with self._lock:
+            if self.base_url == failed:
+                self.base_url = self.urls[(self.urls.index(failed) + 1) % len(self.urls)]
+                old = [c for c in (self._short, self._long) if c is not None]
+                self._short = self._long = None
+                self._retired += old
+                if old:
+                    asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, old)
+                self._ssl = None if self.server_fingerprint else self._ssl  # a pin by fingerprint is checked again
+        return True
+
+    def _close_retired(self, clients: list[httpx.AsyncClient]) -> None:
+        for c in clients:
+            if c in self._retired:
+                self._retired.remove(c)
+                task = asyncio.ensure_future(c.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
     # ------------------------------------------------------------------------------------------ HTTP
 
     def _unavailable(self, exc: Exception, method: str, path: str) -> LXDUnavailable | LXDTimeout:
@@ -173,20 +204,35 @@ class Transport:
     async def request(self, method: str, path: str, *, long: bool = False, params: Mapping[str, Any] | None = None,
                       json: Any = None, content: Any = None, headers: Mapping[str, str] | None = None,
                       timeout: float | None = None) -> httpx.Response:
-        """Send one request and read the whole response."""
-        short, lng = await self._clients()
-        client = lng if long else short
+        """Send one request and read the whole response. With several `urls`, a request that could not connect
+        (it was never sent) is sent again to the next URL, each URL tried once."""
         kw: dict[str, Any] = {}
         if timeout is not None:
             kw["timeout"] = httpx.Timeout(timeout, connect=self.connect_timeout, pool=self.pool_timeout)
         start = time.perf_counter()
-        try:
-            response = await client.request(method, path, params=params, json=json, content=content,
-                                            headers=headers, **kw)
-        except httpx.HTTPError as exc:
-            error = self._unavailable(exc, method, path)
-            self._observe(method, start, "timeout" if isinstance(error, LXDTimeout) else "unavailable")
-            raise error from exc
+        tried: set[str] = set()
+        while True:
+            url = self.base_url
+            try:
+                short, lng = await self._clients()
+                client = lng if long else short
+                response = await client.request(method, path, params=params, json=json, content=content,
+                                                headers=headers, **kw)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout, LXDUnavailable) as exc:
+                # never sent: not connected, or (pin by fingerprint) the certificate could not be fetched
+                tried.add(url)
+                if not self._closed and len(tried) < len(self.urls) and await self.fail_over(url):
+                    continue
+                if isinstance(exc, LXDUnavailable):
+                    raise
+                error = self._unavailable(exc, method, path)
+                self._observe(method, start, "unavailable")
+                raise error from exc
+            except httpx.HTTPError as exc:
+                error = self._unavailable(exc, method, path)
+                self._observe(method, start, "timeout" if isinstance(error, LXDTimeout) else "unavailable")
+                raise error from exc
         code = response.status_code
         self._observe(method, start, "ok" if code < 400 else f"{code // 100}xx")
         return response
@@ -218,6 +264,21 @@ class Transport:
         kw: dict[str, Any] = {"open_timeout": open_timeout or self.connect_timeout, "max_size": None,
                               "ping_interval": keepalive, "ping_timeout": keepalive,
                               "user_agent_header": USER_AGENT, "compression": None}
+        tried: set[str] = set()
+        while True:
+            url = self.base_url
+            try:
+                return await self._websocket(path, query, kw)
+            except (OSError, TimeoutError, LXDUnavailable) as exc:
+                tried.add(url)
+                if self.uds is None and len(tried) < len(self.urls) and await self.fail_over(url):
+                    continue
+                if isinstance(exc, LXDUnavailable):
+                    raise
+                raise LXDUnavailable(f"websocket to {path} failed: {exc or type(exc).__name__}", method="GET",
+                                     path=path) from exc
+
+    async def _websocket(self, path: str, query: str, kw: dict[str, Any]) -> ClientConnection:
         try:
             if self.uds is not None:
                 return await unix_connect(self.uds, f"ws://lxd{path}{query}", **kw)
@@ -237,13 +298,16 @@ class Transport:
             except (ValueError, AttributeError):
                 pass
             raise error_for(status, text or f"websocket refused with HTTP {status}", method="GET", path=path) from exc
-        except (OSError, TimeoutError, ssl.SSLError, websockets.WebSocketException) as exc:
+        except (OSError, TimeoutError):
+            raise  # not connected: the caller may move to another URL
+        except (ssl.SSLError, websockets.WebSocketException) as exc:
             raise LXDUnavailable(f"websocket to {path} failed: {exc or type(exc).__name__}", method="GET",
                                  path=path) from exc
 
     async def aclose(self) -> None:
         self._closed = True
-        for c in (self._short, self._long):
+        retired, self._retired = self._retired, []
+        for c in (self._short, self._long, *retired):
             if c is not None:
                 await c.aclose()
         self._short = self._long = None
