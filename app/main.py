@@ -27,6 +27,7 @@ from app.containers.router_snapshots import router as snapshots_router
 from app.events.router import router as events_router
 from app.health.router import router as health_router
 from app.health.router_metrics import router as metrics_router
+from app.http.asyncapi import install_asyncapi
 from app.http.auth import SharedTicketBook, TicketBook
 from app.http.docs import install_docs
 from app.http.errors import JobProblem, Problem, problem_of
@@ -276,4 +277,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_asyncapi(app)
     return app

@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 
 from app.locallxd.daemon import DaemonInfo
 from tests.containers.support import create, job_ends, remove_all, unique
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
+ASYNCAPI = OPENAPI.with_name("asyncapi.json")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,24 @@ def check(validator: Draft202012Validator, job: dict[str, Any]) -> dict[str, Any
     errors = [f"{list(e.absolute_path)}: {e.message[:300]}" for e in validator.iter_errors(job)]
     assert not errors, (job["kind"], errors)
     return job
+
+
+async def check_sse(client: httpx.AsyncClient, job_id: str) -> None:
+    """The job's Server-Sent Events (an ended job: `snapshot`, then `end`) fit the AsyncAPI document's
+    `JobMessage`."""
+    document = json.loads(ASYNCAPI.read_text())
+    validator = Draft7Validator({**document, "$ref": "#/components/schemas/JobMessage"},
+                                format_checker=Draft7Validator.FORMAT_CHECKER)
+    r = await client.get(f"/v1/jobs/{job_id}/events")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    events = [dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+              for block in r.text.split("\n\n") if block.strip() and not block.startswith(":")]
+    assert [e["event"] for e in events] == ["snapshot", "end"], events
+    for event in events:
+        message = json.loads(event["data"])
+        assert message["type"] == event["event"] and str(message["seq"]) == event["id"]
+        errors = [f"{list(e.absolute_path)}: {e.message[:300]}" for e in validator.iter_errors(message)]
+        assert not errors, errors
 
 
 async def test_every_job_answered_fits_its_kind_in_the_document(
@@ -55,6 +74,7 @@ async def test_every_job_answered_fits_its_kind_in_the_document(
         job = await run(await client.post(f"/v1/containers/{name}/exec", params={"wait": 60},
                                           json={"command": ["sh", "-c", "echo out; echo err >&2"]}))
         assert job["result"]["stdout"] == "out\n"
+        await check_sse(client, job["id"])
         failed = await job_ends(client, await client.post(
             f"/v1/containers/{name}/exec", params={"wait": 60}, json={"command": ["sleep", "30"], "timeout": 1}))
         assert failed["status"] == "failed" and failed["error"]["status"] == 504, failed
