@@ -14,6 +14,7 @@ import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from app.locallxd.daemon import DaemonInfo
+from app.locallxd.image import build_busybox_image
 from tests.containers.support import create, job_ends, remove_all, unique
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
@@ -113,3 +114,25 @@ async def test_every_job_answered_fits_its_kind_in_the_document(
         await remove_all(lxd_daemon.socket_path, prefix)
         await client.delete(f"/v1/storage-pools/{pool}/volumes/v1")
         await client.delete(f"/v1/storage-pools/{pool}")
+
+
+async def test_image_jobs_fit_their_kinds_in_the_document(
+        client: httpx.AsyncClient, tmp_path: Path, job_validator: Draft202012Validator) -> None:
+    tarball = build_busybox_image(tmp_path / "oa.tar.gz", description="lgw openapi")
+    alias = f"lgw/oa/{secrets.token_hex(3)}"
+    r = await client.post("/v1/images/upload", params={"aliases": [alias], "wait": 60}, content=tarball.read_bytes(),
+                          headers={"Content-Type": "application/octet-stream"})
+    imported = check(job_validator, await job_ends(client, r))
+    assert imported["kind"] == "image.import" and imported["status"] == "succeeded", imported
+    fingerprint = imported["result"]["fingerprint"]
+    try:
+        check(job_validator, (await client.get(f"/v1/jobs/{imported['id']}")).json())
+        found = check(job_validator, await job_ends(client, await client.post(
+            "/v1/images/find", params={"wait": 60}, json={"alias": alias})))
+        assert found["status"] == "succeeded" and found["result"]["local"] is True, found
+        check(job_validator, (await client.get(f"/v1/jobs/{found['id']}")).json())
+    finally:
+        deleted = check(job_validator, await job_ends(client, await client.delete(
+            f"/v1/images/{fingerprint}", params={"wait": 60})))
+    assert deleted["status"] == "succeeded" and deleted["result"] == {"fingerprint": fingerprint, "deleted": True}
+    check(job_validator, (await client.get(f"/v1/jobs/{deleted['id']}")).json())
