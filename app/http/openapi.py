@@ -75,7 +75,8 @@ def _streams_of(tag: str) -> str:
              for path, s in STREAMS.items() if s["tag"] == tag]
     if not lines:
         return ""
-    return "\n\nStreams (listed under `x-websockets` in this document):\n\n" + "\n".join(lines) + "\n\n" + STREAM_AUTH
+    return ("\n\nStreams (listed under `x-websockets` in this document, and in the AsyncAPI document "
+            "`/asyncapi.json`):\n\n" + "\n".join(lines) + "\n\n" + STREAM_AUTH)
 
 
 TAGS: list[tuple[str, str]] = [
