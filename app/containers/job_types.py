@@ -3,7 +3,7 @@ document's `Job` union. The steps read and write plain dicts; these models only 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,7 @@ from app.containers.router import EXAMPLE_CONTAINER, ContainerOut
 from app.containers.router_exec import ExecBody
 from app.containers.spec import ContainerSpec
 
+EXAMPLE_CONTAINER_JSON: dict[str, Any] = dict(EXAMPLE_CONTAINER)
 CONTAINER = Field(description="the container", examples=["web1"])
 
 
@@ -75,7 +76,7 @@ class CreatedContainer(ContainerOut):
     """The container as created (and started, unless asked not to), with the image it was made from."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {**EXAMPLE_CONTAINER, "image": {"fingerprint": "8e1c4b8e3d2a", "local": True}}]})
+        {**EXAMPLE_CONTAINER_JSON, "image": {"fingerprint": "8e1c4b8e3d2a", "local": True}}]})
 
     image: CreatedImage
     unknown_parents: list[str] | None = Field(None, description="NIC parents LXD did not know (absent when none)",

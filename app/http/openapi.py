@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIWebSocketRoute
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.routing import WebSocketRoute
 
 JOB_MESSAGE = ("`{type: snapshot|progress|status|output|end, seq, job, data?}`; `snapshot` and `end` carry the whole "
@@ -284,7 +284,8 @@ def job_union(schema: dict[str, Any], kinds: Iterable[Any], problem: type[BaseMo
         base["required"].append("created_at")
     typed = [k for k in kinds if k.params is not None or k.result is not None]
     models = list(dict.fromkeys(m for k in typed for m in (k.params, k.result) if m is not None))
-    modes = {**{k.params: "validation" for k in typed}, **{k.result: "serialization" for k in typed}}
+    modes: dict[Any, JsonSchemaMode] = {**{k.params: "validation" for k in typed},
+                                        **{k.result: "serialization" for k in typed}}
     refs, defs = models_json_schema([(m, modes[m]) for m in models], ref_template=REF)
     _merge(schemas, defs.get("$defs", {}))
     variants: dict[str, str] = {}
