@@ -199,7 +199,9 @@ def asyncapi_document(openapi: dict[str, Any]) -> dict[str, Any]:
     operations: dict[str, Any] = {}
 
     def channel(cid: str, address: str, server: dict[str, str], description: str, sends: list[str],
-                receives: tuple[str, ...] = (), bindings: dict[str, Any] | None = None) -> None:
+                receives: tuple[str, ...] = (), bindings: dict[str, Any] | None = None,
+                http_query: dict[str, Any] | None = None) -> None:
+        """The channel `cid`; `http_query`: a Server-Sent Events stream, opened by a GET with that query."""
         messages = list(dict.fromkeys([*sends, *receives]))
         channels[cid] = {"address": address, "description": description, "servers": [server],
                          "messages": {m: _msg(m) for m in messages}}
@@ -213,6 +215,9 @@ def asyncapi_document(openapi: dict[str, Any]) -> dict[str, Any]:
                     "action": action, "channel": {"$ref": f"#/channels/{cid}"},
                     "summary": ("what the gateway sends" if action == "send" else "what the client sends"),
                     "messages": [{"$ref": f"#/channels/{cid}/messages/{m}"} for m in names]}
+                if http_query is not None:
+                    operations[f"{cid}.{action}"]["bindings"] = {"http": {
+                        "method": "GET", "query": {"type": "object", **http_query}, "bindingVersion": "0.3.0"}}
 
     def text(path: str) -> str:
         known = STREAMS[path]
@@ -222,7 +227,8 @@ def asyncapi_document(openapi: dict[str, Any]) -> dict[str, Any]:
             bindings=_ws_binding())
     channel("jobsWs", "/v1/jobs/ws", ws, text("/v1/jobs/ws"), ["jobMessage"],
             bindings=_ws_binding(kind={"type": "string", "description": "only jobs of this kind"}))
-    channel("jobEvents", "/v1/jobs/{job_id}/events", http, text("/v1/jobs/{job_id}/events"), ["jobEvent"])
+    channel("jobEvents", "/v1/jobs/{job_id}/events", http, text("/v1/jobs/{job_id}/events"), ["jobEvent"],
+            http_query={"properties": {"ticket": QUERY["ticket"]}})
     channel("events", "/v1/events", ws, text("/v1/events"), ["eventsSubscribed", "lxdEvent", "eventsGap",
                                                               "streamError"],
             bindings=_ws_binding(remote=QUERY["remote"], project=QUERY["project"], type={
@@ -246,9 +252,12 @@ def asyncapi_document(openapi: dict[str, Any]) -> dict[str, Any]:
             "name": f"{cid}Change", "title": "Change", "contentType": "text/event-stream",
             "summary": "`event: added|modified|deleted`, `id:` the version, `data:` the object (a deleted one as "
                        "last seen)", "payload": _ref(item)}
-        channel(cid, path + "?watch=true", http,
+        channel(cid, path, http,
                 f"`GET {path}?watch=true`: the collection's changes as Server-Sent Events; send the last `id` back "
-                "as `Last-Event-ID` to resume; a comment heartbeat every 15 s.", [f"{cid}Resync", f"{cid}Change"])
+                "as `Last-Event-ID` to resume; a comment heartbeat every 15 s.", [f"{cid}Resync", f"{cid}Change"],
+                http_query={"properties": {"watch": {"type": "boolean", "const": True}, "remote": QUERY["remote"],
+                                           "project": QUERY["project"], "ticket": QUERY["ticket"]},
+                            "required": ["watch"]})
     messages = {**_messages(), **watch_messages}
     schemas = copy.deepcopy(openapi.get("components", {}).get("schemas", {}))
     own = {**STREAM_SCHEMAS, **watch_schemas}
