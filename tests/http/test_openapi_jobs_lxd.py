@@ -11,11 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from app.locallxd.daemon import DaemonInfo
 from app.locallxd.image import build_busybox_image
+from app.main import create_app
+from app.settings import ImageSourceSettings
 from tests.containers.support import create, job_ends, remove_all, unique
+from tests.support.app import make_settings
 
 OPENAPI = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 ASYNCAPI = OPENAPI.with_name("asyncapi.json")
@@ -136,3 +140,25 @@ async def test_image_jobs_fit_their_kinds_in_the_document(
             f"/v1/images/{fingerprint}", params={"wait": 60})))
     assert deleted["status"] == "succeeded" and deleted["result"] == {"fingerprint": fingerprint, "deleted": True}
     check(job_validator, (await client.get(f"/v1/jobs/{deleted['id']}")).json())
+
+
+async def test_image_copy_and_a_failed_find_fit_the_document(
+        tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo,
+        job_validator: Draft202012Validator) -> None:
+    source = ImageSourceSettings(name="lgw-oa", url=image_server.https_url, protocol=image_server.backend,
+                                 certificate=Path(image_server.server_cert))
+    app = create_app(make_settings(tmp_path, lxd_daemon, image_sources=[source]))
+    alias = f"lgw/oa/{secrets.token_hex(3)}"
+    async with LifespanManager(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                                       base_url="http://gw") as c:
+        try:
+            copied = check(job_validator, await job_ends(c, await c.post(
+                "/v1/images", params={"wait": 120},
+                json={"source": {"image_source": "lgw-oa", "alias": "busybox"}, "aliases": [alias]})))
+            assert copied["kind"] == "image.copy" and copied["status"] == "succeeded", copied
+            check(job_validator, (await c.get(f"/v1/jobs/{copied['id']}")).json())
+        finally:
+            await c.delete(f"/v1/images/aliases/{alias}")
+        failed = check(job_validator, await job_ends(c, await c.post(
+            "/v1/images/find", params={"wait": 60}, json={"alias": f"lgw/none/{secrets.token_hex(3)}"})))
+        assert failed["status"] == "failed" and failed["error"]["sources"] == ["lgw-oa"], failed
