@@ -27,9 +27,10 @@ from app.containers.router_snapshots import router as snapshots_router
 from app.events.router import router as events_router
 from app.health.router import router as health_router
 from app.health.router_metrics import router as metrics_router
+from app.http.asyncapi import install_asyncapi
 from app.http.auth import SharedTicketBook, TicketBook
 from app.http.docs import install_docs
-from app.http.errors import Problem, problem_of
+from app.http.errors import JobProblem, Problem, problem_of
 from app.http.fanout import AllRemotes
 from app.http.fastpath import FastRead, FastReads
 from app.http.handlers import install_error_handlers
@@ -37,7 +38,7 @@ from app.http.limits import BodyLimitMiddleware, RateLimit
 from app.http.methods import MethodCheckMiddleware
 from app.http.metrics import Metrics, MetricsMiddleware
 from app.http.open_streams import OpenStreams, StreamGuardMiddleware
-from app.http.openapi import openapi_tags, problems_everywhere, websocket_paths
+from app.http.openapi import complete_document, openapi_tags
 from app.http.owners import OperationOwners
 from app.http.request_id import RequestIdMiddleware
 from app.images import jobs as image_jobs
@@ -269,8 +270,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "type": "http", "scheme": "bearer",
                 "description": "An API token (`python -m app tokens create NAME --scope read`)."}}
             schema["security"] = [{"bearer": []}]
-            schema["x-websockets"] = websocket_paths(app)
-            problems_everywhere(schema)
+            complete_document(schema, app, job_kinds=app.state.job_kinds.all(), job_problem=JobProblem)
             for path in PUBLIC_PATHS:
                 for op in schema["paths"].get(path, {}).values():
                     op["security"] = []
@@ -278,4 +278,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_asyncapi(app)
     return app

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.containers import job_types as jt
 from app.containers.mirror import KIND
 from app.containers.service import (
     ContainerCreateError,
@@ -179,7 +180,8 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
 
 
 CREATE = JobKind.of("container.create", create_container, cancel=CancelPolicy.ROLLBACK_AFTER_STEP,
-                    rollback=_rollback_create, recover=_recover_create)
+                    rollback=_rollback_create, recover=_recover_create, params=jt.ContainerCreateParams,
+                    result=jt.CreatedContainer)
 
 
 # ------------------------------------------------------------------------------------------------ delete
@@ -204,7 +206,8 @@ async def delete_container(ctx: JobContext) -> dict[str, Any]:
     return {"name": name, "deleted": True}
 
 
-DELETE = JobKind.of("container.delete", delete_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
+DELETE = JobKind.of("container.delete", delete_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete,
+                    params=jt.ContainerParams, result=jt.Deleted)
 
 
 async def _recover_remove_many(job: Job, ctx: JobContext) -> RecoveryOutcome:
@@ -240,7 +243,8 @@ async def remove_many(ctx: JobContext) -> dict[str, Any]:
 
 
 REMOVE_MANY = JobKind.of("container.remove-many", remove_many, cancel=CancelPolicy.INTERRUPT,
-                         recover=_recover_remove_many)
+                         recover=_recover_remove_many, params=jt.ContainerRemoveManyParams,
+                         result=jt.RemovedMany)
 
 
 # ------------------------------------------------------------------------------------------------ state actions
@@ -278,11 +282,11 @@ def _action_kind(action: str) -> JobKind:
     return JobKind.of(f"container.{action}", run, cancel=CancelPolicy.INTERRUPT, recover=recover)
 
 
-START = _action_kind("start")
-STOP = _action_kind("stop")
-RESTART = _action_kind("restart")
-FREEZE = _action_kind("freeze")
-UNFREEZE = _action_kind("unfreeze")
+START = _action_kind("start").typed(jt.ContainerActionParams, jt.ContainerOut)
+STOP = _action_kind("stop").typed(jt.ContainerActionParams, jt.ContainerOut)
+RESTART = _action_kind("restart").typed(jt.ContainerActionParams, jt.ContainerOut)
+FREEZE = _action_kind("freeze").typed(jt.ContainerActionParams, jt.ContainerOut)
+UNFREEZE = _action_kind("unfreeze").typed(jt.ContainerActionParams, jt.ContainerOut)
 
 
 # ------------------------------------------------------------------------------------------------ rename, copy
@@ -306,7 +310,8 @@ async def rename_container(ctx: JobContext) -> dict[str, Any]:
     return await _view(ctx, client, new)
 
 
-RENAME = JobKind.of("container.rename", rename_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_rename)
+RENAME = JobKind.of("container.rename", rename_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_rename,
+                    params=jt.ContainerRenameParams, result=jt.ContainerOut)
 
 
 async def _rollback_copy(ctx: JobContext) -> str | None:
@@ -343,7 +348,7 @@ async def copy_container(ctx: JobContext) -> dict[str, Any]:
 
 
 COPY = JobKind.of("container.copy", copy_container, cancel=CancelPolicy.ROLLBACK_AFTER_STEP, rollback=_rollback_copy,
-                  recover=_recover_copy)
+                  recover=_recover_copy, params=jt.ContainerCopyParams, result=jt.ContainerOut)
 
 
 # ------------------------------------------------------------------------------------------------ publish
@@ -380,7 +385,8 @@ async def publish_container(ctx: JobContext) -> dict[str, Any]:
             "public": data.get("public")}
 
 
-PUBLISH = JobKind.of("container.publish", publish_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_publish)
+PUBLISH = JobKind.of("container.publish", publish_container, cancel=CancelPolicy.INTERRUPT, recover=_recover_publish,
+                     params=jt.ContainerPublishParams, result=jt.Published)
 
 
 # ------------------------------------------------------------------------------------------------ snapshots
@@ -409,7 +415,7 @@ async def create_snapshot(ctx: JobContext) -> dict[str, Any]:
 
 
 SNAPSHOT_CREATE = JobKind.of("snapshot.create", create_snapshot, cancel=CancelPolicy.INTERRUPT,
-                             recover=_recover_snapshot_create)
+                             recover=_recover_snapshot_create, params=jt.SnapshotParams, result=jt.SnapshotTaken)
 
 
 def _snapshot_kind(name: str, doc: str, stage: str, message: str, done: str,
@@ -447,7 +453,9 @@ async def _snapshot_left(client: Client, container: str, snap: str) -> bool:
 
 SNAPSHOT_RESTORE = _snapshot_kind(
     "snapshot.restore", "Restore the container to a snapshot.", "restoring", "Restoring {container} to {snapshot}",
-    "restored", lambda client, name, snap: client.instances.restore_snapshot(name, snap), _restore_again)
+    "restored", lambda client, name, snap: client.instances.restore_snapshot(name, snap), _restore_again,
+).typed(jt.SnapshotParams, jt.SnapshotRestored)
 SNAPSHOT_DELETE = _snapshot_kind(
     "snapshot.delete", "Delete a snapshot.", "deleting", "Deleting snapshot {snapshot} of {container}",
-    "deleted", lambda client, name, snap: client.instances.delete_snapshot(name, snap), _snapshot_left)
+    "deleted", lambda client, name, snap: client.instances.delete_snapshot(name, snap), _snapshot_left,
+).typed(jt.SnapshotParams, jt.SnapshotDeleted)

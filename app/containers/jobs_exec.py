@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from app.containers.job_types import ContainerExecParams, ExecResult
 from app.jobs import CancelPolicy, Job, JobContext, JobFailure, JobKind, RecoveryOutcome
 from app.jobs.env import workflow_env
 from app.lxd.errors import ExecTimeout
@@ -111,4 +112,5 @@ async def exec_command(ctx: JobContext) -> dict[str, Any]:
     return result(code)
 
 
-EXEC = JobKind.of("container.exec", exec_command, cancel=CancelPolicy.KILL_PROCESS, recover=_recover_exec)
+EXEC = JobKind.of("container.exec", exec_command, cancel=CancelPolicy.KILL_PROCESS, recover=_recover_exec,
+                  params=ContainerExecParams, result=ExecResult)

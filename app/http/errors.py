@@ -52,6 +52,14 @@ class Problem(BaseModel):
     errors: list[ValidationItem] | None = Field(None, description="validation errors (422 only)")
 
 
+class JobProblem(Problem):
+    """The problem (RFC 9457) of a failed job: a `Problem` whose `status` is null when the failure maps to no HTTP
+    status (a step of the job that gave up), with the job's own details beside it (e.g. `failed`, `removed`)."""
+
+    status: int | None = Field(  # type: ignore[assignment]
+        description="the HTTP status the failure maps to, or null", examples=[409])
+
+
 class ProblemError(Exception):
     """The root of the gateway's errors: raise it (or a subclass) anywhere to answer a problem.
 

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from app.images import job_types as jt
 from app.images.search import ImageError, ImageSource, alias_for, image_progress
 from app.images.service import copy_remote_image, find_image
 from app.jobs import CancelPolicy, Job, JobCancelled, JobContext, JobFailure, JobKind, RecoveryOutcome
@@ -109,7 +110,8 @@ async def find(ctx: JobContext) -> dict[str, Any]:
     return {"fingerprint": fingerprint, "source": source_name, "alias": local_alias, "local": True, "copied": True}
 
 
-FIND = JobKind.of("image.find", find, cancel=CancelPolicy.CANCEL_OPERATION)
+FIND = JobKind.of("image.find", find, cancel=CancelPolicy.CANCEL_OPERATION, params=jt.ImageFindParams,
+                  result=jt.ImageFound)
 
 
 
@@ -190,7 +192,7 @@ async def copy(ctx: JobContext) -> dict[str, Any]:
 
 
 COPY = JobKind.of("image.copy", copy, cancel=CancelPolicy.CANCEL_OPERATION, recover=_recover_copy,
-                  rollback=_rollback_copy)
+                  rollback=_rollback_copy, params=jt.ImageCopyParams, result=jt.ImageSummary)
 
 
 
@@ -262,7 +264,8 @@ async def import_image(ctx: JobContext) -> dict[str, Any]:
     return image_summary(image)
 
 
-IMPORT = JobKind.of("image.import", import_image, cancel=CancelPolicy.INTERRUPT, recover=_recover_import)
+IMPORT = JobKind.of("image.import", import_image, cancel=CancelPolicy.INTERRUPT, recover=_recover_import,
+                    params=jt.ImageImportParams, result=jt.ImageSummary)
 
 
 
@@ -289,4 +292,5 @@ async def delete(ctx: JobContext) -> dict[str, Any]:
     return {"fingerprint": fingerprint, "deleted": True}
 
 
-DELETE = JobKind.of("image.delete", delete, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete)
+DELETE = JobKind.of("image.delete", delete, cancel=CancelPolicy.INTERRUPT, recover=_recover_delete,
+                    params=jt.ImageParams, result=jt.ImageDeleted)

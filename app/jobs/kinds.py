@@ -12,7 +12,7 @@ dead gateway left `running`, from the state of its resource). The application li
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -131,14 +131,23 @@ class JobKind:
     recover: RecoverFn | None = None
     cancel_timeout: float | None = 60.0
     description: str = ""
+    params: type | None = None
+    """A pydantic model describing the job's `params` (for the API's schema only; the steps see a dict)."""
+    result: type | None = None
+    """A pydantic model describing the job's `result` (for the API's schema only; steps return plain data)."""
 
     @classmethod
     def of(cls, name: str, run: StepFn, *, cancel: CancelPolicy = CancelPolicy.INTERRUPT,
            rollback: RollbackFn | None = None, recover: RecoverFn | None = None,
-           cancel_timeout: float | None = 60.0) -> JobKind:
+           cancel_timeout: float | None = 60.0, params: type | None = None, result: type | None = None) -> JobKind:
         """The kind `name` running `run`, described by its docstring."""
         return cls(name=name, run=run, cancel=cancel, rollback=rollback, recover=recover,
-                   cancel_timeout=cancel_timeout, description=(run.__doc__ or "").strip())
+                   cancel_timeout=cancel_timeout, description=(run.__doc__ or "").strip(), params=params,
+                   result=result)
+
+    def typed(self, params: type | None, result: type | None) -> JobKind:
+        """This kind with the models describing its `params` and its `result` in the API's schema."""
+        return replace(self, params=params, result=result)
 
 
 class UnknownJobKind(LookupError):
@@ -171,3 +180,7 @@ class JobKinds:
 
     def names(self) -> list[str]:
         return sorted(self._kinds)
+
+    def all(self) -> list[JobKind]:
+        """Every kind, by name."""
+        return [self._kinds[name] for name in sorted(self._kinds)]

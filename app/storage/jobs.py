@@ -15,6 +15,7 @@ from app.jobs.kinds import JobKind, RecoverFn
 from app.lxd.client import Client
 from app.lxd.operations import Operation
 from app.lxd.storage import Storage
+from app.storage import job_types as jt
 
 SnapshotCall = Callable[[Storage, str, str, str], Awaitable[Operation]]
 
@@ -74,12 +75,15 @@ def _snapshot_kind(name: str, summary: str, step: str, message: str, call: Snaps
 
 VOLUME_SNAPSHOT_CREATE = _snapshot_kind(
     "volume-snapshot.create", "Take a snapshot of a custom volume.", "snapshotting",
-    "Snapshot {snap} of volume {volume} in pool {pool}", Storage.create_volume_snapshot, "name", _recover_create)
+    "Snapshot {snap} of volume {volume} in pool {pool}", Storage.create_volume_snapshot, "name", _recover_create,
+).typed(jt.VolumeSnapshotParams, jt.VolumeSnapshotTaken)
 VOLUME_SNAPSHOT_RESTORE = _snapshot_kind(
     "volume-snapshot.restore", "Bring a custom volume back to a snapshot.", "restoring",
     "Restoring volume {volume} in pool {pool} to {snap}", Storage.restore_volume_snapshot, "restored",
-    _recover_restore)
+    _recover_restore,
+).typed(jt.VolumeSnapshotParams, jt.VolumeSnapshotRestored)
 VOLUME_SNAPSHOT_DELETE = _snapshot_kind(
     "volume-snapshot.delete", "Delete a snapshot of a custom volume.", "deleting",
     "Deleting snapshot {snap} of volume {volume} in pool {pool}", Storage.delete_volume_snapshot, "deleted",
-    _recover_delete)
+    _recover_delete,
+).typed(jt.VolumeSnapshotParams, jt.VolumeSnapshotDeleted)
