@@ -51,6 +51,7 @@ lint: $(STAMP)
 ## Rewrite the committed OpenAPI document from the app.
 openapi: $(STAMP)
 	$(BIN)/python -m app.openapi_dump > openapi/openapi.json
+	$(BIN)/python -m app.openapi_dump --asyncapi > openapi/asyncapi.json
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
