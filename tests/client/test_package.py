@@ -1,0 +1,95 @@
+"""The client distribution kept in step with the gateway: the same version, every operation of the OpenAPI document
+either offered by a method or listed as not offered, the same methods sync and async, and nothing of the server."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lxdgw_client
+from lxdgw_client import AsyncClient, Client
+from lxdgw_client._sse import SSEParser, ServerEvent
+from lxdgw_client.operations import NOT_OFFERED, OPERATIONS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _operation_ids() -> set[str]:
+    document = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    return {op["operationId"] for item in document["paths"].values() for op in item.values()
+            if isinstance(op, dict) and "operationId" in op}
+
+
+def test_the_client_has_the_gateways_version() -> None:
+    server = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    client = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    assert client["version"] == server
+    assert lxdgw_client.__version__ == server, "the installed client is not this tree's: pip install -e ./client"
+    assert json.loads((ROOT / "openapi" / "openapi.json").read_text())["info"]["version"] == server
+
+
+def test_the_client_depends_on_httpx_pydantic_typer_rich_only() -> None:
+    client = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    names = {dep.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip() for dep in client["dependencies"]}
+    assert names == {"httpx", "pydantic", "typer", "rich"}
+    assert client["scripts"] == {"lxd-gateway-client": "lxdgw_client.cli:main"}
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    code = ("import sys, lxdgw_client, lxdgw_client.cli; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('app', 'fastapi', 'starlette', 'uvicorn')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_operation_is_offered_or_said_not_to_be() -> None:
+    ids = _operation_ids()
+    assert not set(OPERATIONS) & set(NOT_OFFERED), "an operation is in both tables"
+    assert sorted(ids - set(OPERATIONS) - set(NOT_OFFERED)) == [], "operations of the gateway the client does not " \
+        "name: map each to a method in OPERATIONS or give the reason in NOT_OFFERED"
+    assert sorted((set(OPERATIONS) | set(NOT_OFFERED)) - ids) == [], "operations the gateway no longer has"
+    assert all(reason.strip() for reason in NOT_OFFERED.values())
+
+
+def _method(client: Any, path: str) -> Any:
+    target = client
+    for part in path.split("."):
+        target = getattr(target, part)
+    return target
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_each_offered_operation_has_a_sync_and_an_async_method(operation: str) -> None:
+    sync, async_ = Client("http://gw"), AsyncClient("http://gw")
+    s, a = _method(sync, OPERATIONS[operation]), _method(async_, OPERATIONS[operation])
+    assert callable(s) and not inspect.iscoroutinefunction(s) and not inspect.isasyncgenfunction(s)
+    assert inspect.iscoroutinefunction(a) or inspect.isasyncgenfunction(a)
+    assert list(inspect.signature(s).parameters) == list(inspect.signature(a).parameters)
+    sync.close()
+
+
+def test_sync_and_async_clients_offer_the_same_methods() -> None:
+    def surface(obj: object) -> set[str]:
+        return {n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n))}
+
+    sync, async_ = Client("http://gw"), AsyncClient("http://gw")
+    for ns in ("containers", "jobs", "images"):
+        assert surface(getattr(sync, ns)) == surface(getattr(async_, ns)), ns
+    assert surface(sync) - {"close"} == surface(async_) - {"aclose"}
+    sync.close()
+
+
+def test_sse_parser_reads_events_comments_and_multiline_data() -> None:
+    parser = SSEParser()
+    lines = [": heartbeat", "", "event: progress", "id: 3", 'data: {"a":', "data: 1}", "", "retry: 10",
+             "data:x", ""]
+    events = [e for line in lines if (e := parser.feed(line)) is not None]
+    assert events == [ServerEvent("progress", "3", '{"a":\n1}'), ServerEvent("message", "3", "x")]
