@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lxdgw_client import Client
 from lxdgw_client.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNREACHABLE
+
 from tests.client.support import Gateway, new_name
 from tests.containers.support import free_port
 
@@ -53,7 +53,7 @@ def test_ls_plain_and_json(gateway: Gateway, running: str) -> None:
     assert plain.returncode == 0, plain.stderr
     lines = [line.split("\t") for line in plain.stdout.splitlines()]
     assert lines[0] == ["NAME", "STATUS", "IPV4", "PROFILES", "REMOTE"]
-    assert [running, "Running"] == [cells[:2] for cells in lines if cells[0] == running][0]
+    assert next(cells[:2] for cells in lines if cells[0] == running) == [running, "Running"]
     as_json = gateway.cli("ls", "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
     items = json.loads(as_json.stdout)

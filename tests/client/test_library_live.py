@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from lxdgw_client import (
     AsyncClient,
     Client,
@@ -21,6 +20,7 @@ from lxdgw_client import (
     Page,
     Unauthorized,
 )
+
 from tests.client.support import Gateway, new_name
 from tests.containers.support import free_port
 

@@ -11,11 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import lxdgw_client
+import pytest
 from lxdgw_client import AsyncClient, Client
-from lxdgw_client._sse import SSEParser, ServerEvent
+from lxdgw_client._sse import ServerEvent, SSEParser
 from lxdgw_client.operations import NOT_OFFERED, OPERATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
