@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pytest
 from lxdgw_client import Client
 from lxdgw_client.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNREACHABLE
 
-from tests.client.support import Gateway, new_name
+from tests.client.support import Gateway, cli_path, new_name
 from tests.containers.support import free_port
 
 
@@ -46,6 +50,39 @@ def test_launch_with_wait_shows_progress_and_exits_0(gateway: Gateway) -> None:
     deleted = gateway.cli("delete", name, "--wait", "-o", "json")
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["status"] == "succeeded"
+
+
+def _on_a_terminal(gateway: Gateway, *args: str) -> tuple[int, str]:
+    """Run the command line with stdout and stderr on a pseudo-terminal, as a person would: the exit code and what
+    it wrote, without its colour and cursor codes."""
+    primary, secondary = pty.openpty()
+    env = gateway.env() | {"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    proc = subprocess.Popen([cli_path(), *args], env=env, stdin=subprocess.DEVNULL, stdout=secondary,
+                            stderr=secondary)
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(primary)
+    return proc.wait(60), re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+
+
+def test_on_a_terminal_launch_shows_a_live_progress_bar_and_ls_a_table(gateway: Gateway) -> None:
+    name = new_name()
+    code, screen = _on_a_terminal(gateway, "launch", name, "--image", "busybox", "--wait")
+    assert code == 0, screen
+    assert "━" in screen and "100%" in screen, screen  # rich's bar, redrawn as the job's stream moves
+    assert "container.create succeeded" in screen
+    code, screen = _on_a_terminal(gateway, "ls", name)
+    assert code == 0, screen
+    assert "┃ NAME" in screen and name in screen and "Running" in screen, screen
+    assert gateway.cli("delete", name, "--wait").returncode == 0
 
 
 def test_ls_plain_and_json(gateway: Gateway, running: str) -> None:
