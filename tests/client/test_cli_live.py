@@ -7,13 +7,14 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from lxdgw_client import Client
-from lxdgw_client.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_UNREACHABLE
+from lxdgw_client.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_UNREACHABLE
 
 from tests.client.support import Gateway, cli_path, new_name
 from tests.containers.support import free_port
@@ -119,6 +120,22 @@ def test_exec_output_arrives_while_the_command_runs(gateway: Gateway, running: s
         assert proc.wait(60) == 0
         assert proc.stdout.read() == "second\n"
         assert first_at < 4, first_at
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_ctrl_c_on_exec_cancels_its_job(gateway: Gateway, running: str) -> None:
+    key = f"{running}-interrupted"
+    proc = gateway.popen("exec", "--idempotency-key", key, running, "--", "sh", "-c", "echo started; sleep 120")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"  # it streams the job now
+        with Client(gateway.url, gateway.token) as gw:
+            job = gw.containers.exec(running, ["sh", "-c", "echo started; sleep 120"], idempotency_key=key)
+            assert job.status == "running"  # the same job, replayed by its key
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == EXIT_INTERRUPTED
+            assert gw.jobs.wait(job, timeout=30).status == "cancelled"
     finally:
         proc.kill()
         proc.wait()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -30,11 +30,13 @@ EXIT_USAGE = 2  # the command line is wrong
 EXIT_CANCELLED = 3  # the job was cancelled
 EXIT_UNREACHABLE = 4  # no answer from the gateway, or the token is missing, unknown or not allowed (401, 403)
 EXIT_TIMEOUT = 5  # `jobs wait --timeout` ran out before the job ended
+EXIT_INTERRUPTED = 130  # Ctrl-C (an `exec` job is cancelled; a followed job goes on)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 the job failed or the gateway refused the request (its problem is printed on "
     "stderr); 2 usage error; 3 the job was cancelled; 4 the gateway is unreachable, or the token is missing, "
-    "invalid or not allowed (401/403); 5 a wait timed out. `exec` exits with the command's own exit code."
+    "invalid or not allowed (401/403); 5 a wait timed out; 130 interrupted (Ctrl-C). `exec` exits with the "
+    "command's own exit code."
 )
 
 app = typer.Typer(name="lxd-gateway-client", no_args_is_help=True, add_completion=False,
@@ -163,8 +165,14 @@ def follow(client: Client, job: Job) -> Job:
     """Follow `job` on its stream until it ends, showing its progress on stderr; the ended job."""
     if job.ended:
         return job
-    if err.is_terminal:
-        return _follow_bar(client, job)
+    try:
+        return _follow_bar(client, job) if err.is_terminal else _follow_lines(client, job)
+    except KeyboardInterrupt:  # Ctrl-C stops following; the job goes on
+        err.print(f"\nstill {job.status}: follow it with `lxd-gateway-client jobs watch {job.id}`", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _follow_lines(client: Client, job: Job) -> Job:
     last = ""
     err.print(job_line(job), markup=False)
     for message in client.jobs.stream(job, after=None):
@@ -320,13 +328,19 @@ def exec_(
                                      group=group, stdin=stdin, timeout=exec_timeout,
                                      idempotency_key=idempotency_key)
         streamed = False
-        for message in client.jobs.stream(job, after=0):
-            job = message.job
-            if (chunk := message.output) is not None:
-                streamed = True
-                target = sys.stderr if chunk[0] == "stderr" else sys.stdout
-                target.buffer.write(chunk[1])
-                target.flush()
+        try:
+            for message in client.jobs.stream(job, after=0):
+                job = message.job
+                if (chunk := message.output) is not None:
+                    streamed = True
+                    target = sys.stderr if chunk[0] == "stderr" else sys.stdout
+                    target.buffer.write(chunk[1])
+                    target.flush()
+        except KeyboardInterrupt:  # Ctrl-C stops the command, as it would a local one
+            with suppress(GatewayError):
+                client.jobs.cancel(job)
+            err.print(f"\ninterrupted: job {job.id} cancelled", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         if not job.ended:
             job = client.jobs.wait(job)
         if job.status != "succeeded":
