@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import lxdgw_client
 import pytest
 from lxdgw_client import AsyncClient, Client
@@ -92,3 +93,48 @@ def test_sse_parser_reads_events_comments_and_multiline_data() -> None:
              "data:x", ""]
     events = [e for line in lines if (e := parser.feed(line)) is not None]
     assert events == [ServerEvent("progress", "3", '{"a":\n1}'), ServerEvent("message", "3", "x")]
+
+
+def _job(status: str = "running") -> dict[str, Any]:
+    return {"id": "j1", "kind": "container.exec", "status": status, "created_at": "2026-01-01T00:00:00Z"}
+
+
+def _sse(seq: int, type_: str, status: str = "running", data: dict[str, Any] | None = None) -> str:
+    message: dict[str, Any] = {"type": type_, "seq": seq, "job": _job(status)}
+    if data is not None:
+        message["data"] = data
+    return f"event: {type_}\nid: {seq}\ndata: {json.dumps(message)}\n\n"
+
+
+class _DroppingStream:
+    """A job stream that the gateway closes after two messages (as it does a reader too slow to keep up); the
+    client resumes with Last-Event-ID and gets the rest, no message twice."""
+
+    def __init__(self) -> None:
+        self.last_event_ids: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.last_event_ids.append(request.headers.get("last-event-id"))
+        if len(self.last_event_ids) == 1:
+            body = _sse(1, "snapshot") + _sse(2, "output", data={"stream": "stdout", "text": "a"})
+        else:
+            body = ": heartbeat\n\n" + _sse(3, "output", data={"stream": "stdout", "b64": "Yg=="}) + \
+                _sse(4, "end", "succeeded")
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+def test_a_dropped_stream_is_resumed_from_the_last_seq() -> None:
+    handler = _DroppingStream()
+    with Client("http://gw", transport=httpx.MockTransport(handler)) as gw:
+        messages = list(gw.jobs.stream("j1"))
+    assert [m.seq for m in messages] == [1, 2, 3, 4]
+    assert b"".join(m.output[1] for m in messages if m.output) == b"ab"
+    assert handler.last_event_ids == ["0", "2"]
+
+
+async def test_a_dropped_stream_is_resumed_from_the_last_seq_async() -> None:
+    handler = _DroppingStream()
+    async with AsyncClient("http://gw", transport=httpx.MockTransport(handler)) as gw:
+        messages = [m async for m in gw.jobs.stream("j1", after=None)]
+    assert [m.type for m in messages] == ["snapshot", "output", "output", "end"]
+    assert handler.last_event_ids == [None, "2"]
