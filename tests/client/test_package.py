@@ -138,3 +138,13 @@ async def test_a_dropped_stream_is_resumed_from_the_last_seq_async() -> None:
         messages = [m async for m in gw.jobs.stream("j1", after=None)]
     assert [m.type for m in messages] == ["snapshot", "output", "output", "end"]
     assert handler.last_event_ids == [None, "2"]
+
+
+def test_the_command_prints_its_version_and_its_exit_codes() -> None:
+    from tests.client.support import cli_path
+
+    version = subprocess.run([cli_path(), "--version"], capture_output=True, text=True, timeout=60)
+    assert (version.returncode, version.stdout) == (0, f"{lxdgw_client.__version__}\n")
+    helped = subprocess.run([cli_path(), "--help"], capture_output=True, text=True, timeout=60,
+                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert helped.returncode == 0 and "Exit codes: 0 success;" in helped.stdout, helped.stdout

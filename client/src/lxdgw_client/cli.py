@@ -74,6 +74,12 @@ KeyOpt = Annotated[str | None, typer.Option("--idempotency-key",
 WaitOpt = Annotated[bool, typer.Option("--wait", "-w", help="follow the job (progress on stderr) until it ends")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(version(), markup=False)
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def options(
     url: Annotated[str | None, typer.Option("--url", envvar="LXDGW_URL",
@@ -85,11 +91,9 @@ def options(
     project: Annotated[str | None, typer.Option("--project", envvar="LXDGW_PROJECT",
                                                 help="LXD project (default: default)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds for one HTTP request")] = 30.0,
-    show_version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+    show_version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
+                                               callback=_print_version)] = False,
 ) -> None:
-    if show_version:
-        out.print(version())
-        raise typer.Exit(EXIT_OK)
     state.url, state.token, state.remote, state.project, state.timeout = url, token, remote, project, timeout
 
 
@@ -313,8 +317,7 @@ def exec_(
                                                                       "as text, when it is not a terminal)")] = False,
     idempotency_key: KeyOpt = None,
 ) -> None:
-    """Run a command in a container: `exec web1 -- sh -c 'make test'`. Its output is streamed as it comes; the
-    exit code is the command's."""
+    """Run a command in a container (`exec web1 -- sh -c 'make test'`), its output streamed; exit with its code."""
     stdin: str | None = None
     if not no_stdin and not sys.stdin.isatty():
         try:
