@@ -34,7 +34,7 @@ run: $(STAMP)
 test: $(STAMP) $(VENV)/.installed-client
 	$(BIN)/ruff check app tests bench
 	$(BIN)/lint-imports
-	$(BIN)/mypy --config-file client/pyproject.toml client/src/lxdgw_client
+	$(BIN)/mypy --strict --config-file client/pyproject.toml client/src/lxdgw_client
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
 	$(BIN)/python -m app.locallxd check-clean
 

@@ -148,3 +148,14 @@ def test_the_command_prints_its_version_and_its_exit_codes() -> None:
     helped = subprocess.run([cli_path(), "--help"], capture_output=True, text=True, timeout=60,
                             env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert helped.returncode == 0 and "Exit codes: 0 success;" in helped.stdout, helped.stdout
+
+
+def test_models_keep_fields_they_do_not_name() -> None:
+    from lxdgw_client import Container, Job
+
+    job = Job.model_validate({**_job("failed"), "error": {"type": "x", "title": "T", "status": 502, "more": 1},
+                              "new_field": {"a": 1}})
+    assert job.model_extra == {"new_field": {"a": 1}}
+    assert job.error is not None and job.error.model_extra == {"more": 1} and job.error.status == 502
+    c = Container.model_validate({"name": "c", "status": "Running", "gpu": "none"})
+    assert c.model_dump()["gpu"] == "none"
