@@ -98,3 +98,13 @@ def test_gitlab_job_runs_after_script_when_the_tests_fail(gateway: Gateway, tmp_
     after = _bash("\n".join(job["after_script"]), env, work)
     assert after.returncode == 0, after.stderr
     assert _gone(gateway, name)
+
+
+def test_github_workflow_cleans_up_quietly_when_the_launch_failed(gateway: Gateway, tmp_path: Path) -> None:
+    name = new_name()
+    ran = run_github(gateway, tmp_path, NAME=name, IMAGE="no-such-image-alias", TEST_COMMAND="true")
+    assert [n for n, _ in ran] == ["Launch the container", "Delete the container"]
+    launch, delete = (result for _, result in ran)
+    assert launch.returncode == 1 and "Image not found" in launch.stderr, launch.stderr
+    assert delete.returncode == 0 and "nothing to delete" in delete.stderr, delete.stderr
+    assert _gone(gateway, name)

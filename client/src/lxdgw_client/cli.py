@@ -297,9 +297,22 @@ def stop(
 
 
 @app.command()
-def delete(name: str, wait: WaitOpt = False, idempotency_key: KeyOpt = None,
-           output: OutputOpt = Output.text) -> None:
+def delete(
+    name: str,
+    missing_ok: Annotated[bool, typer.Option("--missing-ok", help="a container that does not exist is no error "
+                                                                   "(for clean-up steps)")] = False,
+    wait: WaitOpt = False, idempotency_key: KeyOpt = None, output: OutputOpt = Output.text,
+) -> None:
     """Delete a container (stopped first when it runs)."""
+    if missing_ok:
+        with gateway() as client:
+            try:
+                client.containers.get(name)
+            except GatewayError as exc:
+                if exc.status != 404:
+                    raise
+                err.print(f"{name}: no such container, nothing to delete", markup=False)
+                raise typer.Exit(EXIT_OK) from None
     run_job(lambda c: c.containers.delete(name, idempotency_key=idempotency_key), wait, output)
 
 
