@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The client distribution (client/), for its tests; `make run` does not need it.
+$(VENV)/.installed-client: $(STAMP) client/pyproject.toml
+	$(BIN)/pip install -q -e ./client
+	@touch $@
+
 ## Serve the gateway on LXDGW_BIND (127.0.0.1:8080); starts a local LXD under .lxd/ when none is found.
 run: $(STAMP)
 	@if [ -z "$$LXDGW_REMOTES" ]; then \
@@ -26,14 +31,15 @@ run: $(STAMP)
 	fi; exec $(BIN)/python -m app
 
 ## Every test: the quick ones and the `lxd` ones (real private LXD daemons, gateway processes).
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.installed-client
 	$(BIN)/ruff check app tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy --strict --config-file client/pyproject.toml client/src/lxdgw_client
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
 	$(BIN)/python -m app.locallxd check-clean
 
 ## The tests that need no LXD (not marked `lxd`), for quick iteration.
-test-quick: $(STAMP)
+test-quick: $(STAMP) $(VENV)/.installed-client
 	$(BIN)/python -m pytest -p no:cacheprovider -q -m "not lxd" tests
 
 ## Fuzz the API with new draws: 10,000 schemathesis requests (per operation, then stateful scenarios) against a

@@ -1,0 +1,3 @@
+from lxdgw_client.cli import main
+
+main()
