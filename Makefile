@@ -32,7 +32,7 @@ run: $(STAMP)
 
 ## Every test: the quick ones and the `lxd` ones (real private LXD daemons, gateway processes).
 test: $(STAMP) $(VENV)/.installed-client
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check app tests bench client
 	$(BIN)/lint-imports
 	$(BIN)/mypy --strict --config-file client/pyproject.toml client/src/lxdgw_client
 	$(BIN)/python -m pytest -p no:cacheprovider -q -ra tests
@@ -51,7 +51,7 @@ fuzz: $(STAMP)
 	$(BIN)/python -m app.locallxd check-clean
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff check app tests bench client
 	$(BIN)/lint-imports
 
 ## Rewrite the committed OpenAPI document from the app.

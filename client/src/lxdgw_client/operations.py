@@ -80,6 +80,7 @@ NOT_OFFERED: dict[str, str] = {
     "profiles-verify-network": _ADMIN,
     "projects-list": _GENERIC,
     "remotes-list": _GENERIC,
+    "cluster-members-list": _GENERIC,
     "remotes-add": _ADMIN,
     "remotes-delete": _ADMIN,
     "server-get": _GENERIC,
