@@ -5,6 +5,7 @@ The server's modules are imported once `app.footprint` has left out what the pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -77,10 +78,35 @@ def serve(settings: Settings, parser: str = "httptools", guarded: bool = True) -
     http: Any = guarded_protocol(limits, parser) if guarded else parser
     app = create_app(settings)
     footprint.settle_after_startup(app)
-    uvicorn.run(app, host=settings.bind_host, port=settings.bind_port,
-                log_level=settings.log_level.lower(), proxy_headers=True, log_config=None, workers=1,
-                ws="websockets-sansio", http=http, h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
+    config = uvicorn.Config(app, host=settings.bind_host, port=settings.bind_port,
+                            log_level=settings.log_level.lower(), proxy_headers=True, log_config=None, workers=1,
+                            ws="websockets-sansio", http=http,
+                            h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
+    server = stopping_server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:  # as uvicorn.run: the start-up failed
+        sys.exit(3)
+
+
+def stopping_server(config: Any) -> Any:
+    """uvicorn's server for `config`, which also tells the job runner when a stop begins (SIGTERM/SIGINT): requests
+    waiting for jobs (`?wait=`) then answer at once with the job as it is, instead of being cut off (a 500) when
+    the server's grace for open requests runs out."""
+    import asyncio
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            jobs = getattr(getattr(config.app, "state", None), "jobs", None)
+            if jobs is not None:
+                with contextlib.suppress(RuntimeError):  # no loop runs (yet): nothing waits
+                    asyncio.get_running_loop().call_soon_threadsafe(jobs.runner.stop_waiting)
+
+    return Server(config)
 
 
 if __name__ == "__main__":

@@ -330,6 +330,8 @@ class JobRunner:
         self._cleanups: dict[str, float] = {}
         """Jobs with a pending cleanup: when (monotonic) to try again."""
         self._cleanup_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        """Set when the process begins to stop: waits for jobs answer at once with the job as it is."""
 
     @property
     def store(self) -> JobStore:
@@ -478,9 +480,15 @@ class JobRunner:
             task.cancel()
         active.done.set()
 
+    def stop_waiting(self) -> None:
+        """The process begins to stop: callers waiting for jobs to end (`?wait=`) get the job as it is now, before
+        the server gives up on their requests."""
+        self._stopping.set()
+
     async def shutdown(self, grace: float) -> None:
         """Stop accepting jobs, give running ones `grace` seconds, leave the rest to the next start's recovery."""
         self._accepting = False
+        self.stop_waiting()
         running = [a.task for a in self._active.values() if a.task is not None and not a.task.done()]
         if running and grace > 0:
             log.info("waiting up to %.0fs for %d running jobs", grace, len(running))
@@ -526,9 +534,13 @@ class JobRunner:
         active = self._active.get(job_id)
         if active is None and self.shared and timeout > 0:
             return await self._wait_stored(job_id, timeout)
-        if active is not None and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(active.done.wait()), timeout)
+        if active is not None and timeout > 0 and not self._stopping.is_set():
+            ended, stopping = asyncio.ensure_future(active.done.wait()), asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait((ended, stopping), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                stopping.cancel()
             if active.abandoned:  # another process owns it now: the store says what it is
                 return await self._store.get(job_id)
             return active.job.model_copy(deep=True)
@@ -540,11 +552,12 @@ class JobRunner:
         while True:
             job = await self._store.get(job_id)
             left = deadline - time.monotonic()
-            if job is None or job.ended or left <= 0:
+            if job is None or job.ended or left <= 0 or self._stopping.is_set():
                 return job
             if job_id in self._active:  # taken over here meanwhile
                 return await self.wait(job_id, left)
-            await asyncio.sleep(min(STORED_WAIT_INTERVAL, left))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), min(STORED_WAIT_INTERVAL, left))
 
     # -- submitting and cancelling ------------------------------------------------------------------------------
 
