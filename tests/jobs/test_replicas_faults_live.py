@@ -267,7 +267,7 @@ def test_a_rolling_restart_of_three_processes_during_creates_loses_no_job(
         took = time.monotonic() - started
         outcomes = {s: sum(j["status"] == s for j in jobs) for s in ENDED}
         print(f"\nrolling restart of 3 processes ({restarted:.1f}s) during 20 creates: all ended after {took:.1f}s: "
-              f"{outcomes}")
+              f"{outcomes}; failed: {sorted({j['error']['detail'][:60] for j in jobs if j['status'] == 'failed'})}")
         for job, name in zip(jobs, names, strict=True):
             if job["status"] == "failed":
                 assert job["error"]["type"].endswith(("/rolled-back", "/gateway-restarted")), job
@@ -288,18 +288,9 @@ def test_a_rolling_restart_of_three_processes_during_creates_loses_no_job(
         delete_containers(gateways[0], names)
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL server for this test alone (it stops the server): the other tests' server is untouched."""
-    from tests.support.postgres import private_postgres
-
-    with private_postgres() as server:
-        yield server
-
-
 def test_postgres_stopped_mid_creates_answers_503_at_once_and_every_job_settles_once_it_is_back(
-        start_replicas: StartReplicas, own_postgres: PostgresServer, lxd_daemon: DaemonInfo) -> None:
-    url = own_postgres.url()
+        start_replicas: StartReplicas, own_postgres_server: PostgresServer, lxd_daemon: DaemonInfo) -> None:
+    url = own_postgres_server.url()
     gateways = start_replicas(url)
     names = [f"pgdown-{uuid.uuid4().hex[:6]}-{i}" for i in range(6)]
     job_ids = []
@@ -309,7 +300,7 @@ def test_postgres_stopped_mid_creates_answers_503_at_once_and_every_job_settles_
             assert r.status_code == 202, r.text
             job_ids.append(r.json()["id"])
         time.sleep(1.0)  # some creates are under way in LXD
-        own_postgres.stop("immediate")
+        own_postgres_server.stop("immediate")
         stopped = time.monotonic()
         timings: dict[str, list[float]] = {"create": [], "job": [], "jobs": [], "containers": []}
         codes: dict[str, set[int]] = {k: set() for k in timings}
@@ -340,11 +331,12 @@ def test_postgres_stopped_mid_creates_answers_503_at_once_and_every_job_settles_
         assert max(max(t) for t in timings.values()) < 2.0
         assert codes["containers"] <= {200, 503}
 
-        own_postgres.start()
+        own_postgres_server.start()
         back = time.monotonic()
         jobs = [follow(Replicas(gateways), job_id, 90, retry=(503,)) for job_id in job_ids]
         print(f"PostgreSQL back: every job ended {time.monotonic() - back:.1f}s later: "
-              f"{[j['status'] for j in jobs]}")
+              f"{[j['status'] for j in jobs]}; failed: "
+              f"{[j['error']['detail'] for j in jobs if j['status'] == 'failed']}")
         for job, name in zip(jobs, names, strict=True):
             check_fresh_outcome(lxd_daemon, job, name)
         assert {row[1] for row in stored_jobs(url)} <= {"succeeded", "failed"}
@@ -361,8 +353,8 @@ def test_postgres_stopped_mid_creates_answers_503_at_once_and_every_job_settles_
                        timeout=130)
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     finally:
-        if not (own_postgres.socket_dir / ".s.PGSQL.5432").exists():
-            own_postgres.start()
+        if not (own_postgres_server.socket_dir / ".s.PGSQL.5432").exists():
+            own_postgres_server.start()
         delete_containers(gateways[0], names)
 
 
