@@ -120,8 +120,11 @@ def follow(replicas: Replicas, job_id: str, timeout: float, *, retry: tuple[int,
 
 
 def delete_containers(gateway: GatewayProcess, names: list[str]) -> None:
-    for name in names:
+    def delete(name: str) -> None:
         httpx.delete(f"{gateway.base}/v1/containers/{name}", params={"force": "true", "wait": 60}, timeout=70)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(delete, names))
 
 
 def sse_end(gateway: GatewayProcess, job_id: str, **params: str) -> tuple[int, list[str], dict[str, Any] | None]:
