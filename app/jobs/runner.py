@@ -10,14 +10,15 @@ At start-up `recover()` claims the jobs a dead gateway left behind: queued ones 
 running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
 
 On a shared store (several gateway processes) each process renews the leases of the jobs it runs every
-`lease_seconds / 3`, and at the same pace claims and settles (as above) the jobs whose lease ran out: those of a
-process that died, or that stopped renewing. It is fenced: a job whose lease this process has not renewed for
-`lease_seconds - fence_margin` (the database unreachable, the process paused) is abandoned, before another process
-may claim it: its task is cancelled and nothing more of it is written or published here. Every write of a job names
-its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. A cancel
-asked of a process that does not run the job is marked in the store, and its owner, notified (or at its next
-renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
-the embedded store (one process) none of this applies.
+`lease_seconds / 3` (from the start of one renewal to the next, apart from its other upkeep), and at the same pace
+claims and settles (as above) the jobs whose lease ran out: those of a process that died, or that stopped renewing.
+It is fenced: a job whose lease this process has not renewed for `lease_seconds - fence_margin` (the database
+unreachable, the process paused) is abandoned, before another process may claim it: its task is cancelled and
+nothing more of it is written or published here. Every write of a job names its owner, and one that finds the job
+owned by another process (`LeaseLost`) abandons it the same way. A cancel asked of a process that does not run the
+job is marked in the store, and its owner, notified (or at its next renewal), cancels it as if asked itself; waiting
+for a job another process runs reads the store until it ends. On the embedded store (one process) none of this
+applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
 
@@ -326,6 +327,7 @@ class JobRunner:
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
         self._fencing: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._cleaner: asyncio.Task[None] | None = None
         self._cleanups: dict[str, float] = {}
         """Jobs with a pending cleanup: when (monotonic) to try again."""
@@ -372,6 +374,7 @@ class JobRunner:
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
+            self._renewing = asyncio.create_task(self._renew_loop(), name="jobs-renewing")
             await self._store.listen_cancels(self._cancel_asked)
         for stored in await self._store.pending_cleanups():
             self._cleanups[stored.job.id] = 0.0
@@ -391,7 +394,6 @@ class JobRunner:
             await asyncio.sleep(self.takeover_interval if self.shared else max(1.0, self.lease_seconds / 3))
             try:
                 if self.shared:
-                    await self.renew()
                     await self.take_over()
                     for job_id in await self._store.cancel_requests(self.owner_id):
                         self._cancel_asked(job_id)
@@ -404,6 +406,20 @@ class JobRunner:
                 log.warning("job maintenance: the job store is unreachable: %s", exc.reason)
             except Exception:  # keep maintaining: a transient store error must not stop leases
                 log.exception("job maintenance failed")
+
+    async def _renew_loop(self) -> None:
+        """Renew every `takeover_interval` (a shared store), counted from the start of one renewal to the next and
+        apart from the other maintenance: a slow database, or a slow take-over, does not space renewals out past
+        the fence."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.renew()
+            except StoreUnavailable as exc:
+                log.warning("renewing job leases: the job store is unreachable: %s", exc.reason)
+            except Exception:  # keep renewing: a transient store error must not stop leases
+                log.exception("renewing job leases failed")
+            await asyncio.sleep(max(0.0, self.takeover_interval - (time.monotonic() - started)))
 
     async def renew(self) -> None:
         """Renew the leases of the jobs this process runs (a shared store). A job whose lease is not renewed, because
@@ -504,7 +520,7 @@ class JobRunner:
             if not active.finished:
                 with contextlib.suppress(Exception):
                     await self._persist(active)
-        for task in (self._maintenance, self._cleaner, self._fencing):
+        for task in (self._maintenance, self._cleaner, self._fencing, self._renewing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
