@@ -161,14 +161,15 @@ def test_one_idempotency_key_sent_fifty_times_across_three_processes_makes_one_j
     try:
         with concurrent.futures.ThreadPoolExecutor(50) as pool:
             answers = list(pool.map(send, range(50)))
-        codes = sorted({r.status_code for r in answers})
-        assert codes == [202], [(r.status_code, r.text) for r in answers if r.status_code != 202]
-        ids = {r.json()["id"] for r in answers}
-        assert len(ids) == 1, ids
+        ids = {r.json().get("id") for r in answers}
+        assert len(ids) == 1, [(r.status_code, r.text) for r in answers]
         job_id = ids.pop()
-        replayed = sum(r.headers.get("Idempotent-Replayed") == "true" for r in answers)
-        print(f"\n50 POSTs with one Idempotency-Key over 3 processes: one job, {replayed} answers marked replayed")
-        assert replayed == 49
+        first = [r for r in answers if r.headers.get("Idempotent-Replayed") != "true"]
+        assert len(first) == 1 and first[0].status_code == 202, [(r.status_code, r.headers) for r in first]
+        for r in answers:  # a replay answers the job as it is: 202 while it runs, 200 once it has ended
+            assert (r.status_code, r.json()["status"] in ENDED) in ((202, False), (200, True)), r.text
+        print(f"\n50 POSTs with one Idempotency-Key over 3 processes: one job; answers "
+              f"{sorted(r.status_code for r in answers).count(202)} x 202, the other replays 200 (the job had ended)")
         assert all(r.headers["Location"] == f"/v1/jobs/{job_id}" for r in answers)
         job = follow(Replicas(gateways), job_id, 120)
         assert job["status"] == "succeeded", job
