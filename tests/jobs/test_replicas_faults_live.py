@@ -323,6 +323,7 @@ def test_postgres_stopped_mid_creates_answers_503_at_once_and_every_job_settles_
                                                               json=create_body(f"never-{uuid.uuid4().hex[:6]}")))
                     assert r.status_code == 503, r.text
                     assert r.headers["content-type"].startswith("application/problem+json"), r.text
+                    assert r.json()["type"].endswith("/store-unavailable") and "Retry-After" in r.headers, r.text
                     r = timed("job", lambda g=g: http.get(f"{g.base}/v1/jobs/{job_ids[0]}"))
                     assert r.status_code == 503, r.text
                     r = timed("jobs", lambda g=g: http.get(f"{g.base}/v1/jobs"))
