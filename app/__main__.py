@@ -100,11 +100,30 @@ def serve(settings: Settings, parser: str = "httptools", guarded: bool = True,
                             ws="websockets-sansio", http=http,
                             h11_max_incomplete_event_size=limits.max_header_bytes + READ_SIZE,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None)
-    server = uvicorn.Server(config)
+    server = stopping_server(config)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def stopping_server(config: Any) -> Any:
+    """uvicorn's server for `config`, which also tells the job runner when a stop begins (SIGTERM/SIGINT): requests
+    waiting for jobs (`?wait=`) then answer at once with the job as it is, instead of being cut off (a 500) when
+    the server's grace for open requests runs out."""
+    import asyncio
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            jobs = getattr(getattr(config.app, "state", None), "jobs", None)
+            if jobs is not None:
+                with contextlib.suppress(RuntimeError):  # no loop runs (yet): nothing waits
+                    asyncio.get_running_loop().call_soon_threadsafe(jobs.runner.stop_waiting)
+
+    return Server(config)
 
 
 STARTUP_FAILURE = 3

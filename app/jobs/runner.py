@@ -10,14 +10,15 @@ At start-up `recover()` claims the jobs a dead gateway left behind: queued ones 
 running ones are settled by their kind's `recover` function from the state of their resource, never left `running`.
 
 On a shared store (several gateway processes) each process renews the leases of the jobs it runs every
-`lease_seconds / 3`, and at the same pace claims and settles (as above) the jobs whose lease ran out: those of a
-process that died, or that stopped renewing. It is fenced: a job whose lease this process has not renewed for
-`lease_seconds - fence_margin` (the database unreachable, the process paused) is abandoned, before another process
-may claim it: its task is cancelled and nothing more of it is written or published here. Every write of a job names
-its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. A cancel
-asked of a process that does not run the job is marked in the store, and its owner, notified (or at its next
-renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
-the embedded store (one process) none of this applies.
+`lease_seconds / 3` (from the start of one renewal to the next, apart from its other upkeep), and at the same pace
+claims and settles (as above) the jobs whose lease ran out: those of a process that died, or that stopped renewing.
+It is fenced: a job whose lease this process has not renewed for `lease_seconds - fence_margin` (the database
+unreachable, the process paused) is abandoned, before another process may claim it: its task is cancelled and
+nothing more of it is written or published here. Every write of a job names its owner, and one that finds the job
+owned by another process (`LeaseLost`) abandons it the same way. A cancel asked of a process that does not run the
+job is marked in the store, and its owner, notified (or at its next renewal), cancels it as if asked itself; waiting
+for a job another process runs reads the store until it ends. On the embedded store (one process) none of this
+applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`. On a shared
 store a process retries only the pending cleanups of the jobs it owns, and takes over (as its own) those of a
@@ -328,10 +329,13 @@ class JobRunner:
         self._abandoning = False
         self._maintenance: asyncio.Task[None] | None = None
         self._fencing: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._cleaner: asyncio.Task[None] | None = None
         self._cleanups: dict[str, float] = {}
         """Jobs with a pending cleanup: when (monotonic) to try again."""
         self._cleanup_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        """Set when the process begins to stop: waits for jobs answer at once with the job as it is."""
 
     @property
     def store(self) -> JobStore:
@@ -372,6 +376,7 @@ class JobRunner:
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
+            self._renewing = asyncio.create_task(self._renew_loop(), name="jobs-renewing")
             await self._store.listen_cancels(self._cancel_asked)
         await self.claim_cleanups()
         self._cleaner = asyncio.create_task(self._clean_up(), name="jobs-cleanup")
@@ -390,7 +395,6 @@ class JobRunner:
             await asyncio.sleep(self.takeover_interval if self.shared else max(1.0, self.lease_seconds / 3))
             try:
                 if self.shared:
-                    await self.renew()
                     await self.take_over()
                     await self.claim_cleanups()
                     for job_id in await self._store.cancel_requests(self.owner_id):
@@ -404,6 +408,20 @@ class JobRunner:
                 log.warning("job maintenance: the job store is unreachable: %s", exc.reason)
             except Exception:  # keep maintaining: a transient store error must not stop leases
                 log.exception("job maintenance failed")
+
+    async def _renew_loop(self) -> None:
+        """Renew every `takeover_interval` (a shared store), counted from the start of one renewal to the next and
+        apart from the other maintenance: a slow database, or a slow take-over, does not space renewals out past
+        the fence."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.renew()
+            except StoreUnavailable as exc:
+                log.warning("renewing job leases: the job store is unreachable: %s", exc.reason)
+            except Exception:  # keep renewing: a transient store error must not stop leases
+                log.exception("renewing job leases failed")
+            await asyncio.sleep(max(0.0, self.takeover_interval - (time.monotonic() - started)))
 
     async def renew(self) -> None:
         """Renew the leases of the jobs this process runs (a shared store). A job whose lease is not renewed, because
@@ -480,9 +498,15 @@ class JobRunner:
             task.cancel()
         active.done.set()
 
+    def stop_waiting(self) -> None:
+        """The process begins to stop: callers waiting for jobs to end (`?wait=`) get the job as it is now, before
+        the server gives up on their requests."""
+        self._stopping.set()
+
     async def shutdown(self, grace: float) -> None:
         """Stop accepting jobs, give running ones `grace` seconds, leave the rest to the next start's recovery."""
         self._accepting = False
+        self.stop_waiting()
         running = [a.task for a in self._active.values() if a.task is not None and not a.task.done()]
         if running and grace > 0:
             log.info("waiting up to %.0fs for %d running jobs", grace, len(running))
@@ -498,7 +522,7 @@ class JobRunner:
             if not active.finished:
                 with contextlib.suppress(Exception):
                     await self._persist(active)
-        for task in (self._maintenance, self._cleaner, self._fencing):
+        for task in (self._maintenance, self._cleaner, self._fencing, self._renewing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -528,9 +552,13 @@ class JobRunner:
         active = self._active.get(job_id)
         if active is None and self.shared and timeout > 0:
             return await self._wait_stored(job_id, timeout)
-        if active is not None and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(active.done.wait()), timeout)
+        if active is not None and timeout > 0 and not self._stopping.is_set():
+            ended, stopping = asyncio.ensure_future(active.done.wait()), asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait((ended, stopping), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                stopping.cancel()
             if active.abandoned:  # another process owns it now: the store says what it is
                 return await self._store.get(job_id)
             return active.job.model_copy(deep=True)
@@ -542,11 +570,12 @@ class JobRunner:
         while True:
             job = await self._store.get(job_id)
             left = deadline - time.monotonic()
-            if job is None or job.ended or left <= 0:
+            if job is None or job.ended or left <= 0 or self._stopping.is_set():
                 return job
             if job_id in self._active:  # taken over here meanwhile
                 return await self.wait(job_id, left)
-            await asyncio.sleep(min(STORED_WAIT_INTERVAL, left))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), min(STORED_WAIT_INTERVAL, left))
 
     # -- submitting and cancelling ------------------------------------------------------------------------------
 

@@ -6,8 +6,12 @@ added at run time. Chosen with the job store (`LXDGW_DATABASE_URL=postgresql://.
   database; writes go to the database at once (a short connection of their own, so the CLI and tests may call
   them synchronously) and update the writer's copy. Every write bumps `state_versions.tokens` and sends a
   notification on the `tokens` channel; `StateWatch` re-reads the table when one arrives, and checks the version
-  every `RECHECK` seconds in case a notification was lost (its connection broke): a revocation reaches every
-  process within milliseconds, `RECHECK` at worst while the database answers.
+  every `RECHECK` seconds in case a notification was lost (its connection broke). Each watch, once it has read a
+  new version, says so on the `state_seen` channel; a process that creates or revokes a token waits (at most
+  `SEEN_WAIT`) until every watching process (the database's sessions named `lxd-gateway-watch`) has read it, so
+  that once the write is answered, every other process already answers by it: a revoked token is refused by the
+  next request, whichever process it reaches (a process paused or cut off from the database makes the write
+  wait `SEEN_WAIT`; it reads the change when it answers again, `RECHECK` at worst).
 - **The tokens file** is a bootstrap import: at start-up, each token of the file whose id was never imported is
   added, once (`token_imports` remembers it, so a token revoked in the database is never brought back by a
   restart). A token whose name (or secret) another token of the database holds is not imported (a warning says
@@ -36,6 +40,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -66,6 +71,11 @@ log = logging.getLogger(__name__)
 
 RECHECK = 1.0
 """Seconds between two checks of the state versions (the fallback when a notification is lost)."""
+SEEN_WAIT = 1.0
+"""Seconds a token write waits, at most, for every watching process to have read it."""
+SEEN_CHANNEL = "state_seen"
+WATCH_APPLICATION = "lxd-gateway-watch"
+"""`application_name` of the watch's connection: a write waits for each session of this name to have read it."""
 IMPORT_LOCK = 0x6C7864677702
 """`pg_advisory_xact_lock` key of the tokens file import (replicas starting together import once)."""
 
@@ -94,6 +104,25 @@ def _bump(conn: psycopg.Connection[Any], name: str) -> int:
     version = int(row[0]) if row else 0
     conn.execute("SELECT pg_notify(%s, %s)", (name, str(version)))
     return version
+
+
+def _await_seen(conn: psycopg.Connection[Any], name: str, version: int, wait: float = SEEN_WAIT) -> None:
+    """Wait (at most `wait` seconds) until every process watching the shared state has read `version` of `name`.
+    `conn` LISTENed on `SEEN_CHANNEL` before the write committed, so no acknowledgement is missed."""
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND application_name = %s", (WATCH_APPLICATION,)).fetchall()
+    waiting = {int(r[0]) for r in rows}
+    deadline = time.monotonic() + wait
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("%d gateway processes have not read %s version %d after %.1fs; they read it when they "
+                        "answer again", len(waiting), name, version, wait)
+            return
+        for notice in conn.notifies(timeout=left, stop_after=1):
+            seen_name, _, seen = notice.payload.partition(" ")
+            if seen_name == name and seen.isdigit() and int(seen) >= version:
+                waiting.discard(notice.pid)
 
 
 _READ_TOKENS = ("SELECT (SELECT version FROM state_versions WHERE name = 'tokens') AS version, "
@@ -170,11 +199,14 @@ class PostgresTokenStore:
         secret = new_secret()
         record = TokenRecord(name=name, scopes=scopes, remotes=remotes, projects=projects, expires_at=expires_at,
                              allow=allow or [], secret_sha256=hash_secret(secret))
-        with _connect(self._conninfo) as conn, conn.transaction():
-            if not self._insert(conn, record):
-                raise TokenExists(name)
-            version = _bump(conn, "tokens")
-        self._changed(version, name, record)
+        with _connect(self._conninfo) as conn:
+            conn.execute(f"LISTEN {SEEN_CHANNEL}")
+            with conn.transaction():
+                if not self._insert(conn, record):
+                    raise TokenExists(name)
+                version = _bump(conn, "tokens")
+            self._changed(version, name, record)
+            _await_seen(conn, "tokens", version)
         return record, secret
 
     @staticmethod
@@ -186,13 +218,16 @@ class PostgresTokenStore:
         return row is not None
 
     def revoke(self, name: str) -> None:
-        with _connect(self._conninfo) as conn, conn.transaction():
-            row = conn.execute("DELETE FROM tokens WHERE name = %s RETURNING id", (name,)).fetchone()
-            if row is None:
-                raise TokenNotFound(name)
-            conn.execute("DELETE FROM tickets WHERE token_id = %s", (row[0],))
-            version = _bump(conn, "tokens")
-        self._changed(version, name, None)
+        with _connect(self._conninfo) as conn:
+            conn.execute(f"LISTEN {SEEN_CHANNEL}")
+            with conn.transaction():
+                row = conn.execute("DELETE FROM tokens WHERE name = %s RETURNING id", (name,)).fetchone()
+                if row is None:
+                    raise TokenNotFound(name)
+                conn.execute("DELETE FROM tickets WHERE token_id = %s", (row[0],))
+                version = _bump(conn, "tokens")
+            self._changed(version, name, None)
+            _await_seen(conn, "tokens", version)
 
     def authenticate(self, secret: str) -> TokenRecord | None:
         return find_live(list(self._snapshot().values()), secret)
@@ -448,13 +483,15 @@ class StateWatch:
             if handler is not None and self._versions.get(name) != version:
                 await handler(conn)
                 self._versions[name] = version
+                await conn.execute("SELECT pg_notify(%s, %s)", (SEEN_CHANNEL, f"{name} {version}"))
 
     async def _listen(self) -> psycopg.AsyncConnection[Any]:
         """A connection that LISTENs on every channel, the handlers run once on it (what changed while none
         listened)."""
         import psycopg
 
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                     application_name=WATCH_APPLICATION)
         try:
             for channel in self.handlers:
                 await conn.execute(f"LISTEN {channel}")

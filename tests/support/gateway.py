@@ -43,6 +43,8 @@ class GatewayProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    env: dict[str, str] | None = None
+    """What it was started with (`restarted()` starts it again so)."""
 
     @property
     def base(self) -> str:
@@ -65,6 +67,13 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def restarted(self, timeout: float = 30.0) -> GatewayProcess:
+        """Stop it gracefully (SIGTERM, wait for the exit), then start it again on the same port, with the same
+        environment and log; returns the new process."""
+        assert self.env is not None, "started without its environment"
+        self.stop(timeout)
+        return start_gateway(self.env, log=self.log)
+
     def kill(self) -> None:
         """SIGKILL: the gateway dies mid-work, as in a crash."""
         with contextlib.suppress(ProcessLookupError):
@@ -82,7 +91,7 @@ def start_gateway(env: dict[str, str], *, log: Path, ready_path: str = "/livez",
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    gateway = GatewayProcess(proc, port, log)
+    gateway = GatewayProcess(proc, port, log, env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -4,10 +4,11 @@
 root) in a temporary directory, listening only on a unix socket there (`listen_addresses=''`), and removes it at
 the end. Debian's PostgreSQL is installed with apt when its binaries are missing (root on Debian). When the server
 cannot start, the tests that need it fail: they never skip. `postgres_url` is an empty database for one test (a new
-one, or one an earlier test used, emptied: see `Databases`). Every test that uses them, or the `store` fixture's
-`postgres` flavour, is marked `postgres` at collection: `pytest -m "not postgres"` leaves them out.
-`private_postgres(tls=ServerTls(...))` starts a server that also listens on 127.0.0.1 (a free port), with `ssl=on`,
-accepting TCP connections over TLS only.
+one, or one an earlier test used, emptied: see `Databases`). `own_postgres_server` is a server of one test's own,
+for a test that stops it (`stop("immediate")`, `start()`): the session's server stays untouched. Every test that
+uses them, or the `store` fixture's `postgres` flavour, is marked `postgres` at collection: `pytest -m "not
+postgres"` leaves them out. `private_postgres(tls=ServerTls(...))` starts a server that also listens on 127.0.0.1
+(a free port), with `ssl=on`, accepting TCP connections over TLS only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 
 from app.locallxd.daemon import HarnessError, apt_install, free_port
 
-PG_FIXTURES = {"postgres_server", "postgres_databases", "postgres_url"}
+PG_FIXTURES = {"postgres_server", "postgres_databases", "postgres_url", "own_postgres_server"}
 _SEQ = itertools.count(1)
 
 
@@ -269,3 +270,18 @@ def postgres_url(postgres_server: PostgresServer, postgres_databases: Databases)
     finally:
         ensure_running(postgres_server)
         postgres_databases.release(name)
+
+
+@pytest.fixture
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A private server for this test alone (a few seconds to make), stopped and removed after it: for a test that
+    stops the server (e.g. `stop("immediate")` as in a crash, then `start()`)."""
+    try:
+        cm = private_postgres()
+        server = cm.__enter__()
+    except (HarnessError, OSError, subprocess.TimeoutExpired, KeyError) as exc:
+        pytest.fail(f"the private PostgreSQL could not be started: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        cm.__exit__(None, None, None)
