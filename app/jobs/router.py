@@ -246,7 +246,7 @@ async def job_ws(websocket: WebSocket, job_id: str, principal: Annotated[Princip
     `end`, close 1000)."""
     jobs: JobsService = websocket.app.state.jobs
     viewer = viewer_of(principal)
-    subscribed = jobs.bus.subscribe(job_id, viewer=viewer)
+    subscribed = await jobs.runner.subscribe(job_id, viewer=viewer)
     if subscribed is None:
         ended = await _ended(jobs, job_id, viewer)
         if ended is None:
@@ -302,7 +302,7 @@ async def job_events(job_id: JobId, request: Request, jobs: JobsDep, principal: 
             raise ProblemError(400, "Last-Event-ID must be a message seq (an integer)",
                                slug="bad-last-event-id") from None
     viewer = viewer_of(principal)
-    subscribed = jobs.bus.subscribe(job_id, after=after, viewer=viewer)
+    subscribed = await jobs.runner.subscribe(job_id, after=after, viewer=viewer)
     ended: list[JobEvent] | None = None
     if subscribed is None:
         ended = await _ended(jobs, job_id, viewer)

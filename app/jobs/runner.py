@@ -39,12 +39,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from app.http.errors import ProblemError
-from app.jobs.bus import JobBus
+from app.jobs.access import EVERYONE, Viewer
+from app.jobs.bus import JobBus, JobEvent, MessageLog, SharedStreams, Subscription
 from app.jobs.kinds import (
     CancelHook,
     CancelPolicy,
@@ -76,6 +77,10 @@ STORE_RETRY_MAX_DELAY = 5.0
 """A write the store refused for lack of space is retried, at most this far apart, until it succeeds."""
 STORED_WAIT_INTERVAL = 0.25
 """How often a wait for a job another process runs reads it from the store."""
+MESSAGES_KEPT_AFTER_END = timedelta(minutes=5)
+"""The stream messages of a job stay in a shared store this long after it ended (for readers still catching up);
+then an ended job's stream is its snapshot and `end`, read from its row."""
+MESSAGES_PRUNE_INTERVAL = 60.0
 FENCE_CHECK_INTERVAL = 0.25
 """How often (seconds, at most) a process on a shared store checks that the leases of its jobs are still fresh."""
 
@@ -309,6 +314,11 @@ class JobRunner:
         """Several processes share the store: leases are renewed, fenced, and those that ran out taken over."""
         self.fence_margin = fence_margin(lease_seconds)
         self.takeover_interval = max(0.5, lease_seconds / 3)
+        self.streams: SharedStreams | None = None
+        """A shared store that keeps stream messages: every process serves the streams of every job."""
+        if self.shared and hasattr(store, "append_messages"):
+            self.streams = SharedStreams(bus, cast(MessageLog, store), self.owner_id,
+                                         progress_interval=max(progress_interval, 1.0))
         """How often leases are renewed and those that ran out claimed (a shared store)."""
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
@@ -370,6 +380,8 @@ class JobRunner:
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
+            if self.streams is not None:
+                await self.streams.start()
             await self._store.listen_cancels(self._cancel_asked)
         for stored in await self._store.pending_cleanups():
             self._cleanups[stored.job.id] = 0.0
@@ -384,7 +396,7 @@ class JobRunner:
         return count
 
     async def _maintain(self) -> None:
-        last_prune = time.monotonic()
+        last_prune = last_messages_prune = time.monotonic()
         while True:
             await asyncio.sleep(self.takeover_interval if self.shared else max(1.0, self.lease_seconds / 3))
             try:
@@ -395,6 +407,9 @@ class JobRunner:
                         self._cancel_asked(job_id)
                 else:
                     await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
+                if self.streams is not None and time.monotonic() - last_messages_prune > MESSAGES_PRUNE_INTERVAL:
+                    last_messages_prune = time.monotonic()
+                    await self.streams.store.prune_messages(utcnow() - MESSAGES_KEPT_AFTER_END)
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     await self.prune()
@@ -440,6 +455,7 @@ class JobRunner:
             return []
         started = time.monotonic()
         claimed = await self._store.claim_expired(self.owner_id, time.time() + self.lease_seconds)
+        await self._last_messages(claimed)
         adopted = self._adopt(claimed, started)
         if adopted:
             log.info("took over %d jobs whose lease ran out: %s", len(adopted), ", ".join(adopted))
@@ -471,7 +487,11 @@ class JobRunner:
             del self._active[job.id]
         if active.claim is not None:
             self._claims.pop(active.claim, None)
-        self._bus.drop(job.id)
+        if self.streams is not None:  # its watchers here follow it from the database, under its next owner
+            self.streams.forget(job.id)
+            self._bus.drop(job.id, follow=True)
+        else:
+            self._bus.drop(job.id)
         log.warning("job %s (%s) abandoned: %s; this process writes nothing more of it", job.id, job.kind, why)
         task = active.task
         if task is not None and not task.done():
@@ -501,6 +521,8 @@ class JobRunner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.streams is not None:
+            await self.streams.stop()
         with contextlib.suppress(Exception):
             await self._store.renew_leases(self.owner_id, time.time())
         self._bus.close_all()
@@ -512,6 +534,18 @@ class JobRunner:
         if active is not None:
             return active.job.model_copy(deep=True)
         return await self._store.get(job_id)
+
+    async def subscribe(self, job_id: str, *, after: int | None = None,
+                        viewer: Viewer = EVERYONE) -> tuple[Subscription, list[JobEvent]] | None:
+        """Watch a job that has not ended, as `JobBus.subscribe`: one this process runs, or on a shared store one
+        another process runs (followed from the database). None when it has ended or does not exist (or `viewer`
+        may not see it): read it from the store."""
+        subscribed = self._bus.subscribe(job_id, after=after, viewer=viewer)
+        if subscribed is not None or self.streams is None or self._bus.carries(job_id):
+            return subscribed
+        if not await self.streams.follow(job_id):
+            return None
+        return self._bus.subscribe(job_id, after=after, viewer=viewer)
 
     async def params(self, job_id: str) -> dict[str, Any] | None:
         """What the job was asked to do (its params), or None when there is no such job."""
@@ -630,10 +664,19 @@ class JobRunner:
         """Claim the jobs a dead gateway left: run queued ones, settle running ones (in the background)."""
         started = time.monotonic()
         claimed = await self._store.claim_unfinished(self.owner_id, time.time() + self.lease_seconds)
+        await self._last_messages(claimed)
         self._adopt(claimed, started)
         if claimed:
             log.info("recovering %d jobs left by a previous gateway process", len(claimed))
         return [s.job.id for s in claimed]
+
+    async def _last_messages(self, claimed: list[StoredJob]) -> None:
+        """The seq each claimed job goes on from: the last of its stored messages, when it is after its row's."""
+        if self.streams is None or not claimed:
+            return
+        seqs = await self.streams.store.last_message_seqs([s.job.id for s in claimed])
+        for stored in claimed:
+            stored.seq = max(stored.seq, seqs.get(stored.job.id, 0))
 
     def _adopt(self, claimed: list[StoredJob], started: float) -> list[str]:
         """Run the claimed queued jobs, settle the running ones (in the background). `started` (monotonic) is when

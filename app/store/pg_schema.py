@@ -15,6 +15,11 @@ bumps (`state_versions`), which replicas poll as a fallback to LISTEN/NOTIFY.
 
 Migration 3 marks a job whose cancel was asked of another replica than its owner (`cancel_requested`): the owner
 hears of it by a notification on the `jobs` channel (the job's id), or at the latest when it renews its leases.
+
+Migration 4 holds the messages of job streams (`job_messages`), so that any replica serves the stream of a job
+another runs: the owner writes each message (progress merged, at most one a second) and notifies the
+`job_messages` channel with `<job_id>:<seq>`; the rows go with their job, or some minutes after it ended. `body` is
+`{"job": ..., "data": ...}` as `json` (output may hold `\\u0000`).
 """
 
 from __future__ import annotations
@@ -129,6 +134,16 @@ MIGRATIONS: dict[int, str] = {
     """,
     3: """
     ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+    """,
+    4: """
+    CREATE TABLE job_messages (
+        job_id       text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        seq          bigint NOT NULL,
+        type         text NOT NULL,
+        body         json NOT NULL,
+        at           timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job_id, seq)
+    );
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
