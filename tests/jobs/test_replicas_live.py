@@ -1,6 +1,7 @@
 """Gateway processes (`python -m app`) sharing one PostgreSQL and the real LXD: when the process running a create
 dies (SIGKILL) or is paused (SIGSTOP) past its lease, another running process takes the job over and settles it
-from the container's state; a paused process, resumed, writes nothing more of it."""
+from the container's state; a paused process, resumed, writes nothing more of it. Any process serves the stream of
+a job another runs, and any cancels it."""
 
 from __future__ import annotations
 
@@ -17,21 +18,30 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import websockets
 
 from app.locallxd.daemon import DaemonInfo, free_port
 from app.lxd import Client, NotFound
 from tests.support.gateway import GatewayProcess, gateway_env, start_gateway
+from tests.support.streams import read_sse
 
 LEASE = 5.0
 TAKEOVER_INTERVAL = LEASE / 3
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, lxd_daemon: DaemonInfo, postgres_url: str) -> Iterator[list[GatewayProcess]]:
-    """Two gateway processes on one database, with a short lease."""
+def replica_count() -> int:
+    """How many gateway processes `replicas` starts (parametrize a test with `replica_count` for more)."""
+    return 2
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, lxd_daemon: DaemonInfo, postgres_url: str,
+             replica_count: int) -> Iterator[list[GatewayProcess]]:
+    """Gateway processes (two unless `replica_count` says) on one database, with a short lease."""
     started: list[GatewayProcess] = []
     try:
-        for name in ("a", "b"):
+        for name in "abcdefgh"[:replica_count]:
             env = gateway_env(lxd_daemon.socket_path, tmp_path / name, free_port(), LXDGW_DATABASE_URL=postgres_url,
                               LXDGW_JOB_LEASE_SECONDS=str(LEASE), LXDGW_SHUTDOWN_GRACE_SECONDS="1")
             started.append(start_gateway(env, log=tmp_path / name / "gateway.log"))
@@ -195,3 +205,67 @@ def test_a_cancel_sent_to_another_replica_stops_the_job_where_it_runs(
         assert any("cancel asked through another gateway process" in line for line in job_lines(a, job_id))
     finally:
         httpx.delete(f"{a.base}/v1/containers/{name}", params={"force": "true", "wait": 60}, timeout=70)
+
+
+async def _sse_of(http: httpx.AsyncClient, gateway: GatewayProcess, job_id: str,
+                  last_event_id: int | None = None) -> list[dict[str, Any]]:
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    async with http.stream("GET", f"{gateway.base}/v1/jobs/{job_id}/events", headers=headers, timeout=120) as r:
+        assert r.status_code == 200, await r.aread()
+        events, _ = await read_sse(r)
+    return events
+
+
+async def _ws_of(gateway: GatewayProcess, job_id: str) -> tuple[list[dict[str, Any]], int | None]:
+    messages = []
+    async with websockets.connect(f"{gateway.ws_base}/v1/jobs/{job_id}/ws") as ws:
+        async for raw in ws:
+            messages.append(json.loads(raw))
+        return messages, ws.close_code
+
+
+@pytest.mark.parametrize("replica_count", [3])
+async def test_a_create_on_one_replica_is_streamed_from_another_and_cancelled_from_a_third(
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, postgres_url: str) -> None:
+    a, b, c = replicas
+    name = f"stream-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(f"{a.base}/v1/containers", json={"name": name, "image": {"alias": "busybox"}})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        sse = asyncio.create_task(_sse_of(http, b, job_id))
+        ws = asyncio.create_task(_ws_of(b, job_id))
+        deadline = time.monotonic() + 60
+        while not (job := (await http.get(f"{b.base}/v1/jobs/{job_id}")).json())["lxd_operations"]:
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            await asyncio.sleep(0.01)
+        asked = time.monotonic()
+        r = await http.delete(f"{c.base}/v1/jobs/{job_id}")
+        assert r.status_code == 202, r.text
+        events = await asyncio.wait_for(sse, 90)
+        took = time.monotonic() - asked
+        messages, close_code = await asyncio.wait_for(ws, 30)
+        resumed_after = next(e["id"] for e in events if e["event"] == "status" and
+                             (e["data"].get("data") or {}).get("cancel_requested"))
+        resumed = await _sse_of(http, b, job_id, last_event_id=resumed_after)
+    print(f"\nstream on another replica: `end` {took:.2f}s after the cancel sent to a third; "
+          f"{len(events)} events: {[e['event'] for e in events]}")
+    stored = stored_row(postgres_url, job_id)
+    ids = [e["id"] for e in events]
+    assert ids == sorted(set(ids))  # in order, never one twice
+    assert events[0]["event"] == "snapshot"
+    assert any(e["event"] == "status" and e["data"]["data"] == {"cancel_requested": True} for e in events), events
+    assert any(e["event"] == "progress" and e["data"]["data"]["stage"] == "rolling back" for e in events), events
+    end = events[-1]
+    assert end["event"] == "end" and end["data"]["job"]["status"] == "cancelled", end
+    assert end["id"] == stored["seq"] and stored["status"] == "cancelled"
+    assert end["data"]["job"]["cleanup"] is not None and end["data"]["job"]["cleanup"]["status"] == "done", end
+    # the websocket on the same replica: the same messages, with the same seq, then `end` and 1000
+    assert close_code == 1000 and messages[-1]["type"] == "end" and messages[-1]["seq"] == end["id"]
+    after = max(messages[0]["seq"], events[0]["id"])
+    assert [(m["type"], m["seq"]) for m in messages if m["seq"] > after] == \
+        [(e["event"], e["id"]) for e in events if e["id"] > after]
+    # a reader resuming after the cancel on that replica gets the rest, `end` last
+    assert resumed[-1]["event"] == "end" and resumed[-1]["id"] == end["id"]
+    assert all(e["id"] > resumed_after for e in resumed)
+    assert await asyncio.to_thread(container_status, lxd_daemon, name) is None  # rolled back
