@@ -307,3 +307,48 @@ async def test_the_embedded_store_keeps_streams_in_the_process(tmp_path: Path) -
     finally:
         await runner.shutdown(0)
         await store.close()
+
+
+async def test_without_notifications_a_stream_on_another_replica_still_reaches_end(
+        postgres_url: str, replicas: Any) -> None:
+    a: Replica = await replicas("a")
+    b = Replica(postgres_url, "b")
+
+    async def deaf(callback: Callable[[str], None]) -> None:  # every notification lost: the poll reads them
+        return None
+
+    b.store.listen_messages = deaf  # type: ignore[method-assign]
+    await b.open()
+    try:
+        job = await a.runner.submit("t.steps")
+        on_a = a.runner.bus.subscribe(job.id)
+        assert on_a is not None
+        on_b = await subscribe(b, job.id)
+        await asyncio.sleep(1.2)
+        a.gates["one"].set()
+        await asyncio.sleep(1.2)
+        a.gates["two"].set()
+        seen_a, seen_b = await read_to_end(on_a), await read_to_end(on_b)
+        assert changes(seen_b) == [c for c in changes(seen_a) if c[1] > on_b[1][0].seq]
+    finally:
+        await b.close()
+
+
+async def test_a_job_that_ended_without_its_end_message_ends_its_streams_from_its_row(
+        replicas: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    a: Replica = await replicas("a")
+    b: Replica = await replicas("b")
+    append = a.store.append_messages
+
+    async def no_end(owner_id: str, messages: list[Any]) -> set[str]:  # as if a died right after storing the end
+        return await append(owner_id, [m for m in messages if m[2] != "end"])
+
+    monkeypatch.setattr(a.store, "append_messages", no_end)
+    job = await a.runner.submit("t.steps")
+    on_b = await subscribe(b, job.id)
+    a.gates["one"].set()
+    a.gates["two"].set()
+    seen = await read_to_end(on_b, 3 * b.runner.streams.poll_interval + 2)  # type: ignore[union-attr]
+    stored = await b.store.load(job.id)
+    assert stored is not None and stored.job.status is JobStatus.succeeded
+    assert seen[-1].seq == stored.seq and seen[-1].job["result"] == {"answer": 42}
