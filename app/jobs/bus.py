@@ -374,7 +374,8 @@ POLL_INTERVAL = 1.0
 listening connection was down), and checks whether they ended without an `end` message it could read."""
 MAX_PENDING = 10_000
 """Messages waiting to be written (the database slow or away) at most; beyond, the oldest are left out."""
-READ_BATCH = 1000
+BATCH = 1000
+"""Messages written, or read, in one statement at most."""
 
 
 class MessageLog(Protocol):
@@ -382,7 +383,7 @@ class MessageLog(Protocol):
 
     async def append_messages(self, owner_id: str, messages: list[Message]) -> set[str]: ...
     """Write messages of jobs `owner_id` owns and notify the other processes; the ids of jobs it no longer owns."""
-    async def read_messages(self, after: dict[str, int], *, limit: int = READ_BATCH) -> list[Message]: ...
+    async def read_messages(self, after: dict[str, int], *, limit: int = BATCH) -> list[Message]: ...
     async def recent_messages(self, job_id: str, limit: int) -> list[Message]: ...
     async def job_states(self, job_ids: list[str]) -> dict[str, bool]: ...
     async def trim_messages(self, job_id: str, keep: int) -> int: ...
@@ -517,9 +518,10 @@ class SharedStreams:
                     delay = min(delay * 2, 5.0)
 
     async def _write_some(self) -> None:
-        batch, self._pending = self._pending[:READ_BATCH], self._pending[READ_BATCH:]
-        rows = [(e.job_id, e.seq, e.type, json.dumps({"job": e.job, "data": e.data}, separators=(",", ":")))
-                for e in batch]
+        batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+        rows: list[Message] = [
+            (e.job_id, e.seq, e.type, json.dumps({"job": e.job, "data": e.data}, separators=(",", ":")))
+            for e in batch]
         try:
             refused = await self.store.append_messages(self.owner_id, rows)
         except BaseException:
@@ -602,11 +604,11 @@ class SharedStreams:
 
     async def _catch_up(self, targets: dict[str, int]) -> None:
         while targets:
-            rows = await self.store.read_messages(targets, limit=READ_BATCH)
+            rows = await self.store.read_messages(targets, limit=BATCH)
             for job_id, seq, type, body in rows:
                 doc = json.loads(body)
                 self.bus.deliver(type, seq, job_id, doc["job"], doc.get("data"))  # type: ignore[arg-type]
-            if len(rows) < READ_BATCH:
+            if len(rows) < BATCH:
                 return
             followed = self.bus.followed()
             targets = {job_id: followed[job_id] for job_id in targets if job_id in followed}

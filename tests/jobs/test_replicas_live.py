@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -154,6 +155,10 @@ def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_
     job_id = create_on(a, name)
     wait_for_operation(a, job_id)
     owner_a = stored_row(postgres_url, job_id)["owner_id"]
+    on_a: list[dict[str, Any]] = []  # a stream open on a: it goes on with the other replica's messages
+    reader = threading.Thread(target=lambda: on_a.extend(asyncio.run(_sse_on(a, job_id))), daemon=True)
+    reader.start()
+    time.sleep(0.5)
     os.kill(a.proc.pid, signal.SIGSTOP)
     paused = time.monotonic()
     try:
@@ -175,6 +180,11 @@ def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_
     assert not any(f"(container.create) {end}" in line for line in lines
                    for end in ("succeeded", "failed", "cancelled")), lines
     assert container_status(lxd_daemon, name) == (None if job["status"] == "failed" else "Running")
+    reader.join(30)
+    assert on_a and on_a[0]["event"] == "snapshot" and on_a[-1]["event"] == "end", on_a
+    assert on_a[-1]["id"] == settled["seq"] and on_a[-1]["data"]["job"]["status"] == job["status"], on_a
+    recovering = [e for e in on_a if e["event"] == "progress" and e["data"]["data"]["stage"] == "recovering"]
+    assert recovering, on_a  # the takeover's messages, seen on the process that gave the job up
 
 
 def test_a_cancel_sent_to_another_replica_stops_the_job_where_it_runs(
@@ -214,6 +224,11 @@ async def _sse_of(http: httpx.AsyncClient, gateway: GatewayProcess, job_id: str,
         assert r.status_code == 200, await r.aread()
         events, _ = await read_sse(r)
     return events
+
+
+async def _sse_on(gateway: GatewayProcess, job_id: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=120) as http:
+        return await _sse_of(http, gateway, job_id)
 
 
 async def _ws_of(gateway: GatewayProcess, job_id: str) -> tuple[list[dict[str, Any]], int | None]:
