@@ -16,8 +16,12 @@ process that died, or that stopped renewing. It is fenced: a job whose lease thi
 may claim it: its task is cancelled and nothing more of it is written or published here. Every write of a job names
 its owner, and one that finds the job owned by another process (`LeaseLost`) abandons it the same way. A cancel
 asked of a process that does not run the job is marked in the store, and its owner, notified (or at its next
-renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends. On
-the embedded store (one process) none of this applies.
+renewal), cancels it as if asked itself; waiting for a job another process runs reads the store until it ends.
+Every process serves the stream of every job (`subscribe`; `app.jobs.bus.SharedStreams`): the owner writes its
+messages to the store, the others follow them from there with the owner's seq; a job taken over goes on from the
+last stored seq (skipping `RECOVERY_SEQ_SKIP` ahead, past any its previous owner published and had not stored), and
+the streams of a job this process gives up follow its next owner.
+On the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`.
 
@@ -70,6 +74,8 @@ names the backend of the job's remote ("LXD" or "Incus") for the problem's words
 
 
 RECOVERY_SEQ_SKIP = 100_000
+"""A job settled or run again after its process died or gave it up numbers its messages from the last stored seq
+plus this: above any seq a reader may have seen from the previous owner (who publishes before it stores)."""
 CLEANUP_FIRST_DELAY = 1.0
 CLEANUP_MAX_DELAY = 15.0
 """A pending cleanup is retried after 1, 2, 4... seconds, at most this far apart."""

@@ -19,6 +19,9 @@ needs:
   fail at once, and at most every `PROBE_INTERVAL` one of them tries a connection: the first that succeeds starts a
   fresh pool, so the store is back as soon as the server is, without waiting out the pool's reconnection back-off.
   The URL's password never appears in an error or log line of the gateway.
+- **Notifications.** One connection per process LISTENs (`listen_cancels`, `listen_messages`): on `jobs` (a cancel
+  for the owner of a job) and `job_messages` (`<job_id>:<seq>`: the owner of a job wrote messages of its stream to
+  `job_messages`, which the processes following the job read; only ids travel, the rows hold the messages).
 """
 
 from __future__ import annotations
