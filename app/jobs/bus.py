@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from app.jobs.access import EVERYONE, Viewer
 from app.jobs.models import EventType, Job, omit_output, split_output
 from app.jobs.store import StoredJob
+from app.store.errors import StoreUnavailable
 
 log = logging.getLogger("app.jobs")
 
@@ -501,21 +502,29 @@ class SharedStreams:
         self._written.pop(job_id, None)
 
     async def _write_loop(self) -> None:
-        delay = 0.25
+        delay, refused = 0.25, 0
         while True:
             await self._writer_wake.wait()
             self._writer_wake.clear()
             while self._pending:
                 try:
                     await self._write_some()
-                    delay = 0.25
+                    delay, refused = 0.25, 0
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
-                    log.warning("writing job stream messages failed (%s); retrying in %.1fs",
-                                " ".join(str(exc).split()) or type(exc).__name__, delay)
+                except StoreUnavailable as exc:  # kept, in order, until the database is back
+                    log.warning("writing job stream messages failed (%s); retrying in %.1fs", exc.reason, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+                except Exception:
+                    refused += 1
+                    if refused >= 3:  # the database refuses these messages: the others go on without them
+                        count = min(len(self._pending), BATCH)
+                        log.exception("job stream messages refused by the job database: %d left out", count)
+                        del self._pending[:count]
+                        self.left_out += count
+                        refused = 0
+                    await asyncio.sleep(delay)
 
     async def _write_some(self) -> None:
         batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
@@ -577,7 +586,7 @@ class SharedStreams:
         self._reader_wake.set()
 
     async def _read_loop(self) -> None:
-        polled = time.monotonic()
+        polled, failing = time.monotonic(), False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader_wake.wait(), max(0.0, polled + self.poll_interval -
@@ -597,10 +606,14 @@ class SharedStreams:
                 await self._catch_up(targets)
                 if poll:
                     await self._check_ended(list(targets))
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the next poll tries again
-                log.warning("reading job stream messages failed: %s", " ".join(str(exc).split()) or type(exc).__name__)
+                if not failing:
+                    log.warning("reading job stream messages failed (%s); trying again every %.1fs",
+                                " ".join(str(exc).split()) or type(exc).__name__, self.poll_interval)
+                failing = True
 
     async def _catch_up(self, targets: dict[str, int]) -> None:
         while targets:
