@@ -224,6 +224,8 @@ class JobBus:
         ch = self._channels.get(job.id)
         if ch is None:
             ch = self._channels[job.id] = _Channel(job, 0, self.history, self.history_bytes)
+        elif ch.followed:  # another process runs it (this one gave it up): its messages come from there
+            return JobEvent.of(type, ch.seq, job, data)
         ch.seq += 1
         event = JobEvent.of(type, ch.seq, job, data)
         if self.on_publish is not None:
