@@ -284,6 +284,12 @@ class JobBus:
         ch = self._channels.get(job_id)
         return ch.seq if ch is not None and ch.followed else None
 
+    def let_go(self, job_id: str) -> None:
+        """Stop following a job nobody here reads."""
+        ch = self._channels.get(job_id)
+        if ch is not None and ch.followed and not ch.subscribers:
+            del self._channels[job_id]
+
     def followed(self) -> dict[str, int]:
         """The jobs followed, each with the seq of its last message passed on."""
         return {job_id: ch.seq for job_id, ch in self._channels.items() if ch.followed}

@@ -551,7 +551,10 @@ class JobRunner:
             return subscribed
         if not await self.streams.follow(job_id):
             return None
-        return self._bus.subscribe(job_id, after=after, viewer=viewer)
+        subscribed = self._bus.subscribe(job_id, after=after, viewer=viewer)
+        if subscribed is None:  # `viewer` may not see it
+            self._bus.let_go(job_id)
+        return subscribed
 
     async def params(self, job_id: str) -> dict[str, Any] | None:
         """What the job was asked to do (its params), or None when there is no such job."""

@@ -183,6 +183,10 @@ async def test_output_reaches_only_the_owner_of_the_job_on_another_replica(repli
     seen_owner, seen_other = await read_to_end(owner), await read_to_end(other)
     assert any(e.type == "output" for e in seen_owner)
     assert not any(e.type == "output" for e in seen_other) and seen_other[-1].type == "end"
+    hidden = await a.runner.submit("t.forever", remote="r1", token_id="tok-1")
+    outside = Viewer(token_id="tok-1", remotes=("r2",))
+    assert await b.runner.subscribe(hidden.id, viewer=outside) is None  # not its remote: as if it did not exist
+    assert b.runner.bus.followed() == {}
 
 
 async def test_last_event_id_resumes_on_another_replica_without_repeats(replicas: Any) -> None:
