@@ -2,7 +2,8 @@
 
 A caller reaches only the jobs within its remote and project limits (any other is a 404, as if it did not exist),
 and sees a job's params and output only when the job is its own or it is an admin (see `app.jobs.access`).
-Listings never carry params or output.
+Listings never carry params or output. On a shared database (PostgreSQL) every gateway process serves the stream
+of every job, also of one another process runs (`JobRunner.subscribe`), with the same seq everywhere.
 """
 
 from __future__ import annotations
