@@ -153,12 +153,13 @@ def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_
     a, b = replicas
     name = f"pause-{uuid.uuid4().hex[:8]}"
     job_id = create_on(a, name)
+    on_a: list[dict[str, Any]] = []  # a stream open on a: it goes on with the other replica's messages
+    subscribed = threading.Event()
+    reader = threading.Thread(target=_sse_into, args=(a, job_id, on_a, subscribed), daemon=True)
+    reader.start()
+    assert subscribed.wait(10)
     wait_for_operation(a, job_id)
     owner_a = stored_row(postgres_url, job_id)["owner_id"]
-    on_a: list[dict[str, Any]] = []  # a stream open on a: it goes on with the other replica's messages
-    reader = threading.Thread(target=lambda: on_a.extend(asyncio.run(_sse_on(a, job_id))), daemon=True)
-    reader.start()
-    time.sleep(0.5)
     os.kill(a.proc.pid, signal.SIGSTOP)
     paused = time.monotonic()
     try:
@@ -226,9 +227,21 @@ async def _sse_of(http: httpx.AsyncClient, gateway: GatewayProcess, job_id: str,
     return events
 
 
-async def _sse_on(gateway: GatewayProcess, job_id: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(timeout=120) as http:
-        return await _sse_of(http, gateway, job_id)
+def _sse_into(gateway: GatewayProcess, job_id: str, events: list[dict[str, Any]], first: threading.Event) -> None:
+    """Read the job's SSE stream into `events` (`first` is set once the snapshot came), until it ends."""
+    current: dict[str, Any] = {}
+    with httpx.stream("GET", f"{gateway.base}/v1/jobs/{job_id}/events", timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                current["event"] = line[7:]
+            elif line.startswith("id: "):
+                current["id"] = int(line[4:])
+            elif line.startswith("data: "):
+                current["data"] = json.loads(line[6:])
+            elif line == "" and current:
+                events.append(current)
+                current = {}
+                first.set()
 
 
 async def _ws_of(gateway: GatewayProcess, job_id: str) -> tuple[list[dict[str, Any]], int | None]:
