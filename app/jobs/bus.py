@@ -395,7 +395,7 @@ class MessageLog(Protocol):
     async def read_messages(self, after: dict[str, int], *, limit: int = BATCH) -> list[Message]: ...
     async def recent_messages(self, job_id: str, limit: int) -> list[Message]: ...
     async def job_states(self, job_ids: list[str]) -> dict[str, bool]: ...
-    async def trim_messages(self, job_id: str, keep: int) -> int: ...
+    async def trim_messages(self, job_id: str, keep: int, keep_bytes: int | None = None) -> int: ...
     async def prune_messages(self, ended_before: datetime) -> int: ...
     async def last_message_seqs(self, job_ids: list[str]) -> dict[str, int]: ...
     async def listen_messages(self, callback: Callable[[str], None]) -> None: ...
@@ -422,11 +422,14 @@ class SharedStreams:
         self.progress_interval = progress_interval
         self.poll_interval = poll_interval
         self.keep = keep or bus.history
-        """Messages kept per job in the database (the oldest are trimmed beyond twice as many)."""
+        self.keep_bytes = bus.history_bytes
+        """Messages kept per job in the database, as on the bus: the latest `keep` that hold `keep_bytes` at most
+        (trimmed once twice as many, or twice as much, were written)."""
         self._pending: list[JobEvent] = []
         self._held: dict[str, tuple[JobEvent, asyncio.TimerHandle]] = {}
         self._progress_at: dict[str, float] = {}
-        self._written: dict[str, int] = {}
+        self._written: dict[str, tuple[int, int]] = {}
+        """Per job: messages, and their bytes, written since it was last trimmed."""
         self._writer_wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._reader_wake = asyncio.Event()
@@ -547,18 +550,20 @@ class SharedStreams:
         for job_id in refused:
             self.forget(job_id)
         trim = []
-        for e in batch:
+        for e, row in zip(batch, rows, strict=True):
             if e.job_id in refused:
                 continue
             if e.type == "end":
                 self._written.pop(e.job_id, None)
                 continue
-            count = self._written[e.job_id] = self._written.get(e.job_id, 0) + 1
-            if count > 2 * self.keep:
-                self._written[e.job_id] = self.keep
+            count, size = self._written.get(e.job_id, (0, 0))
+            count, size = count + 1, size + len(row[3])
+            if count > 2 * self.keep or size > 2 * self.keep_bytes:
                 trim.append(e.job_id)
+                count, size = self.keep, self.keep_bytes  # at most what the trim leaves
+            self._written[e.job_id] = (count, size)
         for job_id in trim:
-            await self.store.trim_messages(job_id, self.keep)
+            await self.store.trim_messages(job_id, self.keep, self.keep_bytes)
 
     # -- following (the other processes) ------------------------------------------------------------------------
 

@@ -578,11 +578,19 @@ class PostgresJobStore:
         rows = await self._fetch(f"SELECT id, {_ENDED} AS ended FROM jobs WHERE id = ANY(%s)", (list(job_ids),))
         return {r["id"]: bool(r["ended"]) for r in rows}
 
-    async def trim_messages(self, job_id: str, keep: int) -> int:
-        """Keep only the last `keep` messages of a job."""
-        return await self._execute(
+    async def trim_messages(self, job_id: str, keep: int, keep_bytes: int | None = None) -> int:
+        """Keep only the last `keep` messages of a job, and of those only the last that hold `keep_bytes` at most
+        (the newest always stays)."""
+        count = await self._execute(
             "DELETE FROM job_messages WHERE job_id=%s AND seq < (SELECT seq FROM job_messages WHERE job_id=%s "
             "ORDER BY seq DESC OFFSET %s LIMIT 1)", (job_id, job_id, max(keep - 1, 0)))
+        if keep_bytes is not None:
+            count += await self._execute(
+                "DELETE FROM job_messages WHERE job_id=%(job)s AND seq < coalesce("
+                "  (SELECT min(seq) FROM (SELECT seq, sum(octet_length(body::text)) OVER (ORDER BY seq DESC) AS total "
+                "   FROM job_messages WHERE job_id=%(job)s) AS newest WHERE total <= %(bytes)s), "
+                "  (SELECT max(seq) FROM job_messages WHERE job_id=%(job)s))", {"job": job_id, "bytes": keep_bytes})
+        return count
 
     async def prune_messages(self, ended_before: datetime) -> int:
         """Remove the messages of jobs that ended before `ended_before` (nobody follows them any more)."""

@@ -297,12 +297,17 @@ async def test_the_table_keeps_few_messages_of_a_job_and_none_of_another_owner(p
         assert await store.append_messages("b", [(job.id, 11, "status", "{}")]) == {job.id}
         assert [r[1] for r in await store.read_messages({job.id: 7})] == [8, 9, 10]
         assert await store.last_message_seqs([job.id]) == {job.id: 10}
-        await store.trim_messages(job.id, 4)
+        await store.trim_messages(job.id, 6)
+        assert [r[1] for r in await store.recent_messages(job.id, 100)] == [5, 6, 7, 8, 9, 10]
+        size = len(rows[0][3])
+        await store.trim_messages(job.id, 6, keep_bytes=4 * size + 1)  # the newest that hold so many bytes
         assert [r[1] for r in await store.recent_messages(job.id, 100)] == [7, 8, 9, 10]
+        await store.trim_messages(job.id, 6, keep_bytes=1)  # the newest always stays
+        assert [r[1] for r in await store.recent_messages(job.id, 100)] == [10]
         job.status, job.finished_at = JobStatus.succeeded, utcnow()
         await store.save(job, seq=11, owner_id="a")
         assert await store.last_message_seqs([job.id]) == {job.id: 11}
-        assert await store.prune_messages(utcnow()) == 4
+        assert await store.prune_messages(utcnow()) == 1
         assert await store.job_states([job.id, "gone"]) == {job.id: True}
     finally:
         await store.close()
@@ -364,3 +369,29 @@ async def test_a_job_that_ended_without_its_end_message_ends_its_streams_from_it
     stored = await b.store.load(job.id)
     assert stored is not None and stored.job.status is JobStatus.succeeded
     assert seen[-1].seq == stored.seq and seen[-1].job["result"] == {"answer": 42}
+
+
+async def test_a_job_writing_much_keeps_only_its_latest_messages_in_the_table(
+        replicas: Any, postgres_url: str) -> None:
+    a: Replica = await replicas("a")
+    b: Replica = await replicas("b")
+    gate = asyncio.Event()
+
+    async def chatter(ctx: JobContext) -> str:
+        await gate.wait()
+        for i in range(700):
+            await ctx.output("stdout", f"line {i}\n")
+            if i % 50 == 0:
+                await asyncio.sleep(0.01)
+        return "done"
+
+    a.kinds.register(JobKind("t.chatter", chatter))
+    job = await a.runner.submit("t.chatter")
+    on_b = await subscribe(b, job.id)
+    gate.set()
+    seen = await read_to_end(on_b)
+    lines = [int(e.data["text"].split()[1]) for e in seen if e.type == "output" and e.data]
+    assert lines == sorted(set(lines)) and lines[-1] == 699  # all of them unless b fell more than `keep` behind
+    keep = a.runner.streams.keep  # type: ignore[union-attr]
+    rows = await message_rows(postgres_url, job.id)
+    assert keep == 256 and len(rows) <= 2 * keep + 1 and rows[-1][1] == "end"
