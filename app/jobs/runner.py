@@ -320,12 +320,12 @@ class JobRunner:
         """Several processes share the store: leases are renewed, fenced, and those that ran out taken over."""
         self.fence_margin = fence_margin(lease_seconds)
         self.takeover_interval = max(0.5, lease_seconds / 3)
+        """How often leases are renewed and those that ran out claimed (a shared store)."""
         self.streams: SharedStreams | None = None
-        """A shared store that keeps stream messages: every process serves the streams of every job."""
+        """On a shared store that keeps stream messages: every process serves the streams of every job."""
         if self.shared and hasattr(store, "append_messages"):
             self.streams = SharedStreams(bus, cast(MessageLog, store), self.owner_id,
                                          progress_interval=max(progress_interval, 1.0))
-        """How often leases are renewed and those that ran out claimed (a shared store)."""
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
         self.before_end: Callable[[Job, dict[str, Any], JobStatus, Any], None] | None = None
@@ -382,12 +382,12 @@ class JobRunner:
     async def start(self) -> list[str]:
         """Prune old jobs, recover those a dead gateway left, and keep leases fresh. Returns the recovered ids."""
         await self.prune()
+        if self.streams is not None:  # before any job runs: each message of each is written
+            await self.streams.start()
         recovered = await self.recover()
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
             self._fencing = asyncio.create_task(self._fence_loop(), name="jobs-fencing")
-            if self.streams is not None:
-                await self.streams.start()
             await self._store.listen_cancels(self._cancel_asked)
         for stored in await self._store.pending_cleanups():
             self._cleanups[stored.job.id] = 0.0
