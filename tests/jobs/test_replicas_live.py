@@ -131,10 +131,15 @@ def job_lines(gateway: GatewayProcess, job_id: str) -> list[str]:
 
 @pytest.mark.parametrize("operations", [1, 2], ids=["during-create", "during-start"])
 def test_a_replica_killed_mid_create_leaves_the_job_to_another(
-        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, operations: int) -> None:
+        replicas: list[GatewayProcess], lxd_daemon: DaemonInfo, postgres_url: str, operations: int) -> None:
     a, b = replicas
     name = f"kill-{uuid.uuid4().hex[:8]}"
     job_id = create_on(a, name)
+    on_b: list[dict[str, Any]] = []  # a stream open on the replica that takes the job over
+    subscribed = threading.Event()
+    reader = threading.Thread(target=_sse_into, args=(b, job_id, on_b, subscribed), daemon=True)
+    reader.start()
+    assert subscribed.wait(10)
     wait_for_operation(a, job_id, operations)
     a.kill()
     killed = time.monotonic()
@@ -146,6 +151,10 @@ def test_a_replica_killed_mid_create_leaves_the_job_to_another(
     assert took < LEASE + TAKEOVER_INTERVAL + 10
     check_outcome(lxd_daemon, job, name)
     assert any("took over" in line for line in job_lines(b, job_id))
+    reader.join(30)
+    ids = [e["id"] for e in on_b]
+    assert on_b[-1]["event"] == "end" and on_b[-1]["data"]["job"]["status"] == job["status"], on_b
+    assert ids == sorted(set(ids)) and ids[-1] == stored_row(postgres_url, job_id)["seq"], on_b
 
 
 def test_a_paused_replica_stops_before_another_takes_its_job_and_writes_nothing_after(
