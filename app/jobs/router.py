@@ -2,7 +2,8 @@
 
 A caller reaches only the jobs within its remote and project limits (any other is a 404, as if it did not exist),
 and sees a job's params and output only when the job is its own or it is an admin (see `app.jobs.access`).
-Listings never carry params or output.
+Listings never carry params or output. On a shared database (PostgreSQL) every gateway process serves the stream
+of every job, also of one another process runs (`JobRunner.subscribe`), with the same seq everywhere.
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ async def job_ws(websocket: WebSocket, job_id: str, principal: Annotated[Princip
     `end`, close 1000)."""
     jobs: JobsService = websocket.app.state.jobs
     viewer = viewer_of(principal)
-    subscribed = jobs.bus.subscribe(job_id, viewer=viewer)
+    subscribed = await jobs.runner.subscribe(job_id, viewer=viewer)
     if subscribed is None:
         ended = await _ended(jobs, job_id, viewer)
         if ended is None:
@@ -302,7 +303,7 @@ async def job_events(job_id: JobId, request: Request, jobs: JobsDep, principal: 
             raise ProblemError(400, "Last-Event-ID must be a message seq (an integer)",
                                slug="bad-last-event-id") from None
     viewer = viewer_of(principal)
-    subscribed = jobs.bus.subscribe(job_id, after=after, viewer=viewer)
+    subscribed = await jobs.runner.subscribe(job_id, after=after, viewer=viewer)
     ended: list[JobEvent] | None = None
     if subscribed is None:
         ended = await _ended(jobs, job_id, viewer)

@@ -17,8 +17,12 @@ unreachable, the process paused) is abandoned, before another process may claim 
 nothing more of it is written or published here. Every write of a job names its owner, and one that finds the job
 owned by another process (`LeaseLost`) abandons it the same way. A cancel asked of a process that does not run the
 job is marked in the store, and its owner, notified (or at its next renewal), cancels it as if asked itself; waiting
-for a job another process runs reads the store until it ends. On the embedded store (one process) none of this
-applies.
+for a job another process runs reads the store until it ends.
+Every process serves the stream of every job (`subscribe`; `app.jobs.bus.SharedStreams`): the owner writes its
+messages to the store, the others follow them from there with the owner's seq; a job taken over goes on from the
+last stored seq (skipping `RECOVERY_SEQ_SKIP` ahead, past any its previous owner published and had not stored), and
+the streams of a job this process gives up follow its next owner.
+On the embedded store (one process) none of this applies.
 A failed or cancelled job's rollback that cannot be done yet (LXD does not answer) is recorded with the job as a
 `pending` cleanup and retried with backoff, in this process and after a restart, until it is `done`. On a shared
 store a process retries only the pending cleanups of the jobs it owns, and takes over (as its own) those of a
@@ -42,12 +46,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from app.http.errors import ProblemError
-from app.jobs.bus import JobBus
+from app.jobs.access import EVERYONE, Viewer
+from app.jobs.bus import JobBus, JobEvent, MessageLog, SharedStreams, Subscription
 from app.jobs.kinds import (
     CancelHook,
     CancelPolicy,
@@ -72,6 +77,8 @@ names the backend of the job's remote ("LXD" or "Incus") for the problem's words
 
 
 RECOVERY_SEQ_SKIP = 100_000
+"""A job settled or run again after its process died or gave it up numbers its messages from the last stored seq
+plus this: above any seq a reader may have seen from the previous owner (who publishes before it stores)."""
 CLEANUP_FIRST_DELAY = 1.0
 CLEANUP_MAX_DELAY = 15.0
 """A pending cleanup is retried after 1, 2, 4... seconds, at most this far apart."""
@@ -79,6 +86,10 @@ STORE_RETRY_MAX_DELAY = 5.0
 """A write the store refused for lack of space is retried, at most this far apart, until it succeeds."""
 STORED_WAIT_INTERVAL = 0.25
 """How often a wait for a job another process runs reads it from the store."""
+MESSAGES_KEPT_AFTER_END = timedelta(minutes=5)
+"""The stream messages of a job stay in a shared store this long after it ended (for readers still catching up);
+then an ended job's stream is its snapshot and `end`, read from its row."""
+MESSAGES_PRUNE_INTERVAL = 60.0
 FENCE_CHECK_INTERVAL = 0.25
 """How often (seconds, at most) a process on a shared store checks that the leases of its jobs are still fresh."""
 
@@ -313,6 +324,11 @@ class JobRunner:
         self.fence_margin = fence_margin(lease_seconds)
         self.takeover_interval = max(0.5, lease_seconds / 3)
         """How often leases are renewed and those that ran out claimed (a shared store)."""
+        self.streams: SharedStreams | None = None
+        """On a shared store that keeps stream messages: every process serves the streams of every job."""
+        if self.shared and hasattr(store, "append_messages"):
+            self.streams = SharedStreams(bus, cast(MessageLog, store), self.owner_id,
+                                         progress_interval=max(progress_interval, 1.0))
         self.on_finished: Callable[[Job], None] | None = None
         """Called with each job as it ends (metrics)."""
         self.before_end: Callable[[Job, dict[str, Any], JobStatus, Any], None] | None = None
@@ -372,6 +388,8 @@ class JobRunner:
     async def start(self) -> list[str]:
         """Prune old jobs, recover those a dead gateway left, and keep leases fresh. Returns the recovered ids."""
         await self.prune()
+        if self.streams is not None:  # before any job runs: each message of each is written
+            await self.streams.start()
         recovered = await self.recover()
         self._maintenance = asyncio.create_task(self._maintain(), name="jobs-maintenance")
         if self.shared:
@@ -390,7 +408,7 @@ class JobRunner:
         return count
 
     async def _maintain(self) -> None:
-        last_prune = time.monotonic()
+        last_prune = last_messages_prune = time.monotonic()
         while True:
             await asyncio.sleep(self.takeover_interval if self.shared else max(1.0, self.lease_seconds / 3))
             try:
@@ -401,6 +419,9 @@ class JobRunner:
                         self._cancel_asked(job_id)
                 else:
                     await self._store.renew_leases(self.owner_id, time.time() + self.lease_seconds)
+                if self.streams is not None and time.monotonic() - last_messages_prune > MESSAGES_PRUNE_INTERVAL:
+                    last_messages_prune = time.monotonic()
+                    await self.streams.store.prune_messages(utcnow() - MESSAGES_KEPT_AFTER_END)
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     await self.prune()
@@ -460,6 +481,7 @@ class JobRunner:
             return []
         started = time.monotonic()
         claimed = await self._store.claim_expired(self.owner_id, time.time() + self.lease_seconds)
+        await self._last_messages(claimed)
         adopted = self._adopt(claimed, started)
         if adopted:
             log.info("took over %d jobs whose lease ran out: %s", len(adopted), ", ".join(adopted))
@@ -491,7 +513,11 @@ class JobRunner:
             del self._active[job.id]
         if active.claim is not None:
             self._claims.pop(active.claim, None)
-        self._bus.drop(job.id)
+        if self.streams is not None:  # its watchers here follow it from the database, under its next owner
+            self.streams.forget(job.id)
+            self._bus.drop(job.id, follow=True)
+        else:
+            self._bus.drop(job.id)
         log.warning("job %s (%s) abandoned: %s; this process writes nothing more of it", job.id, job.kind, why)
         task = active.task
         if task is not None and not task.done():
@@ -527,6 +553,8 @@ class JobRunner:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.streams is not None:
+            await self.streams.stop()
         with contextlib.suppress(Exception):
             await self._store.renew_leases(self.owner_id, time.time())
         self._bus.close_all()
@@ -538,6 +566,21 @@ class JobRunner:
         if active is not None:
             return active.job.model_copy(deep=True)
         return await self._store.get(job_id)
+
+    async def subscribe(self, job_id: str, *, after: int | None = None,
+                        viewer: Viewer = EVERYONE) -> tuple[Subscription, list[JobEvent]] | None:
+        """Watch a job that has not ended, as `JobBus.subscribe`: one this process runs, or on a shared store one
+        another process runs (followed from the database). None when it has ended or does not exist (or `viewer`
+        may not see it): read it from the store."""
+        subscribed = self._bus.subscribe(job_id, after=after, viewer=viewer)
+        if subscribed is not None or self.streams is None or self._bus.carries(job_id):
+            return subscribed
+        if not await self.streams.follow(job_id):
+            return None
+        subscribed = self._bus.subscribe(job_id, after=after, viewer=viewer)
+        if subscribed is None:  # `viewer` may not see it
+            self._bus.let_go(job_id)
+        return subscribed
 
     async def params(self, job_id: str) -> dict[str, Any] | None:
         """What the job was asked to do (its params), or None when there is no such job."""
@@ -661,10 +704,19 @@ class JobRunner:
         """Claim the jobs a dead gateway left: run queued ones, settle running ones (in the background)."""
         started = time.monotonic()
         claimed = await self._store.claim_unfinished(self.owner_id, time.time() + self.lease_seconds)
+        await self._last_messages(claimed)
         self._adopt(claimed, started)
         if claimed:
             log.info("recovering %d jobs left by a previous gateway process", len(claimed))
         return [s.job.id for s in claimed]
+
+    async def _last_messages(self, claimed: list[StoredJob]) -> None:
+        """The seq each claimed job goes on from: the last of its stored messages, when it is after its row's."""
+        if self.streams is None or not claimed:
+            return
+        seqs = await self.streams.store.last_message_seqs([s.job.id for s in claimed])
+        for stored in claimed:
+            stored.seq = max(stored.seq, seqs.get(stored.job.id, 0))
 
     def _adopt(self, claimed: list[StoredJob], started: float) -> list[str]:
         """Run the claimed queued jobs, settle the running ones (in the background). `started` (monotonic) is when

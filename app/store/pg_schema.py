@@ -20,6 +20,11 @@ Migration 4 holds what a request reserves across replicas before its job exists:
 (`name_reservations`, one row per remote, project, kind and name: its owner, the job once submitted, an expiry) and
 a place under a token's cap of unfinished jobs (`job_slots`). A reservation holds while its job is unfinished, or,
 before the job exists, while its owner's heartbeat (`replicas`) and its expiry last: a dead replica's lapse.
+
+Migration 5 holds the messages of job streams (`job_messages`), so that any replica serves the stream of a job
+another runs: the owner writes each message (progress merged, at most one a second) and notifies the
+`job_messages` channel with `<job_id>:<seq>`; the rows go with their job, or some minutes after it ended. `body` is
+`{"job": ..., "data": ...}` as `json` (output may hold `\\u0000`).
 """
 
 from __future__ import annotations
@@ -155,6 +160,16 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX job_slots_token ON job_slots (token_id);
     CREATE INDEX jobs_token_unfinished ON jobs (token_id) WHERE status IN ('queued', 'running');
+    """,
+    5: """
+    CREATE TABLE job_messages (
+        job_id       text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        seq          bigint NOT NULL,
+        type         text NOT NULL,
+        body         json NOT NULL,
+        at           timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (job_id, seq)
+    );
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

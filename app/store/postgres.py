@@ -24,6 +24,9 @@ needs:
   fail at once, and at most every `PROBE_INTERVAL` one of them tries a connection: the first that succeeds starts a
   fresh pool, so the store is back as soon as the server is, without waiting out the pool's reconnection back-off.
   The URL's password never appears in an error or log line of the gateway.
+- **Notifications.** One connection per process LISTENs (`listen_cancels`, `listen_messages`): on `jobs` (a cancel
+  for the owner of a job) and `job_messages` (`<job_id>:<seq>`: the owner of a job wrote messages of its stream to
+  `job_messages`, which the processes following the job read; only ids travel, the rows hold the messages).
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("app.store")
 JOBS_CHANNEL = "jobs"
 """Notified with a job's id when another replica asks its owner to cancel it."""
+Message = tuple[str, int, str, str]
+"""A message of a job's stream as stored: the job's id, its seq, its type, its body (`{"job", "data"}`, JSON text)."""
+MESSAGES_CHANNEL = "job_messages"
+"""Notified with `<job_id>:<seq>` (the last of them) when a job's owner wrote messages of its stream."""
 LISTEN_RETRY = 1.0
 JOB_SLOT_LOCK = 0x6C786777
 """The first key of the transaction lock under which one token's places under its job cap are counted and taken."""
@@ -131,6 +138,8 @@ class PostgresJobStore:
         self._probed = -PROBE_INTERVAL
         self._revive_lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
+        self._notified: dict[str, Callable[[str], None]] = {}
+        """What the listening connection LISTENs on: a callback per channel."""
 
     @property
     def conninfo(self) -> str:
@@ -496,24 +505,33 @@ class PostgresJobStore:
     async def listen_cancels(self, callback: Callable[[str], None]) -> None:
         """Call `callback(job_id)` for every cancel another replica asks (a connection of its own that LISTENs on
         the `jobs` channel, connected again after a failure), until `close`."""
-        self._listener = asyncio.get_running_loop().create_task(self._listen(callback), name="job-notices")
+        self._listen_on(JOBS_CHANNEL, callback)
 
-    async def _listen(self, callback: Callable[[str], None]) -> None:
+    def _listen_on(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Add `channel` to what the one listening connection of this store LISTENs on (it reconnects to add it)."""
+        self._notified[channel] = callback
+        if self._listener is not None:
+            self._listener.cancel()
+        self._listener = asyncio.get_running_loop().create_task(self._listen(dict(self._notified)),
+                                                                name="job-notices")
+
+    async def _listen(self, callbacks: dict[str, Callable[[str], None]]) -> None:
         import psycopg
 
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    for channel in callbacks:
+                        await conn.execute(f"LISTEN {channel}")
                     async for notice in conn.notifies():
                         try:
-                            callback(notice.payload)
+                            callbacks[notice.channel](notice.payload)
                         except Exception:
-                            log.exception("handling the cancel of job %s failed", notice.payload)
+                            log.exception("handling the notice %r on %s failed", notice.payload, notice.channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listening for job cancels failed (%s); retrying", _reason(exc))
+                log.warning("listening for job notices failed (%s); retrying", _reason(exc))
             await asyncio.sleep(LISTEN_RETRY)
 
     async def prune(self, finished_before: datetime) -> int:
@@ -524,6 +542,95 @@ class PostgresJobStore:
             count = cur.rowcount
             await conn.execute("DELETE FROM replicas WHERE alive_until<%s", (finished_before.timestamp(),))
         return count
+
+    # -- job streams (messages for the other replicas) -------------------------------------------------------------
+
+    async def append_messages(self, owner_id: str, messages: list[Message]) -> set[str]:
+        """Write stream messages (job id, seq, type, body as JSON text) of jobs `owner_id` owns, and notify
+        `job_messages` with each job's last seq (at commit). A message of a job another process owns now is not
+        written: returns the ids of those jobs."""
+        if not messages:
+            return set()
+        async with self.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO job_messages (job_id, seq, type, body) "
+                "SELECT m.job_id, m.seq, m.type, m.body::json "
+                "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS m(job_id, seq, type, body) "
+                "JOIN jobs ON jobs.id = m.job_id AND jobs.owner_id = %s "
+                "ON CONFLICT (job_id, seq) DO NOTHING RETURNING job_messages.job_id, job_messages.seq",
+                ([m[0] for m in messages], [m[1] for m in messages], [m[2] for m in messages],
+                 [m[3] for m in messages], owner_id))
+            last: dict[str, int] = {}
+            for r in await cur.fetchall():
+                job_id, seq = r["job_id"], r["seq"]  # type: ignore[call-overload]
+                last[job_id] = max(seq, last.get(job_id, 0))
+            for job_id, seq in last.items():
+                await conn.execute("SELECT pg_notify(%s, %s)", (MESSAGES_CHANNEL, f"{job_id}:{seq}"))
+        asked = {m[0] for m in messages}
+        if len(last) == len(asked):
+            return set()
+        owned = await self._fetch("SELECT id FROM jobs WHERE id = ANY(%s) AND owner_id = %s",
+                                  (list(asked - set(last)), owner_id))
+        return asked - set(last) - {r["id"] for r in owned}
+
+    async def read_messages(self, after: dict[str, int], *, limit: int = 1000) -> list[Message]:
+        """The messages of the jobs in `after` whose seq is greater than the job's value there, in order per job
+        (at most `limit` in all)."""
+        if not after:
+            return []
+        rows = await self._fetch(
+            "SELECT m.job_id, m.seq, m.type, m.body FROM job_messages m "
+            "JOIN unnest(%s::text[], %s::bigint[]) AS f(job_id, after) ON m.job_id = f.job_id AND m.seq > f.after "
+            "ORDER BY m.job_id, m.seq LIMIT %s", (list(after), list(after.values()), limit))
+        return [(r["job_id"], int(r["seq"]), r["type"], r["body"]) for r in rows]
+
+    async def recent_messages(self, job_id: str, limit: int) -> list[Message]:
+        """The last `limit` messages of a job, in order."""
+        rows = await self._fetch("SELECT job_id, seq, type, body FROM (SELECT * FROM job_messages WHERE job_id=%s "
+                                 "ORDER BY seq DESC LIMIT %s) AS last ORDER BY seq", (job_id, limit))
+        return [(r["job_id"], int(r["seq"]), r["type"], r["body"]) for r in rows]
+
+    async def last_message_seqs(self, job_ids: list[str]) -> dict[str, int]:
+        """The greatest seq written (messages or the job's row) of each of the jobs."""
+        if not job_ids:
+            return {}
+        rows = await self._fetch(
+            "SELECT jobs.id, GREATEST(jobs.seq, coalesce(max(m.seq), 0)) AS seq FROM jobs "
+            "LEFT JOIN job_messages m ON m.job_id = jobs.id WHERE jobs.id = ANY(%s) GROUP BY jobs.id, jobs.seq",
+            (list(job_ids),))
+        return {r["id"]: int(r["seq"]) for r in rows}
+
+    async def job_states(self, job_ids: list[str]) -> dict[str, bool]:
+        """Whether each job that exists has ended (a job missing from the answer no longer exists)."""
+        if not job_ids:
+            return {}
+        rows = await self._fetch(f"SELECT id, {_ENDED} AS ended FROM jobs WHERE id = ANY(%s)", (list(job_ids),))
+        return {r["id"]: bool(r["ended"]) for r in rows}
+
+    async def trim_messages(self, job_id: str, keep: int, keep_bytes: int | None = None) -> int:
+        """Keep only the last `keep` messages of a job, and of those only the last that hold `keep_bytes` at most
+        (the newest always stays)."""
+        count = await self._execute(
+            "DELETE FROM job_messages WHERE job_id=%s AND seq < (SELECT seq FROM job_messages WHERE job_id=%s "
+            "ORDER BY seq DESC OFFSET %s LIMIT 1)", (job_id, job_id, max(keep - 1, 0)))
+        if keep_bytes is not None:
+            count += await self._execute(
+                "DELETE FROM job_messages WHERE job_id=%(job)s AND seq < coalesce("
+                "  (SELECT min(seq) FROM (SELECT seq, sum(octet_length(body::text)) OVER (ORDER BY seq DESC) AS total "
+                "   FROM job_messages WHERE job_id=%(job)s) AS newest WHERE total <= %(bytes)s), "
+                "  (SELECT max(seq) FROM job_messages WHERE job_id=%(job)s))", {"job": job_id, "bytes": keep_bytes})
+        return count
+
+    async def prune_messages(self, ended_before: datetime) -> int:
+        """Remove the messages of jobs that ended before `ended_before` (nobody follows them any more)."""
+        return await self._execute(
+            f"DELETE FROM job_messages m USING jobs WHERE m.job_id = jobs.id AND {_ENDED} AND "
+            "jobs.finished_at < %s", (ended_before,))
+
+    async def listen_messages(self, callback: Callable[[str], None]) -> None:
+        """Call `callback("<job_id>:<seq>")` when some process wrote messages of a job (on the listening connection
+        of `listen_cancels`), until `close`."""
+        self._listen_on(MESSAGES_CHANNEL, callback)
 
     # -- idempotency --------------------------------------------------------------------------------------------
 

@@ -155,3 +155,47 @@ async def test_a_late_subscriber_gets_the_job_as_last_published_not_as_changed_s
         snapshot = subscribed[1][0]
         assert snapshot.type == "snapshot" and snapshot.job["progress"]["percent"] == 40
         assert (snapshot.job["result"] or {}).get("stdout") == stdout
+
+
+async def test_a_followed_job_passes_on_its_owners_messages_with_their_seq() -> None:
+    bus = JobBus(capacity=8)
+    everything = bus.subscribe_all()
+    bus.follow(job(), 40)
+    assert bus.live("j1") is None and bus.snapshots() == [] and bus.followed() == {"j1": 40}
+    sub, first = bus.subscribe("j1")  # type: ignore[misc]
+    assert [(e.type, e.seq) for e in first] == [("snapshot", 40)]
+    for seq, status, kind in ((41, "running", "progress"), (41, "running", "status"), (40, "running", "status"),
+                              (45, "running", "output"), (46, "succeeded", "end")):
+        bus.deliver(kind, seq, "j1", {"id": "j1", "kind": "k", "status": status}, {"n": seq})  # type: ignore[arg-type]
+    got = [e async for e in sub]
+    assert [(e.type, e.seq) for e in got] == [("progress", 41), ("output", 45), ("end", 46)]  # none twice
+    assert everything.pending == 0  # the all-jobs stream carries the jobs this process runs
+    assert not bus.carries("j1") and bus.subscribe("j1") is None
+
+
+async def test_a_followed_job_is_let_go_with_its_last_reader() -> None:
+    bus = JobBus()
+    bus.follow(job(), 3)
+    sub, _ = bus.subscribe("j1")  # type: ignore[misc]
+    sub.close()
+    assert not bus.carries("j1")
+
+
+async def test_a_job_given_up_keeps_its_readers_following_it_and_taken_back_goes_on_numbering() -> None:
+    bus = JobBus()
+    j = job()
+    bus.open(j)
+    bus.publish(j, "progress", {"percent": 1})
+    sub, _ = bus.subscribe("j1")  # type: ignore[misc]
+    bus.drop("j1", follow=True)
+    assert not sub.closed and bus.followed() == {"j1": 1}
+    bus.publish(j, "progress", {"percent": 2})  # a late report of the process that gave it up: not passed on
+    bus.deliver("status", 100_002, "j1", {"id": "j1", "kind": "k", "status": "running"}, {"recovering": True})
+    bus.open(j, 100_005)  # this process takes the job back
+    bus.publish(j, "end")
+    got = [e async for e in sub]
+    assert [(e.type, e.seq) for e in got] == [("status", 100_002), ("end", 100_006)]
+    idle = JobBus()
+    idle.open(j)
+    idle.drop("j1", follow=True)  # nobody reads it: nothing to follow
+    assert not idle.carries("j1")
