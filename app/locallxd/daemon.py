@@ -357,6 +357,10 @@ def _is_stale(d: Path) -> bool:
     state = HarnessState.load(d)
     if state is not None:
         return not _pid_alive(state.owner_pid)
+    try:  # another harness's directory under the same prefix (the tests' private PostgreSQL) names its owner so
+        return not _pid_alive(int((d / "owner.pid").read_text()))
+    except (OSError, ValueError):
+        pass
     try:
         return time.time() - d.stat().st_mtime > STATELESS_GRACE
     except OSError:
