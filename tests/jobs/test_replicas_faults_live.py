@@ -145,6 +145,41 @@ def sse_end(gateway: GatewayProcess, job_id: str, **params: str) -> tuple[int, l
     return 200, types, last
 
 
+def stream_to_end(replicas: Replicas, job_id: str, timeout: float, first: int) -> dict[str, Any]:
+    """Follow the job's SSE stream to `end`, starting on process `first`; when the process serving it restarts
+    (the stream is cut), go on from another with `Last-Event-ID`. Returns what was seen: the types, the ids (seq) in
+    order, the reconnects, and the job `end` carried."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {"types": [], "ids": [], "reconnects": 0, "end": None}
+    for turn in itertools.count(first):
+        i, gateway, generation = replicas.pick(turn)
+        headers = {"Last-Event-ID": str(seen["ids"][-1])} if seen["ids"] else {}
+        try:
+            with httpx.stream("GET", f"{gateway.base}/v1/jobs/{job_id}/events", headers=headers,
+                              timeout=httpx.Timeout(30, read=40)) as resp:
+                assert resp.status_code == 200 or replicas.restarted_since(i, generation), (gateway.base, resp)
+                if resp.status_code != 200:
+                    continue
+                for line in resp.iter_lines():
+                    if line.startswith("event: "):
+                        seen["types"].append(line[len("event: "):])
+                    elif line.startswith("id: "):
+                        seen["ids"].append(int(line[len("id: "):]))
+                    elif line.startswith("data: ") and seen["types"][-1] == "end":
+                        seen["end"] = json.loads(line[len("data: "):])["job"]
+                        return seen
+        except httpx.HTTPError as exc:
+            assert replicas.restarted_since(i, generation), f"{gateway.base}: {exc!r}"
+        # the stream ended without `end`: only a process that is restarting may do that
+        assert replicas.restarted_since(i, generation), (gateway.base, seen["types"][-5:])
+        assert time.monotonic() < deadline, f"no end of job {job_id} within {timeout}s: {seen['types'][-5:]}"
+        seen["reconnects"] += 1
+        time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
 def test_one_idempotency_key_sent_fifty_times_across_three_processes_makes_one_job(
         start_replicas: StartReplicas, postgres_url: str, lxd_daemon: DaemonInfo) -> None:
     gateways = start_replicas(postgres_url)
@@ -262,13 +297,21 @@ def test_a_rolling_restart_of_three_processes_during_creates_loses_no_job(
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
             job_ids = list(pool.map(create, range(20)))
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            # each job long-polled on the processes in turn, and streamed (SSE) from one of them, going on from
+            # another with Last-Event-ID when that one restarts
             followed = [pool.submit(follow, replicas, job_id, 150) for job_id in job_ids]
+            streamed = [pool.submit(stream_to_end, replicas, job_id, 150, n + 1) for n, job_id in enumerate(job_ids)]
             for i in range(3):
                 replicas.restart(i)
             restarted = time.monotonic() - started
             jobs = [f.result() for f in followed]
+            streams = [f.result() for f in streamed]
         took = time.monotonic() - started
+        print(f"\nstreams: {sum(s['reconnects'] for s in streams)} reconnects with Last-Event-ID over 20 jobs")
+        for job, seen in zip(jobs, streams, strict=True):
+            assert seen["types"][-1] == "end" and seen["end"]["status"] == job["status"], (job["id"], seen["types"])
+            assert seen["ids"] == sorted(set(seen["ids"])), (job["id"], seen["ids"])  # no repeat, in order
         outcomes = {s: sum(j["status"] == s for j in jobs) for s in ENDED}
         print(f"\nrolling restart of 3 processes ({restarted:.1f}s) during 20 creates: all ended after {took:.1f}s: "
               f"{outcomes}; failed: {sorted({j['error']['detail'][:60] for j in jobs if j['status'] == 'failed'})}")
