@@ -131,6 +131,8 @@ def test_page_examples_run_as_written(page: str, gateway: Gateway, image_server:
         "REMOTE_URL": image_server.https_url, "REMOTE_TOKEN": asyncio.run(_trust_token(image_server)),
     })
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    headers = {"Authorization": f"Bearer {gateway.token}"}
+    left: list[str] = []
     try:
         for block in blocks:
             script = block.script.replace(MAKE_RUN_URL, gateway.base)
@@ -138,8 +140,10 @@ def test_page_examples_run_as_written(page: str, gateway: Gateway, image_server:
                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, (f"{block.where} exited {r.returncode}:\n{block.script}\n--- stdout\n"
                                        f"{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}")
+        left = [c["name"] for c in httpx.get(f"{gateway.base}/v1/containers", headers=headers,
+                                             timeout=30).json()["items"]]
     finally:
         asyncio.run(_forget(image_server, before))
-    left = httpx.get(f"{gateway.base}/v1/containers", headers={"Authorization": f"Bearer {gateway.token}"},
-                     timeout=30).json()["items"]
-    assert [c["name"] for c in left] == [], f"{page}'s examples left containers behind"
+        for c in httpx.get(f"{gateway.base}/v1/containers", headers=headers, timeout=30).json()["items"]:
+            httpx.delete(f"{gateway.base}/v1/containers/{c['name']}?wait=60", headers=headers, timeout=90)
+    assert left == [], f"{page}'s examples left containers behind"
