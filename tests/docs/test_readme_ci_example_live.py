@@ -1,4 +1,4 @@
-"""The README's end-to-end CI example, extracted and run verbatim with bash against a real gateway process
+"""The end-to-end CI example of docs/api.md, extracted and run verbatim with bash against a real gateway process
 (`python -m app`, as `make run` starts it) in front of the private LXD."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from tests.containers.support import ROOT, free_port, remove_all, start_gateway,
 
 
 def ci_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "api.md").read_text()
     m = re.search(r"<!-- ci-example:begin -->\s*```sh\n(.*?)```\s*<!-- ci-example:end -->", text, re.S)
-    assert m, "the README has no ci-example block"
+    assert m, "docs/api.md has no ci-example block"
     return m.group(1)
 
 
