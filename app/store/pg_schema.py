@@ -20,6 +20,9 @@ Migration 4 holds what a request reserves across replicas before its job exists:
 (`name_reservations`, one row per remote, project, kind and name: its owner, the job once submitted, an expiry) and
 a place under a token's cap of unfinished jobs (`job_slots`). A reservation holds while its job is unfinished, or,
 before the job exists, while its owner's heartbeat (`replicas`) and its expiry last: a dead replica's lapse.
+
+Migration 5 holds the web console's sessions (`ui_sessions`, `app.store.sessions`): the sha256 of the session id
+(never the id), the token it stands for (by id), its CSRF token and its expiry, so that every replica knows them.
 """
 
 from __future__ import annotations
@@ -155,6 +158,17 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX job_slots_token ON job_slots (token_id);
     CREATE INDEX jobs_token_unfinished ON jobs (token_id) WHERE status IN ('queued', 'running');
+    """,
+    5: """
+    CREATE TABLE ui_sessions (
+        id_hash      text PRIMARY KEY,
+        token_id     text NOT NULL,
+        csrf         text NOT NULL,
+        created_at   double precision NOT NULL,
+        expires_at   double precision NOT NULL
+    );
+    CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at);
+    CREATE INDEX ui_sessions_token ON ui_sessions (token_id);
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
