@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementNotInteractableException,
@@ -38,6 +40,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.locallxd.daemon import DaemonInfo, image_tarball
 from app.lxd import Client, LXDError
+from app.store.sessions import session_hash
 from app.store.tokens import Scope, TokenStore
 from app.ui.router import CONSOLE_CSP
 from tests.http.test_swagger_ui_live import BROWSER_INTERNAL, PNG_MAGIC, Browser
@@ -133,8 +136,10 @@ def sign_out(browser: Browser) -> None:
 
 
 def row_status(browser: Browser, name: str) -> str | None:
-    rows = browser.driver.find_elements(By.CSS_SELECTOR, f"#containers tr[data-name='{name}'] td.status")
-    return rows[0].text if rows else None
+    cell = browser.driver.execute_script(  # read at once: the live list redraws its rows
+        "const c = document.querySelector(arguments[0]); return c ? c.textContent : null;",
+        f"#containers tr[data-name='{name}'] td.status")
+    return cell if isinstance(cell, str) else None
 
 
 def click_when_there(browser: Browser, css: str) -> None:
@@ -278,3 +283,72 @@ def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, br
     for secret in (console.writer, console.reader):
         assert not [u for u in urls if secret in u], "a token appeared in a request URL"
         assert secret not in gw.output(), "a token appeared in the gateway's log"
+
+
+# ------------------------------------------------------------------------------------------------ the session's rules
+
+
+async def _websocket_refused(url: str, origin: str) -> bool:
+    """Whether the gateway refuses the websocket handshake from `origin`."""
+    try:
+        async with websockets.connect(url, origin=origin, open_timeout=10) as ws:  # type: ignore[arg-type]
+            await asyncio.wait_for(ws.recv(), 2)
+    except websockets.InvalidStatus:
+        return True
+    except (TimeoutError, websockets.ConnectionClosed):
+        return False
+    return False
+
+
+def test_console_session_cookie_csrf_revocation_and_logout(console: Console) -> None:
+    gw = console.gateway
+    web = httpx.Client(base_url=gw.base, timeout=30)
+    bad = web.post("/ui/session", json={"token": "lxdgw_not-a-token-at-all-000000000000"})
+    assert bad.status_code == 401 and bad.headers["content-type"] == "application/problem+json"
+    assert web.get("/ui/session").status_code == 401
+    assert web.post("/ui/session", json={"token": console.writer},
+                    headers={"Origin": "http://evil.example"}).status_code == 403
+
+    signed = web.post("/ui/session", json={"token": console.writer})
+    assert signed.status_code == 200, signed.text
+    set_cookie = signed.headers["set-cookie"]
+    session_id = signed.cookies["__Host-lxdgw-session"]
+    assert console.writer not in set_cookie and session_id.startswith("lxdgws_")
+    flags = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")}
+    assert {"httponly", "secure", "samesite", "path", "max-age"} <= flags and "domain" not in flags, set_cookie
+    assert "samesite=strict" in set_cookie.lower() and "path=/" in set_cookie.lower()
+    csrf = signed.json()["csrf"]
+    assert signed.json()["name"] == "console-writer" and csrf
+
+    # httpx keeps `Secure` cookies off plain http: send it as the browser on loopback does.
+    cookie = {"Cookie": f"__Host-lxdgw-session={session_id}"}
+    assert web.get("/v1/whoami", headers=cookie).json()["name"] == "console-writer"
+    no_csrf = web.post("/v1/tickets", headers=cookie)
+    assert no_csrf.status_code == 403 and "X-CSRF-Token" in no_csrf.json()["detail"]
+    assert web.post("/v1/tickets", headers={**cookie, "X-CSRF-Token": "wrong"}).status_code == 403
+    ticket = web.post("/v1/tickets", headers={**cookie, "X-CSRF-Token": csrf})
+    assert ticket.status_code == 201, ticket.text
+
+    # Websockets: a ticket, and only from the gateway's own origin.
+    ws_url = f"{gw.ws_base}/v1/jobs/ws?ticket={ticket.json()['ticket']}"
+    assert asyncio.run(_websocket_refused(ws_url, "http://evil.example"))
+    fresh = web.post("/v1/tickets", headers={**cookie, "X-CSRF-Token": csrf}).json()["ticket"]
+    assert not asyncio.run(_websocket_refused(f"{gw.ws_base}/v1/jobs/ws?ticket={fresh}", gw.base))
+
+    # The session lives in the job database by its hash only.
+    with sqlite3.connect(gw.log.parent / "jobs.sqlite3") as db:
+        stored = [row[0] for row in db.execute("SELECT id_hash FROM ui_sessions")]
+    assert stored == [session_hash(session_id)]
+
+    # Logout ends it (with the CSRF token only); a revoked token ends its sessions.
+    assert web.delete("/ui/session", headers=cookie).status_code == 403
+    assert web.delete("/ui/session", headers={**cookie, "X-CSRF-Token": csrf}).status_code == 204
+    assert web.get("/v1/whoami", headers=cookie).status_code == 401
+    again = web.post("/ui/session", json={"token": console.writer}).cookies["__Host-lxdgw-session"]
+    again_cookie = {"Cookie": f"__Host-lxdgw-session={again}"}
+    assert web.get("/ui/session", headers=again_cookie).status_code == 200
+    console.tokens.revoke("console-writer")
+    assert web.get("/v1/whoami", headers=again_cookie).status_code == 401
+    assert web.get("/ui/session", headers=again_cookie).status_code == 401
+    log = gw.output()
+    assert console.writer not in log and session_id not in log and again not in log

@@ -75,7 +75,7 @@ async function signIn(event) {
   input.value = '';  // the token is not kept anywhere in the page
   try {
     const me = await api('POST', '/ui/session', { token });
-    signedIn(me);
+    await signedIn(me);
   } catch (error) {
     showProblem(error);
   }
@@ -86,14 +86,14 @@ async function signOut() {
   signedOut(null);
 }
 
-function signedIn(me) {
+async function signedIn(me) {
   state.me = me;
   state.csrf = me.csrf;
   $('#message').hidden = true;
   $('#who').textContent = `${me.name} (${me.scopes.join(', ')})`;
   $('#nav').hidden = false;
   $('#logout').hidden = !me.auth;
-  loadRemotes();
+  await loadRemotes();
   route();
 }
 
@@ -112,6 +112,7 @@ function show(view) {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   state.view = view;
+  for (const list of Object.keys(drawn)) delete drawn[list];
   for (const section of document.querySelectorAll('.view')) section.hidden = section.id !== `view-${view}`;
   for (const link of document.querySelectorAll('#nav a')) link.classList.toggle('active', link.dataset.view === view);
   document.body.dataset.view = view;
@@ -124,6 +125,14 @@ const VIEWS = {
   terminal: () => loadTerminalTargets(),
   images: () => { refreshImages(); loadCopyChoices(); },
 };
+
+const drawn = {};
+function unchanged(list, data) {  // a live list redraws its rows only when what it shows changed
+  const key = JSON.stringify(data);
+  if (drawn[list] === key) return true;
+  drawn[list] = key;
+  return false;
+}
 
 function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
 
@@ -221,6 +230,7 @@ async function refreshContainers() {
   }
   if (state.view !== 'containers') return;
   state.containers = data.items;
+  if (unchanged('containers', data)) return;
   const unreachable = data.unreachable || [];
   $('#unreachable').hidden = !unreachable.length;
   $('#unreachable').textContent = unreachable.map((u) => `${u.remote} unreachable: ${u.problem?.title || ''} ${u.problem?.detail || ''}`).join('; ');
@@ -299,7 +309,7 @@ async function refreshJobs() {
     showProblem(error);
     return;
   }
-  if (state.view !== 'jobs') return;
+  if (state.view !== 'jobs' || unchanged('jobs', data)) return;
   const rows = data.items.map((j) => {
     const p = j.progress || {};
     const live = j.status === 'running' || j.status === 'queued';
@@ -421,7 +431,7 @@ async function start() {
   $('#copy-form').addEventListener('submit', copyImage);
   window.addEventListener('hashchange', route);
   try {
-    signedIn(await api('GET', '/ui/session'));
+    await signedIn(await api('GET', '/ui/session'));
   } catch (error) {
     signedOut(null);
   }
