@@ -32,11 +32,15 @@ from app.ui.sessions import ConsoleSessions
 STATIC = Path(__file__).parent / "static"
 ASSETS = "/ui/static"
 
-# xterm.js (DOM renderer) sizes and colours its rows with inline `style` attributes and adds <style> elements of its
-# own (theme, cursor, row dimensions), none of which a nonce or hash can cover: styles need 'unsafe-inline'.
-# Scripts never do: every script is a module file from the gateway.
-CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-               "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Styles: xterm.js (its DOM renderer, the default) writes <style> elements of its own at run time (its theme, the
+# cursor, the cell size it measures), whose text changes with the font and window, so no hash or nonce can cover
+# them: `style-src-elem` needs 'unsafe-inline' (measured: without it Chromium blocks each of them and the terminal
+# draws wrongly). Style attributes stay forbidden (`style-src 'self'`, which `style-src-attr` falls back to): xterm.js
+# sets element styles through the CSSOM (`element.style`), which CSP does not govern. Scripts: files of the gateway
+# only, never inline.
+CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-elem 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'")
 PAGE_HEADERS = {
     "Content-Security-Policy": CONSOLE_CSP,
     "X-Content-Type-Options": "nosniff",

@@ -276,6 +276,8 @@ def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, br
             shot(browser, "last")
         asyncio.run(_remove(lxd_daemon, name, console.alias))
 
+    refused = [m["message"] for m in d.get_log("browser") if "Content Security Policy" in m["message"]]
+    assert not refused, f"the page broke its own Content-Security-Policy: {refused}"
     urls = browser.drain_page_log()
     assert f"{gw.base}/ui" in urls
     outside = [u for u in urls if not u.startswith((f"{gw.base}/", *BROWSER_INTERNAL))]
