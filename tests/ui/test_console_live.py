@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -38,14 +39,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from app.locallxd.daemon import DaemonInfo, image_tarball
+from app.locallxd.daemon import DaemonInfo, free_port, image_tarball
 from app.lxd import Client, LXDError
 from app.store.sessions import session_hash
 from app.store.tokens import Scope, TokenStore
 from app.ui.router import CONSOLE_CSP
 from tests.http.test_swagger_ui_live import BROWSER_INTERNAL, PNG_MAGIC, Browser
 from tests.support.cleanup import remove_instance
-from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.gateway import GatewayProcess, gateway_env, running_gateway, start_gateway
 from tests.support.lxd_clients import unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,10 +245,21 @@ def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, br
         click_when_there(browser, f"#jobs tr[data-id='{job['id']}'] button[data-action='cancel']")
         assert writer.get(f"/v1/jobs/{job['id']}", params={"wait": 30}).json()["status"] == "cancelled"
         Select(d.find_element(By.ID, "jobs-status")).select_by_visible_text("cancelled")
-        wait_for(d, ec.presence_of_element_located((By.CSS_SELECTOR, f"#jobs tr[data-id='{job['id']}']")))
+        click_when_there(browser, f"#jobs tr[data-id='{job['id']}'] button[data-action='details']")
+        detail = d.find_element(By.ID, "job-detail")
+        wait_for(d, lambda _: "container.exec cancelled" in detail.text)
 
+        # An image copied from the image source, followed to its end; its new alias listed.
         go(browser, "images")
-        wait_for(d, lambda _: d.find_elements(By.CSS_SELECTOR, "#images tbody tr"))
+        copied = f"{console.alias}-copy"
+        wait_for(d, lambda _: Select(d.find_element(By.ID, "copy-source")).options)
+        d.find_element(By.ID, "copy-alias").send_keys(console.alias)
+        d.find_element(By.ID, "copy-local").send_keys(copied)
+        d.find_element(By.CSS_SELECTOR, "#copy-form button[type=submit]").click()
+        copy_outcome = d.find_element(By.ID, "copy-outcome")
+        wait_for(d, lambda _: copy_outcome.get_attribute("data-status"), timeout=120)
+        assert copy_outcome.get_attribute("data-status") == "succeeded", copy_outcome.text
+        wait_for(d, lambda _: copied in d.find_element(By.ID, "images").text)
         shot(browser, "images")
 
         # A read-only token: the stop is refused, the 403 shown in words.
@@ -354,3 +366,31 @@ def test_console_session_cookie_csrf_revocation_and_logout(console: Console) -> 
     assert web.get("/ui/session", headers=again_cookie).status_code == 401
     log = gw.output()
     assert console.writer not in log and session_id not in log and again not in log
+
+
+def test_console_session_is_shared_by_replicas_on_postgresql(tmp_path: Path, lxd_daemon: DaemonInfo,
+                                                             postgres_url: str) -> None:
+    """Signed in on one replica, the session works on the other; logged out on the other, it ends on both."""
+    tokens_file = tmp_path / "tokens.json"
+    secret = TokenStore(tokens_file).create("console-writer", [Scope.write])[1]
+    started: list[GatewayProcess] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            shutil.copy(tokens_file, tmp_path / name / "tokens.json")
+            env = gateway_env(lxd_daemon.socket_path, tmp_path / name, free_port(), auth=True,
+                              LXDGW_DATABASE_URL=postgres_url, LXDGW_SHUTDOWN_GRACE_SECONDS="1")
+            started.append(start_gateway(env, log=tmp_path / name / "gateway.log"))
+        a, b = started
+        signed = httpx.post(f"{a.base}/ui/session", json={"token": secret}, timeout=30)
+        assert signed.status_code == 200, signed.text
+        cookie = {"Cookie": f"__Host-lxdgw-session={signed.cookies['__Host-lxdgw-session']}"}
+        csrf = signed.json()["csrf"]
+        assert httpx.get(f"{b.base}/v1/whoami", headers=cookie, timeout=30).json()["name"] == "console-writer"
+        assert httpx.get(f"{b.base}/ui/session", headers=cookie, timeout=30).json()["csrf"] == csrf
+        assert httpx.delete(f"{b.base}/ui/session", headers={**cookie, "X-CSRF-Token": csrf},
+                            timeout=30).status_code == 204
+        assert httpx.get(f"{a.base}/v1/whoami", headers=cookie, timeout=30).status_code == 401
+    finally:
+        for gateway in started:
+            gateway.stop()
