@@ -218,6 +218,10 @@ def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, br
         go(browser, "containers")
         wait_for(d, lambda _: row_status(browser, name) == "Running")
         shot(browser, "containers")
+        d.set_window_size(420, 800)  # a narrow window: the table scrolls sideways, the page does not
+        assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        shot(browser, "containers-narrow")
+        d.set_window_size(1280, 800)
 
         # A shell in xterm.js: type, read the echo back from the page.
         click_action(browser, name, "terminal")

@@ -112,6 +112,7 @@ function show(view) {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   state.view = view;
+  if ($('#message').dataset.kind === 'info') $('#message').hidden = true;
   for (const list of Object.keys(drawn)) delete drawn[list];
   for (const section of document.querySelectorAll('.view')) section.hidden = section.id !== `view-${view}`;
   for (const link of document.querySelectorAll('#nav a')) link.classList.toggle('active', link.dataset.view === view);
