@@ -296,6 +296,7 @@ def test_console_signs_in_creates_types_cancels_and_deletes(console: Console, br
     assert not refused, f"the page broke its own Content-Security-Policy: {refused}"
     urls = browser.drain_page_log()
     assert f"{gw.base}/ui" in urls
+    assert f"{gw.base}/v1/containers?watch=true&remote=local" in urls, "the list was not watched live"
     outside = [u for u in urls if not u.startswith((f"{gw.base}/", *BROWSER_INTERNAL))]
     assert not outside, f"the console requested URLs off the gateway: {outside}"
     for secret in (console.writer, console.reader):

@@ -111,6 +111,7 @@ function signedOut(problem) {
 function show(view) {
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
+  stopContainerStreams();
   state.view = view;
   if ($('#message').dataset.kind === 'info') $('#message').hidden = true;
   for (const list of Object.keys(drawn)) delete drawn[list];
@@ -120,7 +121,7 @@ function show(view) {
 }
 
 const VIEWS = {
-  containers: () => { refreshContainers(); every(2000, refreshContainers); },
+  containers: () => startContainers(),
   create: () => loadCreateChoices(),
   jobs: () => { refreshJobs(); every(2000, refreshJobs); },
   terminal: () => loadTerminalTargets(),
@@ -219,23 +220,89 @@ function imageOf(c) {
   return config['image.description'] || [config['image.os'], config['image.release']].filter(Boolean).join(' ') || '';
 }
 
-async function refreshContainers() {
-  const name = $('#filter-name').value.trim();
-  const status = $('#filter-status').value;
+// Live: one `?watch=true` event stream per remote (the read model's changes); where a stream cannot be had (no read
+// model, an unreachable remote), that remote is polled every 2 s instead. Filters apply to what is held.
+const live = { streams: [], byRemote: new Map(), polled: new Set(), unreachable: [] };
+
+function stopContainerStreams() {
+  for (const stream of live.streams) stream.close();
+  live.streams = [];
+}
+
+function watchRemote(remote) {
+  const stream = new EventSource(`/v1/containers?${q({ watch: 'true', remote })}`);
+  const held = () => live.byRemote.get(remote) || new Map();
+  stream.addEventListener('resync', (e) => {
+    live.polled.delete(remote);
+    live.byRemote.set(remote, new Map(JSON.parse(e.data).items.map((c) => [c.name, { ...c, remote }])));
+    drawContainers();
+  });
+  for (const type of ['added', 'modified', 'deleted']) {
+    stream.addEventListener(type, (e) => {
+      const c = JSON.parse(e.data);
+      const items = held();
+      if (type === 'deleted') items.delete(c.name); else items.set(c.name, { ...c, remote });
+      live.byRemote.set(remote, items);
+      drawContainers();
+    });
+  }
+  stream.onerror = () => {
+    if (stream.readyState === EventSource.CLOSED) live.polled.add(remote);  // refused: poll it instead
+  };
+  live.streams.push(stream);
+}
+
+async function startContainers() {
+  stopContainerStreams();
+  live.byRemote = new Map();
+  live.polled = new Set();
+  await pollContainers(true);
+  if (state.view !== 'containers') return;
+  for (const remote of state.remotes) {
+    if (!live.unreachable.some((u) => u.remote === remote)) watchRemote(remote);
+  }
+  every(2000, () => pollContainers(false));
+  every(30000, () => pollContainers(true));  // reachability of every remote, now and then
+}
+
+async function pollContainers(all) {
+  const remotes = all ? null : [...live.polled];
+  if (remotes && !remotes.length) return;
   let data;
   try {
-    data = await api('GET', `/v1/containers?${q({ remote: '*', prefix: name, status, limit: 1000 })}`);
+    data = await api('GET', `/v1/containers?${q({ remote: '*', limit: 1000 })}`);
   } catch (error) {
     showProblem(error);
     return;
   }
+  live.unreachable = data.unreachable || [];
+  for (const u of live.unreachable) live.polled.add(u.remote);
+  const fresh = new Map();
+  for (const c of data.items) {
+    if (!fresh.has(c.remote)) fresh.set(c.remote, new Map());
+    fresh.get(c.remote).set(c.name, c);
+  }
+  for (const remote of remotes || state.remotes) {
+    if (all && !live.polled.has(remote) && live.byRemote.has(remote)) continue;  // its stream keeps it
+    live.byRemote.set(remote, fresh.get(remote) || new Map());
+  }
+  drawContainers();
+}
+
+function refreshContainers() { drawContainers(); }
+
+function drawContainers() {
   if (state.view !== 'containers') return;
-  state.containers = data.items;
-  if (unchanged('containers', data)) return;
-  const unreachable = data.unreachable || [];
-  $('#unreachable').hidden = !unreachable.length;
-  $('#unreachable').textContent = unreachable.map((u) => `${u.remote} unreachable: ${u.problem?.title || ''} ${u.problem?.detail || ''}`).join('; ');
-  const rows = data.items.map((c) => {
+  const prefix = $('#filter-name').value.trim();
+  const status = $('#filter-status').value;
+  const items = [...live.byRemote.values()].flatMap((m) => [...m.values()])
+    .filter((c) => (!prefix || c.name.startsWith(prefix)) && (!status || c.status === status))
+    .sort((a, b) => a.name.localeCompare(b.name) || (a.remote || '').localeCompare(b.remote || ''));
+  state.containers = items;
+  $('#unreachable').hidden = !live.unreachable.length;
+  $('#unreachable').textContent = live.unreachable.map((u) => `${u.remote} unreachable: ${u.problem?.title || ''} ${u.problem?.detail || ''}`).join('; ');
+  if (unchanged('containers', items)) return;
+  const rows = items.map((c) => {
     const act = (verb) => el('button', { type: 'button', 'data-action': verb, class: verb === 'delete' ? 'danger' : '',
       onclick: () => containerAction(c, verb) }, verb[0].toUpperCase() + verb.slice(1));
     return el('tr', { 'data-name': c.name, 'data-remote': c.remote || '' },
@@ -261,7 +328,6 @@ async function containerAction(c, verb) {
       job = await api('POST', `/v1/containers/${enc(c.name)}/${verb}?${where}`, { force: verb !== 'start' });
     }
     showMessage(`${verb} ${c.name}`, `job ${job && job.id ? job.id : ''} ${job && job.status ? job.status : ''}`, 'info');
-    refreshContainers();
   } catch (error) {
     showProblem(error);
   }
