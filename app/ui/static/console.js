@@ -183,8 +183,11 @@ function followJob(job, bar, stage, outcome, onEnd) {
   };
   update(job);
   const stream = new EventSource(`/v1/jobs/${enc(job.id)}/events`);
+  let ended = false;
   const finish = (j) => {
     stream.close();
+    if (ended) return;
+    ended = true;
     update(j);
     outcome.dataset.status = j.status;
     if (j.status === 'succeeded') {
