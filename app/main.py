@@ -73,6 +73,7 @@ from app.tokens.audit import AuditMiddleware
 from app.tokens.audit import router as audit_router
 from app.tokens.policy import unknown_rules
 from app.tokens.router import router as tokens_router
+from app.ui.router import install_console
 
 log = logging.getLogger("app")
 PUBLIC_PATHS = ("/livez", "/readyz", "/metrics")
@@ -228,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     settings.bind)
     install_error_handlers(app)
     install_docs(app)
+    install_console(app)
     app.include_router(health_router)
     app.include_router(jobs_router)
     for router in (containers_router, snapshots_router, container_exec_router, container_files_router,

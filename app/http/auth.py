@@ -7,16 +7,22 @@ are 401 with `WWW-Authenticate: Bearer`; a missing scope is 403. On websockets t
 A ticket belongs to the token that asked for it (by the token's id): redeeming it checks that this token is still
 live, so a ticket dies with its token. Tickets open websockets and the routes marked with `TICKETS_ACCEPTED` (Server-
 Sent Events) only; `?ticket=` anywhere else is a 401.
+
+The web console (`/ui`) signs in once and then sends its session cookie (`SESSION_COOKIE`, opaque, HttpOnly,
+SameSite=Strict) instead of the token: on plain HTTP requests only (a websocket takes a ticket, and a browser's
+websocket must come from an allowed `Origin`), and on every request that is not a read with the session's CSRF token in
+`X-CSRF-Token`. The session stands for its token and dies with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import Depends, WebSocketException
 from starlette.requests import HTTPConnection
@@ -33,6 +39,10 @@ TICKET_TTL = 30.0
 TICKET_PREFIX = "lxdgwt_"
 TICKETS_ACCEPTED = {"x-accepts-ticket": True}
 """`openapi_extra` of an HTTP route that streams (SSE) and so may be opened with `?ticket=`."""
+SESSION_COOKIE = "__Host-lxdgw-session"
+"""The web console's session cookie (see `app.ui.sessions`)."""
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TICKETS_ACCEPTED_WHEN_WATCHING = {"x-accepts-ticket": "with watch=true"}
 """`openapi_extra` of a collection that streams (SSE) with `?watch=true`: only then may `?ticket=` open it."""
 
@@ -167,9 +177,43 @@ async def _unauthenticated(conn: HTTPConnection, detail: str) -> Exception:
     return _deny(conn, 401, detail)
 
 
+class ConsoleSessions(Protocol):
+    async def authenticate(self, session_id: str) -> tuple[Principal, str] | None:
+        """The caller the session stands for and the session's CSRF token; None when unknown, expired, or its
+        token is gone."""
+
+
+def origin_allowed(conn: HTTPConnection) -> bool:
+    """Whether a browser's `Origin` (when one is sent) is the gateway's own, or one of `LXDGW_CORS_ORIGINS`."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True  # not a browser
+    if origin in conn.app.state.settings.cors_origins:
+        return True
+    scheme, _, host = origin.partition("://")
+    return scheme in ("http", "https") and host.lower() == conn.headers.get("host", "").lower()
+
+
+async def _session_principal(conn: HTTPConnection, session_id: str) -> Principal:
+    sessions: ConsoleSessions | None = getattr(conn.app.state, "console_sessions", None)
+    found = await sessions.authenticate(session_id) if sessions is not None else None
+    if found is None:
+        raise await _unauthenticated(conn, "the console session is unknown or expired, or its token was revoked: "
+                                           "sign in again")
+    principal, csrf = found
+    if conn.scope.get("method") not in SAFE_METHODS and not hmac.compare_digest(
+            conn.headers.get(CSRF_HEADER, "").encode(), csrf.encode()):
+        raise _deny(conn, 403, "a request with the console's session cookie must carry its CSRF token in "
+                               "X-CSRF-Token")
+    return principal
+
+
 async def current_principal(conn: HTTPConnection) -> Principal:
-    """The caller, from `Authorization: Bearer` or (websockets, SSE) a one-time `?ticket=`."""
+    """The caller, from `Authorization: Bearer`, the console's session cookie (HTTP only), or (websockets, SSE) a
+    one-time `?ticket=`. A browser's websocket from another origin is refused whatever it carries."""
     settings = conn.app.state.settings
+    if conn.scope["type"] == "websocket" and not origin_allowed(conn):
+        raise _deny(conn, 403, "websocket refused: its Origin is not this gateway's (nor an allowed CORS origin)")
     if not settings.auth_enabled:
         if "principal" not in conn.scope.setdefault("state", {}):
             await conn.app.state.rate_limit.hit(f"address:{client_address(conn)}")
@@ -189,6 +233,8 @@ async def current_principal(conn: HTTPConnection) -> Principal:
         if record is None:
             raise await _unauthenticated(conn, "invalid, expired or revoked token")
         principal = Principal.from_record(record)
+    elif conn.scope["type"] == "http" and (session_id := conn.cookies.get(SESSION_COOKIE)):
+        principal = await _session_principal(conn, session_id)
     elif ticket := conn.query_params.get("ticket"):
         if not accepts_ticket(conn):
             raise _deny(conn, 401, "a ticket opens websocket and event-stream routes only; send the token as "

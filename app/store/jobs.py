@@ -51,7 +51,7 @@ log = logging.getLogger("app.store.jobs")
 T = TypeVar("T")
 DB_NAME = "jobs.sqlite3"
 """The job database's file name in the data directory."""
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CHECKPOINT_INTERVAL = 1.0
 """Seconds after a write until the background WAL checkpoint."""
 MIGRATIONS: dict[int, str] = {
@@ -132,6 +132,17 @@ MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE jobs ADD COLUMN cleanup TEXT;
     CREATE INDEX jobs_cleanup ON jobs (position) WHERE cleanup IS NOT NULL;
+    """,
+    # The web console's sessions (app.store.sessions): the sha256 of the session id, never the id.
+    5: """
+    CREATE TABLE ui_sessions (
+        id_hash      TEXT PRIMARY KEY,
+        token_id     TEXT NOT NULL,
+        csrf         TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        expires_at   REAL NOT NULL
+    );
+    CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at);
     """,
 }
 

@@ -25,6 +25,9 @@ Migration 5 holds the messages of job streams (`job_messages`), so that any repl
 another runs: the owner writes each message (progress merged, at most one a second) and notifies the
 `job_messages` channel with `<job_id>:<seq>`; the rows go with their job, or some minutes after it ended. `body` is
 `{"job": ..., "data": ...}` as `json` (output may hold `\\u0000`).
+
+Migration 6 holds the web console's sessions (`ui_sessions`, `app.store.sessions`): the sha256 of the session id
+(never the id), the token it stands for (by id), its CSRF token and its expiry, so that every replica knows them.
 """
 
 from __future__ import annotations
@@ -170,6 +173,17 @@ MIGRATIONS: dict[int, str] = {
         at           timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (job_id, seq)
     );
+    """,
+    6: """
+    CREATE TABLE ui_sessions (
+        id_hash      text PRIMARY KEY,
+        token_id     text NOT NULL,
+        csrf         text NOT NULL,
+        created_at   double precision NOT NULL,
+        expires_at   double precision NOT NULL
+    );
+    CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at);
+    CREATE INDEX ui_sessions_token ON ui_sessions (token_id);
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
