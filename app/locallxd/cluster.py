@@ -2,11 +2,11 @@
 
 Each member is a `LocalDaemon` of its own (its own LXD_DIR under the `lxdgw-` prefix, its own `harness.json`), so
 `cleanup_stale()` and `check-clean` treat a member that a killed run left behind like any other daemon. The members
-listen on `127.A.B.1`, `127.A.B.2`, `127.A.B.3` port 8443 (A and B random; the whole of 127/8 is on `lo`, so no
-interface is added): m1 bootstraps the cluster, m2 and m3 join it with a join token. Every member gets a `dir`
-pool `default`, the default profile a root disk on it, and m1 imports the busybox image (alias `busybox`); the
-others fetch it from m1 when a container is placed on them. There is no managed network: a bridge cannot work when
-every member shares one network namespace, so containers have no NIC.
+listen on `127.A.B.1`, `127.A.B.2`, `127.A.B.3`, on one free port (A, B and the port random; the whole of 127/8
+is on `lo`, so no interface is added): m1 bootstraps the cluster, m2 and m3 join it with a join token. Every member
+gets a `dir` pool `default`, the default profile a root disk on it, and m1 imports the busybox image (alias
+`busybox`); the others fetch it from m1 when a container is placed on them. There is no managed network: a bridge
+cannot work when every member shares one network namespace, so containers have no NIC.
 
 The cluster trusts one client certificate of ours; its server certificate (the cluster certificate, the same on
 every member) does not name the loopback addresses, so clients pin it as the only CA without a hostname check.
@@ -41,13 +41,13 @@ from app.locallxd.daemon import (
     LocalDaemon,
     LXDApi,
     _pid_alive,
+    free_port,
     kill_processes_of,
     log,
     remove_lock_dir,
     unmount_under,
 )
 
-CLUSTER_PORT = 8443
 STOP_GRACE = 3.0  # SIGTERM, then SIGKILL after this many seconds
 
 
@@ -174,7 +174,7 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def pick_loopback_prefix(size: int, port: int = CLUSTER_PORT) -> str:
+def pick_loopback_prefix(size: int, port: int) -> str:
     """`127.A.B`, A and B random, with `port` free on `127.A.B.1` .. `127.A.B.<size>`."""
     for _ in range(100):
         prefix = f"127.{secrets.randbelow(250) + 2}.{secrets.randbelow(250) + 1}"
@@ -187,8 +187,11 @@ class LocalCluster:
     """A private LXD cluster of `size` members (3 by default): `start()`, `prepare()`, `stop()`."""
 
     def __init__(self, size: int = 3) -> None:
-        prefix = pick_loopback_prefix(size)
-        self.members = [ClusterMemberDaemon(f"m{i}", f"{prefix}.{i}:{CLUSTER_PORT}") for i in range(1, size + 1)]
+        # Not LXD's usual 8443: a daemon elsewhere on this machine told to listen on all addresses (`[::]:8443`,
+        # LXD's default listener) would find that port taken on 127/8.
+        port = free_port()
+        prefix = pick_loopback_prefix(size, port)
+        self.members = [ClusterMemberDaemon(f"m{i}", f"{prefix}.{i}:{port}") for i in range(1, size + 1)]
         self.info: ClusterInfo | None = None
 
     def member(self, name: str) -> ClusterMemberDaemon:
