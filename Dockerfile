@@ -29,3 +29,4 @@ ENV LXDGW_BIND=0.0.0.0:8080 LXDGW_DATA_DIR=/var/lib/lxd-gateway LXD_SOCKET=/var/
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s CMD ["curl", "-fsS", "http://127.0.0.1:8080/livez"]
 ENTRYPOINT ["/opt/lxd-gateway/bin/python", "-m", "app"]
+CMD ["serve"]

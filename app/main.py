@@ -1,5 +1,5 @@
 """The application factory: `create_app(settings)` builds the FastAPI app; the lifespan opens and closes the
-LXD clients. Run it with `python -m app`.
+LXD clients. Run it with `lxd-gateway serve` (`python -m app serve`).
 """
 
 from __future__ import annotations

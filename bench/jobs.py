@@ -126,7 +126,7 @@ async def run(rounds: int = 1) -> dict[str, Any]:
             "LXDGW_DATA_DIR": tmp, "LXDGW_AUTH_ENABLED": "false", "LXDGW_BIND": f"127.0.0.1:{port}",
             "LXDGW_EXTENSIONS": '["bench.jobs"]', "LXDGW_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
         })
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", cwd=ROOT, env=env,
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "serve", cwd=ROOT, env=env,
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
         try:

@@ -105,8 +105,8 @@ def cpu_seconds(pid: int) -> float:
 
 def serve(variant: str) -> None:
     """The gateway as `python -m app` serves it, with the HTTP protocol of `variant` (a key of SERVERS)."""
-    from app.__main__ import serve as serve_gateway
     from app.logs import configure_logging
+    from app.serving import serve as serve_gateway
     from app.settings import load_settings
 
     settings = load_settings()

@@ -42,7 +42,7 @@ def test_https_remote_must_pin_or_say_insecure() -> None:
 
 
 def test_invalid_settings_fail_with_one_line() -> None:
-    r = subprocess.run([sys.executable, "-m", "app"], env={"LXDGW_BIND": "nonsense", "PATH": "/usr/bin"},
+    r = subprocess.run([sys.executable, "-m", "app", "serve"], env={"LXDGW_BIND": "nonsense", "PATH": "/usr/bin"},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0, r.stderr

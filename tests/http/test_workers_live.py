@@ -22,7 +22,7 @@ EXTENSION = '["tests.jobs.extension_sleep"]'
 
 def test_several_workers_on_sqlite_are_refused(tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
     env = {**gateway_env(lxd_daemon.socket_path, tmp_path, free_port()), "WEB_CONCURRENCY": "2"}
-    done = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2
     assert "refusing to start 2 worker processes" in done.stderr and "LXDGW_DATABASE_URL" in done.stderr

@@ -60,7 +60,7 @@ def _fill(disk: Path) -> Path:
 
 def _serve_python_m_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `python -m app` to its end (it must not start serving)."""
-    return subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
 
 

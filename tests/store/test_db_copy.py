@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import db_main
+from app.command import main as command_main
 from app.jobs.models import Job, JobCleanup, JobStatus, new_job_id, utcnow
 from app.jobs.store import JobFilter
 from app.store.jobs import SQLiteJobStore
@@ -71,7 +71,7 @@ def test_a_copy_reads_the_same_and_is_refused_the_second_time(tmp_path: Path, po
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "jobs.sqlite3"
     ids = asyncio.run(fill(source))
-    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 0
+    assert command_main(["db", "copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 0
     assert "copied 5 jobs (3 with output), 1 idempotency keys and 3 audit records" in capsys.readouterr().err
 
     async def compare() -> None:
@@ -94,7 +94,7 @@ def test_a_copy_reads_the_same_and_is_refused_the_second_time(tmp_path: Path, po
             await sqlite.close()
 
     asyncio.run(compare())
-    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 1
+    assert command_main(["db", "copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 1
     assert "already holds" in capsys.readouterr().err
 
 
@@ -107,7 +107,8 @@ def test_a_source_in_use_by_a_gateway_is_refused(tmp_path: Path, postgres_url: s
         store = SQLiteJobStore(source)
         await store.open()  # a running gateway holds the lock
         try:
-            return await asyncio.to_thread(db_main, ["copy", "--from", f"sqlite:///{source}", "--to", postgres_url])
+            return await asyncio.to_thread(command_main, ["db", "copy", "--from", f"sqlite:///{source}",
+                                                          "--to", postgres_url])
         finally:
             await store.close()
 
@@ -149,12 +150,12 @@ def test_tokens_and_remotes_are_copied_and_keys_need_the_secret_key(tmp_path: Pa
     token, key_pem = _data_dir_with_tokens_and_a_remote(tmp_path)
     monkeypatch.delenv("LXDGW_SECRET_KEY", raising=False)
     monkeypatch.delenv("LXDGW_SECRET_KEY_FILE", raising=False)
-    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 1
+    assert command_main(["db", "copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 1
     assert "need LXDGW_SECRET_KEY" in capsys.readouterr().err  # nothing is copied without the key
     key_file = tmp_path / "secret-key"
     key_file.write_text("a-secret-key-of-at-least-32-characters!\n")
     monkeypatch.setenv("LXDGW_SECRET_KEY_FILE", str(key_file))
-    assert db_main(["copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 0
+    assert command_main(["db", "copy", "--from", f"sqlite:///{source}", "--to", postgres_url]) == 0
     assert "1 tokens and 1 remotes added at run time" in capsys.readouterr().err
 
     async def check() -> None:

@@ -150,7 +150,8 @@ def test_a_server_certificate_from_another_ca_is_refused_at_start_up(tls_databas
     name = _new_database(tls_database, "tls_wrong_ca")
     url = tls_database.url(name, tls_database.other_ca, password="do-not-print-me")
     env = gateway_env(str(tmp_path / "no-lxd.sock"), tmp_path / "gw", free_port(), LXDGW_DATABASE_URL=url)
-    r = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
     output = r.stdout + r.stderr
     assert r.returncode != 0, output
     assert "cannot reach the job database" in output and "certificate verify failed" in output, output

@@ -82,8 +82,9 @@ class GatewayProcess:
 
 
 def start_gateway(env: dict[str, str], *, log: Path, ready_path: str = "/livez", timeout: float = 30.0,
-                  module: str = "app", args: tuple[str, ...] = ()) -> GatewayProcess:
-    """Start `python -m app` with `env` (which names the port in LXDGW_BIND); return once `ready_path` answers 200.
+                  module: str = "app", args: tuple[str, ...] = ("serve",)) -> GatewayProcess:
+    """Start `python -m app serve` with `env` (which names the port in LXDGW_BIND); return once `ready_path`
+    answers 200.
 
     `module` and `args` start another entry point instead (a benchmark's variant of the server)."""
     port = int(env["LXDGW_BIND"].rpartition(":")[2])
