@@ -4,6 +4,7 @@ terminal: plain output), as a CI job runs it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -48,8 +49,15 @@ class Gateway:
                                            run.stderr.decode(errors="replace"))
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start the command line (as a person would from a shell: Ctrl-C (SIGINT) interrupts it even when this test
+        runs as a background job, whose children inherit SIGINT ignored)."""
         return subprocess.Popen([cli_path(), *args], env=self.env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def new_name() -> str:
