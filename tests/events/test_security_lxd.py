@@ -73,6 +73,12 @@ async def test_events_stream_of_a_project_stops_once_its_last_client_leaves(gw: 
     async with Client.unix(lxd_daemon.socket_path) as lxd:
         await lxd.request("POST", "/1.0/projects", json={"name": project, "config": {}}, scoped=False)
         try:
+            # The gateway's read model learns of a project made behind its back from LXD's event, a moment later.
+            async with gw.http(reader) as c:
+                deadline = time.monotonic() + 10
+                while (await c.get("/v1/containers", params={"project": project})).status_code != 200:
+                    assert time.monotonic() < deadline, "the gateway never learnt of the new project"
+                    await asyncio.sleep(0.05)
             async with counting(gw.lxd) as log:
                 for _ in range(100):
                     async with websockets.connect(f"ws://{gw.host}/v1/events?project={project}",
