@@ -68,11 +68,18 @@ async def _status(client: Client, name: str) -> str | None:
         return None
 
 
-async def _view(ctx: JobContext, client: Client, name: str) -> dict[str, Any]:
-    """The container as it is now, read through the read model (which then holds it too)."""
+async def _view(ctx: JobContext, client: Client, name: str, *, status: str | None = None) -> dict[str, Any]:
+    """The container as it is now, read through the read model (which then holds it too). With the `status` the
+    job's last LXD operation left it in, the model's record serves once it shows that status (the model read it on
+    LXD's event of the change): no read of its own."""
     env = workflow_env(ctx)
     if env.mirror is not None and ctx.remote:
-        data = await env.mirror.fresh(ctx.remote, ctx.project or "default", KIND, name, client=client)
+        project = ctx.project or "default"
+        if status is not None:
+            data = await env.mirror.after_change(ctx.remote, project, KIND, name, client=client,
+                                                 shows=lambda view: view.get("status") == status)
+        else:
+            data = await env.mirror.fresh(ctx.remote, project, KIND, name, client=client)
         if data is None:
             raise NotFound(f"container {name!r} not found")
         return data
@@ -172,7 +179,7 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
             raise
         raise JobFailure("create-failed", _on_member(f"could not create {spec.name!r}: {exc.error}", target),
                          lxd_error=exc.error) from exc
-    view = await _view(ctx, client, spec.name)
+    view = await _view(ctx, client, spec.name, status="Running" if spec.start else "Stopped")
     view["image"] = {"fingerprint": created.image.fingerprint, "local": created.image.local}
     if created.unknown_parents:
         view["unknown_parents"] = created.unknown_parents
@@ -276,7 +283,8 @@ def _action_kind(action: str) -> JobKind:
         else:
             op = await client.instances.set_state(name, action, force=force)
         await _record(ctx, op)
-        return await _view(ctx, client, name)
+        # a restart ends Running as it began: only a read after it shows that it happened
+        return await _view(ctx, client, name, status=None if action == "restart" else ACTION_STATUS[action].label)
 
     run.__doc__ = f"{action.capitalize()} the container (body: force, timeout)."
     return JobKind.of(f"container.{action}", run, cancel=CancelPolicy.INTERRUPT, recover=recover)

@@ -13,6 +13,7 @@ A remote whose model is not in sync (starting, events stream down, reloading) is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from app.lxd.client import Client
 from app.mirror.collection import Collection, Record
 from app.mirror.kinds import MirrorKind, Shaped
-from app.mirror.remote import ALL, RemoteMirror
+from app.mirror.remote import ALL, PENDING_WAIT, RemoteMirror
 
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
 
@@ -160,6 +161,26 @@ class Mirror:
             return await self.kinds[kind].load_one(client, remote, key)
         rec = coll.records.get(key)
         return copy.deepcopy(rec.data) if rec is not None else None
+
+    async def after_change(self, remote: str, project: str, kind: str, key: str, *, client: Client,
+                           shows: Callable[[Shaped], bool]) -> Shaped | None:
+        """`key` once a change LXD has finished (a job's last operation) is in the model: a copy, the caller's to
+        change. LXD announces the change with a lifecycle event before it ends the operation, and the model reads
+        the object on that event: the read under way is waited for (not the confirming one the operation's own
+        event queues after it), then the record is taken when it `shows` the change (a container's new status).
+        Otherwise (the event is late, the model not in sync) it is read afresh (`fresh`)."""
+        rm, coll = self._collection(remote, project, kind)
+        if coll is None or rm is None or not rm.holds(project, kind, coll):
+            return await self.fresh(remote, project, kind, key, client=client)
+        under_way = coll.pending.get(key)
+        if under_way is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(under_way), PENDING_WAIT)
+        rec = coll.records.get(key)
+        if rec is not None and rm.holds(project, kind, coll) and shows(rec.data):
+            rm.counters.served[HIT] += 1
+            return copy.deepcopy(rec.data)
+        return await self.fresh(remote, project, kind, key, client=client)
 
     # -- watching -------------------------------------------------------------------------------------------------
 

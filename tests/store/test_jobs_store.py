@@ -5,6 +5,7 @@ Tests taking `store` run on each kind of store (SQLite and PostgreSQL, tests/sup
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -323,3 +324,47 @@ async def test_a_commit_survives_the_process_being_killed(tmp_path: Path) -> Non
         await store.close()
     assert stored is not None and stored.job.status is JobStatus.succeeded and stored.job.result == {"ok": True}
     assert stored.seq == 3
+
+
+async def test_small_writes_run_on_the_loop_while_the_writer_is_idle_and_queue_behind_it_otherwise(
+        sqlite_store: SQLiteJobStore) -> None:
+    """A job's small writes skip the hop to the writer's thread when nothing waits there (milliseconds off every
+    job step); a large one, or any write while the thread is busy, goes to the thread, in the order made."""
+    import threading
+
+    from app.store import jobs as store_module
+
+    ran_on: list[tuple[str, str]] = []
+    real = store_module._transaction
+
+    def transaction(conn: sqlite3.Connection, statements: list[tuple[str, tuple[object, ...]]]) -> list[int]:
+        ran_on.append((statements[0][1][1] if len(statements[0][1]) > 1 else "", threading.current_thread().name))
+        return real(conn, statements)
+
+    store_module._transaction = transaction  # type: ignore[assignment]
+    try:
+        job = make_job()
+        await sqlite_store.insert(job, params={}, owner_id="o", lease_until=0)
+        job.status = JobStatus.running
+        await sqlite_store.save(job, seq=1)
+        assert ran_on[-1][1] == threading.current_thread().name  # idle writer, small write: inline
+
+        big = make_job(result={"output": "x" * (store_module.INLINE_MAX_BYTES + 1)})
+        await sqlite_store.insert(big, params={}, owner_id="o", lease_until=0)
+        assert ran_on[-1][1].startswith("jobs-db-writer")
+
+        writer = sqlite_store._w
+        gate = threading.Event()
+        busy = asyncio.ensure_future(writer.call(lambda conn: gate.wait(5)))  # the thread is held up
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(sqlite_store.save(job, seq=2))  # small, but the thread has work: queued
+        await asyncio.sleep(0.05)
+        assert not queued.done()
+        gate.set()
+        await busy
+        await queued
+        assert ran_on[-1][1].startswith("jobs-db-writer")
+        stored = await sqlite_store.load(job.id)
+        assert stored is not None and stored.seq == 2 and stored.job.status is JobStatus.running
+    finally:
+        store_module._transaction = real  # type: ignore[assignment]
