@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.lxd.discovery import discover_socket
+from app.rates import parse_rate
 
 
 class RemoteSettings(BaseModel):
@@ -173,11 +174,11 @@ class Settings(BaseSettings):
     lxd_timeout_seconds: float = Field(30.0, gt=0, description="timeout of short LXD calls")
     cors_origins: list[str] = Field(default_factory=list)
     metrics_public: bool = Field(True, description="serve /metrics without a token")
-    rate_limit: str = Field("1200/minute", description="requests per token in the `limits` notation "
-                            "(`100/second`, `1200/minute`), per client address when authentication is off; "
+    rate_limit: str = Field("1200/minute", description="requests per token (`100/second`, `1200/minute`, "
+                            "`10 per second`, `100/5 minutes`), per client address when authentication is off; "
                             "empty: no limit")
     auth_failure_rate_limit: str = Field("30/minute", description="requests without a valid token per client "
-                                         "address when authentication is on, `limits` notation (429 above; those "
+                                         "address when authentication is on, as `rate_limit` (429 above; those "
                                          "refused so are not audited); empty: no limit")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest JSON request body (413 above)")
     max_upload_bytes: int = Field(4 * 1024**3, ge=0, description="largest upload body (files, images); 0: no "
@@ -198,6 +199,13 @@ class Settings(BaseSettings):
     policy_allow: list[str] = Field(default_factory=list,
                                     description="policy rules allowed for every caller beyond the allow-list (an "
                                                 "unknown rule stops the start)")
+
+    @field_validator("rate_limit", "auth_failure_rate_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        if v.strip():
+            parse_rate(v)  # a ValueError names the value and the notation
+        return v.strip()
 
     @field_validator("bind")
     @classmethod

@@ -1,6 +1,6 @@
 """Request limits: body size (413) and a rate limit per token (429 with `Retry-After`).
 
-The rate limiter is the `limits` library's moving window over an in-process store (one gateway process).
+The rate limiter is a moving window kept in the process (one gateway process: each replica counts its own).
 Uploads (`application/octet-stream` or `multipart/form-data` bodies: files, images) have their own size limit,
 none by default.
 """
@@ -9,32 +9,68 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
+from collections.abc import Callable
 
-from limits import parse
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.errors import ProblemError
 from app.http.handlers import problem_body
 from app.http.middleware import HTTPMiddleware
+from app.rates import Rate, parse_rate
 
 UPLOAD_TYPES = (b"application/octet-stream", b"multipart/form-data")
+PRUNE_EVERY = 4096
+"""Hits between two sweeps of the keys whose window has emptied (a token or an address seen once is forgotten)."""
+
+
+class MovingWindow:
+    """At most `rate.amount` hits per key within any `rate.seconds`; `hit` answers 0.0 when allowed, otherwise the
+    seconds until the oldest hit in the window leaves it."""
+
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+        self._since_prune = 0
+
+    def hit(self, key: str) -> float:
+        now = self._clock()
+        start = now - self.rate.seconds
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = deque()
+        while hits and hits[0] <= start:
+            hits.popleft()
+        wait = hits[0] - start if len(hits) >= self.rate.amount else 0.0
+        if not wait:
+            hits.append(now)
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self._prune(start)
+        return wait
+
+    def _prune(self, start: float) -> None:
+        self._since_prune = 0
+        for key in [k for k, h in self._hits.items() if not h or h[-1] <= start]:
+            del self._hits[key]
+
+    def __len__(self) -> int:
+        return len(self._hits)
 
 
 class RateLimit:
     def __init__(self, spec: str) -> None:
-        self.item = parse(spec) if spec else None
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.item = parse_rate(spec) if spec else None
+        self.window = MovingWindow(self.item) if self.item is not None else None
 
     async def hit(self, who: str) -> None:
-        if self.item is None:
+        if self.window is None:
             return
-        if not await self.limiter.hit(self.item, who):
-            stats = await self.limiter.get_window_stats(self.item, who)
-            retry = max(1, math.ceil(stats.reset_time - time.time()))
+        wait = self.window.hit(who)
+        if wait > 0:
             raise ProblemError(429, f"rate limit of {self.item} exceeded", slug="rate-limited",
-                               headers={"Retry-After": str(retry)})
+                               headers={"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 class BodyLimitMiddleware(HTTPMiddleware):
