@@ -68,15 +68,23 @@ async def _status(client: Client, name: str) -> str | None:
         return None
 
 
-async def _view(ctx: JobContext, client: Client, name: str, *, status: str | None = None) -> dict[str, Any]:
+def _mark(ctx: JobContext) -> int:
+    """Where the read model's reads stand before the job's change is asked of LXD (see `_view`)."""
+    env = workflow_env(ctx)
+    return env.mirror.mark(ctx.remote) if env.mirror is not None and ctx.remote else 0
+
+
+async def _view(ctx: JobContext, client: Client, name: str, *, status: str | None = None,
+                since: int = 0) -> dict[str, Any]:
     """The container as it is now, read through the read model (which then holds it too). With the `status` the
-    job's last LXD operation left it in, the model's record serves once it shows that status (the model read it on
-    LXD's event of the change): no read of its own."""
+    job's change left it in and the model's `since` (`_mark`) from before the change was asked: the model's record
+    serves once it was read after that and shows the status (the model reads it on LXD's event of the change), with
+    no read of its own."""
     env = workflow_env(ctx)
     if env.mirror is not None and ctx.remote:
         project = ctx.project or "default"
         if status is not None:
-            data = await env.mirror.after_change(ctx.remote, project, KIND, name, client=client,
+            data = await env.mirror.after_change(ctx.remote, project, KIND, name, client=client, since=since,
                                                  shows=lambda view: view.get("status") == status)
         else:
             data = await env.mirror.fresh(ctx.remote, project, KIND, name, client=client)
@@ -156,6 +164,7 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
         with contextlib.suppress(JobCancelled):  # the create itself stops at its next cancel check
             await ctx.checkpoint(name)
 
+    since = _mark(ctx)
     try:
         created = await create_from_spec(
             client, spec, sources=env.image_sources(spec.image.sources, await client.server.backend()),
@@ -179,7 +188,8 @@ async def create_container(ctx: JobContext) -> dict[str, Any]:
             raise
         raise JobFailure("create-failed", _on_member(f"could not create {spec.name!r}: {exc.error}", target),
                          lxd_error=exc.error) from exc
-    view = await _view(ctx, client, spec.name, status="Running" if spec.start else "Stopped")
+    # a container created and not started shows no status of its own making: only a read after the job knows it
+    view = await _view(ctx, client, spec.name, status="Running" if spec.start else None, since=since)
     view["image"] = {"fingerprint": created.image.fingerprint, "local": created.image.local}
     if created.unknown_parents:
         view["unknown_parents"] = created.unknown_parents
@@ -275,6 +285,7 @@ def _action_kind(action: str) -> JobKind:
         force = bool(ctx.params.get("force", False))
         timeout = int(ctx.params.get("timeout", 30))
         await ctx.progress(action, None, f"{action.capitalize()} container {name}")
+        since = _mark(ctx)
         if action == "stop":
             op = await client.instances.stop(name, timeout=timeout, force=force)
         elif action == "restart":
@@ -284,7 +295,8 @@ def _action_kind(action: str) -> JobKind:
             op = await client.instances.set_state(name, action, force=force)
         await _record(ctx, op)
         # a restart ends Running as it began: only a read after it shows that it happened
-        return await _view(ctx, client, name, status=None if action == "restart" else ACTION_STATUS[action].label)
+        return await _view(ctx, client, name, status=None if action == "restart" else ACTION_STATUS[action].label,
+                           since=since)
 
     run.__doc__ = f"{action.capitalize()} the container (body: force, timeout)."
     return JobKind.of(f"container.{action}", run, cancel=CancelPolicy.INTERRUPT, recover=recover)

@@ -162,13 +162,20 @@ class Mirror:
         rec = coll.records.get(key)
         return copy.deepcopy(rec.data) if rec is not None else None
 
-    async def after_change(self, remote: str, project: str, kind: str, key: str, *, client: Client,
+    def mark(self, remote: str) -> int:
+        """A point in the order of the model's reads of `remote`: `after_change(since=)` takes only a record read
+        after it. Taken before a job sends LXD the request of its change."""
+        rm = self.remotes.get(remote)
+        return rm.next_seq() if rm is not None else 0
+
+    async def after_change(self, remote: str, project: str, kind: str, key: str, *, client: Client, since: int,
                            shows: Callable[[Shaped], bool]) -> Shaped | None:
         """`key` once a change LXD has finished (a job's last operation) is in the model: a copy, the caller's to
         change. LXD announces the change with a lifecycle event before it ends the operation, and the model reads
         the object on that event: the read under way is waited for (not the confirming one the operation's own
-        event queues after it), then the record is taken when it `shows` the change (a container's new status).
-        Otherwise (the event is late, the model not in sync) it is read afresh (`fresh`)."""
+        event queues after it), then the record is taken when it was read after the job's request (`since`, from
+        `mark`) and `shows` the change (a container's new status). Otherwise (the event is late, the model not in
+        sync) it is read afresh (`fresh`)."""
         rm, coll = self._collection(remote, project, kind)
         if coll is None or rm is None or not rm.holds(project, kind, coll):
             return await self.fresh(remote, project, kind, key, client=client)
@@ -177,7 +184,7 @@ class Mirror:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(under_way), PENDING_WAIT)
         rec = coll.records.get(key)
-        if rec is not None and rm.holds(project, kind, coll) and shows(rec.data):
+        if rec is not None and rec.seq > since and rm.holds(project, kind, coll) and shows(rec.data):
             rm.counters.served[HIT] += 1
             return copy.deepcopy(rec.data)
         return await self.fresh(remote, project, kind, key, client=client)

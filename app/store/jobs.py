@@ -29,6 +29,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -162,7 +163,7 @@ def _set_up_writer(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer does it, off the writer's way
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _transaction(conn: sqlite3.Connection, statements: list[Statement]) -> list[int]:
@@ -202,6 +203,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+BUSY_TIMEOUT_MS = 5000
+"""How long a write on the writer's thread waits for another connection's lock."""
 INLINE_MAX_BYTES = 64 * 1024
 """Writes carrying at most this much text are run inline when the writer is idle (see `_Writer`)."""
 
@@ -221,37 +224,71 @@ def _small(statements: list[Statement]) -> bool:
     return True
 
 
-class _Writer:
-    """The one writer connection. Each call runs whole, in the order made: on the writer's own thread, or, when
-    `inline` is allowed and nothing is queued for that thread, at once on the caller's (the event loop's) thread.
+class _Busy(Exception):
+    """An inline write found the database locked by another connection: it goes to the writer's thread instead."""
 
-    A small write in WAL mode without fsync takes SQLite tens of microseconds; the two thread hops around it, and the
-    GIL handed back and forth at each statement while the loop is busy, took milliseconds (measured: 3 ms from a
-    job's end to its row stored, against 0.3 ms inline). Large writes (a job's output) and writes while others are
-    queued go to the thread, so the loop never waits behind them."""
+
+def _without_waiting(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(conn, *args)` with SQLite's busy wait off (`_Busy` when the database is locked): the event loop never
+    waits for another connection's lock. (Only another program writing the file can hold it: the gateway's own
+    reader never writes, and its checkpoints are PASSIVE.)"""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        return fn(conn, *args)
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or \
+                "locked" in str(exc):
+            raise _Busy from exc
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+
+class _Writer:
+    """The one writer connection. Each call runs whole, in the order made: on the writer's own thread, or, when the
+    caller allows it (`inline`) and nothing is queued for that thread, at once on the caller's (the event loop's)
+    thread.
+
+    A job's small write in WAL mode without fsync takes SQLite tens of microseconds; the two thread hops around it,
+    and the GIL handed back and forth at each statement while the loop is busy, took milliseconds (measured: 3 ms
+    from a job's end to its row stored, against 0.5 ms inline). Only a job's own writes (insert, save, checkpoint)
+    may run inline, and only small ones: large writes (a job's output) and deletes of many rows (pruning) go to the
+    thread, so the loop never waits behind them."""
 
     def __init__(self, path: Path) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-db-writer")
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._sent = 0  # calls handed to the thread (counted on the loop's thread)
-        self._ran = 0  # calls the thread has finished (counted on the writer's thread)
+        self._lock = threading.Lock()
+        self._outstanding = 0  # calls handed to the thread and not done (or dropped) yet
+        self._closing = False
 
     async def call(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
         """`fn(connection, *args)` on the writer's thread (or inline: see the class)."""
-        if inline and self._conn is not None and self._ran == self._sent:
-            return fn(self._conn, *args)
-        self._sent += 1
-        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(self._run, fn, *args))
+        conn = self._conn
+        if inline and conn is not None and not self._closing and self._outstanding == 0:
+            try:
+                return _without_waiting(conn, fn, *args)
+            except _Busy:
+                pass
+        return await self._submit(partial(self._run, fn, *args))
+
+    async def _submit(self, work: Callable[[], T]) -> T:
+        with self._lock:
+            self._outstanding += 1
+        future = self._pool.submit(work)
+        future.add_done_callback(self._done)  # also when it is cancelled before it ran
+        return await asyncio.wrap_future(future)
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._outstanding -= 1
 
     def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-                self._conn.row_factory = sqlite3.Row
-            return fn(self._conn, *args)
-        finally:
-            self._ran += 1
+        if self._conn is None:
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+        return fn(self._conn, *args)
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -259,8 +296,9 @@ class _Writer:
             self._conn = None
 
     async def close(self) -> None:
+        self._closing = True
         try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+            await self._submit(self._close)
         finally:
             self._pool.shutdown(wait=False)
 
@@ -427,13 +465,14 @@ class SQLiteJobStore:
             raise RuntimeError("job store is not open")
         return self._reader
 
-    async def _write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+    async def _write(self, sql: str, args: tuple[Any, ...] = (), *, job_write: bool = False) -> int:
         """One statement in a transaction of its own; its row count."""
-        return (await self._write_all([(sql, args)]))[0]
+        return (await self._write_all([(sql, args)], job_write=job_write))[0]
 
-    async def _write_all(self, statements: list[Statement]) -> list[int]:
-        """Several writes in one transaction; the row count of each."""
-        return await self._on_writer(_transaction, statements, inline=_small(statements))
+    async def _write_all(self, statements: list[Statement], *, job_write: bool = False) -> list[int]:
+        """Several writes in one transaction; the row count of each. A job's own small write (`job_write`) may run
+        inline (see `_Writer`)."""
+        return await self._on_writer(_transaction, statements, inline=job_write and _small(statements))
 
     @staticmethod
     def _result_writes(job: Job) -> tuple[str | None, int, list[tuple[str, tuple[Any, ...]]]]:
@@ -457,7 +496,7 @@ class SQLiteJobStore:
              _dumps(job.progress.model_dump()), _dumps([o.model_dump() for o in job.lxd_operations]), result,
              _dumps(job.error) if job.error is not None else None, _dumps(params), owner_id, lease_until,
              job.token_id, has_output),
-        ), *(output_writes if has_output else [])])
+        ), *(output_writes if has_output else [])], job_write=True)
 
     async def save(self, job: Job, *, seq: int, owner_id: str | None = None) -> None:
         # One process holds every job of this store (its lock file): `owner_id` needs no check.
@@ -469,11 +508,11 @@ class SQLiteJobStore:
              _dumps([o.model_dump() for o in job.lxd_operations]), result,
              _dumps(job.error) if job.error is not None else None, job.resource, has_output,
              _dumps(job.cleanup.model_dump(mode="json")) if job.cleanup is not None else None, seq, job.id),
-        ), *output_writes])
+        ), *output_writes], job_write=True)
 
     async def save_checkpoint(self, job_id: str, step: str, data: Any, *, owner_id: str | None = None) -> None:
         await self._write("UPDATE jobs SET checkpoints=json_set(checkpoints, '$.' || json_quote(?), json(?)) "
-                          "WHERE id=?", (step, _dumps(data), job_id))
+                          "WHERE id=?", (step, _dumps(data), job_id), job_write=True)
 
     async def pending_cleanups(self) -> list[StoredJob]:
         """Ended jobs whose undoing could not be done yet (`cleanup.status` is `pending`), oldest first."""

@@ -49,7 +49,7 @@ async def test_the_read_begun_on_lxds_event_serves_and_the_confirming_read_queue
     loop = asyncio.get_running_loop()
     start = loop.time()
     view = await mirror.after_change("r", "default", "instances", "c1", client=None,  # type: ignore[arg-type]
-                                     shows=_running)
+                                     since=0, shows=_running)
     took = loop.time() - start
     assert view == {"name": "c1", "status": "Running"}
     assert took < READ * 1.5, took  # the rest of the read under way, not the queued one after it too
@@ -67,7 +67,7 @@ async def test_a_record_that_does_not_show_the_change_yet_is_read_afresh() -> No
     await asyncio.sleep(READ * 2)  # the model holds c1 Stopped (its event was late, say)
     lxd["c1"] = "Running"  # the start has ended in LXD
     view = await mirror.after_change("r", "default", "instances", "c1", client=None,  # type: ignore[arg-type]
-                                     shows=_running)
+                                     since=0, shows=_running)
     assert view is not None and view["status"] == "Running"
     assert reads == ["c1", "c1"]
     await rm.aclose()
@@ -82,7 +82,21 @@ async def test_a_model_out_of_sync_is_not_trusted() -> None:
     rm.synced = False  # the events stream dropped: what the model holds may be stale
     lxd["c1"] = "Stopped"
     view = await mirror.after_change("r", "default", "instances", "c1", client=None,  # type: ignore[arg-type]
-                                     shows=lambda v: v.get("status") == "Stopped")
+                                     since=0, shows=lambda v: v.get("status") == "Stopped")
     assert view is not None and view["status"] == "Stopped"
     assert reads == ["c1", "c1"]
+    await rm.aclose()
+
+
+async def test_a_record_read_before_the_job_asked_for_its_change_is_not_its_result() -> None:
+    lxd = {"c1": "Stopped"}
+    reads: list[str] = []
+    mirror, rm = _mirror(lxd, reads)
+    rm.request("default", "instances", "c1")
+    await asyncio.sleep(READ * 2)  # the model read c1 Stopped before the job began (an outside stop, say)
+    since = mirror.mark("r")  # the job's stop is asked of LXD now; its event has not come
+    view = await mirror.after_change("r", "default", "instances", "c1", client=None,  # type: ignore[arg-type]
+                                     since=since, shows=lambda v: v.get("status") == "Stopped")
+    assert view is not None and view["status"] == "Stopped"
+    assert reads == ["c1", "c1"]  # the record showed the status, but from before: read afresh
     await rm.aclose()

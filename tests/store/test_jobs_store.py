@@ -6,6 +6,7 @@ Tests taking `store` run on each kind of store (SQLite and PostgreSQL, tests/sup
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import time
@@ -368,3 +369,71 @@ async def test_small_writes_run_on_the_loop_while_the_writer_is_idle_and_queue_b
         assert stored is not None and stored.seq == 2 and stored.job.status is JobStatus.running
     finally:
         store_module._transaction = real  # type: ignore[assignment]
+
+
+async def test_a_write_cancelled_while_queued_does_not_keep_later_ones_off_the_loop(
+        sqlite_store: SQLiteJobStore) -> None:
+    import threading
+
+    writer = sqlite_store._w
+    gate = threading.Event()
+    busy = asyncio.ensure_future(writer.call(lambda conn: gate.wait(5)))
+    await asyncio.sleep(0.05)
+    dropped = asyncio.ensure_future(writer.call(lambda conn: threading.current_thread().name))
+    await asyncio.sleep(0.05)
+    dropped.cancel()  # still queued behind `busy`: it never runs
+    gate.set()
+    await busy
+    await asyncio.sleep(0.05)
+    ran_on = await writer.call(lambda conn: threading.current_thread().name, inline=True)
+    assert ran_on == threading.current_thread().name
+
+
+async def test_an_inline_write_never_waits_for_another_programs_lock_on_the_loop(sqlite_store: SQLiteJobStore) -> None:
+    """Another program holding the database's write lock: the job's write goes to the writer's thread and waits
+    there, while the loop goes on; it is stored once the lock is let go."""
+    job = make_job()
+    await sqlite_store.insert(job, params={}, owner_id="o", lease_until=0)
+    other = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    tick = asyncio.ensure_future(ticker())
+    job.status = JobStatus.running
+    save = asyncio.ensure_future(sqlite_store.save(job, seq=1))
+    await asyncio.sleep(0.3)
+    assert not save.done()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(save, 5)
+    tick.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert max(gaps) < 0.2, max(gaps)  # the loop was never held (SQLite's busy wait is 5 s)
+    stored = await sqlite_store.load(job.id)
+    assert stored is not None and stored.job.status is JobStatus.running
+
+
+async def test_pruning_runs_on_the_writers_thread(sqlite_store: SQLiteJobStore) -> None:
+    import threading
+
+    from app.store import jobs as store_module
+
+    ran_on: list[str] = []
+    real = store_module._transaction
+
+    def transaction(conn: sqlite3.Connection, statements: list[tuple[str, tuple[object, ...]]]) -> list[int]:
+        ran_on.append(threading.current_thread().name)
+        return real(conn, statements)
+
+    store_module._transaction = transaction  # type: ignore[assignment]
+    try:
+        await sqlite_store.prune(utcnow() - timedelta(days=1))
+    finally:
+        store_module._transaction = real  # type: ignore[assignment]
+    assert ran_on and all(name.startswith("jobs-db-writer") for name in ran_on)
