@@ -234,9 +234,11 @@ async def test_every_write_through_the_gateway_shows_in_the_very_next_read(clien
     # state actions, each a job waited for
     for action, status in [("freeze", "Frozen"), ("unfreeze", "Running"), ("stop", "Stopped"),
                            ("start", "Running"), ("restart", "Running")]:
-        await run_job(c, "POST", f"/v1/containers/{a}/{action}", {"timeout": 10, "force": action == "stop"})
+        job = await run_job(c, "POST", f"/v1/containers/{a}/{action}", {"timeout": 10, "force": action == "stop"})
         got = await same_as_lxd(c, a)
         assert got["status"] == status, (action, got)
+        answered = _but_addresses(job["result"])  # the job's answer (the model's record read on LXD's event) is LXD's
+        assert answered == {k: got[k] for k in answered}, (action, answered, got)
         assert (await listed(c, names))[a]["status"] == status, action
 
     # a snapshot, a config change, and the restore of the snapshot takes the change back
