@@ -143,3 +143,34 @@ async def test_a_token_lists_only_the_remotes_it_may_use(tmp_path: Path, lxd_dae
             assert r.status_code == 400, r.text
             r = await c.get("/v1/containers/" + gw.container, params={"remote": "*"})
             assert r.status_code == 404 and r.json()["type"].endswith("/unknown-remote"), r.text
+
+
+async def test_a_token_limited_to_a_project_lists_that_project_on_every_remote_and_nothing_else(
+        tmp_path: Path, lxd_daemon: DaemonInfo) -> None:
+    """A token limited to one project: `?remote=*` in that project lists it on both remotes; in another project (or
+    the default one) the answer is the 403 a single remote gives, not a 200 naming every remote unreachable."""
+    async with secured_gateway(tmp_path, lxd_daemon, unique("fanp")) as gw:
+        project = unique("fanproj")
+        await gw.lxd.projects.create(project, config={"features.images": "false", "features.profiles": "false"})
+        try:
+            async with gw.http(gw.admin, timeout=130) as c:
+                r = await c.post("/v1/containers", params={"project": project, "wait": 120},
+                                 json={"name": gw.container, "image": {"alias": "busybox"}, "start": False})
+                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+            limited = gw.token("one-project", Scope.read, projects=[project])
+            async with gw.http(limited) as c:
+                r = await c.get("/v1/containers", params={"remote": "*", "project": project})
+                assert r.status_code == 200, r.text
+                items = r.json()["items"]
+                assert sorted((i["remote"], i["project"], i["name"]) for i in items) == [
+                    ("local", project, gw.container), ("tls", project, gw.container)]
+                assert r.json()["unreachable"] == []
+                for params in ({"remote": "*"}, {"remote": "*", "project": "default"}):
+                    r = await c.get("/v1/containers", params=params)
+                    assert r.status_code == 403, (params, r.text)
+                    assert r.headers["content-type"] == "application/problem+json"
+                    assert "unreachable" not in r.json()
+        finally:
+            async with gw.http(gw.admin, timeout=130) as c:
+                await c.delete(f"/v1/containers/{gw.container}", params={"project": project, "wait": 60})
+            await gw.lxd.projects.delete(project)
