@@ -58,6 +58,21 @@ def trim_heap() -> bool:
         return False
 
 
+def return_free_heap() -> bool:
+    """Hand the heap's free pages back to the system, without a garbage collection first; False where it cannot
+    (not glibc). It takes milliseconds on a heap of a hundred MiB and holds no GIL: run it on a thread. The read
+    model has it run after applying a large listing: parsing LXD's answer for 1,000 containers takes tens of MiB
+    for a moment, which would otherwise stay resident."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def settle() -> None:
     """Import what the first LXD call needs, then trim the heap (see the module's text)."""
     for name in FIRST_CALL_MODULES:

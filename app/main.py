@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
+from app import footprint
 from app.certificates.router import router as certificates_router
 from app.containers import jobs as container_jobs
 from app.containers import jobs_exec
@@ -169,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.remotes = registry
         mirror = app.state.mirror = Mirror(registry.get, MIRRORED, enabled=settings.read_model,
                                            reconcile=settings.read_model_reconcile_seconds,
-                                           max_projects=settings.read_model_projects)
+                                           max_projects=settings.read_model_projects,
+                                           after_large_load=footprint.return_free_heap)
         jobs = jobs_service(settings, app.state.job_kinds)
         jobs.runner.before_end = partial(touch_after_job, mirror)
         jobs.runner.backend_of = registry.backend_title  # a failed job's problem names LXD or Incus

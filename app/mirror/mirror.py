@@ -52,8 +52,10 @@ class Mirror:
     """The per-remote models, started for each remote on first use (or at start-up with `start`)."""
 
     def __init__(self, clients: Callable[[str], Client], kinds: Sequence[MirrorKind], *, enabled: bool = True,
-                 reconcile: float = 60.0, max_projects: int = 32) -> None:
+                 reconcile: float = 60.0, max_projects: int = 32,
+                 after_large_load: Callable[[], object] | None = None) -> None:
         self._clients = clients
+        self.after_large_load = after_large_load
         self.kinds = {k.name: k for k in kinds}
         self.enabled = enabled
         self.reconcile = reconcile
@@ -66,7 +68,8 @@ class Mirror:
         rm = self.remotes.get(name)
         if rm is None:
             rm = self.remotes[name] = RemoteMirror(name, self._clients(name), list(self.kinds.values()),
-                                                   reconcile=self.reconcile, max_projects=self.max_projects)
+                                                   reconcile=self.reconcile, max_projects=self.max_projects,
+                                                   after_large_load=self.after_large_load)
             rm.start()
         return rm
 

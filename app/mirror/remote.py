@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from app.lxd.client import Client
@@ -41,6 +41,7 @@ log = logging.getLogger("app.mirror")
 ADDRESS_WINDOW = 60.0
 ADDRESS_POLL = 0.5
 PENDING_WAIT = 2.0
+LARGE_LOAD = 200  # objects in one listing: after applying one this large, `after_large_load` is called
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
@@ -69,8 +70,12 @@ class RemoteMirror:
     """The mirrored projects of one remote, and the task keeping them in sync."""
 
     def __init__(self, name: str, client: Client, kinds: Sequence[MirrorKind], *, reconcile: float = 60.0,
-                 max_projects: int = 32, preload: Sequence[str] = ("default",)) -> None:
+                 max_projects: int = 32, preload: Sequence[str] = ("default",),
+                 after_large_load: Callable[[], object] | None = None) -> None:
         self.name = name
+        self.after_large_load = after_large_load
+        """Called after a listing of at least `LARGE_LOAD` objects was applied (the server returns the memory its
+        parsing took for a moment: `app.footprint.return_free_heap`)."""
         self.client = client
         self.kinds = {k.name: k for k in kinds}
         self.reconcile = reconcile
@@ -391,6 +396,9 @@ class RemoteMirror:
             coll.replace_all(items, fetched, seq)
             for k, rec in coll.items():
                 self._track_address(project, kind_name, k, before.get(k), rec.data)
+            if len(items) >= LARGE_LOAD and self.after_large_load is not None:
+                del before, items  # off the loop's thread: it may take milliseconds, and holds no GIL
+                self._spawn(asyncio.to_thread(self.after_large_load))
         else:
             prev = coll.records.get(key)  # as it is now, when the answer is applied
             complete = True

@@ -70,3 +70,29 @@ async def test_an_address_window_that_ran_out_is_not_opened_again_by_a_listing_u
     rm._track_address("default", "instances", "c1", stopped, running)  # started again: a new window
     assert rm._addresses[ident] > time.monotonic() + ADDRESS_WINDOW - 5
     await rm.aclose()
+
+
+async def test_a_large_listing_hands_the_memory_its_parsing_took_back_and_a_small_one_does_not() -> None:
+    from app.mirror.remote import LARGE_LOAD
+
+    calls: list[int] = []
+    size = {"n": 3}
+
+    async def load_all(client: Any, remote: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(f"c{i}", {"name": f"c{i}"}) for i in range(size["n"])]
+
+    async def load_one(client: Any, remote: str, key: str) -> dict[str, Any]:
+        return {"name": key}
+
+    kind = MirrorKind(name="instances", load_all=load_all, load_one=load_one)
+    rm = RemoteMirror("r", SimpleNamespace(project="default"), [kind],  # type: ignore[arg-type]
+                      after_large_load=lambda: calls.append(len(calls)))
+    coll = rm._collections("default")["instances"]
+    await rm._read_once("default", "instances", "*", coll)
+    await asyncio.sleep(0.05)
+    assert len(coll) == 3 and calls == []
+    size["n"] = LARGE_LOAD
+    await rm._read_once("default", "instances", "*", coll)
+    await asyncio.sleep(0.1)  # it runs on a thread
+    assert len(coll) == LARGE_LOAD and calls == [0]
+    await rm.aclose()
