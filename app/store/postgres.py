@@ -53,6 +53,7 @@ from app.store.rows import (
     row_to_job,
     row_to_stored,
 )
+from app.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import psycopg
@@ -210,10 +211,7 @@ class PostgresJobStore:
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await cancel_and_wait(listener)
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
