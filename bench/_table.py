@@ -94,6 +94,13 @@ def render(rows: list[Row], *, strict: bool = True) -> str:
     return "\n".join(lines)
 
 
+def report(rows: list[Row]) -> int:
+    """A standalone module's report: the machine, then its own rows (`render` with strict=False). Returns 0."""
+    print(f"Measured {machine()}.")
+    print(render(rows, strict=False))
+    return 0
+
+
 def parse(table: str) -> list[tuple[str, str]]:
     """(measure, via) of every row of a table made by `render` (the measure filled down)."""
     out: list[tuple[str, str]] = []

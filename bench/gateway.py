@@ -56,7 +56,7 @@ import websockets
 
 from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
 from bench import load
-from bench._table import RAW, Row, machine, ms, ratio, render
+from bench._table import RAW, Row, ms, ratio, report
 from bench.client import Raw, interleaved, threaded
 from bench.jobs import raise_fd_limit
 from tests.support.gateway import gateway_env, start_gateway
@@ -440,10 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/gateway.py compares with pylxd: install it with `.venv/bin/pip install -e '.[bench]'`",
               file=sys.stderr)
         return 1
-    rows = collect(argv)
-    print(f"Measured {machine()}.")
-    print(render(rows, strict=False))
-    return 0
+    return report(collect(argv))
 
 
 if __name__ == "__main__":

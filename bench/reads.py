@@ -65,7 +65,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ import httptools
 import httpx
 
 from app.locallxd.daemon import LocalDaemon, ensure_installed, image_tarball
-from bench._table import RAW, Row, machine, ms, ratio, render
+from bench._table import RAW, Row, ms, ratio, report
 from bench.client import Raw, in_flight, interleaved
 from bench.gateway import Gateway
 from bench.jobs import raise_fd_limit
@@ -638,32 +638,41 @@ async def measure(sock: str, gw: Gateway, rounds: int) -> list[Row]:
     return rows
 
 
-def collect(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.reads")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    args = parser.parse_args(argv if argv is not None else [])
-    raise_fd_limit()
-    ensure_installed()
+def rounds_argument(prog: str, argv: list[str] | None, default: int) -> int:
+    """`--rounds N` of a standalone module's command line (`default` when not given)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--rounds", type=int, default=default)
+    return int(parser.parse_args(argv if argv is not None else []).rounds)
+
+
+@contextlib.contextmanager
+def prepared_daemon() -> Iterator[LocalDaemon]:
+    """A private LXD daemon (`dir` pool, busybox image, a default profile without a NIC), stopped at the end."""
     daemon = LocalDaemon()
-    gw: Gateway | None = None
     try:
-        t0 = time.perf_counter()
         daemon.start()
         daemon.prepare(image_tarball=image_tarball(), https=False, bridge=False)  # default profile: no NIC
-        gw = Gateway(str(daemon.socket_path))
-        log(f"daemon and gateway up in {time.perf_counter() - t0:.1f} s")
-        return asyncio.run(asyncio.wait_for(measure(str(daemon.socket_path), gw, args.rounds), 600))
+        yield daemon
     finally:
-        if gw is not None:
-            gw.stop()
         daemon.stop()
 
 
+def collect(argv: list[str] | None = None) -> list[Row]:
+    rounds = rounds_argument("python -m bench.reads", argv, ROUNDS)
+    raise_fd_limit()
+    ensure_installed()
+    t0 = time.perf_counter()
+    with prepared_daemon() as daemon:
+        gw = Gateway(str(daemon.socket_path))
+        try:
+            log(f"daemon and gateway up in {time.perf_counter() - t0:.1f} s")
+            return asyncio.run(asyncio.wait_for(measure(str(daemon.socket_path), gw, rounds), 600))
+        finally:
+            gw.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
-    rows = collect(argv)
-    print(f"Measured {machine()}.")
-    print(render(rows, strict=False))
-    return 0
+    return report(collect(argv))
 
 
 if __name__ == "__main__":

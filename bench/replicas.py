@@ -28,7 +28,6 @@ with the rest for the same CPUs, and the figures say what that gives, not what m
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import itertools
@@ -43,11 +42,11 @@ from pathlib import Path
 
 import httpx
 
-from app.locallxd.daemon import LocalDaemon, ensure_installed, free_port, image_tarball
-from bench._table import Row, machine, render
+from app.locallxd.daemon import ensure_installed, free_port
+from bench._table import Row, report
 from bench.client import Raw
 from bench.jobs import raise_fd_limit
-from bench.reads import CacheTally, Connect, LoadResult, load
+from bench.reads import CacheTally, Connect, LoadResult, load, prepared_daemon, rounds_argument
 from tests.support.gateway import GatewayProcess, gateway_env, start_gateway
 from tests.support.postgres import private_postgres
 
@@ -232,33 +231,22 @@ async def measure(sock: str, replicas: Replicas, rounds: int) -> list[Row]:
 
 
 def collect(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(prog="python -m bench.replicas")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    args = parser.parse_args(argv if argv is not None else [])
+    rounds = rounds_argument("python -m bench.replicas", argv, ROUNDS)
     raise_fd_limit()
     ensure_installed()
-    daemon = LocalDaemon()
-    try:
-        t0 = time.perf_counter()
-        daemon.start()
-        daemon.prepare(image_tarball=image_tarball(), https=False, bridge=False)  # default profile: no NIC
-        with bench_database() as url:
-            replicas = Replicas(str(daemon.socket_path), url)
-            replicas.add()
-            log(f"daemon, PostgreSQL and the first replica up in {time.perf_counter() - t0:.1f} s")
-            try:
-                return asyncio.run(asyncio.wait_for(measure(str(daemon.socket_path), replicas, args.rounds), 300))
-            finally:
-                replicas.stop()
-    finally:
-        daemon.stop()
+    t0 = time.perf_counter()
+    with prepared_daemon() as daemon, bench_database() as url:
+        replicas = Replicas(str(daemon.socket_path), url)
+        replicas.add()
+        log(f"daemon, PostgreSQL and the first replica up in {time.perf_counter() - t0:.1f} s")
+        try:
+            return asyncio.run(asyncio.wait_for(measure(str(daemon.socket_path), replicas, rounds), 300))
+        finally:
+            replicas.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    rows = collect(argv)
-    print(f"Measured {machine()}.")
-    print(render(rows, strict=False))
-    return 0
+    return report(collect(argv))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.store.tokens import Tokens
+from app.tasks import cancel_and_wait
 
 log = logging.getLogger("app.http.open_streams")
 
@@ -129,11 +130,8 @@ class OpenStreams:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="open-streams-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 class StreamGuardMiddleware:

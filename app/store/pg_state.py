@@ -59,6 +59,7 @@ from app.store.tokens import (
     hash_secret,
     new_secret,
 )
+from app.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -528,11 +529,8 @@ class StateWatch:
         self._task = asyncio.get_running_loop().create_task(self._run(conn), name="shared-state-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 # -- the whole ---------------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from app.store.rows import (
     row_to_job,
     row_to_stored,
 )
+from app.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import psycopg
@@ -210,10 +211,7 @@ class PostgresJobStore:
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await cancel_and_wait(listener)
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
@@ -292,36 +290,32 @@ class PostgresJobStore:
     async def _probe(self) -> None:
         """Connect once (or rely on a connection made less than `PROBE_INTERVAL` ago): `StoreUnavailable` when that
         fails."""
-        import psycopg
-
         async with self._revive_lock:
             if time.monotonic() - self._probed < PROBE_INTERVAL:
                 return
-            try:
-                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            except psycopg.Error as exc:
-                self._down, self._down_reason = time.monotonic(), _reason(exc)
-                raise StoreUnavailable(self._down_reason) from None
-            await probe.close()
-            self._probed = time.monotonic()
+            await self._connect_once()
+
+    async def _connect_once(self) -> None:
+        """Connect and close again (under `_revive_lock`): `StoreUnavailable` when that fails (and remember it)."""
+        import psycopg
+
+        try:
+            probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            self._down, self._down_reason = time.monotonic(), _reason(exc)
+            raise StoreUnavailable(self._down_reason) from None
+        await probe.close()
+        self._probed = time.monotonic()
 
     async def _revive(self) -> None:
         """After the server was found unreachable: fail at once, or (at most every `PROBE_INTERVAL`) connect once;
         when that works, start a fresh pool (the old one may be waiting out a long reconnection back-off)."""
-        import psycopg
-
         async with self._revive_lock:
             if self._down is None:
                 return
             if time.monotonic() - self._down < PROBE_INTERVAL:
                 raise StoreUnavailable(self._down_reason)
-            try:
-                probe = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            except psycopg.Error as exc:
-                self._down, self._down_reason = time.monotonic(), _reason(exc)
-                raise StoreUnavailable(self._down_reason) from None
-            await probe.close()
-            self._probed = time.monotonic()
+            await self._connect_once()
             old, self._pool = self._pool, await self._new_pool()
             self._down = None
             if old is not None:
@@ -403,13 +397,7 @@ class PostgresJobStore:
                 "   replicas.owner_id = jobs.owner_id AND alive_until > %(now)s)) "
                 "  ORDER BY position FOR UPDATE SKIP LOCKED"
                 ") AS mine WHERE jobs.id=mine.id RETURNING jobs.id", {"owner": owner_id, "now": now})
-            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            if not ids:
-                return []
-            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
-                                     (ids,))
-            rows = await cur.fetchall()
-        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+            return await self._load_claimed(conn, cur)
 
     async def get(self, job_id: str) -> Job | None:
         stored = await self.load(job_id)
@@ -457,13 +445,17 @@ class PostgresJobStore:
                 "   lease_until IS NULL OR lease_until<=%(now)s) ORDER BY position FOR UPDATE SKIP LOCKED"
                 ") AS claimable WHERE jobs.id=claimable.id RETURNING jobs.id",
                 {"owner": owner_id, "lease": lease_until, "now": now})
-            ids = [r["id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            if not ids:
-                return []
-            cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
-                                     (ids,))
-            rows = await cur.fetchall()
-        return [row_to_stored(r) for r in rows]  # type: ignore[arg-type]
+            return await self._load_claimed(conn, cur)
+
+    @staticmethod
+    async def _load_claimed(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any]) -> list[StoredJob]:
+        """The jobs whose ids an `UPDATE ... RETURNING jobs.id` on `conn` claimed (`cur`), oldest first."""
+        ids = [r["id"] for r in await cur.fetchall()]
+        if not ids:
+            return []
+        cur = await conn.execute(f"SELECT {_STORED} FROM {_FROM} WHERE jobs.id = ANY(%s) ORDER BY jobs.position",
+                                 (ids,))
+        return [row_to_stored(r) for r in await cur.fetchall()]
 
     @staticmethod
     async def _heartbeat(conn: psycopg.AsyncConnection[Any], owner_id: str, alive_until: float) -> None:

@@ -8,10 +8,12 @@ Each test runs its own throwaway daemon, so killing it harms nobody else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,13 @@ def _says_removed(job: dict[str, Any]) -> bool:
     return "removed again" in text or "was removed" in text
 
 
+def _kill(daemon: LocalDaemon) -> None:
+    """SIGKILL LXD and reap it."""
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    daemon.proc.wait(timeout=10)
+
+
 async def _kill_after_operations(c: httpx.AsyncClient, daemon: LocalDaemon, job_id: str, count: int) -> None:
     """SIGKILL LXD as soon as the job has recorded `count` LXD operations (1: the create, 2: the start)."""
     deadline = time.monotonic() + 60
@@ -62,9 +71,7 @@ async def _kill_after_operations(c: httpx.AsyncClient, daemon: LocalDaemon, job_
         assert job["status"] in ("queued", "running"), job
         assert time.monotonic() < deadline, job
         await asyncio.sleep(0.01)
-    assert daemon.proc is not None
-    os.kill(daemon.proc.pid, signal.SIGKILL)
-    daemon.proc.wait(timeout=10)
+    _kill(daemon)
 
 
 async def _create_then_kill(c: httpx.AsyncClient, daemon: LocalDaemon, name: str, operations: int) -> str:
@@ -86,14 +93,40 @@ async def _failed_with_pending_cleanup(c: httpx.AsyncClient, job_id: str) -> dic
     return dict(job)
 
 
+@contextlib.asynccontextmanager
+async def _gateway(tmp_path: Path, info: DaemonInfo, *,
+                   startup_timeout: float = 5) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on the victim daemon (its data in `tmp_path`), in this process, and a client of it."""
+    app = create_app(_settings(tmp_path, info))
+    async with LifespanManager(app, startup_timeout=startup_timeout, shutdown_timeout=60), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
+        yield c
+
+
+async def _left_by_a_killed_start(tmp_path: Path, daemon: LocalDaemon, info: DaemonInfo, name: str) -> str:
+    """The id of a create of `name` that LXD was killed under at its start (the container exists for sure): the
+    job failed, its cleanup pending; the gateway stopped since, LXD still down."""
+    async with _gateway(tmp_path, info) as c:
+        job_id = await _create_then_kill(c, daemon, name, 2)
+        await _failed_with_pending_cleanup(c, job_id)
+    return job_id
+
+
+async def _cleanup_done(c: httpx.AsyncClient, job_id: str, timeout: float, interval: float) -> dict[str, Any]:
+    """The job once its cleanup is done (within `timeout` seconds, asked every `interval`)."""
+    deadline = time.monotonic() + timeout
+    while (job := (await c.get(f"/v1/jobs/{job_id}")).json())["cleanup"]["status"] != "done":
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(interval)
+    return dict(job)
+
+
 @pytest.mark.parametrize("operations", [1, 2], ids=["during-create", "during-start"])
 async def test_lxd_killed_mid_create_the_container_is_removed_once_lxd_is_back(
         tmp_path: Path, victim: tuple[LocalDaemon, DaemonInfo], operations: int) -> None:
     daemon, info = victim
-    app = create_app(_settings(tmp_path, info))
     name = f"k-{uuid.uuid4().hex[:8]}"
-    async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
+    async with _gateway(tmp_path, info) as c:
         job_id = await _create_then_kill(c, daemon, name, operations)
         await _failed_with_pending_cleanup(c, job_id)
         for _ in range(3):  # LXD stays down: the job keeps saying what is true, the retries keep failing
@@ -122,21 +155,12 @@ async def test_a_cleanup_left_pending_is_done_at_the_next_start(
         tmp_path: Path, victim: tuple[LocalDaemon, DaemonInfo]) -> None:
     daemon, info = victim
     name = f"k-{uuid.uuid4().hex[:8]}"
-    app = create_app(_settings(tmp_path, info))
-    async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        job_id = await _create_then_kill(c, daemon, name, 2)  # the start: the container exists for sure
-        await _failed_with_pending_cleanup(c, job_id)
+    job_id = await _left_by_a_killed_start(tmp_path, daemon, info, name)
 
     daemon.start()  # the gateway is down while LXD comes back
     assert await _exists(info, name)  # what the killed create left
-    app = create_app(_settings(tmp_path, info))
-    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        deadline = time.monotonic() + 30
-        while (job := (await c.get(f"/v1/jobs/{job_id}")).json())["cleanup"]["status"] != "done":
-            assert time.monotonic() < deadline, job
-            await asyncio.sleep(0.25)
+    async with _gateway(tmp_path, info, startup_timeout=90) as c:
+        job = await _cleanup_done(c, job_id, 30, 0.25)
         assert job["status"] == "failed", job
         assert job["cleanup"]["detail"] == f"container {name!r} was removed", job
         assert not await _exists(info, name)
@@ -146,24 +170,15 @@ async def test_a_retried_cleanup_leaves_a_container_made_after_the_job_ended_alo
         tmp_path: Path, victim: tuple[LocalDaemon, DaemonInfo]) -> None:
     daemon, info = victim
     name = f"k-{uuid.uuid4().hex[:8]}"
-    app = create_app(_settings(tmp_path, info))
-    async with LifespanManager(app, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        job_id = await _create_then_kill(c, daemon, name, 2)
-        await _failed_with_pending_cleanup(c, job_id)
+    job_id = await _left_by_a_killed_start(tmp_path, daemon, info, name)
 
     daemon.start()
     async with Client.unix(info.socket_path) as lxd:  # someone replaces the leftover with their own container
         await remove_container(lxd, name)
         await asyncio.sleep(1.1)
         await lxd.instances.create(name, image="busybox", start=False)
-    app = create_app(_settings(tmp_path, info))
-    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
-        deadline = time.monotonic() + 30
-        while (job := (await c.get(f"/v1/jobs/{job_id}")).json())["cleanup"]["status"] != "done":
-            assert time.monotonic() < deadline, job
-            await asyncio.sleep(0.25)
+    async with _gateway(tmp_path, info, startup_timeout=90) as c:
+        job = await _cleanup_done(c, job_id, 30, 0.25)
         assert "was not removed" in job["cleanup"]["detail"], job
         assert await _exists(info, name)
 
@@ -184,22 +199,15 @@ async def test_a_create_left_running_while_lxd_is_down_is_settled_and_cleaned_up
         await store.save_checkpoint(job.id, CREATE_STEP, None)
     finally:
         await store.close()
-    assert daemon.proc is not None
-    os.kill(daemon.proc.pid, signal.SIGKILL)
-    daemon.proc.wait(timeout=10)
+    _kill(daemon)
 
-    app = create_app(_settings(tmp_path, info))
-    async with LifespanManager(app, startup_timeout=90, shutdown_timeout=60), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=90) as c:
+    async with _gateway(tmp_path, info, startup_timeout=90) as c:
         settled = (await c.get(f"/v1/jobs/{job.id}", params={"wait": 60})).json()
         assert settled["status"] == "failed", settled
         assert settled["cleanup"]["status"] == "pending", settled
         assert not _says_removed(settled), settled
         daemon.start()
-        deadline = time.monotonic() + 60
-        while (settled := (await c.get(f"/v1/jobs/{job.id}")).json())["cleanup"]["status"] != "done":
-            assert time.monotonic() < deadline, settled
-            await asyncio.sleep(0.5)
+        settled = await _cleanup_done(c, job.id, 60, 0.5)
         assert settled["status"] == "failed", settled
         assert settled["cleanup"]["detail"] == f"container {name!r} was removed", settled
         assert not await _exists(info, name)

@@ -24,7 +24,7 @@ import websockets
 from app.locallxd.daemon import DaemonInfo, free_port
 from app.lxd import Client, NotFound
 from tests.support.gateway import GatewayProcess, gateway_env, start_gateway
-from tests.support.streams import read_sse
+from tests.support.streams import iter_sse, read_sse
 
 LEASE = 5.0
 TAKEOVER_INTERVAL = LEASE / 3
@@ -238,19 +238,10 @@ async def _sse_of(http: httpx.AsyncClient, gateway: GatewayProcess, job_id: str,
 
 def _sse_into(gateway: GatewayProcess, job_id: str, events: list[dict[str, Any]], first: threading.Event) -> None:
     """Read the job's SSE stream into `events` (`first` is set once the snapshot came), until it ends."""
-    current: dict[str, Any] = {}
     with httpx.stream("GET", f"{gateway.base}/v1/jobs/{job_id}/events", timeout=120) as r:
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("id: "):
-                current["id"] = int(line[4:])
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and current:
-                events.append(current)
-                current = {}
-                first.set()
+        for event in iter_sse(r):
+            events.append(event)
+            first.set()
 
 
 async def _ws_of(gateway: GatewayProcess, job_id: str) -> tuple[list[dict[str, Any]], int | None]:

@@ -16,26 +16,21 @@ import pytest
 
 from app.jobs.access import Viewer
 from app.jobs.bus import JobBus, JobEvent, Subscription
-from app.jobs.kinds import JobKind, JobKinds, RecoveryOutcome
+from app.jobs.kinds import JobKind, JobKinds
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
 from app.jobs.runner import JobContext, JobRunner
 from app.store.errors import StoreUnavailable
 from app.store.jobs import SQLiteJobStore
 from app.store.postgres import PostgresJobStore
+from tests.support import replicas as support
+from tests.support.replicas import started_replicas
 
-LEASE = 2.0
 
-
-class Replica:
+class Replica(support.Replica):
     """One gateway process: its store, bus and runner, with the kinds the tests use."""
 
     def __init__(self, url: str, name: str) -> None:
-        self.name = name
-        self.store = PostgresJobStore(url)
-        self.kinds = JobKinds()
-        self.bus = JobBus(capacity=4096, history=256)
-        self.runner = JobRunner(self.store, self.bus, kinds=self.kinds, lease_seconds=LEASE, owner_id=name,
-                                progress_interval=0.1)
+        super().__init__(url, name, bus=JobBus(capacity=4096, history=256))
         self.gates: dict[str, asyncio.Event] = {g: asyncio.Event() for g in ("one", "two", "done")}
         self.kinds.register(JobKind("t.steps", self.steps))
         self.kinds.register(JobKind("t.burst", self.burst))
@@ -70,33 +65,11 @@ class Replica:
             await asyncio.sleep(0.05)
         return "never"
 
-    async def recover(self, job: Job, ctx: JobContext) -> RecoveryOutcome:
-        return RecoveryOutcome.failed("gateway-restarted", f"settled by {self.name}")
-
-    async def open(self) -> Replica:
-        await self.store.open()
-        await self.runner.start()
-        return self
-
-    async def close(self) -> None:
-        await self.runner.shutdown(0)
-        await self.store.close()
-
 
 @pytest.fixture
 async def replicas(postgres_url: str) -> AsyncIterator[Callable[[str], Awaitable[Replica]]]:
-    started: list[Replica] = []
-
-    async def start(name: str) -> Replica:
-        r = await Replica(postgres_url, name).open()
-        started.append(r)
-        return r
-
-    try:
+    async with started_replicas(lambda name: Replica(postgres_url, name)) as start:
         yield start
-    finally:
-        for r in reversed(started):
-            await r.close()
 
 
 async def subscribe(replica: Replica, job_id: str, *, after: int | None = None,

@@ -15,15 +15,15 @@ import psycopg
 import pytest
 
 from app.jobs.bus import JobBus
-from app.jobs.kinds import JobKind, JobKinds, RecoveryOutcome
+from app.jobs.kinds import JobKind, JobKinds
 from app.jobs.models import Job, JobStatus, new_job_id, utcnow
 from app.jobs.runner import JobContext, JobRunner
 from app.jobs.store import JobStore, LeaseLost
 from app.store.errors import StoreUnavailable
 from app.store.jobs import SQLiteJobStore
 from app.store.postgres import PostgresJobStore
-
-LEASE = 2.0
+from tests.support import replicas as support
+from tests.support.replicas import LEASE, started_replicas
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
@@ -39,15 +39,11 @@ def job_of(status: JobStatus = JobStatus.running, kind: str = "t.work") -> Job:
     return Job(id=new_job_id(), kind=kind, status=status, created_at=utcnow(), started_at=utcnow())
 
 
-class Replica:
+class Replica(support.Replica):
     """One gateway process: its store and runner, with the kinds the tests use."""
 
-    def __init__(self, url: str, name: str, *, lease: float = LEASE) -> None:
-        self.name = name
-        self.store = PostgresJobStore(url)
-        self.kinds = JobKinds()
-        self.runner = JobRunner(self.store, JobBus(), kinds=self.kinds, lease_seconds=lease, owner_id=name,
-                                progress_interval=0.1)
+    def __init__(self, url: str, name: str) -> None:
+        super().__init__(url, name)
         self.ticks: list[int] = []
         self.stopped = asyncio.Event()
         self.kinds.register(JobKind("t.work", self.work, recover=self.recover))
@@ -63,33 +59,11 @@ class Replica:
             self.stopped.set()
         return "never"
 
-    async def recover(self, job: Job, ctx: JobContext) -> RecoveryOutcome:
-        return RecoveryOutcome.failed("gateway-restarted", f"settled by {self.name}")
-
-    async def open(self) -> Replica:
-        await self.store.open()
-        await self.runner.start()
-        return self
-
-    async def close(self) -> None:
-        await self.runner.shutdown(0)
-        await self.store.close()
-
 
 @pytest.fixture
 async def replicas(postgres_url: str) -> AsyncIterator[Callable[[str], Awaitable[Replica]]]:
-    started: list[Replica] = []
-
-    async def start(name: str) -> Replica:
-        r = await Replica(postgres_url, name).open()
-        started.append(r)
-        return r
-
-    try:
+    async with started_replicas(lambda name: Replica(postgres_url, name)) as start:
         yield start
-    finally:
-        for r in reversed(started):
-            await r.close()
 
 
 async def row(url: str, job_id: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from app.locallxd.daemon import HarnessError, apt_install, free_port
+from app.locallxd.daemon import HarnessError, _pid_alive, apt_install, free_port
 
 PG_FIXTURES = {"postgres_server", "postgres_databases", "postgres_url", "own_postgres_server"}
 _SEQ = itertools.count(1)
@@ -139,16 +139,6 @@ class PostgresServer:
 PREFIX = "lxdgw-pg-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(bindir: Path, as_user: str | None) -> None:
     """Stop and remove the servers of test sessions that died without doing it (their `owner.pid` is gone)."""
     for directory in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
@@ -156,7 +146,7 @@ def remove_stale(bindir: Path, as_user: str | None) -> None:
             owner = int((directory / "owner.pid").read_text())
         except (OSError, ValueError):
             owner = 0
-        if owner and _alive(owner):
+        if owner and _pid_alive(owner):
             continue
         if (directory / "data" / "postmaster.pid").exists():
             with contextlib.suppress(HarnessError, subprocess.TimeoutExpired):
@@ -237,8 +227,9 @@ class Databases:
         self._free.append(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def _started_or_fail() -> Iterator[PostgresServer]:
+    """A private server (`private_postgres`) for as long as the generator runs; the test fails when it cannot
+    start."""
     try:
         cm = private_postgres()
         server = cm.__enter__()
@@ -248,6 +239,11 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _started_or_fail()
 
 
 @pytest.fixture(scope="session")
@@ -276,12 +272,4 @@ def postgres_url(postgres_server: PostgresServer, postgres_databases: Databases)
 def own_postgres_server() -> Iterator[PostgresServer]:
     """A private server for this test alone (a few seconds to make), stopped and removed after it: for a test that
     stops the server (e.g. `stop("immediate")` as in a crash, then `start()`)."""
-    try:
-        cm = private_postgres()
-        server = cm.__enter__()
-    except (HarnessError, OSError, subprocess.TimeoutExpired, KeyError) as exc:
-        pytest.fail(f"the private PostgreSQL could not be started: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        cm.__exit__(None, None, None)
+    yield from _started_or_fail()

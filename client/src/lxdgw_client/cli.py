@@ -139,6 +139,18 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal; else tab-separated lines, the headers first."""
+    if out.is_terminal:
+        table = Table(*headers)
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        for row in (headers, *rows):
+            sys.stdout.write("\t".join(row) + "\n")
+
+
 def job_line(job: Job) -> str:
     text = f"job {job.id} {job.kind} {job.status}"
     if job.resource:
@@ -249,15 +261,7 @@ def list_containers(
         print_json([c.model_dump(mode="json") for c in items])
         return
     rows: list[tuple[str, ...]] = [(c.name, c.status, _ipv4(c), ",".join(c.profiles), c.remote or "") for c in items]
-    headers = ("NAME", "STATUS", "IPV4", "PROFILES", "REMOTE")
-    if out.is_terminal:
-        table = Table(*headers)
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-    else:
-        for row in (headers, *rows):
-            sys.stdout.write("\t".join(row) + "\n")
+    print_table(("NAME", "STATUS", "IPV4", "PROFILES", "REMOTE"), rows)
 
 
 @app.command()
@@ -432,15 +436,7 @@ def jobs_ls(
         print_json([j.model_dump(mode="json") for j in page.items])
         return
     rows: list[tuple[str, ...]] = [(j.id, j.kind, j.status, j.resource or "", j.created_at or "") for j in page.items]
-    headers = ("ID", "KIND", "STATUS", "RESOURCE", "CREATED")
-    if out.is_terminal:
-        table = Table(*headers)
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-    else:
-        for row in (headers, *rows):
-            sys.stdout.write("\t".join(row) + "\n")
+    print_table(("ID", "KIND", "STATUS", "RESOURCE", "CREATED"), rows)
 
 
 @jobs_app.command("watch")
