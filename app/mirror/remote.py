@@ -16,7 +16,8 @@ How it stays right:
 - **Cluster members.** On a clustered remote the members' statuses are read every `MEMBER_POLL` seconds while the
   model is in sync (one `GET /1.0/cluster/members?recursion=1`), and once more right after the stream reconnects
   (before the reload); when one changes (`Online` -> `Offline` or `Evacuated`, or back) every collection that
-  depends on members (`MirrorKind.per_member`: instances) is reloaded in full. What LXD 5.0 does here: no event
+  depends on members (`MirrorKind.per_member`: instances) is reloaded in full, and listed again (quietly) at each
+  poll for `MEMBER_SETTLE` seconds after. What LXD 5.0 does here: no event
   at all when a member dies or comes back. Its listing (`recursion=2`) answers at once, showing each instance of a
   member it cannot reach with status `Error` and its location only (a single read of one waits 10 s, then fails
   "Missing event connection with target cluster member"); the member is `Offline` in the members' list once its
@@ -54,6 +55,9 @@ PENDING_WAIT = 2.0
 MEMBER_POLL = 3.0
 """Seconds between two reads of a clustered remote's members while its model is in sync."""
 MEMBER_POLL_TIMEOUT = 5.0
+MEMBER_SETTLE = 30.0
+"""Seconds after a member's status changed during which each poll also lists what depends on members again
+(quietly): LXD may still answer for the member's instances as unreachable for a while after it is back."""
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
@@ -116,6 +120,7 @@ class RemoteMirror:
         self.members: dict[str, str] | None = None  # each member's status, as last read
         self._polling_members = False
         self._members_failing = False  # the last read of the members failed (the next failures log at debug)
+        self._members_settle = 0.0  # until then, every poll lists what depends on members again
 
     # -- life -----------------------------------------------------------------------------------------------------
 
@@ -490,22 +495,26 @@ class RemoteMirror:
                 return
             before, self.members = self.members, members
             if before == members:
+                if time.monotonic() < self._members_settle:
+                    self.reload_per_member(quiet=True)
                 return
             changed = sorted(n for n in (before or {}).keys() | members.keys()
                              if (before or {}).get(n) != members.get(n))
             log.info("model of %s: cluster members changed (%s): reloading what depends on them", self.name,
                      ", ".join(f"{n} {(before or {}).get(n, '-')} -> {members.get(n, '-')}" for n in changed))
             self.counters.member_changes += 1
+            self._members_settle = time.monotonic() + MEMBER_SETTLE
             self.reload_per_member()
         finally:
             self._polling_members = False
 
-    def reload_per_member(self) -> None:
-        """Have every mirrored collection that depends on cluster members listed again (readers wait for it)."""
+    def reload_per_member(self, *, quiet: bool = False) -> None:
+        """Have every mirrored collection that depends on cluster members listed again (readers wait for it, unless
+        `quiet`)."""
         for project in list(self.projects):
             for kind in self.kinds.values():
                 if kind.per_member:
-                    self.request(project, kind.name, ALL)
+                    self.request(project, kind.name, ALL, quiet=quiet)
 
     # -- addresses ------------------------------------------------------------------------------------------------
 

@@ -87,6 +87,28 @@ async def test_a_member_going_offline_and_back_reloads_the_instances_of_every_pr
     await rm.aclose()
 
 
+async def test_after_a_change_each_poll_lists_again_quietly_until_the_member_settles() -> None:
+    fake = FakeCluster(True, {"m1": "Online", "m3": "Offline"})
+    listings: list[tuple[str, str]] = []
+    rm = _mirror(fake, listings)
+    await rm._take_members()
+    fake.statuses["m3"] = "Online"
+    await rm._poll_members(rm._gap)  # back: listed at once, readers wait for it
+    assert set(rm.projects["default"]["instances"].pending) == {remote_mod.ALL}
+    await _settled(rm)
+    listings.clear()
+    await rm._poll_members(rm._gap)  # LXD may still show its instances unreachable: listed again, quietly
+    assert not rm.projects["default"]["instances"].pending
+    await _settled(rm)
+    assert sorted(listings) == [("default", "instances"), ("p2", "instances")]
+    listings.clear()
+    rm._members_settle = 0.0  # the window is over: a poll reads the members alone
+    await rm._poll_members(rm._gap)
+    await _settled(rm)
+    assert listings == [] and rm.counters.member_changes == 1
+    await rm.aclose()
+
+
 async def test_a_failing_poll_keeps_the_model_in_sync_and_a_change_seen_after_it_still_reloads() -> None:
     fake = FakeCluster(True, {"m1": "Online", "m3": "Online"})
     listings: list[tuple[str, str]] = []
@@ -134,7 +156,8 @@ async def test_the_members_are_polled_on_an_interval_while_in_sync_and_never_on_
     await _settled(rm)
     if clustered:
         assert fake.member_reads >= 5, fake.member_reads
-        assert sorted(listings) == [("default", "instances"), ("p2", "instances")]
+        assert set(listings) == {("default", "instances"), ("p2", "instances")}  # and again while it settles
+        assert rm.counters.member_changes == 1
     else:
         assert fake.member_reads == 0 and listings == []
     await rm.aclose()
