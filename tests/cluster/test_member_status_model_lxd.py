@@ -53,7 +53,7 @@ async def test_the_model_shows_a_dead_members_container_in_error_once_offline_an
         still = await _model_read(gw, on_live)
         assert still["status"] == "Running" and still["status_message"] == "", still
     finally:
-        dead.restart()
+        await asyncio.to_thread(dead.restart)
     online_after = await asyncio.to_thread(cluster.wait_status, "m3", "Online")
     shown, running_took = await _until_status(gw, on_dead, "Running", BACK_WITHIN)
     assert shown["status_message"] == "" and shown["location"] == "m3", shown
