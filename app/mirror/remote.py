@@ -16,14 +16,15 @@ How it stays right:
 - **Cluster members.** On a clustered remote the members' statuses are read every `MEMBER_POLL` seconds while the
   model is in sync (one `GET /1.0/cluster/members?recursion=1`), and once more right after the stream reconnects
   (before the reload); when one changes (`Online` -> `Offline` or `Evacuated`, or back) every collection that
-  depends on members (`MirrorKind.per_member`: instances) is reloaded in full, and listed again (quietly) at each
-  poll for `MEMBER_SETTLE` seconds after. What LXD 5.0 does here: no event
-  at all when a member dies or comes back. Its listing (`recursion=2`) answers at once, showing each instance of a
-  member it cannot reach with status `Error` and its location only (a single read of one waits 10 s, then fails
-  "Missing event connection with target cluster member"); the member is `Offline` in the members' list once its
-  heartbeats have been missed (about 20 s after its death), and `Online` once it is back.
-  A standalone remote is never polled (checked once, from the server's facts). A poll that fails is logged and
-  tried again at the next interval; it never takes the model out of sync.
+  depends on members (`MirrorKind.per_member`: instances) is reloaded in full, then listed again (quietly) at each
+  poll for `MEMBER_SETTLE` seconds. What LXD 5.0 does here, as seen on a real 3-member cluster: no event at all
+  when a member dies or comes back. From the death on, its listing (`recursion=2`) answers at once (tens of ms),
+  showing each instance of the member with status `Error` and its location only (a single read of one waits 10 s,
+  then fails "Missing event connection with target cluster member"); the member turns `Offline` in the members'
+  list (message "No heartbeat for ...") 10-20 s after its death; once restarted it is `Online` within a few
+  seconds, and the listing shows its instances `Running` again from then on. The members' list answers in about
+  10 ms, dead member or not. A standalone remote is never polled (checked once, from the server's facts). A poll
+  that fails is logged and tried again at the next interval; it never takes the model out of sync.
 - **Reloaded in full** after the stream dropped (events may have been missed): until then, and until the first
   load, the remote is not in sync and reads go to LXD.
 - **Reconciled** by a full listing of every mirrored collection each `reconcile` seconds.
@@ -57,7 +58,8 @@ MEMBER_POLL = 3.0
 MEMBER_POLL_TIMEOUT = 5.0
 MEMBER_SETTLE = 30.0
 """Seconds after a member's status changed during which each poll also lists what depends on members again
-(quietly): LXD may still answer for the member's instances as unreachable for a while after it is back."""
+(quietly, readers do not wait): a guard for a member LXD marks online before it has its event connection to it
+again (single reads then still fail "Missing event connection"); its instances' status then shows within a poll."""
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
