@@ -68,4 +68,5 @@ def touched_by(job_kind: str, params: dict[str, Any]) -> list[tuple[str, list[st
 
 
 CONTAINERS = MirrorKind(name=KIND, load_all=load_all, load_one=load_one, load_definition=load_definition,
-                        keep_state=keep_state, running=running, awaits_address=awaits_address)
+                        keep_state=keep_state, running=running, awaits_address=awaits_address,
+                        per_member=True)

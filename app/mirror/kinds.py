@@ -50,6 +50,10 @@ class MirrorKind:
     follows: tuple[str, ...] = ()
     """Collections whose events have this kind read again in full (profiles: their `used_by` changes as instances
     come and go, and LXD sends no profile event for that)."""
+    per_member: bool = False
+    """What LXD shows of an object depends on the cluster member holding it being reachable (instances: status
+    `Error` while LXD cannot reach it), and LXD sends no event when a member goes offline or comes back: the
+    collection is reloaded in full when a member's status changes."""
 
     @property
     def events_of(self) -> str:

@@ -212,5 +212,6 @@ class Mirror:
         return {name: {"state": rm.state, "synced": rm.synced, "objects": rm.size, "projects": list(rm.projects),
                        "events": rm.counters.events, "reads": rm.counters.reads,
                        "listings": rm.counters.listings, "reloads": rm.counters.reloads, "gaps": rm.counters.gaps,
+                       "member_polls": rm.counters.member_polls, "member_changes": rm.counters.member_changes,
                        "served": dict(rm.counters.served), "error": rm.last_error}
                 for name, rm in self.remotes.items()}

@@ -13,6 +13,18 @@ How it stays right:
 - **Addresses.** A DHCP lease (or SLAAC) brings no event at all. An instance seen to start running, or running
   without an IPv4 address, is read again every `ADDRESS_POLL` seconds for `ADDRESS_WINDOW` seconds, until it has
   one; after that the periodic reconcile catches later changes.
+- **Cluster members.** On a clustered remote the members' statuses are read every `MEMBER_POLL` seconds while the
+  model is in sync (one `GET /1.0/cluster/members?recursion=1`), and once more right after the stream reconnects
+  (before the reload); when one changes (`Online` -> `Offline` or `Evacuated`, or back) every collection that
+  depends on members (`MirrorKind.per_member`: instances) is reloaded in full, then listed again (quietly) at each
+  poll for `MEMBER_SETTLE` seconds. What LXD 5.0 does here, as seen on a real 3-member cluster: no event at all
+  when a member dies or comes back. From the death on, its listing (`recursion=2`) answers at once (tens of ms),
+  showing each instance of the member with status `Error` and its location only (a single read of one waits 10 s,
+  then fails "Missing event connection with target cluster member"); the member turns `Offline` in the members'
+  list (message "No heartbeat for ...") 10-20 s after its death; once restarted it is `Online` within a few
+  seconds, and the listing shows its instances `Running` again from then on. The members' list answers in about
+  10 ms, dead member or not. A standalone remote is never polled (checked once, from the server's facts). A poll
+  that fails is logged and tried again at the next interval; it never takes the model out of sync.
 - **Reloaded in full** after the stream dropped (events may have been missed): until then, and until the first
   load, the remote is not in sync and reads go to LXD.
 - **Reconciled** by a full listing of every mirrored collection each `reconcile` seconds.
@@ -42,6 +54,13 @@ ADDRESS_WINDOW = 60.0
 ADDRESS_POLL = 0.5
 PENDING_WAIT = 2.0
 LARGE_LOAD = 200  # objects in one listing: after applying one this large, `after_large_load` is called
+MEMBER_POLL = 3.0
+"""Seconds between two reads of a clustered remote's members while its model is in sync."""
+MEMBER_POLL_TIMEOUT = 5.0
+MEMBER_SETTLE = 30.0
+"""Seconds after a member's status changed during which each poll also lists what depends on members again
+(quietly, readers do not wait): a guard for a member LXD marks online before it has its event connection to it
+again (single reads then still fail "Missing event connection"); its instances' status then shows within a poll."""
 FETCHES = 16  # reads of single objects in flight at once, per remote
 ALL = "*"  # the key of a whole-collection reload
 SILENT_ACTIONS = frozenset({"instance-exec", "instance-console", "instance-console-reset",
@@ -58,6 +77,8 @@ class Counters:
     reloads: int = 0
     gaps: int = 0
     evicted: int = 0
+    member_polls: int = 0
+    member_changes: int = 0
     served: dict[str, int] = field(default_factory=lambda: {"hit": 0, "miss": 0, "bypass": 0})
 
 
@@ -102,6 +123,11 @@ class RemoteMirror:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.last_error: str | None = None
+        self.clustered: bool | None = None  # None: not known yet
+        self.members: dict[str, str] | None = None  # each member's status, as last read
+        self._polling_members = False
+        self._members_failing = False  # the last read of the members failed (the next failures log at debug)
+        self._members_settle = 0.0  # until then, every poll lists what depends on members again
 
     # -- life -----------------------------------------------------------------------------------------------------
 
@@ -155,6 +181,7 @@ class RemoteMirror:
                     delay = min(delay * 2, 5.0)
                     continue
                 self.state = "reloading" if self.counters.reloads else "starting"
+                await self._take_members()
                 await self._load_everything()
                 if self._gap.is_set():
                     continue
@@ -172,25 +199,34 @@ class RemoteMirror:
                 listener.close()
 
     async def _keep(self) -> None:
-        """Until the stream drops: poll instances awaiting addresses, reconcile every `reconcile` seconds."""
+        """Until the stream drops: poll instances awaiting addresses and a cluster's members, reconcile every
+        `reconcile` seconds."""
         next_reconcile = time.monotonic() + self.reconcile
+        next_members = time.monotonic() + MEMBER_POLL
         while not self._gap.is_set():
             self._wake.clear()
             waits = [asyncio.ensure_future(self._gap.wait())]
             if not self._addresses:
                 waits.append(asyncio.ensure_future(self._wake.wait()))
+            timeout = ADDRESS_POLL if self._addresses else next_reconcile - time.monotonic()
+            if self.clustered is not False:
+                timeout = min(timeout, next_members - time.monotonic())
             try:
-                await asyncio.wait(waits, timeout=ADDRESS_POLL if self._addresses else
-                                   max(0.05, next_reconcile - time.monotonic()),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, timeout=max(0.05, timeout), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for w in waits:
                     w.cancel()
             if self._gap.is_set():
                 return
             self._poll_addresses()
-            if time.monotonic() >= next_reconcile and not self._reconciling:
-                next_reconcile = time.monotonic() + self.reconcile
+            now = time.monotonic()
+            if self.clustered is not False and now >= next_members:
+                next_members = now + MEMBER_POLL
+                if not self._polling_members:
+                    self._polling_members = True
+                    self._spawn(self._poll_members(self._gap))
+            if now >= next_reconcile and not self._reconciling:
+                next_reconcile = now + self.reconcile
                 self._spawn(self._reconcile())
 
     async def _reconcile(self) -> None:
@@ -419,6 +455,76 @@ class RemoteMirror:
             if fut is not None:
                 with contextlib.suppress(Exception):
                     await fut
+
+    # -- cluster members ------------------------------------------------------------------------------------------
+
+    async def _read_members(self) -> dict[str, str] | None:
+        """Each member's status; None when the members could not be read (logged)."""
+        try:
+            members = await asyncio.wait_for(self.client.cluster.members(), MEMBER_POLL_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # TimeoutError, LXD unreachable: the next poll tries again
+            log.log(logging.DEBUG if self._members_failing else logging.INFO,
+                    "model of %s: reading the cluster members failed: %s", self.name, f"{type(exc).__name__}: {exc}")
+            self._members_failing = True
+            return None
+        self._members_failing = False
+        self.counters.member_polls += 1
+        return {m.server_name: m.status for m in members}
+
+    async def _is_clustered(self) -> bool:
+        """Whether the remote is a cluster: asked once (from the server's facts), again while unknown."""
+        if self.clustered is None:
+            try:
+                self.clustered = await asyncio.wait_for(self.client.server.clustered(), MEMBER_POLL_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # asked again at the next poll
+                log.log(logging.DEBUG if self._members_failing else logging.INFO,
+                        "model of %s: the server's facts could not be read: %s", self.name, exc)
+                self._members_failing = True
+                return False
+        return self.clustered
+
+    async def _take_members(self) -> None:
+        """Before a (re)load: the members' statuses as they are before the listings (a change after this is seen
+        by the next poll)."""
+        if await self._is_clustered():
+            members = await self._read_members()
+            if members is not None:
+                self.members = members
+
+    async def _poll_members(self, gap: asyncio.Event) -> None:
+        """Read the members' statuses; when one changed since the last read, reload what depends on members."""
+        try:
+            if not await self._is_clustered():
+                return
+            members = await self._read_members()
+            if members is None or gap.is_set():  # a reload follows the gap, with its own first read
+                return
+            before, self.members = self.members, members
+            if before == members:
+                if time.monotonic() < self._members_settle:
+                    self.reload_per_member(quiet=True)
+                return
+            changed = sorted(n for n in (before or {}).keys() | members.keys()
+                             if (before or {}).get(n) != members.get(n))
+            log.info("model of %s: cluster members changed (%s): reloading what depends on them", self.name,
+                     ", ".join(f"{n} {(before or {}).get(n, '-')} -> {members.get(n, '-')}" for n in changed))
+            self.counters.member_changes += 1
+            self._members_settle = time.monotonic() + MEMBER_SETTLE
+            self.reload_per_member()
+        finally:
+            self._polling_members = False
+
+    def reload_per_member(self, *, quiet: bool = False) -> None:
+        """Have every mirrored collection that depends on cluster members listed again (readers wait for it, unless
+        `quiet`)."""
+        for project in list(self.projects):
+            for kind in self.kinds.values():
+                if kind.per_member:
+                    self.request(project, kind.name, ALL, quiet=quiet)
 
     # -- addresses ------------------------------------------------------------------------------------------------
 
