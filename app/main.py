@@ -125,8 +125,8 @@ def touch_after_job(mirror: Mirror, job: Job, params: dict[str, Any], status: Jo
         profile_mirror.touched_by(job.kind)
     for kind, keys in touched:
         keys = [k for k in keys if not (kind == container_mirror.KIND and k == current)]
-        if keys or kind != container_mirror.KIND:
-            mirror.touch(remote, project, kind, *keys)
+        if keys or kind != container_mirror.KIND:  # images and profiles changed on the side: read when next read
+            mirror.touch(remote, project, kind, *keys, lazy=kind != container_mirror.KIND)
 
 
 JOB_KINDS: tuple[JobKind, ...] = (

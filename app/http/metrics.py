@@ -143,10 +143,14 @@ class _LiveCollector(Collector):
                                      "answered from (hit: the model; miss, bypass: LXD)", labels=["remote", "source"])
         reloads = CounterMetricFamily("lxdgw_read_model_reloads", "full reloads of a remote's model (start, and "
                                       "after its events stream dropped)", labels=["remote"])
+        lxd_reads = CounterMetricFamily("lxdgw_read_model_lxd_requests", "requests the read model made of LXD to keep "
+                                        "in sync (read: one object; listing: a collection)", labels=["remote", "kind"])
         for name, st in stats.items():
+            lxd_reads.add_metric([name, "read"], float(st["reads"]))  # type: ignore[arg-type]
+            lxd_reads.add_metric([name, "listing"], float(st["listings"]))  # type: ignore[arg-type]
             in_sync.add_metric([name], 1.0 if st["synced"] else 0.0)
             objects.add_metric([name], float(st["objects"]))  # type: ignore[arg-type]
             reloads.add_metric([name], float(st["reloads"]))  # type: ignore[arg-type]
             for source, count in st["served"].items():  # type: ignore[attr-defined]
                 served.add_metric([name, source], float(count))
-        yield from (in_sync, objects, served, reloads)
+        yield from (in_sync, objects, served, reloads, lxd_reads)

@@ -158,6 +158,8 @@ class Collection:
         """Keys with a read under way that a reader must wait for (an event or a write said they changed)."""
         self._sorted: tuple[int, list[Record]] | None = None
         self.queued: dict[str, asyncio.Future[None]] = {}
+        self.stale = False
+        """A lazy request (see `RemoteMirror.request`) left the whole collection to be listed before its next read."""
         self.full: set[str] = set()
         """Keys whose next read must be a full one (something may have changed beyond their definition)."""
         """Keys with one more read to start after the one under way (told of a change while it ran)."""

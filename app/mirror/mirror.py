@@ -140,13 +140,14 @@ class Mirror:
 
     # -- writes ---------------------------------------------------------------------------------------------------
 
-    def touch(self, remote: str, project: str, kind: str, *keys: str) -> list[asyncio.Future[None]]:
+    def touch(self, remote: str, project: str, kind: str, *keys: str, lazy: bool = False) -> list[asyncio.Future[None]]:
         """A write through the gateway changed these objects (no keys: the whole collection): readers wait until
-        each has been read again."""
+        each has been read again. `lazy` (a whole collection changed as a side effect): it is read when a reader
+        next asks for it, or at once while somebody watches it."""
         rm = self.remotes.get(remote)
         if rm is None:
             return []
-        futs = [rm.request(project, kind, key) for key in (keys or (ALL,))]
+        futs = [rm.request(project, kind, key, lazy=lazy) for key in (keys or (ALL,))]
         return [f for f in futs if f is not None]
 
     async def fresh(self, remote: str, project: str, kind: str, key: str, *, client: Client) -> Shaped | None:

@@ -302,7 +302,7 @@ class RemoteMirror:
             changed_set = event.action.endswith(("-created", "-deleted", "-renamed", "-updated"))
             for kind in self.kinds.values():
                 if parts[0] in kind.follows and changed_set:
-                    self._request_in(kind, project, ALL, quiet=True)
+                    self._request_in(kind, project, ALL, lazy=True)
                 if kind.events_of != parts[0]:
                     continue
                 if kind.whole or len(parts) < 2 or (parts[0] == "images" and parts[1] == "aliases"):
@@ -326,10 +326,10 @@ class RemoteMirror:
                                          definition=True)
 
     def _request_in(self, kind: MirrorKind, project: str, key: str, *, quiet: bool = False,
-                    definition: bool = False) -> None:
+                    definition: bool = False, lazy: bool = False) -> None:
         """Read `key` again in `project`, or in every mirrored project for a collection projects may share."""
         for p in list(self.projects) if kind.shared else [project]:
-            self.request(p, kind.name, key, quiet=quiet, definition=definition)
+            self.request(p, kind.name, key, quiet=quiet, definition=definition, lazy=lazy)
 
     @staticmethod
     def _apply_project_event(names: set[str], action: str, name: str, old: str) -> None:
@@ -343,19 +343,24 @@ class RemoteMirror:
 
     # -- reads of LXD, coalesced ----------------------------------------------------------------------------------
 
-    def request(self, project: str, kind: str, key: str, *, quiet: bool = False,
-                definition: bool = False) -> asyncio.Future[None] | None:
+    def request(self, project: str, kind: str, key: str, *, quiet: bool = False, definition: bool = False,
+                lazy: bool = False) -> asyncio.Future[None] | None:
         """Have `key` (or `ALL`) of `kind` in `project` read again; the future ends once a read that started after
         this request has been applied (readers of the key wait for it: `settle`). While a read is under way, one
         more is queued after it (the read under way may have started before the change), and every request made
         meanwhile shares the queued one. A `quiet` read (nothing said the object changed: an address poll, a
         follower's reload) is not waited for, and is skipped when any read of the key is under way or queued. A
         `definition` request (only the object's definition changed) may be served by the kind's cheaper read, unless
-        a full one was asked for since the last read started."""
+        a full one was asked for since the last read started. A `lazy` request of a whole collection nobody
+        watches only marks it stale: its next reader has it listed (and waits for that); nobody reading it, LXD is
+        not asked (a burst of creates would otherwise have the profiles and images listed after each)."""
         colls = self.projects.get(project)
         if colls is None or kind not in colls:
             return None
         coll = colls[kind]
+        if lazy and key == ALL and not coll.watchers:
+            coll.stale = True
+            return None
         if not definition:
             coll.full.add(key)
         ident = (project, kind, key)
@@ -411,6 +416,7 @@ class RemoteMirror:
                 coll.full.discard(key)
                 partial = False
                 if key == ALL:
+                    coll.stale = False  # this listing covers what made it stale
                     items = await kind.load_all(client, self.name)
                     self.counters.listings += 1
                 elif not full and kind.load_definition is not None:
@@ -614,7 +620,13 @@ class RemoteMirror:
 
     async def settle(self, coll: Collection, key: str | None = None) -> bool:
         """Wait for the reads under way that readers of `key` (all keys when None) must see; False when they did
-        not end within `PENDING_WAIT` seconds."""
+        not end within `PENDING_WAIT` seconds. A stale collection (see `request`) is listed first."""
+        if coll.stale:
+            coll.stale = False
+            for project, colls in self.projects.items():
+                for kind, c in colls.items():
+                    if c is coll:
+                        self.request(project, kind, ALL)
         keys = set(coll.pending) | set(coll.queued) if key is None else {key, ALL}
         futs = [f for k in keys if (f := coll.queued.get(k) or coll.pending.get(k)) is not None]
         if not futs:

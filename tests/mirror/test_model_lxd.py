@@ -1039,3 +1039,31 @@ async def test_a_profile_of_default_changed_with_lxc_shows_in_a_project_sharing_
         await lxc(d, "delete", "--force", a, "--project", project, check=False)
         await lxc(d, "project", "delete", project, check=False)
         await lxc(d, "profile", "delete", profile, check=False)
+
+
+async def test_what_a_job_changes_on_the_side_is_listed_when_next_read_not_after_every_job(
+        client: httpx.AsyncClient, app: FastAPI, names: str) -> None:
+    """A create changes the profiles' `used_by` (and may bring an image): those collections are listed when a
+    reader next asks for them, once, not after each of a burst of jobs; the reader sees the change."""
+    c = client
+    made = [f"{names}-a", f"{names}-b", f"{names}-c"]
+    await settled(app)
+    lxd = app.state.remotes.get("local")
+    async with counting(lxd) as log:
+        await asyncio.gather(*(create(c, n, start=False) for n in made))
+        await settled(app)
+        side = [p for _, p in log.calls if p.split("?")[0] in ("/1.0/profiles", "/1.0/images", "/1.0/images/aliases")]
+        assert side == [], log.calls
+        r = await c.get("/v1/profiles/default")
+        assert r.status_code == 200 and r.headers[CACHE] == "hit", r.text
+        assert all(name in str(r.json()["used_by"]) for name in made), r.json()["used_by"]
+        profile_listings = [p for _, p in log.calls if p.split("?")[0] == "/1.0/profiles"]
+        assert len(profile_listings) == 1, log.calls
+        r = await c.get("/v1/profiles/default")
+        assert r.status_code == 200 and len([p for _, p in log.calls if p.split("?")[0] == "/1.0/profiles"]) == 1
+
+    r = await c.get("/metrics")
+    assert r.status_code == 200
+    listings = [line for line in r.text.splitlines()
+                if line.startswith('lxdgw_read_model_lxd_requests_total{kind="listing",remote="local"}')]
+    assert listings and float(listings[0].split()[-1]) >= 1, r.text[-2000:]

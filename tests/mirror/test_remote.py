@@ -96,3 +96,35 @@ async def test_a_large_listing_hands_the_memory_its_parsing_took_back_and_a_smal
     await asyncio.sleep(0.1)  # it runs on a thread
     assert len(coll) == LARGE_LOAD and calls == [0]
     await rm.aclose()
+
+
+async def test_a_lazy_request_of_a_collection_is_read_by_its_next_reader_or_at_once_while_watched() -> None:
+    listings: list[int] = []
+
+    async def load_all(client: Any, remote: str) -> list[tuple[str, dict[str, Any]]]:
+        listings.append(len(listings))
+        await asyncio.sleep(0.02)
+        return [("p1", {"name": "p1", "n": len(listings)})]
+
+    async def load_one(client: Any, remote: str, key: str) -> dict[str, Any]:
+        return {"name": key}
+
+    kind = MirrorKind(name="profiles", load_all=load_all, load_one=load_one)
+    rm = RemoteMirror("r", SimpleNamespace(project="default"), [kind])  # type: ignore[arg-type]
+    coll = rm._collections("default")["profiles"]
+    coll.loaded = True
+    rm.synced = True
+    for _ in range(20):  # a burst of creates, each changing the profiles' used_by on the side
+        assert rm.request("default", "profiles", "*", lazy=True) is None
+    await asyncio.sleep(0.1)
+    assert listings == [] and coll.stale  # nobody read the profiles: LXD was not asked
+    assert await rm.settle(coll)  # the next reader has them listed once, and waits for it
+    assert listings == [0] and coll.records["p1"].data["n"] == 1 and not coll.stale
+    assert await rm.settle(coll) and listings == [0]
+
+    watcher, _ = coll.watch(None)
+    rm.request("default", "profiles", "*", lazy=True)  # watched: read at once, so the watcher hears of it
+    await asyncio.sleep(0.1)
+    assert listings == [0, 1] and not coll.stale
+    watcher.close()
+    await rm.aclose()
