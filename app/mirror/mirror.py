@@ -160,7 +160,8 @@ class Mirror:
         fut = rm.request(project, kind, key, definition=True)
         try:
             if fut is not None:
-                await asyncio.wait_for(asyncio.shield(fut), 10)
+                async with asyncio.timeout(10):  # (asyncio.wait_for in 3.11 may swallow a cancel)
+                    await asyncio.shield(fut)
         except TimeoutError:  # the model is too busy: the job's answer does not wait for it
             return await self.kinds[kind].load_one(client, remote, key)
         rec = coll.records.get(key)
@@ -186,7 +187,8 @@ class Mirror:
         under_way = coll.pending.get(key)
         if under_way is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(under_way), PENDING_WAIT)
+                async with asyncio.timeout(PENDING_WAIT):
+                    await asyncio.shield(under_way)
         rec = coll.records.get(key)
         if rec is not None and rec.seq > since and rm.holds(project, kind, coll) and shows(rec.data):
             rm.counters.served[HIT] += 1

@@ -467,7 +467,8 @@ class RemoteMirror:
     async def _read_members(self) -> dict[str, str] | None:
         """Each member's status; None when the members could not be read (logged)."""
         try:
-            members = await asyncio.wait_for(self.client.cluster.members(), MEMBER_POLL_TIMEOUT)
+            async with asyncio.timeout(MEMBER_POLL_TIMEOUT):  # (asyncio.wait_for in 3.11 may swallow a cancel)
+                members = await self.client.cluster.members()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # TimeoutError, LXD unreachable: the next poll tries again
@@ -483,7 +484,8 @@ class RemoteMirror:
         """Whether the remote is a cluster: asked once (from the server's facts), again while unknown."""
         if self.clustered is None:
             try:
-                self.clustered = await asyncio.wait_for(self.client.server.clustered(), MEMBER_POLL_TIMEOUT)
+                async with asyncio.timeout(MEMBER_POLL_TIMEOUT):
+                    self.clustered = await self.client.server.clustered()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # asked again at the next poll
