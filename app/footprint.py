@@ -48,14 +48,7 @@ def leave_out_unused(names: tuple[str, ...] = UNUSED_MODULES) -> list[str]:
 def trim_heap() -> bool:
     """Collect garbage, then return the heap's free pages to the system; False where it cannot (not glibc)."""
     gc.collect()
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    return return_free_heap()
 
 
 def return_free_heap() -> bool:
